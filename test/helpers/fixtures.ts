@@ -1,0 +1,28 @@
+// Paths to the repository's fixtures and test doubles, from compiled tests
+// (dist/test/...) or the sources alike.
+import { readFileSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+function findRoot (): string {
+  let dir = dirname(fileURLToPath(import.meta.url))
+  for (;;) {
+    try {
+      readFileSync(join(dir, 'package.json'))
+      return dir
+    } catch {}
+    const up = resolve(dir, '..')
+    if (up === dir) throw new Error('package.json not found above the test helpers')
+    dir = up
+  }
+}
+
+export const ROOT = findRoot()
+export const CAPTURES = join(ROOT, 'test/fixtures/nvidia-smi')
+export const MACHINES = join(ROOT, 'test/fixtures/machines')
+export const NVIDIA_SMI_DOUBLE = join(ROOT, 'test/doubles/nvidia-smi')
+export const AGENT = join(ROOT, 'dist/agent/main.js')
+
+export function capture (file: string): string {
+  return readFileSync(join(CAPTURES, file), 'utf8')
+}

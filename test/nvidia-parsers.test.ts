@@ -273,6 +273,10 @@ const CASES: Record<string, TopoCase | InventoryCase> = {
   'l40s-1x-smi-1.txt': {
     kind: 'table', count: 1, problems: 0, driver: '595.80', cuda: '13.2', gpus: { 0: { name: 'NVIDIA L40S', memoryMiB: 46068, pciBusId: '00000000:01:00.0', migMode: null } }
   },
+  'rtx4080-1x-smi-1.txt': {
+    // The name column cuts "NVIDIA GeForce RTX 4080 SUPER": kept as printed, flagged.
+    kind: 'table', count: 1, problems: 1, driver: '580.105.08', cuda: '13.0', gpus: { 0: { name: 'NVIDIA GeForce RTX 4080 ...', memoryMiB: 16376, pciBusId: '00000000:01:00.0', migMode: null } }
+  },
   'rtx4090-8x-query-gpu-csv-1.txt': {
     kind: 'querycsv', count: 8, problems: 0, gpus: { 0: { name: 'NVIDIA GeForce RTX 4090', memoryMiB: 24564 }, 7: { name: 'NVIDIA GeForce RTX 4090' } }
   },
@@ -285,7 +289,7 @@ const INVENTORY_PARSERS = { list: parseList, nvlink: parseNvlink, qxml: parseQue
 
 t.test('every capture has expectations here', async (t) => {
   const files = readdirSync(CAPTURES).filter((f) => /\.(txt|xml)$/.test(f))
-  t.ok(files.length >= 52, 'the captures are present')
+  t.ok(files.length >= 53, 'the captures are present')
   for (const f of files) t.ok(f in CASES, `${f} is covered by a case`)
 })
 

@@ -1,0 +1,76 @@
+// The admin API: Fastify with TypeBox schemas on every route, problem+json
+// errors, bearer-token roles, OpenAPI, metrics. Routes are registered
+// explicitly, one file per resource.
+import swagger from '@fastify/swagger'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import type { Redis } from 'ioredis'
+import type { Logger } from '../../common/log.js'
+import { VERSION } from '../../common/version.js'
+import { ApiError } from '../../protocol/errors.js'
+import type { Notifier } from '../events/notifier.js'
+import type { Metrics } from '../metrics.js'
+import type { Pool } from '../store/db.js'
+import { installAuth } from './auth.js'
+import { installErrorHandling } from './problem.js'
+import { installValidation } from './validation.js'
+import { eventRoutes } from './routes/events.js'
+import { healthRoutes } from './routes/health.js'
+import { hostRoutes } from './routes/hosts.js'
+import { poolRoutes } from './routes/pools.js'
+import { tokenRoutes } from './routes/tokens.js'
+import { workloadRoutes } from './routes/workloads.js'
+
+export interface AppDeps {
+  pool: Pool
+  redis: Redis | null
+  notifier: Notifier
+  metrics: Metrics
+  log: Logger
+  /** Largest request body accepted. */
+  bodyLimit?: number
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true })
+
+export async function buildApp (deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.log as unknown as FastifyBaseLogger,
+    // Requests are counted in /metrics; a log line per request would drown the journal.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: deps.bodyLimit ?? 1024 * 1024
+  }).withTypeProvider<TypeBoxTypeProvider>()
+  installValidation(app)
+
+  // JSON bodies must be valid UTF-8; Node would otherwise replace bad bytes silently.
+  const defaultJson = app.getDefaultJsonParser('error', 'error')
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
+    let text: string
+    try { text = strictUtf8.decode(body as Buffer) } catch { done(new ApiError('BAD_BODY', 'the body is not valid UTF-8'), undefined); return }
+    defaultJson(req, text, done)
+  })
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'gpumesh admin API', version: VERSION, description: 'Hosts, pools, workloads, placements, events and tokens of a gpumesh cluster. Errors are application/problem+json.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }]
+    }
+  })
+  installErrorHandling(app)
+  installAuth(app, deps.pool)
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched'
+    deps.metrics.httpRequests.inc({ method: req.method, route, status: String(reply.statusCode) })
+    deps.metrics.httpDuration.observe({ method: req.method, route }, reply.elapsedTime / 1000)
+  })
+
+  await app.register(healthRoutes(deps.pool, deps.redis, deps.metrics))
+  await app.register(hostRoutes(deps.pool))
+  await app.register(poolRoutes(deps.pool))
+  await app.register(workloadRoutes(deps.pool))
+  await app.register(tokenRoutes(deps.pool))
+  await app.register(eventRoutes(deps.pool, deps.notifier))
+  return app
+}

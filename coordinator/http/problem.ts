@@ -1,0 +1,44 @@
+// Every error leaves as application/problem+json (RFC 9457) with a stable
+// code from protocol/errors.ts; nothing internal leaks into the detail.
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { ApiError, ERRORS, PROBLEM_TYPE_PREFIX, type ErrorCode } from '../../protocol/errors.js'
+import type { Problem } from '../../protocol/api.js'
+
+export function problem (code: ErrorCode, detail: string | undefined, instance: string): Problem {
+  const { status, title } = ERRORS[code]
+  return { type: PROBLEM_TYPE_PREFIX + code.toLowerCase().replace(/_/g, '-'), title, status, code, instance, ...(detail === undefined ? {} : { detail }) }
+}
+
+export function sendProblem (reply: FastifyReply, code: ErrorCode, detail?: string): FastifyReply {
+  const body = problem(code, detail, reply.request.url)
+  return reply.code(body.status).type('application/problem+json').send(body)
+}
+
+/** Fastify's own error codes, by what they mean to a client. */
+const FASTIFY_CODES: Record<string, ErrorCode> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'PAYLOAD_TOO_LARGE',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'BAD_BODY',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'BAD_BODY',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'BAD_BODY'
+}
+
+/** Errors from pg / the network that mean "the database is not there right now". */
+const UNAVAILABLE = /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|57P01|57P03|08\d\d\d)$/
+
+export function installErrorHandling (app: FastifyInstance): void {
+  app.setNotFoundHandler((req, reply) => { void sendProblem(reply, 'NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0] ?? ''}`) })
+  app.setErrorHandler((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
+    if (err instanceof ApiError) return sendProblem(reply, err.code, err.message)
+    if (err.validation !== undefined) return sendProblem(reply, 'VALIDATION', `${err.validationContext ?? 'request'}: ${err.validation.map((v) => `${v.instancePath === '' ? '/' : v.instancePath} ${v.message ?? 'is invalid'}`).join('; ')}`)
+    const mapped = err.code === undefined ? undefined : FASTIFY_CODES[err.code]
+    if (mapped !== undefined) return sendProblem(reply, mapped, mapped === 'BAD_BODY' ? err.message : undefined)
+    if (err.code !== undefined && UNAVAILABLE.test(err.code)) {
+      req.log.warn({ code: err.code }, 'database unavailable')
+      return sendProblem(reply, 'UNAVAILABLE', 'the database is unavailable; retry shortly')
+    }
+    if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) return sendProblem(reply, 'VALIDATION', err.message)
+    req.log.error({ err }, 'request failed')
+    return sendProblem(reply, 'INTERNAL')
+  })
+}

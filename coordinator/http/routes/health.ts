@@ -1,0 +1,31 @@
+// Unauthenticated endpoints for probes and scrapers.
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { Redis } from 'ioredis'
+import type { Metrics } from '../../metrics.js'
+import type { Pool } from '../../store/db.js'
+import { sendProblem } from '../problem.js'
+
+const Status = Type.Object({ status: Type.String(), checks: Type.Optional(Type.Record(Type.String(), Type.String())) })
+
+export const healthRoutes = (pool: Pool, redis: Redis | null, metrics: Metrics): FastifyPluginAsyncTypebox => async (app) => {
+  app.get('/livez', { config: { public: true }, schema: { tags: ['health'], summary: 'The process is up (no dependencies checked)', response: { 200: Status } } }, async () => ({ status: 'ok' }))
+
+  app.get('/readyz', { config: { public: true }, schema: { tags: ['health'], summary: 'PostgreSQL (and Redis when configured) answer' } }, async (_req, reply) => {
+    const checks: Record<string, string> = {}
+    const timeout = <T>(p: Promise<T>) => Promise.race([p, new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error('timed out after 2 s')), 2000))])
+    try { await timeout(pool.query('select 1')); checks.postgres = 'ok' } catch (err) { checks.postgres = (err as Error).message }
+    if (redis !== null) {
+      try { await timeout(redis.ping()); checks.redis = 'ok' } catch (err) { checks.redis = (err as Error).message }
+    }
+    const failed = Object.entries(checks).filter(([, v]) => v !== 'ok')
+    if (failed.length > 0) return sendProblem(reply, 'UNAVAILABLE', failed.map(([k, v]) => `${k}: ${v}`).join('; '))
+    return { status: 'ok', checks }
+  })
+
+  app.get('/metrics', { config: { public: true }, schema: { tags: ['health'], summary: 'Prometheus metrics (gpumesh_*)' } }, async (_req, reply) => {
+    reply.type(metrics.registry.contentType)
+    return await metrics.registry.metrics()
+  })
+
+  app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger())
+}

@@ -1,0 +1,24 @@
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Host, HostAction, IdParams, ListQuery, Page } from '../../../protocol/api.js'
+import type { Pool } from '../../store/db.js'
+import { getHost, listHosts, setHostState } from '../../store/hosts.js'
+import { responses } from '../schemas.js'
+
+export const hostRoutes = (pool: Pool): FastifyPluginAsyncTypebox => async (app) => {
+  app.get('/v1/hosts', {
+    schema: { tags: ['hosts'], summary: 'List hosts with their facts, pool, state and free GPUs', querystring: ListQuery, response: responses({ 200: Page(Host) }) }
+  }, async (req) => await listHosts(pool, req.query.limit ?? 100, req.query.cursor))
+
+  app.get('/v1/hosts/:id', {
+    schema: { tags: ['hosts'], summary: 'One host', params: IdParams, response: responses({ 200: Host }, 404) }
+  }, async (req) => await getHost(pool, req.params.id))
+
+  for (const action of ['cordon', 'uncordon', 'drain'] as const) {
+    app.post(`/v1/hosts/:id/${action}`, {
+      config: { role: 'operator' },
+      schema: { tags: ['hosts'], summary: `${action[0]?.toUpperCase()}${action.slice(1)} a host`, params: IdParams, body: Type.Optional(HostAction), response: responses({ 200: Host }, 404, 413, 415) },
+      // A bodyless POST (the common case) is an empty action body.
+      preValidation: async (req) => { req.body ??= {} }
+    }, async (req) => await setHostState(pool, req.params.id, action, req.body?.reason ?? null))
+  }
+}

@@ -1,0 +1,19 @@
+// Request validation with two Ajv instances: query strings, params and
+// headers are text, so numbers in them are coerced; bodies are JSON, where a
+// "4" for 4 is a client bug and is refused. Unknown properties are refused
+// everywhere (additionalProperties: false in protocol/), never dropped.
+import { Ajv, type Options } from 'ajv'
+import addFormats from 'ajv-formats'
+import type { FastifyInstance } from 'fastify'
+
+function ajv (options: Options): Ajv {
+  const a = new Ajv({ removeAdditional: false, useDefaults: false, allErrors: false, strict: false, ...options })
+  addFormats.default(a)
+  return a
+}
+
+export function installValidation (app: FastifyInstance): void {
+  const body = ajv({ coerceTypes: false })
+  const text = ajv({ coerceTypes: 'array' })
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? body : text).compile(schema))
+}

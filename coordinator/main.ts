@@ -1,0 +1,72 @@
+#!/usr/bin/env node
+// gpumesh-coordinator: runs the control plane in the foreground until
+// SIGTERM/SIGINT, which stop it cleanly (embedded PostgreSQL included).
+import { Command, InvalidArgumentError, Option } from 'commander'
+import { createLogger } from '../common/log.js'
+import { VERSION } from '../common/version.js'
+import { DatabaseVersionError } from './store/db.js'
+import { DatabaseNewerError } from './store/migrate.js'
+import { parseListen, startCoordinator } from './server.js'
+
+/** sysexits.h EX_CONFIG: systemd's RestartPreventExitStatus names it. */
+const EXIT_CONFIG = 78
+
+function positiveInt (value: string): number {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('must be a positive integer')
+  return n
+}
+
+function listenAddress (value: string): string {
+  try { parseListen(value) } catch (err) { throw new InvalidArgumentError((err as Error).message) }
+  return value
+}
+
+interface Flags { stateDir: string, apiListen: string, databaseUrl?: string, redisUrl?: string, adminToken?: string, leaderRetry: number }
+
+const program = new Command('gpumesh-coordinator')
+  .description('gpumesh coordinator: PostgreSQL state, GPU scheduler, Redis events, admin API')
+  .version(VERSION)
+  .showHelpAfterError()
+  .exitOverride((err) => { process.exit(err.exitCode === 0 ? 0 : EXIT_CONFIG) })
+
+program.command('run', { isDefault: true })
+  .description('run the coordinator in the foreground until SIGTERM/SIGINT')
+  .addOption(new Option('--state-dir <dir>', 'state folder (embedded PostgreSQL, admin token, coordinator.json)').env('GPUMESH_STATE_DIR').default('/var/lib/gpumesh/coordinator'))
+  .addOption(new Option('--api-listen <host:port>', 'admin HTTP address').env('GPUMESH_API_LISTEN').default('127.0.0.1:7470').argParser(listenAddress))
+  .addOption(new Option('--database-url <url>', 'external PostgreSQL 16+; unset = embedded').env('DATABASE_URL'))
+  .addOption(new Option('--redis-url <url>', 'Redis for events and usage statistics; unset = none').env('REDIS_URL'))
+  .addOption(new Option('--admin-token <token>', 'bootstrap admin token; unset = generated into <state>/admin.token').env('GPUMESH_ADMIN_TOKEN'))
+  .addOption(new Option('--leader-retry <ms>', 'how often a follower tries to take the scheduler lock').env('GPUMESH_LEADER_RETRY_MS').argParser(positiveInt).default(1000))
+  .action(async (o: Flags) => {
+    const log = createLogger('gpumesh-coordinator')
+    log.info({ version: VERSION, stateDir: o.stateDir }, 'gpumesh-coordinator starting')
+    let coordinator
+    try {
+      coordinator = await startCoordinator({
+        stateDir: o.stateDir,
+        apiListen: o.apiListen,
+        leaderRetryMs: o.leaderRetry,
+        ...(o.databaseUrl === undefined ? {} : { databaseUrl: o.databaseUrl }),
+        ...(o.redisUrl === undefined ? {} : { redisUrl: o.redisUrl }),
+        ...(o.adminToken === undefined ? {} : { adminToken: o.adminToken })
+      }, log)
+    } catch (err) {
+      const config = err instanceof DatabaseVersionError || err instanceof DatabaseNewerError
+      log.fatal({ err: (err as Error).message, code: (err as { code?: string }).code }, 'cannot start')
+      process.exitCode = config ? EXIT_CONFIG : 1
+      return
+    }
+    const running = coordinator
+    let stopping = false
+    const stop = (signal: string) => {
+      if (stopping) return
+      stopping = true
+      log.info({ signal }, 'stopping')
+      running.stop().then(() => { log.info('stopped') }, (err: Error) => { log.error({ err: err.message }, 'stop failed'); process.exitCode = 1 })
+    }
+    process.on('SIGTERM', () => stop('SIGTERM'))
+    process.on('SIGINT', () => stop('SIGINT'))
+  })
+
+await program.parseAsync(process.argv)

@@ -1,0 +1,58 @@
+// The scheduler's input and output. The scheduler is pure: it reads a
+// snapshot and returns decisions; the store persists them (and the database
+// refuses any GPU that became taken in the meantime).
+import type { EndpointSpec, RecipeSpec, SessionSpec } from '../../protocol/workload.js'
+
+export type PoolKind = 'static' | 'inference' | 'training'
+
+export interface SchedGpu {
+  index: number
+  /** NUMA node nearest the GPU; null when unknown. */
+  numaNode: number | null
+}
+
+export interface SchedHost {
+  id: string
+  /** Name for people (reasons mention it). */
+  name: string
+  pool: string
+  poolKind: PoolKind
+  /** false for hosts that are cordoned, draining, suspect, down or quarantined. */
+  schedulable: boolean
+  gpus: SchedGpu[]
+  /** GPU indices not held by any active placement. */
+  free: Set<number>
+  /** From the host's facts: labels and matrix of `nvidia-smi topo -m`, NVLink domains. */
+  topology: {
+    labels: string[]
+    matrix: Array<Array<string | null>>
+    nvlinkDomains: number[][]
+  }
+}
+
+export interface Snapshot {
+  hosts: SchedHost[]
+}
+
+/** A workload as the scheduler sees it: its spec and what is already placed. */
+export type SchedWorkload = { id: string } & (
+  | { spec: EndpointSpec, /** Replica numbers already placed. */ placedReplicas: number[], /** Hosts already holding a replica (spread). */ usedHosts: string[] }
+  | { spec: RecipeSpec, placedReplicas: number[], usedHosts: string[] }
+  | { spec: SessionSpec, placedReplicas: number[], usedHosts: string[] }
+)
+
+export interface Assignment {
+  hostId: string
+  /** GPU indices on that host, ascending. */
+  gpus: number[]
+  /** Replica number (endpoint) or rank (recipe); 0 for a session. */
+  replica: number
+}
+
+export interface Decision {
+  workloadId: string
+  /** What to persist now; empty when nothing could be placed. */
+  assignments: Assignment[]
+  /** Why (part of) the workload stays pending, for people; null when fully placed. */
+  reason: string | null
+}

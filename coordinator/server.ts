@@ -1,0 +1,122 @@
+// The coordinator's composition root: database (embedded or external),
+// migrations, bootstrap token, Redis, admin API, and the leader-only services
+// (scheduler, Redis relay, usage statistics). stop() undoes it in reverse.
+import { mkdir, rename, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Redis } from 'ioredis'
+import type { Logger } from '../common/log.js'
+import { buildApp } from './http/app.js'
+import { Leadership } from './leader.js'
+import { createMetrics } from './metrics.js'
+import { Notifier } from './events/notifier.js'
+import { createRedis } from './events/redis.js'
+import { RedisRelay } from './events/relay.js'
+import { UsageRecorder } from './events/usage.js'
+import { SchedulerLoop } from './scheduler/loop.js'
+import { checkServerVersion, createPool, type Pool } from './store/db.js'
+import { startEmbeddedPostgres, type EmbeddedDatabase } from './store/embedded.js'
+import { migrate } from './store/migrate.js'
+import { ensureBootstrapToken } from './store/tokens.js'
+
+export interface CoordinatorOptions {
+  stateDir: string
+  /** host:port for the admin API; port 0 picks a free one. */
+  apiListen: string
+  databaseUrl?: string
+  redisUrl?: string
+  adminToken?: string
+  leaderRetryMs?: number
+  usageIntervalMs?: number
+}
+
+export interface Coordinator {
+  /** Base URL of the admin API. */
+  api: string
+  pool: Pool
+  leadership: Leadership
+  scheduler: SchedulerLoop
+  stop: () => Promise<void>
+}
+
+export function parseListen (listen: string): { host: string, port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(listen)
+  const port = Number(m?.[3])
+  if (m === null || port > 65535) throw new Error(`GPUMESH_API_LISTEN must be host:port (e.g. 127.0.0.1:7470), not ${JSON.stringify(listen)}`)
+  return { host: m[1] ?? m[2] as string, port }
+}
+
+export async function startCoordinator (options: CoordinatorOptions, log: Logger): Promise<Coordinator> {
+  const listen = parseListen(options.apiListen)
+  await mkdir(options.stateDir, { recursive: true, mode: 0o750 })
+  const cleanup: Array<() => Promise<void>> = []
+  const stopAll = async () => { for (const f of cleanup.reverse()) await f().catch((err: Error) => log.warn({ err: err.message }, 'shutdown step failed')) }
+  try {
+    let url = options.databaseUrl
+    if (url === undefined || url === '') {
+      const embedded: EmbeddedDatabase = await startEmbeddedPostgres(options.stateDir, log)
+      cleanup.push(embedded.stop)
+      url = embedded.url
+    }
+    const pool = createPool(url)
+    cleanup.push(async () => { await pool.end() })
+    const version = await checkServerVersion(pool)
+    await migrate(pool, log)
+    log.info({ postgres: version, embedded: options.databaseUrl === undefined || options.databaseUrl === '' }, 'database ready')
+    const bootstrap = await ensureBootstrapToken(pool, options.stateDir, options.adminToken)
+    if (bootstrap.file !== null) log.info({ file: bootstrap.file }, 'bootstrap admin token is in this file')
+
+    let redis: Redis | null = null
+    if (options.redisUrl !== undefined && options.redisUrl !== '') {
+      const r = createRedis(options.redisUrl)
+      redis = r
+      r.on('error', () => {}) // reported by the relay and /readyz, not per reconnect attempt
+      r.connect().catch((err: Error) => log.warn({ err: err.message }, 'Redis not reachable yet; events wait in PostgreSQL'))
+      cleanup.push(async () => { r.disconnect() })
+    }
+
+    const notifier = new Notifier(url, log)
+    notifier.start()
+    cleanup.push(async () => { await notifier.stop() })
+    const metrics = createMetrics(pool)
+
+    const scheduler = new SchedulerLoop(pool, notifier, log, metrics)
+    const relay = redis === null ? null : new RedisRelay(pool, redis, notifier, log, metrics)
+    const usage = redis === null ? null : new UsageRecorder(pool, redis, log, options.usageIntervalMs)
+    const leadership = new Leadership(url, log, options.leaderRetryMs)
+    leadership.on('elected', () => {
+      metrics.leader.set(1)
+      scheduler.start()
+      relay?.start()
+      usage?.start()
+    })
+    const stopLeaderServices = async () => {
+      metrics.leader.set(0)
+      await scheduler.stop()
+      await relay?.stop()
+      await usage?.stop()
+    }
+    leadership.on('deposed', () => { void stopLeaderServices() })
+    leadership.start()
+    cleanup.push(async () => { await leadership.stop(); await stopLeaderServices() })
+
+    const app = await buildApp({ pool, redis, notifier, metrics, log })
+    await app.listen({ host: listen.host, port: listen.port })
+    cleanup.push(async () => { await app.close() })
+    const address = app.server.address()
+    const port = typeof address === 'object' && address !== null ? address.port : listen.port
+    const api = `http://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${port}`
+    await writeReady(options.stateDir, { api, peerId: null, multiaddrs: [] })
+    log.info({ api }, 'gpumesh-coordinator ready')
+    return { api, pool, leadership, scheduler, stop: stopAll }
+  } catch (err) {
+    await stopAll()
+    throw err
+  }
+}
+
+/** <state>/coordinator.json, written atomically once the coordinator serves. */
+async function writeReady (stateDir: string, info: Record<string, unknown>): Promise<void> {
+  const file = join(stateDir, 'coordinator.json')
+  await writeFile(`${file}.tmp`, JSON.stringify(info, null, 2) + '\n', { mode: 0o644 })
+  await rename(`${file}.tmp`, file)
+}

@@ -1,0 +1,104 @@
+// Hosts: registration (the function the mesh calls when an agent enrolls or
+// reconnects), listing, and operator state changes.
+import type { HostFacts } from '../../protocol/host-facts.js'
+import type { Host, HostState } from '../../protocol/api.js'
+import { ApiError } from '../../protocol/errors.js'
+import { appendEvents, type NewEvent } from '../events/outbox.js'
+import { decodeCursor, page } from './cursor.js'
+import { transaction, type Client, type Pool } from './db.js'
+import { FREE_GPUS, sortTs } from './sql.js'
+
+export interface HostRow {
+  id: string
+  name: string
+  peer_id: string
+  pool_key: string
+  state: HostState
+  state_reason: string | null
+  gpu_count: number
+  facts: HostFacts
+  agent_version: string | null
+  registered_at: Date
+  last_seen_at: Date
+  free_gpus: number[]
+}
+
+const SELECT_HOST = `select h.*, ${FREE_GPUS} from hosts h`
+
+export function toHost (r: HostRow): Host {
+  return {
+    id: r.id,
+    name: r.name,
+    peerId: r.peer_id,
+    pool: r.pool_key,
+    state: r.state,
+    stateReason: r.state_reason,
+    gpuCount: r.gpu_count,
+    freeGpus: r.free_gpus,
+    agentVersion: r.agent_version,
+    registeredAt: r.registered_at.toISOString(),
+    lastSeenAt: r.last_seen_at.toISOString(),
+    facts: r.facts
+  }
+}
+
+export interface Registration { peerId: string, facts: HostFacts, name?: string }
+
+/**
+ * Records a host's facts under its peer id: a new host joins its pool (the
+ * pool appears with it), a known one is updated. Returns the host id.
+ */
+export async function registerHost (pool: Pool, { peerId, facts, name }: Registration): Promise<string> {
+  return await transaction(pool, async (c) => {
+    const events: NewEvent[] = []
+    const poolKey = facts.pool.key
+    const created = await c.query("insert into pools (key) values ($1) on conflict (key) do nothing returning key", [poolKey])
+    if (created.rowCount === 1) events.push({ type: 'pool.created', subjectKind: 'pool', subjectId: poolKey, data: { kind: 'static' } })
+    const { rows } = await c.query<{ id: string, inserted: boolean }>(
+      `insert into hosts (peer_id, name, pool_key, gpu_count, facts, agent_version)
+       values ($1, $2, $3, $4, $5, $6)
+       on conflict (peer_id) do update set name = excluded.name, pool_key = excluded.pool_key, gpu_count = excluded.gpu_count,
+         facts = excluded.facts, agent_version = excluded.agent_version, last_seen_at = now(), updated_at = now()
+       returning id, (xmax = 0) as inserted`,
+      [peerId, name ?? facts.hostname, poolKey, facts.gpus.length, JSON.stringify(facts), facts.agentVersion]
+    )
+    const row = rows[0] as { id: string, inserted: boolean }
+    events.push({ type: row.inserted ? 'host.registered' : 'host.updated', subjectKind: 'host', subjectId: row.id, data: { name: name ?? facts.hostname, pool: poolKey, gpus: facts.gpus.length } })
+    await appendEvents(c, events)
+    return row.id
+  })
+}
+
+export async function getHost (db: Pool | Client, id: string): Promise<Host> {
+  const { rows } = await db.query<HostRow>(`${SELECT_HOST} where h.id = $1`, [id])
+  const row = rows[0]
+  if (row === undefined) throw new ApiError('NOT_FOUND', `no host ${id}`)
+  return toHost(row)
+}
+
+export async function listHosts (pool: Pool, limit: number, cursor?: string): Promise<{ items: Host[], nextCursor: string | null }> {
+  const after = decodeCursor(cursor, ['string', 'string'])
+  const { rows } = await pool.query<HostRow & { sort_ts: string }>(
+    `select h.*, ${FREE_GPUS}, ${sortTs('h.registered_at')} from hosts h where ($1::timestamptz is null or (h.registered_at, h.id) > ($1::timestamptz, $2::uuid))
+     order by h.registered_at, h.id limit $3`,
+    [after?.[0] ?? null, after?.[1] ?? null, limit + 1]
+  )
+  return page(rows, limit, toHost, (r) => [r.sort_ts, r.id])
+}
+
+/** Operator actions: cordon (no new work), uncordon (back to ready), drain (no new work; existing work is stopped by the agent). */
+export async function setHostState (pool: Pool, id: string, action: 'cordon' | 'uncordon' | 'drain', reason: string | null): Promise<Host> {
+  const state: HostState = action === 'cordon' ? 'cordoned' : action === 'drain' ? 'draining' : 'ready'
+  return await transaction(pool, async (c) => {
+    const { rows } = await c.query<{ state: HostState }>('select state from hosts where id = $1 for update', [id])
+    const before = rows[0]?.state
+    if (before === undefined) throw new ApiError('NOT_FOUND', `no host ${id}`)
+    // Uncordon lifts an operator's hold only; it does not revive a down host.
+    const change = before !== state && (action !== 'uncordon' || before === 'cordoned' || before === 'draining')
+    if (change) {
+      await c.query('update hosts set state = $2, state_reason = $3, updated_at = now() where id = $1', [id, state, reason])
+      await appendEvents(c, [{ type: 'host.state-changed', subjectKind: 'host', subjectId: id, data: { from: before, to: state, reason } }])
+    }
+    return await getHost(c, id)
+  })
+}

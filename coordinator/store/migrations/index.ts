@@ -1,0 +1,9 @@
+// Migrations in order. Add a file NNNN-name.ts and list it here; never edit
+// one that has shipped.
+import init from './0001-init.js'
+
+export interface Migration { id: number, name: string, sql: string }
+
+export const MIGRATIONS: Migration[] = [
+  { id: 1, name: 'init', sql: init }
+]

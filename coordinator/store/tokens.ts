@@ -1,0 +1,73 @@
+// API tokens (bearer, with a role) and agent join tokens. Only SHA-256 hashes
+// are stored; the token itself is shown once, at creation.
+import { createHash, randomBytes } from 'node:crypto'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { JoinToken, Role, Token } from '../../protocol/api.js'
+import { appendEvents } from '../events/outbox.js'
+import { transaction, type Pool } from './db.js'
+
+export interface Principal { id: string, name: string, role: Role }
+
+export const hashToken = (token: string): Buffer => createHash('sha256').update(token, 'utf8').digest()
+const newToken = (prefix: string): string => `${prefix}_${randomBytes(32).toString('base64url')}`
+
+export async function createApiToken (pool: Pool, role: Role, name: string): Promise<Token> {
+  const token = newToken('gmt')
+  const id = await transaction(pool, async (c) => {
+    const { rows } = await c.query<{ id: string }>('insert into api_tokens (name, role, token_hash) values ($1, $2, $3) returning id', [name, role, hashToken(token)])
+    const id = (rows[0] as { id: string }).id
+    await appendEvents(c, [{ type: 'token.created', subjectKind: 'token', subjectId: id, data: { name, role } }])
+    return id
+  })
+  return { id, name, role, token }
+}
+
+const LAST_USED_EVERY_MS = 60_000
+const lastUsedWritten = new Map<string, number>()
+
+/** The principal a bearer token stands for, or null (unknown or revoked). */
+export async function authenticate (pool: Pool, token: string): Promise<Principal | null> {
+  const { rows } = await pool.query<Principal>('select id, name, role from api_tokens where token_hash = $1 and revoked_at is null', [hashToken(token)])
+  const principal = rows[0] ?? null
+  // last_used_at is for people auditing tokens: a minute's precision spares a write per request.
+  if (principal !== null && Date.now() - (lastUsedWritten.get(principal.id) ?? 0) > LAST_USED_EVERY_MS) {
+    lastUsedWritten.set(principal.id, Date.now())
+    pool.query('update api_tokens set last_used_at = now() where id = $1', [principal.id]).catch(() => {})
+  }
+  return principal
+}
+
+/**
+ * The bootstrap admin token: GPUMESH_ADMIN_TOKEN when set, else the one in
+ * <state>/admin.token, generated (0600) on first start.
+ */
+export async function ensureBootstrapToken (pool: Pool, stateDir: string, fromEnv: string | undefined): Promise<{ token: string, file: string | null }> {
+  let token = fromEnv
+  let file: string | null = null
+  if (token === undefined || token === '') {
+    file = join(stateDir, 'admin.token')
+    try {
+      token = (await readFile(file, 'utf8')).trim()
+    } catch {
+      token = newToken('gmt')
+      await writeFile(file, token + '\n', { mode: 0o600, flag: 'wx' })
+    }
+  }
+  await pool.query(
+    `insert into api_tokens (name, role, token_hash) values ('bootstrap', 'admin', $1) on conflict (token_hash) do nothing`, [hashToken(token)])
+  return { token, file }
+}
+
+export async function createJoinToken (pool: Pool, poolKey: string | null, ttlSeconds: number): Promise<JoinToken> {
+  const token = newToken('gmj')
+  const row = await transaction(pool, async (c) => {
+    const { rows } = await c.query<{ id: string, expires_at: Date }>(
+      `insert into join_tokens (pool_key, token_hash, expires_at) values ($1, $2, now() + make_interval(secs => $3)) returning id, expires_at`,
+      [poolKey, hashToken(token), ttlSeconds])
+    const r = rows[0] as { id: string, expires_at: Date }
+    await appendEvents(c, [{ type: 'join-token.created', subjectKind: 'join-token', subjectId: r.id, data: { pool: poolKey, expiresAt: r.expires_at.toISOString() } }])
+    return r
+  })
+  return { id: row.id, token, expiresAt: row.expires_at.toISOString(), pool: poolKey }
+}

@@ -1,0 +1,138 @@
+// Admin HTTP API resources (DESIGN "Contracts"): request bodies, responses,
+// problem+json. The same schemas validate requests, serialise responses and
+// generate /openapi.json.
+import { Type, type Static, type TLiteral, type TSchema, type TUnion } from '@sinclair/typebox'
+import { HostFacts } from './host-facts.js'
+import { POOL_KEY_PATTERN, WorkloadSpec } from './workload.js'
+
+const Nullable = <T extends TSchema>(s: T) => Type.Union([s, Type.Null()])
+const Literals = <const T extends string>(...values: T[]) =>
+  Type.Union(values.map((v) => Type.Literal(v))) as unknown as TUnion<Array<TLiteral<T>>>
+const Timestamp = Type.String({ format: 'date-time' })
+const Uuid = Type.String({ format: 'uuid' })
+
+export const Problem = Type.Object({
+  type: Type.String(),
+  title: Type.String(),
+  status: Type.Integer(),
+  detail: Type.Optional(Type.String()),
+  instance: Type.Optional(Type.String()),
+  code: Type.String()
+}, { $id: 'Problem' })
+
+export const HostState = Literals('ready', 'suspect', 'down', 'draining', 'cordoned', 'quarantined')
+export const PoolKind = Literals('static', 'inference', 'training')
+export const PlacementState = Literals('assigned', 'starting', 'running', 'stopping', 'exited', 'failed', 'stopped', 'lost')
+export const WorkloadState = Literals('pending', 'placed', 'completed', 'failed', 'deleted')
+export const Role = Literals('admin', 'operator', 'viewer')
+
+export const Host = Type.Object({
+  id: Uuid,
+  name: Type.String(),
+  peerId: Type.String(),
+  pool: Type.String(),
+  state: HostState,
+  stateReason: Nullable(Type.String()),
+  gpuCount: Type.Integer(),
+  freeGpus: Type.Array(Type.Integer()),
+  agentVersion: Nullable(Type.String()),
+  registeredAt: Timestamp,
+  lastSeenAt: Timestamp,
+  facts: HostFacts
+})
+
+export const PoolHost = Type.Object({ id: Uuid, name: Type.String(), state: HostState, gpuCount: Type.Integer(), freeGpus: Type.Array(Type.Integer()) })
+
+export const Pool = Type.Object({
+  key: Type.String(),
+  kind: PoolKind,
+  labels: Type.Record(Type.String(), Type.String()),
+  hostCount: Type.Integer(),
+  /** Schedulable hosts (ready). */
+  readyHosts: Type.Integer(),
+  gpus: Type.Object({ total: Type.Integer(), free: Type.Integer() }),
+  /** The largest free GPU block on one ready host. */
+  largestFreeBlock: Type.Integer(),
+  hosts: Type.Optional(Type.Array(PoolHost))
+})
+
+export const PoolPatch = Type.Object({
+  kind: Type.Optional(PoolKind),
+  labels: Type.Optional(Type.Record(Type.String({ maxLength: 63 }), Type.String({ maxLength: 256 }), { maxProperties: 64 }))
+}, { additionalProperties: false, minProperties: 1 })
+
+export const Placement = Type.Object({
+  id: Uuid,
+  workloadId: Uuid,
+  hostId: Uuid,
+  hostName: Type.String(),
+  replica: Type.Integer(),
+  gpus: Type.Array(Type.Integer()),
+  state: PlacementState,
+  exitCode: Nullable(Type.Integer()),
+  reason: Nullable(Type.String()),
+  createdAt: Timestamp,
+  updatedAt: Timestamp
+})
+
+export const Workload = Type.Object({
+  id: Uuid,
+  name: Type.String(),
+  kind: Literals('endpoint', 'recipe', 'session'),
+  state: WorkloadState,
+  /** Why it is (partly) not placed; null once placed. */
+  reason: Nullable(Type.String()),
+  spec: WorkloadSpec,
+  placements: Type.Array(Placement),
+  createdAt: Timestamp,
+  updatedAt: Timestamp
+})
+
+export const Event = Type.Object({
+  id: Type.Integer(),
+  type: Type.String(),
+  subject: Type.Object({ kind: Type.String(), id: Type.String() }),
+  data: Type.Record(Type.String(), Type.Unknown()),
+  at: Timestamp
+})
+
+export const HostAction = Type.Object({ reason: Type.Optional(Type.String({ maxLength: 512 })) }, { additionalProperties: false })
+
+export const TokenCreate = Type.Object({
+  role: Role,
+  name: Type.String({ minLength: 1, maxLength: 128 })
+}, { additionalProperties: false })
+
+export const Token = Type.Object({ id: Uuid, name: Type.String(), role: Role, token: Type.String() })
+
+export const JoinTokenCreate = Type.Object({
+  pool: Type.Optional(Type.String({ pattern: POOL_KEY_PATTERN })),
+  ttlSeconds: Type.Optional(Type.Integer({ minimum: 60, maximum: 30 * 86400, description: 'default 86400' }))
+}, { additionalProperties: false })
+
+export const JoinToken = Type.Object({ id: Uuid, token: Type.String(), expiresAt: Timestamp, pool: Nullable(Type.String()) })
+
+export const ListQuery = Type.Object({
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'default 100' })),
+  cursor: Type.Optional(Type.String({ maxLength: 512 }))
+}, { additionalProperties: false })
+
+export const Page = <T extends TSchema>(item: T) => Type.Object({ items: Type.Array(item), nextCursor: Nullable(Type.String()) })
+
+export const IdParams = Type.Object({ id: Uuid })
+export const KeyParams = Type.Object({ key: Type.String({ pattern: POOL_KEY_PATTERN }) })
+
+export type Problem = Static<typeof Problem>
+export type HostState = Static<typeof HostState>
+export type PoolKind = Static<typeof PoolKind>
+export type Role = Static<typeof Role>
+export type Host = Static<typeof Host>
+export type Pool = Static<typeof Pool>
+export type PoolPatch = Static<typeof PoolPatch>
+export type Placement = Static<typeof Placement>
+export type PlacementState = Static<typeof PlacementState>
+export type Workload = Static<typeof Workload>
+export type WorkloadState = Static<typeof WorkloadState>
+export type Event = Static<typeof Event>
+export type Token = Static<typeof Token>
+export type JoinToken = Static<typeof JoinToken>

@@ -1,0 +1,33 @@
+// The API's error catalog: every problem+json response carries one of these
+// codes (RFC 9457 "code" extension). Codes are stable; titles may improve.
+// Each is documented in README "Errors"; a test keeps the two in step.
+export const ERRORS = {
+  UNAUTHORIZED: { status: 401, title: 'Missing, unknown or revoked bearer token' },
+  FORBIDDEN: { status: 403, title: 'This token\'s role may not do this' },
+  NOT_FOUND: { status: 404, title: 'No such resource' },
+  VALIDATION: { status: 400, title: 'The request does not match the schema' },
+  BAD_BODY: { status: 400, title: 'The body is not valid UTF-8 JSON' },
+  INVALID_CURSOR: { status: 400, title: 'The pagination cursor is not one this API issued' },
+  PAYLOAD_TOO_LARGE: { status: 413, title: 'The body is larger than the limit' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Send application/json' },
+  NAME_TAKEN: { status: 409, title: 'A live workload already has this name' },
+  UNKNOWN_POOL: { status: 422, title: 'No such pool' },
+  POOL_KIND: { status: 422, title: 'The pool\'s kind does not run this workload kind' },
+  NOT_ENOUGH_GPUS: { status: 422, title: 'More GPUs per host than any host of the pool has' },
+  UNAVAILABLE: { status: 503, title: 'A dependency is unavailable' },
+  INTERNAL: { status: 500, title: 'Internal error' }
+} as const
+
+export type ErrorCode = keyof typeof ERRORS
+
+export const PROBLEM_TYPE_PREFIX = 'urn:gpumesh:problem:'
+
+/** An error that becomes a problem+json response with this code. */
+export class ApiError extends Error {
+  readonly status: number
+  constructor (readonly code: ErrorCode, detail?: string) {
+    super(detail ?? ERRORS[code].title)
+    this.name = 'ApiError'
+    this.status = ERRORS[code].status
+  }
+}

@@ -1,0 +1,91 @@
+// A coordinator in this process on a fresh database, an API client for it,
+// and hosts registered from fixture machines (facts detected through the
+// nvidia-smi double, then registered by the function the mesh will call).
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Test } from 'tap'
+import { createLogger } from '../../common/log.js'
+import { detect } from '../../agent/detect/detect.js'
+import { startCoordinator, type Coordinator } from '../../coordinator/server.js'
+import { registerHost } from '../../coordinator/store/hosts.js'
+import type { Pool } from '../../coordinator/store/db.js'
+import type { HostFacts } from '../../protocol/host-facts.js'
+import { MACHINES, NVIDIA_SMI_DOUBLE } from './fixtures.js'
+import { freshDatabase } from './postgres.js'
+
+export const ADMIN_TOKEN = 'gmt_test-admin-token-0123456789abcdef'
+
+export interface TestCoordinator extends Coordinator {
+  stateDir: string
+  /** fetch against the API with the admin token (or `token`). */
+  call: (method: string, path: string, body?: unknown, token?: string | null) => Promise<{ status: number, headers: Headers, body: any }>
+}
+
+export async function startTestCoordinator (t: Test, options: { databaseUrl?: string, redisUrl?: string, leaderRetryMs?: number } = {}): Promise<TestCoordinator> {
+  const stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-coord-'))
+  const databaseUrl = options.databaseUrl ?? await freshDatabase(t)
+  const log = createLogger('test-coordinator', { level: process.env.GPUMESH_TEST_LOG ?? 'silent', stream: 'stderr' })
+  const c = await startCoordinator({
+    stateDir,
+    apiListen: '127.0.0.1:0',
+    databaseUrl,
+    adminToken: ADMIN_TOKEN,
+    leaderRetryMs: options.leaderRetryMs ?? 200,
+    usageIntervalMs: 200,
+    ...(options.redisUrl === undefined ? {} : { redisUrl: options.redisUrl })
+  }, log)
+  let stopped = false
+  const stop = async () => { if (!stopped) { stopped = true; await c.stop() } }
+  t.teardown(async () => { await stop(); rmSync(stateDir, { recursive: true, force: true }) })
+  const call: TestCoordinator['call'] = async (method, path, body, token = ADMIN_TOKEN) => {
+    const headers: Record<string, string> = {}
+    if (token !== null) headers.authorization = `Bearer ${token}`
+    if (body !== undefined) headers['content-type'] = 'application/json'
+    const r = await fetch(c.api + path, { method, headers, ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }) })
+    const text = await r.text()
+    let parsed: unknown = text
+    try { parsed = JSON.parse(text) } catch {}
+    return { status: r.status, headers: r.headers, body: parsed }
+  }
+  return { ...c, stop, stateDir, call }
+}
+
+const factsCache = new Map<string, HostFacts>()
+
+/** HostFacts of a fixture machine, as `gpumesh-agent detect` would report them. */
+export async function factsFor (machine: string, label?: string): Promise<HostFacts> {
+  const key = `${machine}/${label ?? ''}`
+  const cached = factsCache.get(key)
+  if (cached !== undefined) return structuredClone(cached)
+  const before = process.env.GPUMESH_SMI_FIXTURE
+  process.env.GPUMESH_SMI_FIXTURE = join(MACHINES, machine)
+  try {
+    const facts = await detect({ agentVersion: 'test', timeoutMs: 5000, nvidiaSmi: NVIDIA_SMI_DOUBLE, ...(label === undefined ? {} : { poolLabel: label }) })
+    factsCache.set(key, facts)
+    return structuredClone(facts)
+  } finally {
+    if (before === undefined) delete process.env.GPUMESH_SMI_FIXTURE
+    else process.env.GPUMESH_SMI_FIXTURE = before
+  }
+}
+
+let peers = 0
+
+/** Registers a host with a fixture machine's facts under a new peer id; returns its id. */
+export async function addHost (pool: Pool, machine: string, name: string, label?: string): Promise<string> {
+  const facts = await factsFor(machine, label)
+  facts.hostname = name
+  return await registerHost(pool, { peerId: `12D3KooWtest${process.pid}x${++peers}`, facts, name })
+}
+
+/** Polls until `check` returns a value (not undefined), or fails after `ms`. */
+export async function eventually<T> (check: () => Promise<T | undefined>, ms = 10_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    const v = await check()
+    if (v !== undefined) return v
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 25))
+  }
+}

@@ -1,11 +1,13 @@
 // The leader's in-memory picture of the fleet for scheduling: hosts with
-// their topology and free GPUs. Loaded in full on election (and every
-// minute), kept current between passes by reading the outbox: only hosts
-// named by new events are reloaded. The database stays the judge: a decision
-// made on a stale picture is refused there and triggers a full reload.
+// their topology and free GPUs, and the scheduler's index over them. Loaded
+// in full on election (and every minute), kept current between passes by
+// reading the outbox: only hosts named by new events are reloaded. The
+// database stays the judge: a decision made on a stale picture is refused
+// there and triggers a full reload.
 import type { Topology } from '../../protocol/host-facts.js'
 import type { HostState } from '../../protocol/api.js'
 import type { Pool } from '../store/db.js'
+import { SnapshotIndex } from './host-index.js'
 import type { Assignment, PoolKind, SchedGpu, SchedHost, Snapshot } from './types.js'
 
 interface HostRow {
@@ -26,9 +28,12 @@ const SELECT_HOSTS = `
   from hosts h join pools p on p.key = h.pool_key`
 
 const FULL_RELOAD_MS = 60_000
+const EVENT_PAGE = 5000
 
 export class SnapshotCache {
   readonly hosts = new Map<string, SchedHost>()
+  /** Decisions are made on this index; it already counts this leader's own placements. */
+  index = new SnapshotIndex({ hosts: [] })
   private lastEventId = 0
   private loadedAt = 0
   private stale = true
@@ -52,35 +57,49 @@ export class SnapshotCache {
     for (const id of placementIds) this.own.add(id)
   }
 
-  /** Brings the picture up to date; says whether capacity may have changed and whether new work arrived. */
-  async refresh (): Promise<{ capacityChanged: boolean, newWork: boolean }> {
+  /** Brings the picture up to date; says whether capacity may have changed and which workloads are new. */
+  async refresh (): Promise<{ capacityChanged: boolean, newWorkloads: string[] }> {
     if (this.stale || Date.now() - this.loadedAt > FULL_RELOAD_MS) {
       await this.loadAll()
-      return { capacityChanged: true, newWork: true }
+      return { capacityChanged: true, newWorkloads: [] }
     }
-    const { rows } = await this.pool.query<{ id: number, type: string, subject_id: string, data: { host?: string } }>(
-      'select id, type, subject_id, data from events where id > $1 order by id', [this.lastEventId])
     const dirty = new Set<string>()
     let pools = false
-    let newWork = false
-    for (const e of rows) {
+    const newWorkloads: string[] = []
+    for (const e of await this.eventsSince()) {
       this.lastEventId = e.id
       if (e.type.startsWith('host.')) dirty.add(e.subject_id)
       else if (e.type.startsWith('pool.')) pools = true
-      else if (e.type === 'workload.created') newWork = true
+      else if (e.type === 'workload.created') newWorkloads.push(e.subject_id)
       else if (e.type === 'placement.created' && this.own.delete(e.subject_id)) continue
       else if (e.type.startsWith('placement.') && typeof e.data.host === 'string') dirty.add(e.data.host)
     }
     if (pools) {
       await this.loadAll()
-      return { capacityChanged: true, newWork }
+      return { capacityChanged: true, newWorkloads }
     }
     if (dirty.size > 0) {
       const { rows: hosts } = await this.pool.query<HostRow>(`${SELECT_HOSTS} where h.id = any($1::uuid[])`, [[...dirty]])
-      for (const id of dirty) this.hosts.delete(id)
-      for (const h of hosts) this.hosts.set(h.id, toSchedHost(h))
+      for (const id of dirty) { this.hosts.delete(id); this.index.remove(id) }
+      for (const h of hosts) {
+        const host = toSchedHost(h)
+        this.hosts.set(h.id, host)
+        this.index.upsert(host)
+      }
     }
-    return { capacityChanged: dirty.size > 0, newWork }
+    return { capacityChanged: dirty.size > 0, newWorkloads }
+  }
+
+  /** Events after the last one seen, in pages (a bounded page also keeps the plan on the primary key). */
+  private async eventsSince (): Promise<Array<{ id: number, type: string, subject_id: string, data: { host?: string } }>> {
+    const out: Array<{ id: number, type: string, subject_id: string, data: { host?: string } }> = []
+    for (;;) {
+      const after = out[out.length - 1]?.id ?? this.lastEventId
+      const { rows } = await this.pool.query<{ id: number, type: string, subject_id: string, data: { host?: string } }>(
+        'select id, type, subject_id, data from events where id > $1 order by id limit $2', [after, EVENT_PAGE])
+      out.push(...rows)
+      if (rows.length < EVENT_PAGE) return out
+    }
   }
 
   private async loadAll (): Promise<void> {
@@ -89,6 +108,7 @@ export class SnapshotCache {
     const { rows } = await this.pool.query<HostRow>(SELECT_HOSTS)
     this.hosts.clear()
     for (const h of rows) this.hosts.set(h.id, toSchedHost(h))
+    this.index = new SnapshotIndex(this.snapshot())
     this.lastEventId = last[0]?.id ?? 0
     this.own.clear()
     this.loadedAt = Date.now()

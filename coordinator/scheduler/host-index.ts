@@ -58,29 +58,64 @@ export class SnapshotIndex {
   private readonly shapes = new Map<string, number>()
   private readonly memo = new Map<string, PositionChoice>()
 
+  /** Hosts counted in a pool but not schedulable, by id (so upsert/remove can undo their counts). */
+  private readonly unschedulable = new Map<string, PoolIndex>()
+
   /** `pools`: index only these pools (a single decision needs no more). */
   constructor (snapshot: Snapshot, pools?: ReadonlySet<string>) {
     const hosts = snapshot.hosts.filter((h) => pools === undefined || pools.has(h.pool))
       .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-    for (const host of hosts) {
-      let pool = this.pools.get(host.pool)
-      if (pool === undefined) {
-        // A pool's kind is the pool's; hosts only carry a copy, the first (by id) speaks for all.
-        pool = { key: host.pool, kind: host.poolKind, hosts: 0, unschedulable: 0, maxGpus: 0, buckets: [], counts: [] }
-        this.pools.set(host.pool, pool)
-      }
-      pool.hosts++
-      pool.maxGpus = Math.max(pool.maxGpus, host.gpus.length)
-      if (!host.schedulable) { pool.unschedulable++; continue }
-      const view = hostView(host)
-      let shape = this.shapes.get(view.fingerprint)
-      if (shape === undefined) this.shapes.set(view.fingerprint, shape = this.shapes.size)
-      const free = new Set(view.index.filter((g) => host.free.has(g)))
-      const entry: Entry = { host, ordinal: this.byOrdinal.length, pool, view, shape, free, group: null }
-      this.byOrdinal.push(entry)
-      this.entries.set(host.id, entry)
-      this.place(entry)
+    for (const host of hosts) this.add(host)
+  }
+
+  /**
+   * Adds a host, or replaces it (new facts, state or free GPUs), keeping the
+   * index alive between scheduling passes. A host added later ranks after
+   * the others in id tie-breaks until the next full build.
+   */
+  upsert (host: SchedHost): void {
+    this.remove(host.id)
+    this.add(host)
+  }
+
+  remove (hostId: string): void {
+    const entry = this.entries.get(hostId)
+    if (entry !== undefined) {
+      this.unplace(entry)
+      this.entries.delete(hostId)
+      entry.pool.hosts--
+      return
     }
+    const pool = this.unschedulable.get(hostId)
+    if (pool !== undefined) {
+      this.unschedulable.delete(hostId)
+      pool.hosts--
+      pool.unschedulable--
+    }
+  }
+
+  private add (host: SchedHost): void {
+    let pool = this.pools.get(host.pool)
+    if (pool === undefined) {
+      // A pool's kind is the pool's; hosts only carry a copy, the first (by id) speaks for all.
+      pool = { key: host.pool, kind: host.poolKind, hosts: 0, unschedulable: 0, maxGpus: 0, buckets: [], counts: [] }
+      this.pools.set(host.pool, pool)
+    }
+    pool.hosts++
+    pool.maxGpus = Math.max(pool.maxGpus, host.gpus.length)
+    if (!host.schedulable) {
+      pool.unschedulable++
+      this.unschedulable.set(host.id, pool)
+      return
+    }
+    const view = hostView(host)
+    let shape = this.shapes.get(view.fingerprint)
+    if (shape === undefined) this.shapes.set(view.fingerprint, shape = this.shapes.size)
+    const free = new Set(view.index.filter((g) => host.free.has(g)))
+    const entry: Entry = { host, ordinal: this.byOrdinal.length, pool, view, shape, free, group: null }
+    this.byOrdinal.push(entry)
+    this.entries.set(host.id, entry)
+    this.place(entry)
   }
 
   pool (key: string): PoolIndex | undefined {

@@ -1,22 +1,30 @@
 // The leader's scheduling loop: wake on new events (or every second), bring
-// the fleet picture up to date, decide for pending workloads, persist. A
-// workload that could not be placed is looked at again only when capacity
-// changed, so a queue of unplaceable work costs nothing between changes.
+// the fleet picture up to date, decide for pending workloads, persist. New
+// workloads are decided as their events arrive; the whole pending queue is
+// walked again (a page per pass) only when capacity may have changed, so a
+// queue of unplaceable work costs nothing between changes.
 import type { Logger } from '../../common/log.js'
 import type { WorkloadSpec } from '../../protocol/workload.js'
 import type { Notifier } from '../events/notifier.js'
 import type { Metrics } from '../metrics.js'
 import type { Pool } from '../store/db.js'
 import { persistDecisions, type DecisionToPersist } from '../store/placements.js'
-import { ACTIVE_PLACEMENT_STATES } from '../store/sql.js'
+import { ACTIVE_PLACEMENT_STATES, sortTs } from '../store/sql.js'
 import { SnapshotCache } from './cache.js'
-import { scheduleAll } from './place.js'
+import { placeOn } from './place.js'
 import type { SchedWorkload } from './types.js'
 
-const PENDING_BATCH = 2000
+const PAGE = 2000
 const IDLE_WAIT_MS = 1000
 
-interface PendingRow { id: string, spec: WorkloadSpec, reason: string | null, replicas: number[], hosts: string[] }
+interface PendingRow { id: string, spec: WorkloadSpec, reason: string | null, replicas: number[], hosts: string[], sort_ts: string }
+
+const SELECT_PENDING = `
+  select w.id, w.spec, w.reason, ${sortTs('w.created_at')},
+    coalesce(array_agg(p.replica) filter (where p.id is not null), '{}') as replicas,
+    coalesce(array_agg(p.host_id::text) filter (where p.id is not null), '{}') as hosts
+  from workloads w left join placements p on p.workload_id = w.id and p.state = any($1::text[])
+  where w.state = 'pending'`
 
 export function replicasNeeded (spec: WorkloadSpec): number {
   return spec.kind === 'endpoint' ? spec.replicas : spec.kind === 'recipe' ? spec.hosts : 1
@@ -27,8 +35,8 @@ export class SchedulerLoop {
   private running = false
   private abort = new AbortController()
   private loop: Promise<void> | null = null
-  /** Pending workloads already tried against the current capacity. */
-  private readonly tried = new Set<string>()
+  /** Where the walk of the pending queue has got to; null when there is no walk. */
+  private scan: { after: [string, string] | null } | null = null
 
   constructor (private readonly pool: Pool, private readonly notifier: Notifier, private readonly log: Logger, private readonly metrics: Metrics) {
     this.cache = new SnapshotCache(pool)
@@ -39,7 +47,7 @@ export class SchedulerLoop {
     this.running = true
     this.abort = new AbortController()
     this.cache.invalidate()
-    this.tried.clear()
+    this.scan = null
     this.loop = this.run()
   }
 
@@ -62,23 +70,30 @@ export class SchedulerLoop {
     }
   }
 
-  /** One pass; true when it placed something and more may follow at once. */
+  /** One pass; true when more work may be waiting (something placed, or the walk goes on). */
   async pass (): Promise<boolean> {
     const started = performance.now()
-    const { capacityChanged } = await this.cache.refresh()
-    if (capacityChanged) this.tried.clear()
-    const { rows } = await this.pool.query<PendingRow>(
-      `select w.id, w.spec, w.reason,
-         coalesce(array_agg(p.replica) filter (where p.id is not null), '{}') as replicas,
-         coalesce(array_agg(p.host_id::text) filter (where p.id is not null), '{}') as hosts
-       from workloads w left join placements p on p.workload_id = w.id and p.state = any($1::text[])
-       where w.state = 'pending' group by w.id order by w.created_at, w.id limit $2`, [ACTIVE_PLACEMENT_STATES, PENDING_BATCH])
-    const todo = rows.filter((r) => !this.tried.has(r.id))
-    if (todo.length === 0) return false
-    const workloads = todo.map((r): SchedWorkload => ({ id: r.id, spec: r.spec, placedReplicas: r.replicas, usedHosts: r.hosts } as SchedWorkload))
-    const decisions = scheduleAll(workloads, this.cache.snapshot())
+    const { capacityChanged, newWorkloads } = await this.cache.refresh()
+    if (capacityChanged) this.scan = { after: null }
+    const todo = new Map<string, PendingRow>()
+    if (this.scan !== null) {
+      const after = this.scan.after
+      const { rows } = await this.pool.query<PendingRow>(
+        `${SELECT_PENDING} and ($2::timestamptz is null or (w.created_at, w.id) > ($2::timestamptz, $3::uuid))
+         group by w.id order by w.created_at, w.id limit $4`, [ACTIVE_PLACEMENT_STATES, after?.[0] ?? null, after?.[1] ?? null, PAGE])
+      for (const r of rows) todo.set(r.id, r)
+      const last = rows[rows.length - 1]
+      this.scan = rows.length < PAGE || last === undefined ? null : { after: [last.sort_ts, last.id] }
+    }
+    if (newWorkloads.length > 0) {
+      const { rows } = await this.pool.query<PendingRow>(`${SELECT_PENDING} and w.id = any($2::uuid[]) group by w.id order by w.created_at, w.id`, [ACTIVE_PLACEMENT_STATES, newWorkloads])
+      for (const r of rows) todo.set(r.id, r)
+    }
+    if (todo.size === 0) return this.scan !== null
+    const rows = [...todo.values()]
+    const decisions = rows.map((r) => placeOn(this.cache.index, { id: r.id, spec: r.spec, placedReplicas: r.replicas, usedHosts: r.hosts } as SchedWorkload))
     const items: DecisionToPersist[] = decisions.map((decision, i) => {
-      const row = todo[i] as PendingRow
+      const row = rows[i] as PendingRow
       return { decision, needed: replicasNeeded(row.spec), placedBefore: row.replicas.length, previousReason: row.reason }
     })
     const { placed, refused } = await persistDecisions(this.pool, items)
@@ -92,12 +107,10 @@ export class SchedulerLoop {
     }
     let anyPlaced = false
     for (const d of decisions) {
-      const result = d.assignments.length === 0 ? 'pending' : d.reason === null ? 'placed' : 'partial'
-      this.metrics.schedulerDecisions.inc({ result })
+      this.metrics.schedulerDecisions.inc({ result: d.assignments.length === 0 ? 'pending' : d.reason === null ? 'placed' : 'partial' })
       if (d.assignments.length > 0) anyPlaced = true
-      if (d.reason !== null && !refused.includes(d.workloadId)) this.tried.add(d.workloadId)
     }
     this.metrics.schedulerPass.observe((performance.now() - started) / 1000)
-    return anyPlaced || rows.length >= PENDING_BATCH
+    return anyPlaced || this.scan !== null
   }
 }

@@ -53,8 +53,8 @@ export function scheduleAll (workloads: SchedWorkload[], snapshot: Snapshot): De
   return workloads.map((w) => placeOn(index, w))
 }
 
-/** Decides and leaves the decision applied to the index. */
-function placeOn (index: SnapshotIndex, workload: SchedWorkload): Decision {
+/** Decides and leaves the decision applied to the index (the leader keeps one index between passes). */
+export function placeOn (index: SnapshotIndex, workload: SchedWorkload): Decision {
   const { spec } = workload
   switch (spec.kind) {
     case 'endpoint': return placeEndpoint(index, workload, spec)

@@ -18,6 +18,7 @@ export const ADMIN_TOKEN = 'gmt_test-admin-token-0123456789abcdef'
 
 export interface TestCoordinator extends Coordinator {
   stateDir: string
+  databaseUrl: string
   /** fetch against the API with the admin token (or `token`). */
   call: (method: string, path: string, body?: unknown, token?: string | null) => Promise<{ status: number, headers: Headers, body: any }>
 }
@@ -48,13 +49,23 @@ export async function startTestCoordinator (t: Test, options: { databaseUrl?: st
     try { parsed = JSON.parse(text) } catch {}
     return { status: r.status, headers: r.headers, body: parsed }
   }
-  return { ...c, stop, stateDir, call }
+  return { ...c, stop, stateDir, databaseUrl, call }
 }
 
 const factsCache = new Map<string, HostFacts>()
+let detecting: Promise<unknown> = Promise.resolve()
 
-/** HostFacts of a fixture machine, as `gpumesh-agent detect` would report them. */
+/**
+ * HostFacts of a fixture machine, as `gpumesh-agent detect` would report them.
+ * The double reads its machine from the environment, so calls take turns.
+ */
 export async function factsFor (machine: string, label?: string): Promise<HostFacts> {
+  const turn = detecting.then(async () => await detectOnce(machine, label))
+  detecting = turn.catch(() => {})
+  return await turn
+}
+
+async function detectOnce (machine: string, label?: string): Promise<HostFacts> {
   const key = `${machine}/${label ?? ''}`
   const cached = factsCache.get(key)
   if (cached !== undefined) return structuredClone(cached)

@@ -1,0 +1,126 @@
+// Coordinators as real processes: kill -9 one between accepting a workload
+// and placing it (embedded PostgreSQL included), and kill the leader of two.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+import t, { type Test } from 'tap'
+import { LEADER_LOCK } from '../coordinator/leader.js'
+import { createPool } from '../coordinator/store/db.js'
+import { ADMIN_TOKEN, addHost, eventually } from './helpers/coordinator.js'
+import { cleanEnv } from './helpers/agent.js'
+import { ROOT } from './helpers/fixtures.js'
+import { freshDatabase } from './helpers/postgres.js'
+import { freePort } from './helpers/redis.js'
+
+const COORDINATOR = join(ROOT, 'dist/coordinator/main.js')
+
+interface Proc { child: ChildProcess, api: string, stateDir: string, output: () => string }
+
+async function spawnCoordinator (t: Test, env: Record<string, string>, stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-proc-'))): Promise<Proc> {
+  const port = await freePort()
+  rmSync(join(stateDir, 'coordinator.json'), { force: true })
+  const child = spawn(process.execPath, [COORDINATOR], {
+    env: cleanEnv({ GPUMESH_STATE_DIR: stateDir, GPUMESH_API_LISTEN: `127.0.0.1:${port}`, GPUMESH_ADMIN_TOKEN: ADMIN_TOKEN, GPUMESH_LEADER_RETRY_MS: '200', ...env }),
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let output = ''
+  child.stdout?.on('data', (d: Buffer) => { output += d.toString() })
+  child.stderr?.on('data', (d: Buffer) => { output += d.toString() })
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((resolve) => child.once('exit', resolve))
+      child.kill('SIGTERM')
+      await exited
+    }
+  })
+  await eventually(async () => {
+    if (child.exitCode !== null) throw new Error(`coordinator exited ${child.exitCode}: ${output.slice(-2000)}`)
+    try { return JSON.parse(readFileSync(join(stateDir, 'coordinator.json'), 'utf8')) as unknown } catch { return undefined }
+  }, 60_000, 'coordinator.json')
+  return { child, api: `http://127.0.0.1:${port}`, stateDir, output: () => output }
+}
+
+async function call (api: string, method: string, path: string, body?: unknown): Promise<{ status: number, body: any }> {
+  const r = await fetch(api + path, { method, headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) })
+  return { status: r.status, body: await r.json().catch(() => null) }
+}
+
+async function isLeader (api: string): Promise<boolean> {
+  const r = await fetch(`${api}/metrics`).catch(() => null)
+  return r !== null && /^gpumesh_leader 1$/m.test(await r.text())
+}
+
+function killHard (p: Proc): Promise<void> {
+  const exited = new Promise<void>((resolve) => p.child.once('exit', () => resolve()))
+  p.child.kill('SIGKILL')
+  return exited
+}
+
+t.test('kill -9 between accepting and placing: placed once after restart, no event lost', async (t) => {
+  const url = await freshDatabase(t)
+  // Hold the scheduler lock ourselves: the coordinator accepts but cannot place.
+  const holder = new pg.Client({ connectionString: url })
+  await holder.connect()
+  t.equal((await holder.query('select pg_try_advisory_lock($1) as ok', [LEADER_LOCK])).rows[0]?.ok, true)
+  const first = await spawnCoordinator(t, { DATABASE_URL: url })
+  const pool = createPool(url, 2)
+  t.teardown(async () => { await pool.end() })
+  await addHost(pool, 'h100-8x-nv18-nics', 'h1')
+  const accepted = await call(first.api, 'POST', '/v1/workloads', { name: 'crash', kind: 'recipe', pool: 'h100-80gb-8x-nvlink', hosts: 1, gpus: 8, run: { driver: 'process', command: ['train'] } })
+  t.equal(accepted.status, 201)
+  await new Promise((resolve) => setTimeout(resolve, 600))
+  t.equal((await call(first.api, 'GET', `/v1/workloads/${accepted.body.id as string}`)).body.state, 'pending', 'not placed while another holds the lock')
+
+  await killHard(first)
+  await holder.end()
+  const second = await spawnCoordinator(t, { DATABASE_URL: url })
+  const placed = await eventually(async () => {
+    const w = await call(second.api, 'GET', `/v1/workloads/${accepted.body.id as string}`)
+    return w.body?.state === 'placed' ? w.body : undefined
+  }, 20_000, 'placement after restart')
+  t.equal(placed.placements.length, 1, 'placed once')
+  t.same(placed.placements[0].gpus, [0, 1, 2, 3, 4, 5, 6, 7])
+  const { rows } = await pool.query<{ type: string, n: number }>('select type, count(*)::int as n from events group by type order by type')
+  const ids = await pool.query<{ id: number }>('select id from events order by id')
+  t.same(Object.fromEntries(rows.map((r) => [r.type, r.n])), { 'host.registered': 1, 'placement.created': 1, 'pool.created': 1, 'workload.created': 1, 'workload.placed': 1 }, 'every event once: the one written before the crash included')
+  t.same(ids.rows.map((r) => r.id), [1, 2, 3, 4, 5], 'no gap, no repeat')
+})
+
+t.test('kill -9 with embedded PostgreSQL: the restart recovers the orphaned server and the data', async (t) => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-crash-'))
+  t.teardown(() => rmSync(stateDir, { recursive: true, force: true }))
+  const first = await spawnCoordinator(t, {}, stateDir)
+  const token = await call(first.api, 'POST', '/v1/tokens', { role: 'viewer', name: 'survives' })
+  t.equal(token.status, 201)
+  await killHard(first)
+  const second = await spawnCoordinator(t, {}, stateDir)
+  t.match(second.output(), /stopping a PostgreSQL left running/, 'the orphaned PostgreSQL was stopped and started again')
+  const r = await fetch(`${second.api}/v1/pools`, { headers: { authorization: `Bearer ${token.body.token as string}` } })
+  t.equal(r.status, 200, 'the token created before the crash still works')
+  const exited = new Promise<number | null>((resolve) => second.child.once('exit', (code) => resolve(code)))
+  second.child.kill('SIGTERM')
+  t.equal(await exited, 0, 'SIGTERM stops cleanly')
+  t.throws(() => readFileSync(join(stateDir, 'postgres', 'postmaster.pid')), 'and stops embedded PostgreSQL with it')
+})
+
+t.test('the leader dies: the other coordinator takes over within seconds', async (t) => {
+  const url = await freshDatabase(t)
+  const a = await spawnCoordinator(t, { DATABASE_URL: url })
+  const b = await spawnCoordinator(t, { DATABASE_URL: url })
+  const leader = await eventually(async () => (await isLeader(a.api)) ? a : (await isLeader(b.api)) ? b : undefined, 10_000, 'a leader')
+  const follower = leader === a ? b : a
+  t.notOk(await isLeader(follower.api), 'only one leader')
+  const pool = createPool(url, 2)
+  await addHost(pool, 'h100-8x-nv18-nics', 'h1')
+  await pool.end()
+
+  const killedAt = Date.now()
+  await killHard(leader)
+  await eventually(async () => (await isLeader(follower.api)) ? true : undefined, 10_000, 'takeover')
+  const takeoverMs = Date.now() - killedAt
+  t.ok(takeoverMs < 5000, `took over in ${takeoverMs} ms`)
+  const w = await call(follower.api, 'POST', '/v1/workloads', { name: 'after', kind: 'session', pool: 'h100-80gb-8x-nvlink', gpus: 2, run: { driver: 'process', command: ['bash'] } })
+  await eventually(async () => ((await call(follower.api, 'GET', `/v1/workloads/${w.body.id as string}`)).body.state === 'placed' ? true : undefined), 10_000, 'placement by the new leader')
+})

@@ -91,9 +91,15 @@ t.test('kill -9 between accepting and placing: placed once after restart, no eve
 t.test('kill -9 with embedded PostgreSQL: the restart recovers the orphaned server and the data', async (t) => {
   const stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-crash-'))
   t.teardown(() => rmSync(stateDir, { recursive: true, force: true }))
-  const first = await spawnCoordinator(t, {}, stateDir)
+  const first = await spawnCoordinator(t, { GPUMESH_LOG_LEVEL: 'debug' }, stateDir)
   const token = await call(first.api, 'POST', '/v1/tokens', { role: 'viewer', name: 'survives' })
   t.equal(token.status, 201)
+  const joinToken = await call(first.api, 'POST', '/v1/join-tokens', {})
+  await fetch(`${first.api}/v1/pools`, { headers: { authorization: `Bearer ${token.body.token as string}` } })
+  const password = readFileSync(join(stateDir, 'postgres.password'), 'utf8').trim()
+  for (const secret of [ADMIN_TOKEN, token.body.token as string, joinToken.body.token as string, password]) {
+    t.notOk(first.output().includes(secret), 'no secret in the log (debug level)')
+  }
   await killHard(first)
   const second = await spawnCoordinator(t, {}, stateDir)
   t.match(second.output(), /stopping a PostgreSQL left running/, 'the orphaned PostgreSQL was stopped and started again')

@@ -1,6 +1,7 @@
 // Unauthenticated endpoints for probes and scrapers.
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { Redis } from 'ioredis'
+import { Problem } from '../../../protocol/api.js'
 import type { Metrics } from '../../metrics.js'
 import type { Pool } from '../../store/db.js'
 import { sendProblem } from '../problem.js'
@@ -10,7 +11,7 @@ const Status = Type.Object({ status: Type.String(), checks: Type.Optional(Type.R
 export const healthRoutes = (pool: Pool, redis: Redis | null, metrics: Metrics): FastifyPluginAsyncTypebox => async (app) => {
   app.get('/livez', { config: { public: true }, schema: { tags: ['health'], summary: 'The process is up (no dependencies checked)', response: { 200: Status } } }, async () => ({ status: 'ok' }))
 
-  app.get('/readyz', { config: { public: true }, schema: { tags: ['health'], summary: 'PostgreSQL (and Redis when configured) answer' } }, async (_req, reply) => {
+  app.get('/readyz', { config: { public: true }, schema: { tags: ['health'], summary: 'PostgreSQL (and Redis when configured) answer', response: { 200: Status, 503: Problem } } }, async (_req, reply) => {
     const checks: Record<string, string> = {}
     const timeout = <T>(p: Promise<T>) => Promise.race([p, new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error('timed out after 2 s')), 2000))])
     try { await timeout(pool.query('select 1')); checks.postgres = 'ok' } catch (err) { checks.postgres = (err as Error).message }
@@ -22,7 +23,7 @@ export const healthRoutes = (pool: Pool, redis: Redis | null, metrics: Metrics):
     return { status: 'ok', checks }
   })
 
-  app.get('/metrics', { config: { public: true }, schema: { tags: ['health'], summary: 'Prometheus metrics (gpumesh_*)' } }, async (_req, reply) => {
+  app.get('/metrics', { config: { public: true }, schema: { tags: ['health'], summary: 'Prometheus metrics (gpumesh_*)', response: { 200: Type.String({ description: 'Prometheus text exposition format' }) } } }, async (_req, reply) => {
     reply.type(metrics.registry.contentType)
     return await metrics.registry.metrics()
   })

@@ -54,29 +54,72 @@ detectOptions(program.command('detect'))
     process.stdout.write(renderFacts === null ? JSON.stringify(facts, null, 2) + '\n' : renderFacts(facts))
   })
 
+interface RunFlags extends DetectFlags {
+  stateDir: string
+  listen: string[]
+  coordinator?: string[]
+  clusterKeyFile?: string
+  joinToken?: string
+  nodeName?: string
+  mdns: boolean
+  detectInterval: number
+}
+
+function multiaddrs (value: string): string[] {
+  const list = value.split(',').map((s) => s.trim()).filter((s) => s !== '')
+  if (list.length === 0 || list.some((a) => !a.startsWith('/'))) throw new InvalidArgumentError('must be comma-separated multiaddrs')
+  return list
+}
+
 detectOptions(program.command('run', { isDefault: true }))
-  .description('run the agent daemon in the foreground until SIGTERM/SIGINT (re-detects the host periodically)')
+  .description('run the agent daemon in the foreground until SIGTERM/SIGINT: join the mesh, enroll, run placements')
+  .addOption(new Option('--state-dir <dir>', 'state folder: peer key, enrollment, placements and their logs').env('GPUMESH_STATE_DIR').default('/var/lib/gpumesh/agent'))
+  .addOption(new Option('--listen <multiaddrs>', 'libp2p listen addresses, comma-separated').env('GPUMESH_LISTEN').argParser(multiaddrs).default(['/ip4/0.0.0.0/tcp/7472'], '/ip4/0.0.0.0/tcp/7472'))
+  .addOption(new Option('--coordinator <multiaddrs>', 'coordinator multiaddr(s) ending in /p2p/<peer id>').env('GPUMESH_COORDINATOR').argParser(multiaddrs))
+  .addOption(new Option('--cluster-key-file <path>', 'the cluster\'s private-network key (swarm.key)').env('GPUMESH_CLUSTER_KEY_FILE'))
+  .addOption(new Option('--join-token <token>', 'one-time enrollment token (first start only)').env('GPUMESH_JOIN_TOKEN'))
+  .addOption(new Option('--node-name <name>', 'name the host registers under (default: hostname)').env('GPUMESH_NODE_NAME'))
+  .addOption(new Option('--no-mdns', 'do not discover peers by multicast DNS').env('GPUMESH_NO_MDNS'))
   .addOption(new Option('--detect-interval <seconds>', 're-detect period').env('GPUMESH_DETECT_INTERVAL').argParser(positiveInt).default(60))
-  .action(async (o: DetectFlags & { detectInterval: number }) => {
+  .action(async (o: RunFlags) => {
     const { createLogger } = await import('../common/log.js')
     const log = createLogger('gpumesh-agent')
-    let timer: NodeJS.Timeout | undefined
+    const missing = [o.coordinator === undefined ? 'GPUMESH_COORDINATOR (--coordinator)' : null, o.clusterKeyFile === undefined ? 'GPUMESH_CLUSTER_KEY_FILE (--cluster-key-file)' : null].filter((m) => m !== null)
+    if (missing.length > 0) {
+      log.fatal(`cannot start: set ${missing.join(' and ')}`)
+      process.exitCode = EXIT_CONFIG
+      return
+    }
+    const { startAgent } = await import('./daemon.js')
+    log.info({ version: VERSION, stateDir: o.stateDir }, 'gpumesh-agent starting')
+    let agent: Awaited<ReturnType<typeof startAgent>>
+    try {
+      agent = await startAgent({
+        stateDir: o.stateDir,
+        listen: o.listen,
+        coordinators: o.coordinator as string[],
+        clusterKeyFile: o.clusterKeyFile as string,
+        detect: toDetectOptions(o),
+        detectIntervalMs: o.detectInterval * 1000,
+        mdns: o.mdns,
+        log,
+        ...(o.joinToken === undefined ? {} : { joinToken: o.joinToken }),
+        ...(o.nodeName === undefined ? {} : { name: o.nodeName })
+      })
+    } catch (err) {
+      log.fatal({ err: (err as Error).message, code: (err as { code?: string }).code }, 'cannot start')
+      process.exitCode = (err as { code?: string }).code === 'ERR_CLUSTER_KEY' ? EXIT_CONFIG : 1
+      return
+    }
     let stopping = false
-    const once = async () => {
-      const facts = await detect(toDetectOptions(o))
-      log.info({ pool: facts.pool.key, gpus: facts.gpus.length, warnings: facts.warnings.map((w) => w.code) }, 'host detected')
-      for (const w of facts.warnings) log.warn({ code: w.code, source: w.source }, w.message)
-      if (!stopping) timer = setTimeout(() => { void once() }, o.detectInterval * 1000)
-    }
     const stop = (signal: string) => {
+      if (stopping) return
       stopping = true
-      clearTimeout(timer)
-      log.info({ signal }, 'stopping')
+      log.info({ signal }, 'stopping (placements keep running)')
+      agent.stop().then(() => { log.info('stopped') }, (err: Error) => { log.error({ err: err.message }, 'stop failed'); process.exitCode = 1 })
     }
-    process.once('SIGTERM', () => stop('SIGTERM'))
-    process.once('SIGINT', () => stop('SIGINT'))
-    log.info({ version: VERSION }, 'gpumesh-agent starting')
-    await once()
+    process.on('SIGTERM', () => stop('SIGTERM'))
+    process.on('SIGINT', () => stop('SIGINT'))
   })
 
 await program.parseAsync(process.argv)

@@ -148,7 +148,7 @@ async function postToPlaced (pool: Pool, url: string, dir: string, pools: FleetP
   // Its own process, as in production: the load generator must not share its event loop.
   // Its logs (warnings and worse) go to our stderr; stdout carries only the figures.
   const child = spawn(process.execPath, [join(ROOT, 'dist/coordinator/main.js')], {
-    env: { ...process.env, DATABASE_URL: url, GPUMESH_STATE_DIR: join(dir, 'coord'), GPUMESH_API_LISTEN: `127.0.0.1:${port}`, GPUMESH_ADMIN_TOKEN: token, GPUMESH_LEADER_RETRY_MS: '100', GPUMESH_LOG_LEVEL: 'warn' },
+    env: { ...process.env, DATABASE_URL: url, GPUMESH_STATE_DIR: join(dir, 'coord'), GPUMESH_API_LISTEN: `127.0.0.1:${port}`, GPUMESH_ADMIN_TOKEN: token, GPUMESH_LEADER_RETRY_MS: '100', GPUMESH_LOG_LEVEL: 'warn', GPUMESH_LISTEN: '/ip4/127.0.0.1/tcp/0', GPUMESH_STALE_HOST_SECONDS: '0' },
     stdio: ['ignore', 2, 2]
   })
   const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' }

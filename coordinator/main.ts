@@ -22,7 +22,30 @@ function listenAddress (value: string): string {
   return value
 }
 
-interface Flags { stateDir: string, apiListen: string, databaseUrl?: string, redisUrl?: string, adminToken?: string, leaderRetry: number }
+interface Flags {
+  stateDir: string
+  apiListen: string
+  listen: string[]
+  clusterKeyFile?: string
+  databaseUrl?: string
+  redisUrl?: string
+  adminToken?: string
+  leaderRetry: number
+  heartbeatMs: number
+  staleHostSeconds: number
+}
+
+function multiaddrs (value: string): string[] {
+  const list = value.split(',').map((s) => s.trim()).filter((s) => s !== '')
+  if (list.length === 0 || list.some((a) => !a.startsWith('/'))) throw new InvalidArgumentError('must be comma-separated multiaddrs, e.g. /ip4/0.0.0.0/tcp/7471')
+  return list
+}
+
+function nonNegativeInt (value: string): number {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('must be a whole number >= 0')
+  return n
+}
 
 const program = new Command('gpumesh-coordinator')
   .description('gpumesh coordinator: PostgreSQL state, GPU scheduler, Redis events, admin API')
@@ -34,10 +57,14 @@ program.command('run', { isDefault: true })
   .description('run the coordinator in the foreground until SIGTERM/SIGINT')
   .addOption(new Option('--state-dir <dir>', 'state folder (embedded PostgreSQL, admin token, coordinator.json)').env('GPUMESH_STATE_DIR').default('/var/lib/gpumesh/coordinator'))
   .addOption(new Option('--api-listen <host:port>', 'admin HTTP address').env('GPUMESH_API_LISTEN').default('127.0.0.1:7470').argParser(listenAddress))
+  .addOption(new Option('--listen <multiaddrs>', 'libp2p listen addresses, comma-separated').env('GPUMESH_LISTEN').argParser(multiaddrs).default(['/ip4/0.0.0.0/tcp/7471'], '/ip4/0.0.0.0/tcp/7471'))
+  .addOption(new Option('--cluster-key-file <path>', 'private-network key (swarm.key); unset = <state>/cluster.key, created on first start').env('GPUMESH_CLUSTER_KEY_FILE'))
   .addOption(new Option('--database-url <url>', 'external PostgreSQL 16+; unset = embedded').env('DATABASE_URL'))
   .addOption(new Option('--redis-url <url>', 'Redis for events and usage statistics; unset = none').env('REDIS_URL'))
   .addOption(new Option('--admin-token <token>', 'bootstrap admin token; unset = generated into <state>/admin.token').env('GPUMESH_ADMIN_TOKEN'))
   .addOption(new Option('--leader-retry <ms>', 'how often a follower tries to take the scheduler lock').env('GPUMESH_LEADER_RETRY_MS').argParser(positiveInt).default(1000))
+  .addOption(new Option('--heartbeat-ms <ms>', 'agents\' heartbeat period; failure detection follows it').env('GPUMESH_HEARTBEAT_MS').argParser(positiveInt).default(1000))
+  .addOption(new Option('--stale-host-seconds <s>', 'a host no coordinator has heard from for this long is down (0 = never)').env('GPUMESH_STALE_HOST_SECONDS').argParser(nonNegativeInt).default(60))
   .action(async (o: Flags) => {
     const log = createLogger('gpumesh-coordinator')
     log.info({ version: VERSION, stateDir: o.stateDir }, 'gpumesh-coordinator starting')
@@ -46,7 +73,11 @@ program.command('run', { isDefault: true })
       coordinator = await startCoordinator({
         stateDir: o.stateDir,
         apiListen: o.apiListen,
+        listen: o.listen,
         leaderRetryMs: o.leaderRetry,
+        heartbeatMs: o.heartbeatMs,
+        staleHostSeconds: o.staleHostSeconds,
+        ...(o.clusterKeyFile === undefined ? {} : { clusterKeyFile: o.clusterKeyFile }),
         ...(o.databaseUrl === undefined ? {} : { databaseUrl: o.databaseUrl }),
         ...(o.redisUrl === undefined ? {} : { redisUrl: o.redisUrl }),
         ...(o.adminToken === undefined ? {} : { adminToken: o.adminToken })

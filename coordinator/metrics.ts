@@ -33,7 +33,7 @@ export function createMetrics (pool: Pool): Metrics {
     labelNames: ['state'],
     registers: [registry],
     async collect () {
-      const { rows } = await pool.query<{ state: string, n: number }>('select state, count(*)::int as n from hosts group by state')
+      const { rows } = await pool.query<{ state: string, n: number }>('select state, count(*)::int as n from hosts where revoked_at is null group by state')
       this.reset()
       for (const r of rows) this.set({ state: r.state }, r.n)
     }
@@ -47,7 +47,7 @@ export function createMetrics (pool: Pool): Metrics {
       const { rows } = await pool.query<{ pool: string, total: number, allocated: number }>(
         `select h.pool_key as pool, sum(h.gpu_count)::int as total,
            (select count(*) from gpu_allocations a join hosts x on x.id = a.host_id where a.active and x.pool_key = h.pool_key)::int as allocated
-         from hosts h group by h.pool_key`)
+         from hosts h where h.revoked_at is null group by h.pool_key`)
       this.reset()
       for (const r of rows) {
         this.set({ pool: r.pool, allocation: 'allocated' }, r.allocated)

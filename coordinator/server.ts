@@ -7,6 +7,8 @@ import type { Redis } from 'ioredis'
 import type { Logger } from '../common/log.js'
 import { buildApp } from './http/app.js'
 import { Leadership } from './leader.js'
+import { MeshServer } from './mesh/server.js'
+import { StaleHosts } from './mesh/stale-hosts.js'
 import { createMetrics } from './metrics.js'
 import { Notifier } from './events/notifier.js'
 import { createRedis } from './events/redis.js'
@@ -27,6 +29,14 @@ export interface CoordinatorOptions {
   adminToken?: string
   leaderRetryMs?: number
   usageIntervalMs?: number
+  /** libp2p listen multiaddrs (GPUMESH_LISTEN). */
+  listen?: string[]
+  /** swarm.key (GPUMESH_CLUSTER_KEY_FILE); unset = <state>/cluster.key, created on first start. */
+  clusterKeyFile?: string
+  /** Agents' heartbeat period; failure detection follows it. */
+  heartbeatMs?: number
+  /** A host not heard from by any coordinator for this long is down (0 = never; hosts registered without an agent). */
+  staleHostSeconds?: number
 }
 
 export interface Coordinator {
@@ -35,6 +45,7 @@ export interface Coordinator {
   pool: Pool
   leadership: Leadership
   scheduler: SchedulerLoop
+  mesh: MeshServer
   stop: () => Promise<void>
 }
 
@@ -79,18 +90,30 @@ export async function startCoordinator (options: CoordinatorOptions, log: Logger
     cleanup.push(async () => { await notifier.stop() })
     const metrics = createMetrics(pool)
 
+    const mesh = new MeshServer(pool, notifier, log, {
+      stateDir: options.stateDir,
+      listen: options.listen ?? ['/ip4/0.0.0.0/tcp/7471'],
+      ...(options.clusterKeyFile === undefined ? {} : { clusterKeyFile: options.clusterKeyFile }),
+      ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs })
+    })
+    await mesh.start()
+    cleanup.push(async () => { await mesh.stop() })
+
     const scheduler = new SchedulerLoop(pool, notifier, log, metrics)
+    const stale = new StaleHosts(pool, log, options.staleHostSeconds ?? 60)
     const relay = redis === null ? null : new RedisRelay(pool, redis, notifier, log, metrics)
     const usage = redis === null ? null : new UsageRecorder(pool, redis, log, options.usageIntervalMs)
     const leadership = new Leadership(url, log, options.leaderRetryMs)
     leadership.on('elected', () => {
       metrics.leader.set(1)
       scheduler.start()
+      stale.start()
       relay?.start()
       usage?.start()
     })
     const stopLeaderServices = async () => {
       metrics.leader.set(0)
+      stale.stop()
       await scheduler.stop()
       await relay?.stop()
       await usage?.stop()
@@ -105,9 +128,9 @@ export async function startCoordinator (options: CoordinatorOptions, log: Logger
     const address = app.server.address()
     const port = typeof address === 'object' && address !== null ? address.port : listen.port
     const api = `http://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${port}`
-    await writeReady(options.stateDir, { api, peerId: null, multiaddrs: [] })
-    log.info({ api }, 'gpumesh-coordinator ready')
-    return { api, pool, leadership, scheduler, stop: stopAll }
+    await writeReady(options.stateDir, { api, peerId: mesh.peerId, multiaddrs: mesh.multiaddrs() })
+    log.info({ api, peerId: mesh.peerId }, 'gpumesh-coordinator ready')
+    return { api, pool, leadership, scheduler, mesh, stop: stopAll }
   } catch (err) {
     await stopAll()
     throw err

@@ -1,13 +1,11 @@
 // Admin HTTP API resources (DESIGN "Contracts"): request bodies, responses,
 // problem+json. The same schemas validate requests, serialise responses and
 // generate /openapi.json.
-import { Type, type Static, type TLiteral, type TSchema, type TUnion } from '@sinclair/typebox'
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { HostFacts } from './host-facts.js'
+import { Literals, Nullable } from './schema.js'
 import { POOL_KEY_PATTERN, WorkloadSpec } from './workload.js'
 
-const Nullable = <T extends TSchema>(s: T) => Type.Union([s, Type.Null()])
-const Literals = <const T extends string>(...values: T[]) =>
-  Type.Union(values.map((v) => Type.Literal(v))) as unknown as TUnion<Array<TLiteral<T>>>
 const Timestamp = Type.String({ format: 'date-time' })
 const Uuid = Type.String({ format: 'uuid' })
 

@@ -2,9 +2,8 @@
 // (`gpumesh-agent detect --json`), registers with it, and the coordinator
 // stores it; other tools read its required fields (see DESIGN "Agent" 2).
 import { Type, type Static } from '@sinclair/typebox'
+import { Nullable } from './schema.js'
 
-const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) =>
-  Type.Union([schema, Type.Null()])
 
 export const HOST_FACTS_VERSION = 1
 

@@ -1,42 +1,63 @@
-// The agent daemon in the foreground: logs JSON lines, re-detects on its
-// period, and stops cleanly on SIGTERM.
+// The agent daemon as an operator runs it: a real process that detects its
+// host (nvidia-smi double), enrolls with a join token, logs JSON lines, and
+// stops cleanly on SIGTERM; bad configuration exits 78 with a clear message.
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { execa } from 'execa'
 import t from 'tap'
 import { cleanEnv, machine } from './helpers/agent.js'
+import { eventually, startTestCoordinator } from './helpers/coordinator.js'
 import { AGENT, NVIDIA_SMI_DOUBLE } from './helpers/fixtures.js'
+import { joinToken } from './helpers/mesh.js'
 
-t.test('run: detects, logs, re-detects, stops on SIGTERM', async (t) => {
+t.test('run: detects, enrolls, logs, stops on SIGTERM', async (t) => {
+  const c = await startTestCoordinator(t)
+  const stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-agent-proc-'))
+  t.teardown(() => rmSync(stateDir, { recursive: true, force: true }))
   const child = execa(process.execPath, [AGENT], {
-    env: cleanEnv({ GPUMESH_NVIDIA_SMI: NVIDIA_SMI_DOUBLE, GPUMESH_SMI_FIXTURE: machine('h100-8x-nv18-nics'), GPUMESH_DETECT_INTERVAL: '1' }),
+    env: cleanEnv({
+      GPUMESH_NVIDIA_SMI: NVIDIA_SMI_DOUBLE,
+      GPUMESH_SMI_FIXTURE: machine('h100-8x-nv18-nics'),
+      GPUMESH_STATE_DIR: stateDir,
+      GPUMESH_LISTEN: '/ip4/127.0.0.1/tcp/0',
+      GPUMESH_COORDINATOR: c.mesh.multiaddrs().join(','),
+      GPUMESH_CLUSTER_KEY_FILE: join(c.stateDir, 'cluster.key'),
+      GPUMESH_JOIN_TOKEN: await joinToken(c),
+      GPUMESH_NODE_NAME: 'proc-node',
+      GPUMESH_NO_MDNS: '1'
+    }),
     extendEnv: false,
     reject: false,
-    timeout: 30_000
+    timeout: 60_000
   })
-  const lines: Array<Record<string, unknown>> = []
-  let detections = 0
-  await new Promise<void>((resolve) => {
-    let buffered = ''
-    child.stdout?.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString()
-      const parts = buffered.split('\n')
-      buffered = parts.pop() ?? ''
-      for (const l of parts) {
-        const line = JSON.parse(l) as Record<string, unknown>
-        lines.push(line)
-        if (line.msg === 'host detected' && ++detections === 2) resolve()
-      }
-    })
-    child.on('exit', () => resolve())
-  })
+  let output = ''
+  child.stdout?.on('data', (d: Buffer) => { output += d.toString() })
+  const host = await eventually(async () => {
+    const r = await c.call('GET', '/v1/hosts')
+    return r.body.items.find((h: { name: string }) => h.name === 'proc-node')
+  }, 30_000, 'the agent process to enroll')
+  t.equal(host.pool, 'h100-80gb-8x-nvlink', 'its detected facts decide its pool')
+  t.equal(host.facts.gpus.length, 8)
   child.kill('SIGTERM')
   const r = await child
   t.equal(r.exitCode, 0, 'exits 0 on SIGTERM')
-  t.equal(detections, 2, 'detected twice (no subcommand runs the daemon)')
-  const detected = lines.find((l) => l.msg === 'host detected')
-  t.equal(detected?.pool, 'h100-80gb-8x-nvlink')
-  t.equal(detected?.gpus, 8)
-  t.ok(lines.some((l) => l.msg === 'stopping' && l.signal === 'SIGTERM'), 'says why it stops')
+  const lines = output.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>)
   t.ok(lines.every((l) => typeof l.level === 'number' && typeof l.time === 'number'), 'every line is a pino record')
+  t.ok(lines.some((l) => l.msg === 'joined the coordinator'), 'says it joined')
+  t.ok(lines.some((l) => l.msg === 'stopping (placements keep running)'), 'says why it stops')
+  t.notOk(output.includes('gmj_'), 'the join token is not logged')
+})
+
+t.test('run without a coordinator or cluster key is a configuration error', async (t) => {
+  const r = await execa(process.execPath, [AGENT, 'run'], { env: cleanEnv({ GPUMESH_STATE_DIR: tmpdir() }), extendEnv: false, reject: false })
+  t.equal(r.exitCode, 78)
+  t.match(r.stdout, /GPUMESH_COORDINATOR.*GPUMESH_CLUSTER_KEY_FILE/)
+  const badKey = await execa(process.execPath, [AGENT, 'run', '--coordinator', '/ip4/127.0.0.1/tcp/1/p2p/12D3KooWtest', '--cluster-key-file', AGENT], {
+    env: cleanEnv({ GPUMESH_STATE_DIR: mkdtempSync(join(tmpdir(), 'gpumesh-badkey-')), GPUMESH_NVIDIA_SMI: '/nonexistent' }), extendEnv: false, reject: false
+  })
+  t.equal(badKey.exitCode, 78, 'a file that is not a cluster key')
+  t.match(badKey.stdout, /is not a cluster key/)
 })
 
 t.test('--version and --help', async (t) => {

@@ -22,7 +22,7 @@ async function spawnCoordinator (t: Test, env: Record<string, string>, stateDir 
   const port = await freePort()
   rmSync(join(stateDir, 'coordinator.json'), { force: true })
   const child = spawn(process.execPath, [COORDINATOR], {
-    env: cleanEnv({ GPUMESH_STATE_DIR: stateDir, GPUMESH_API_LISTEN: `127.0.0.1:${port}`, GPUMESH_ADMIN_TOKEN: ADMIN_TOKEN, GPUMESH_LEADER_RETRY_MS: '200', ...env }),
+    env: cleanEnv({ GPUMESH_STATE_DIR: stateDir, GPUMESH_API_LISTEN: `127.0.0.1:${port}`, GPUMESH_ADMIN_TOKEN: ADMIN_TOKEN, GPUMESH_LEADER_RETRY_MS: '200', GPUMESH_LISTEN: '/ip4/127.0.0.1/tcp/0', GPUMESH_STALE_HOST_SECONDS: '0', ...env }),
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let output = ''

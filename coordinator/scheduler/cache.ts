@@ -25,7 +25,7 @@ const SELECT_HOSTS = `
   select h.id, h.name, h.pool_key, p.kind, h.state, h.facts->'topology' as topology,
     (select jsonb_agg(jsonb_build_object('index', g->'index', 'numaNode', g->'numaNode')) from jsonb_array_elements(h.facts->'gpus') g) as gpus,
     coalesce((select array_agg(a.gpu_index) from gpu_allocations a where a.host_id = h.id and a.active), '{}') as allocated
-  from hosts h join pools p on p.key = h.pool_key`
+  from hosts h join pools p on p.key = h.pool_key where h.revoked_at is null`
 
 const FULL_RELOAD_MS = 60_000
 const EVENT_PAGE = 5000
@@ -79,7 +79,7 @@ export class SnapshotCache {
       return { capacityChanged: true, newWorkloads }
     }
     if (dirty.size > 0) {
-      const { rows: hosts } = await this.pool.query<HostRow>(`${SELECT_HOSTS} where h.id = any($1::uuid[])`, [[...dirty]])
+      const { rows: hosts } = await this.pool.query<HostRow>(`${SELECT_HOSTS} and h.id = any($1::uuid[])`, [[...dirty]])
       for (const id of dirty) { this.hosts.delete(id); this.index.remove(id) }
       for (const h of hosts) {
         const host = toSchedHost(h)

@@ -20,7 +20,7 @@ const SELECT_POOLS = `
   with free as (
     select h.id, h.pool_key, h.state, h.gpu_count,
       h.gpu_count - (select count(*) from gpu_allocations a where a.host_id = h.id and a.active)::int as free
-    from hosts h
+    from hosts h where h.revoked_at is null
   )
   select p.key, p.kind, p.labels,
     count(f.id)::int as host_count,
@@ -52,7 +52,7 @@ export async function getPool (pool: Pool, key: string): Promise<PoolResource> {
   const row = rows[0]
   if (row === undefined) throw new ApiError('NOT_FOUND', `no pool ${key}`)
   const hosts = await pool.query<{ id: string, name: string, state: HostState, gpu_count: number, free_gpus: number[] }>(
-    `select h.id, h.name, h.state, h.gpu_count, ${FREE_GPUS} from hosts h where h.pool_key = $1 order by h.name, h.id`, [key])
+    `select h.id, h.name, h.state, h.gpu_count, ${FREE_GPUS} from hosts h where h.pool_key = $1 and h.revoked_at is null order by h.name, h.id`, [key])
   return { ...toPool(row), hosts: hosts.rows.map((h) => ({ id: h.id, name: h.name, state: h.state, gpuCount: h.gpu_count, freeGpus: h.free_gpus })) }
 }
 

@@ -70,7 +70,7 @@ function toWorkload (r: WorkloadRow, placements: PlacementRow[]): Workload {
 async function checkPools (c: Client, spec: WorkloadSpec): Promise<void> {
   const keys = spec.kind === 'endpoint' ? spec.pools : [spec.pool]
   const { rows } = await c.query<{ key: string, kind: PoolKind, max_gpus: number | null }>(
-    `select p.key, p.kind, (select max(h.gpu_count) from hosts h where h.pool_key = p.key) as max_gpus
+    `select p.key, p.kind, (select max(h.gpu_count) from hosts h where h.pool_key = p.key and h.revoked_at is null) as max_gpus
      from pools p where p.key = any($1::text[])`, [keys])
   const missing = keys.filter((k) => !rows.some((r) => r.key === k))
   if (missing.length > 0) throw new ApiError('UNKNOWN_POOL', `no pool ${missing.join(', ')} (pools appear when their first host registers)`)

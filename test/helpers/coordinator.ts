@@ -23,7 +23,7 @@ export interface TestCoordinator extends Coordinator {
   call: (method: string, path: string, body?: unknown, token?: string | null) => Promise<{ status: number, headers: Headers, body: any }>
 }
 
-export async function startTestCoordinator (t: Test, options: { databaseUrl?: string, redisUrl?: string, leaderRetryMs?: number } = {}): Promise<TestCoordinator> {
+export async function startTestCoordinator (t: Test, options: { databaseUrl?: string, redisUrl?: string, leaderRetryMs?: number, heartbeatMs?: number, clusterKeyFile?: string, staleHostSeconds?: number } = {}): Promise<TestCoordinator> {
   const stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-coord-'))
   const databaseUrl = options.databaseUrl ?? await freshDatabase(t)
   const log = createLogger('test-coordinator', { level: process.env.GPUMESH_TEST_LOG ?? 'silent', stream: 'stderr' })
@@ -34,6 +34,11 @@ export async function startTestCoordinator (t: Test, options: { databaseUrl?: st
     adminToken: ADMIN_TOKEN,
     leaderRetryMs: options.leaderRetryMs ?? 200,
     usageIntervalMs: 200,
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    // Hosts registered without an agent must not be swept down in tests.
+    staleHostSeconds: options.staleHostSeconds ?? 0,
+    ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
+    ...(options.clusterKeyFile === undefined ? {} : { clusterKeyFile: options.clusterKeyFile }),
     ...(options.redisUrl === undefined ? {} : { redisUrl: options.redisUrl })
   }, log)
   let stopped = false

@@ -1,7 +1,9 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Host, HostAction, IdParams, ListQuery, Page } from '../../../protocol/api.js'
 import type { Pool } from '../../store/db.js'
+import { ApiError } from '../../../protocol/errors.js'
 import { getHost, listHosts, setHostState } from '../../store/hosts.js'
+import { revokeHost } from '../../store/lifecycle.js'
 import { responses } from '../schemas.js'
 
 export const hostRoutes = (pool: Pool): FastifyPluginAsyncTypebox => async (app) => {
@@ -12,6 +14,14 @@ export const hostRoutes = (pool: Pool): FastifyPluginAsyncTypebox => async (app)
   app.get('/v1/hosts/:id', {
     schema: { tags: ['hosts'], summary: 'One host', params: IdParams, response: responses({ 200: Host }, 404) }
   }, async (req) => await getHost(pool, req.params.id))
+
+  app.delete('/v1/hosts/:id', {
+    config: { role: 'admin' },
+    schema: { tags: ['hosts'], summary: 'Revoke a host: its peer id stops being a credential, its connections close, its work is placed elsewhere', params: IdParams, response: responses({ 204: Type.Null() }, 404) }
+  }, async (req, reply) => {
+    if (await revokeHost(pool, req.params.id) === null) throw new ApiError('NOT_FOUND', `no host ${req.params.id}`)
+    return await reply.code(204).send()
+  })
 
   for (const action of ['cordon', 'uncordon', 'drain'] as const) {
     app.post(`/v1/hosts/:id/${action}`, {

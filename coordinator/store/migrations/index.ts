@@ -1,9 +1,11 @@
 // Migrations in order. Add a file NNNN-name.ts and list it here; never edit
 // one that has shipped.
 import init from './0001-init.js'
+import mesh from './0002-mesh.js'
 
 export interface Migration { id: number, name: string, sql: string }
 
 export const MIGRATIONS: Migration[] = [
-  { id: 1, name: 'init', sql: init }
+  { id: 1, name: 'init', sql: init },
+  { id: 2, name: 'mesh', sql: mesh }
 ]

@@ -1,0 +1,112 @@
+// The agent daemon's composition: identity and cluster key from the state
+// directory, host facts, the runtime (re-adopting what survived a restart),
+// the mesh node, gossip membership, GPU usage sampling and the control
+// session, plus periodic re-detection. stop() leaves workloads running.
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Logger } from '../common/log.js'
+import { readClusterKey } from '../common/mesh/cluster-key.js'
+import { loadOrCreateIdentity } from '../common/mesh/identity.js'
+import { createMeshNode, type MeshNode } from '../common/mesh/node.js'
+import type { HostFacts } from '../protocol/host-facts.js'
+import { detect, type DetectOptions } from './detect/detect.js'
+import { findNvidiaSmi, nvidiaSmi } from './detect/nvidia/run.js'
+import { ControlClient } from './mesh/control.js'
+import { Membership } from './mesh/membership.js'
+import { AgentState } from './mesh/state.js'
+import { createRuntime } from './runtime/runtime.js'
+import type { Runtime } from './runtime/types.js'
+import { UsageSampler } from './usage.js'
+
+export interface AgentOptions {
+  stateDir: string
+  listen: string[]
+  /** Coordinator multiaddrs ending in /p2p/<peer id> (GPUMESH_COORDINATOR). */
+  coordinators: string[]
+  clusterKeyFile: string
+  joinToken?: string
+  /** The name the host registers under (GPUMESH_NODE_NAME; default: hostname). */
+  name?: string
+  detect: DetectOptions
+  /** Facts to use instead of detecting (simulated hosts: many agents in one process). */
+  facts?: HostFacts
+  detectIntervalMs?: number
+  mdns?: boolean
+  docker?: string
+  stopGraceMs?: number
+  log: Logger
+}
+
+export interface Agent {
+  node: MeshNode
+  runtime: Runtime
+  control: ControlClient
+  membership: Membership
+  facts: () => HostFacts
+  stop: () => Promise<void>
+}
+
+export async function startAgent (o: AgentOptions): Promise<Agent> {
+  await mkdir(o.stateDir, { recursive: true, mode: 0o700 })
+  const clusterKey = await readClusterKey(o.clusterKeyFile)
+  const privateKey = await loadOrCreateIdentity(join(o.stateDir, 'peer.key'))
+  const state = await AgentState.load(o.stateDir)
+  let facts = o.facts ?? await detect(o.detect)
+  const name = o.name ?? facts.hostname
+  const runtime = createRuntime({ stateDir: o.stateDir, ...(o.docker === undefined ? {} : { docker: o.docker }), ...(o.stopGraceMs === undefined ? {} : { stopGraceMs: o.stopGraceMs }) })
+  const adopted = await runtime.recover()
+  if (adopted.length > 0) o.log.info({ placements: adopted.map((p) => `${p.placementId}:${p.state}`) }, 're-adopted placements from the state directory')
+
+  // No bootstrap module: its dial races ours and one of the two connections is later closed under the session.
+  const node = await createMeshNode({ privateKey, listen: o.listen, clusterKey, mdns: o.mdns ?? false, role: 'agent' })
+  const membership = new Membership(node, { name, pool: facts.pool.key, gpus: facts.gpus.length }, o.log)
+  membership.start()
+  const binary = o.facts === undefined ? await findNvidiaSmi(o.detect.nvidiaSmi) : null
+  const usage = new UsageSampler(binary === null ? null : nvidiaSmi({ binary, timeoutMs: o.detect.timeoutMs }))
+  usage.start()
+  const control = new ControlClient({
+    node,
+    runtime,
+    state,
+    log: o.log,
+    coordinators: o.coordinators,
+    name,
+    agentVersion: o.detect.agentVersion,
+    ...(o.joinToken === undefined ? {} : { joinToken: o.joinToken }),
+    facts: () => facts,
+    usage: () => usage.current()
+  })
+  control.start()
+
+  let redetect: NodeJS.Timeout | undefined
+  if (o.facts === undefined) {
+    redetect = setInterval(() => {
+      detect(o.detect).then(async (next) => {
+        const changed = JSON.stringify([next.gpus, next.pool]) !== JSON.stringify([facts.gpus, facts.pool])
+        facts = next
+        if (changed) {
+          o.log.warn({ pool: next.pool.key, gpus: next.gpus.length }, 'host facts changed')
+          membership.setPool(next.pool.key)
+          await control.sendFacts(next)
+        }
+      }).catch((err: Error) => o.log.warn({ err: err.message }, 're-detection failed'))
+    }, o.detectIntervalMs ?? 60_000)
+  }
+  o.log.info({ peerId: node.peerId.toString(), name, pool: facts.pool.key, listen: node.getMultiaddrs().map(String) }, 'agent started')
+
+  return {
+    node,
+    runtime,
+    control,
+    membership,
+    facts: () => facts,
+    stop: async () => {
+      clearInterval(redetect)
+      usage.stop()
+      await control.stop()
+      membership.stop()
+      await node.stop()
+      await runtime.close()
+    }
+  }
+}

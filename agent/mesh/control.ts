@@ -1,0 +1,192 @@
+// The agent's control session: dial the coordinator, hello (facts, what runs,
+// the highest epoch obeyed), then welcome -> reconcile with the authoritative
+// list (fencing: anything else running is stopped), heartbeats every
+// heartbeatMs, statuses as they happen, and assign/stop/drain/probe frames.
+// Reconnects with backoff, forever: workloads keep running meanwhile.
+import { multiaddr } from '@multiformats/multiaddr'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Logger } from '../../common/log.js'
+import { FrameChannel } from '../../common/mesh/frames.js'
+import type { MeshNode } from '../../common/mesh/node.js'
+import { AgentFrame, CONTROL_PROTOCOL, CoordinatorFrame, type Assignment, type CoordinatorFrame as InFrame, type GpuUsage, type Probe, type RunningPlacement } from '../../protocol/control.js'
+import type { HostFacts } from '../../protocol/host-facts.js'
+import type { Runtime } from '../runtime/types.js'
+import type { AgentState } from './state.js'
+
+/** Enrollment refusals: retrying soon cannot help; an operator must act. */
+const FATAL = new Set(['ERR_REVOKED', 'ERR_UNKNOWN_PEER', 'ERR_JOIN_TOKEN', 'ERR_POOL_MISMATCH'])
+
+export interface ControlOptions {
+  node: MeshNode
+  runtime: Runtime
+  state: AgentState
+  log: Logger
+  /** Coordinator multiaddrs ending in /p2p/<peer id>. */
+  coordinators: string[]
+  name: string
+  agentVersion: string
+  joinToken?: string
+  facts: () => HostFacts
+  usage: () => GpuUsage[]
+}
+
+type Channel = FrameChannel<typeof CoordinatorFrame, typeof AgentFrame>
+
+export class ControlClient {
+  private running = false
+  private channel: Channel | null = null
+  private heartbeat: NodeJS.Timeout | undefined
+  private loop: Promise<void> | null = null
+  private wake: (() => void) | null = null
+  private backoff: NodeJS.Timeout | undefined
+  /** When the current session was welcomed; 0 while disconnected. */
+  connectedAt = 0
+  hostId: string | null = null
+
+  constructor (private readonly o: ControlOptions) {}
+
+  start (): void {
+    this.running = true
+    this.o.runtime.on('status', this.onStatus)
+    this.loop = this.run()
+  }
+
+  async stop (): Promise<void> {
+    this.running = false
+    this.o.runtime.off('status', this.onStatus)
+    clearInterval(this.heartbeat)
+    clearTimeout(this.backoff)
+    this.wake?.()
+    const channel = this.channel
+    await channel?.close().catch(() => {})
+    channel?.abort('agent stopping')
+    await this.loop
+  }
+
+  /** Re-detected facts, sent when connected (the coordinator quarantines a host whose GPUs changed). */
+  async sendFacts (facts: HostFacts): Promise<void> {
+    await this.channel?.send({ v: 1, type: 'facts', facts }).catch(() => {})
+  }
+
+  private async run (): Promise<void> {
+    let attempt = 0
+    let next = 0
+    while (this.running) {
+      const target = this.o.coordinators[next++ % this.o.coordinators.length] as string
+      let fatal = false
+      try {
+        const stream = await this.o.node.dialProtocol(multiaddr(target), CONTROL_PROTOCOL)
+        const channel: Channel = new FrameChannel(stream, CoordinatorFrame, AgentFrame)
+        this.channel = channel
+        fatal = await this.session(channel)
+        if (Date.now() - this.connectedAt > 10_000) attempt = 0
+      } catch (err) {
+        if (attempt === 0) this.o.log.warn({ coordinator: target, err: (err as Error).message }, 'coordinator unreachable; retrying')
+      } finally {
+        this.channel = null
+        this.connectedAt = 0
+        clearInterval(this.heartbeat)
+      }
+      if (!this.running) break
+      const delay = fatal ? 30_000 : Math.min(5000, 200 * 2 ** attempt++) * (0.5 + Math.random() / 2)
+      await new Promise<void>((resolve) => { this.wake = resolve; this.backoff = setTimeout(resolve, delay) })
+    }
+  }
+
+  /** One session; true when the coordinator refused us for a reason retrying cannot fix. */
+  private async session (channel: Channel): Promise<boolean> {
+    const { state, runtime, log } = this.o
+    await channel.send({
+      v: 1,
+      type: 'hello',
+      name: this.o.name,
+      agentVersion: this.o.agentVersion,
+      facts: this.o.facts(),
+      running: runtime.list(),
+      epoch: state.epoch,
+      ...(state.hostId === null && this.o.joinToken !== undefined ? { joinToken: this.o.joinToken } : {})
+    })
+    for (;;) {
+      const frame = await channel.receive()
+      if (frame === null) return false
+      if (frame.type === 'error') {
+        const fatal = FATAL.has(frame.code)
+        log[fatal ? 'error' : 'warn']({ code: frame.code }, `coordinator refused the session: ${frame.message}`)
+        return fatal
+      }
+      if (frame.type === 'welcome') {
+        if (frame.epoch <= state.epoch && state.hostId === frame.hostId) {
+          log.warn({ epoch: frame.epoch, known: state.epoch }, 'welcome from a coordinator behind this agent (stale epoch); ignoring it')
+          return false
+        }
+        await state.save({ hostId: frame.hostId, epoch: frame.epoch })
+        this.hostId = frame.hostId
+        this.connectedAt = Date.now()
+        await this.reconcile(frame.placements)
+        let seq = 0
+        this.heartbeat = setInterval(() => {
+          void channel.send({ v: 1, type: 'heartbeat', seq: seq++, gpus: this.o.usage() }).catch(() => {})
+        }, frame.heartbeatMs)
+        log.info({ hostId: frame.hostId, epoch: frame.epoch, placements: frame.placements.length }, 'joined the coordinator')
+        continue
+      }
+      if (frame.type === 'probe') { void this.probe(channel, frame); continue }
+      if (frame.epoch < state.epoch) { log.warn({ type: frame.type, epoch: frame.epoch }, 'frame from a stale epoch ignored'); continue }
+      if (frame.type === 'assign') void this.startWhenFree(frame.placement)
+      else if (frame.type === 'stop') void runtime.stop(frame.placementId, frame.reason).catch((err: Error) => log.warn({ err: err.message }, 'stop failed'))
+      else if (frame.type === 'drain') log.info({ reason: frame.reason }, 'host drained: its placements are being stopped')
+    }
+  }
+
+  /** The coordinator's list is authoritative: stop what is not on it, start what is missing. */
+  private async reconcile (list: Assignment[]): Promise<void> {
+    const wanted = new Set(list.map((a) => a.placementId))
+    for (const p of this.o.runtime.list()) {
+      if (!wanted.has(p.placementId) && (p.state === 'running' || p.state === 'starting')) {
+        this.o.log.warn({ placement: p.placementId }, 'not on the coordinator\'s list: stopping it (fenced)')
+        void this.o.runtime.stop(p.placementId, 'fenced: not on the coordinator\'s list after reconnecting').catch(() => {})
+      }
+    }
+    const known = new Set(this.o.runtime.list().map((p) => p.placementId))
+    for (const a of list) {
+      if (known.has(a.placementId)) void this.report(this.o.runtime.list().find((p) => p.placementId === a.placementId))
+      else void this.startWhenFree(a)
+    }
+  }
+
+  /** GPUs still held by a placement being stopped are waited for: two workloads never share a GPU. */
+  private async startWhenFree (a: Assignment): Promise<void> {
+    const deadline = Date.now() + 60_000
+    for (;;) {
+      const busy = this.o.runtime.list().filter((p) => (p.state === 'running' || p.state === 'starting') && p.placementId !== a.placementId)
+      const holders = busy.filter((p) => this.o.runtime.assignment(p.placementId)?.gpus.some((g) => a.gpus.includes(g)) === true)
+      if (holders.length === 0 || Date.now() > deadline) break
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    await this.o.runtime.start(a).catch((err: Error) => this.o.log.error({ placement: a.placementId, err: err.message }, 'cannot start placement'))
+  }
+
+  private async probe (channel: Channel, p: Probe): Promise<void> {
+    const started = performance.now()
+    let reachable = false
+    try {
+      const peer = peerIdFromString(p.target)
+      const connected = this.o.node.getConnections(peer).length > 0
+      const target = connected || p.multiaddrs.length === 0
+        ? peer
+        : multiaddr(p.multiaddrs[0]?.includes('/p2p/') === true ? p.multiaddrs[0] : `${p.multiaddrs[0] as string}/p2p/${p.target}`)
+      await this.o.node.services.ping.ping(target as never, { signal: AbortSignal.timeout(p.timeoutMs) })
+      reachable = true
+    } catch {}
+    await channel.send({ v: 1, type: 'probe-result', requestId: p.requestId, target: p.target, reachable, rttMs: reachable ? performance.now() - started : null }).catch(() => {})
+  }
+
+  private readonly onStatus = (status: RunningPlacement): void => {
+    void this.report(status)
+  }
+
+  private async report (status: RunningPlacement | undefined): Promise<void> {
+    if (status === undefined || this.channel === null || this.connectedAt === 0) return
+    await this.channel.send({ v: 1, type: 'status', placement: status }).catch(() => {})
+  }
+}

@@ -1,0 +1,84 @@
+// The `docker` driver: `docker run --rm --name gpumesh-<id> --gpus
+// '"device=<i,j>"' -e K=V ... <image> <command...>` in the foreground, under
+// the same wrapper, process group and log files as the process driver (see
+// process-driver.ts): the client's exit status is the container's, and its
+// output is the container's output. Stop is `docker stop -t <grace>`;
+// recovery asks docker about the container by name.
+import { execa } from 'execa'
+import { placementVariables } from './env.js'
+import { LaunchError, within } from './process-driver.js'
+import { signalGroup } from './proc.js'
+import type { Assignment } from './types.js'
+
+export const containerName = (placementId: string) => `gpumesh-${placementId}`
+
+/** options.docker, else GPUMESH_DOCKER, else `docker` from PATH. */
+export function dockerCommand (option: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  if (option !== undefined && option !== '') return option
+  const fromEnv = env.GPUMESH_DOCKER
+  return fromEnv !== undefined && fromEnv !== '' ? fromEnv : 'docker'
+}
+
+/** The arguments of `docker` that run this placement; throws LaunchError when it cannot run. */
+export function dockerRunArgs (a: Assignment): string[] {
+  const image = a.run.image
+  if (image === undefined || image === '') throw new LaunchError('the docker driver needs run.image (no image given)')
+  // An "image" that docker would read as an option (--privileged, -v/:/host)
+  // must never get that far.
+  if (image.startsWith('-') || /\s/.test(image)) throw new LaunchError(`invalid run.image ${JSON.stringify(image)}`)
+  const args = ['run', '--rm', '--name', containerName(a.placementId)]
+  // A list of devices must reach docker in double quotes ("device=0,1"),
+  // otherwise the comma separates --gpus options rather than devices.
+  if (a.gpus.length > 0) args.push('--gpus', `"device=${a.gpus.join(',')}"`)
+  // Only the placement's variables: the agent's own environment (PATH, HOME...)
+  // would override the image's.
+  for (const [k, v] of Object.entries(placementVariables(a, 'docker'))) args.push('-e', `${k}=${v}`)
+  args.push(image, ...a.run.command)
+  return args
+}
+
+const opts = (env: Record<string, string>) => ({ env, extendEnv: false, reject: false, stdin: 'ignore', timeout: 60_000 } as const)
+
+/** Whether docker says the container runs: true/false, or an error text when docker could not tell. */
+export async function containerRunning (docker: string, name: string, env: Record<string, string>): Promise<boolean | string> {
+  const r = await execa(docker, ['inspect', '--type', 'container', '--format', '{{.State.Running}}', name], opts(env))
+  if (r.exitCode === 0) return String(r.stdout).trim() === 'true'
+  const err = String(r.stderr)
+  if (/no such (object|container)/i.test(err)) return false
+  return `docker inspect failed: ${err.trim().slice(0, 300) || (r.shortMessage ?? 'unknown error')}`
+}
+
+/**
+ * Watches a container whose client is gone (re-adopted after an agent
+ * restart): `docker wait` prints its exit code when it ends. Not detached:
+ * a watcher ends with the agent, and the next agent starts another.
+ */
+export function waitContainer (docker: string, name: string, env: Record<string, string>) {
+  return execa(docker, ['wait', name], { env, extendEnv: false, reject: false, stdin: 'ignore', stderr: 'ignore' })
+}
+
+/** Parses `docker wait`'s answer: the exit code, or null. */
+export function waitExitCode (stdout: unknown): number | null {
+  const t = String(stdout).trim()
+  return /^-?\d+$/.test(t) ? Number(t) : null
+}
+
+/**
+ * Stops a docker placement: `docker stop -t <grace s>` (SIGTERM in the
+ * container, SIGKILL after the grace). When docker cannot (daemon gone,
+ * no such container) or the client does not end, falls back to the client
+ * itself: SIGTERM to its group (`docker run` forwards it to the container),
+ * then `docker kill` and SIGKILL to the group after the grace.
+ * `pgid` is null for a container watched without its client.
+ */
+export async function stopContainer (docker: string, name: string, pgid: number | null, graceMs: number, ended: Promise<unknown>, env: Record<string, string>): Promise<void> {
+  const seconds = Math.max(0, Math.ceil(graceMs / 1000))
+  const stopped = await execa(docker, ['stop', '-t', String(seconds), name], { ...opts(env), timeout: seconds * 1000 + 30_000 })
+  if (stopped.exitCode === 0 && await within(ended, 10_000)) return
+  if (pgid !== null) {
+    signalGroup(pgid, 'SIGTERM')
+    if (await within(ended, graceMs)) return
+  }
+  await execa(docker, ['kill', name], opts(env))
+  if (pgid !== null) signalGroup(pgid, 'SIGKILL')
+}

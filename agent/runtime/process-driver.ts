@@ -1,0 +1,160 @@
+// The `process` driver: runs `run.command` on the host with the placement's
+// environment. The docker driver reuses the launcher below for the docker
+// client.
+//
+// A placement must outlive the agent (an agent restart or upgrade does not
+// stop workloads), so the process is
+//   - started in a session and process group of its own (`detached`): a
+//     signal for the agent's group or terminal does not reach it, and stop
+//     signals the whole group, grandchildren included;
+//   - not tied to the agent: execa's `cleanup` (kill on parent exit) is off,
+//     its stdin is /dev/null and its output goes straight to the log files
+//     (file descriptors, no pipe through the agent that would break when the
+//     agent goes away);
+//   - run by a small POSIX sh wrapper that records its exit status in a file,
+//     so a restarted agent, no longer its parent, can still learn the exit
+//     code.
+// (systemd: the agent's unit must use KillMode=process, or placements go
+// with the agent's cgroup when the unit stops.)
+import { constants, openSync, closeSync } from 'node:fs'
+import { access, stat } from 'node:fs/promises'
+import { delimiter, join, resolve } from 'node:path'
+import { execa, type ResultPromise } from 'execa'
+import { identify, signalGroup, type ProcessIdentity } from './proc.js'
+import { EXIT_FILE, PID_FILE, STDERR_FILE, STDOUT_FILE } from './state.js'
+
+/**
+ * The wrapper, run as `sh -c WRAPPER gpumesh-<placementId> <command...>`:
+ * - traps HUP INT QUIT TERM with a no-op: a stop signals the whole group, so
+ *   the command gets the signal directly; the wrapper, rather than dying
+ *   with it, waits for the command and records 128+signal. A trapped (not
+ *   ignored) signal is reset to its default in the command when it is
+ *   exec'd, so the command sees the signals as usual;
+ * - writes its own pid first (found again even if the agent stopped before
+ *   recording it);
+ * - runs "$@" as a simple command: sh forks once and the child execs the
+ *   command itself (no shell in between), quoting intact whatever the
+ *   arguments hold; it cannot `exec` the command in its own place, since
+ *   something has to outlive the command to write its status;
+ * - exits with the command's status. SIGKILL (the end of a stop's grace)
+ *   kills the wrapper too, and then nothing is written: the runtime that
+ *   sent it knows.
+ * `gpumesh-<id>` is the wrapper's $0: `ps` shows which placement it is, and
+ * it tells a pid of ours from a reused one.
+ */
+export const WRAPPER = `trap : HUP INT QUIT TERM; echo $$ > ${PID_FILE}; "$@"; c=$?; echo $c > ${EXIT_FILE}; exit $c`
+export const SH = '/bin/sh'
+export const wrapperName = (placementId: string) => `gpumesh-${placementId}`
+
+// execa's types list file descriptors 3-9 only (literals for `stdio`
+// arrays); any open descriptor works, it goes to spawn() as it is.
+type Fd = 3
+const spawnOptions = (dir: string, env: Record<string, string>, stdout: Fd, stderr: Fd) => ({
+  cwd: dir,
+  env,
+  extendEnv: false,
+  detached: true,
+  cleanup: false,
+  stdin: 'ignore',
+  stdout,
+  stderr,
+  reject: false,
+  buffer: false
+} as const)
+
+export interface Launched {
+  subprocess: ResultPromise<ReturnType<typeof spawnOptions>>
+  identity: ProcessIdentity
+}
+
+export class LaunchError extends Error {}
+
+/** Starts `argv` under the wrapper in `dir`; its pid is also its process group. */
+export function launch (dir: string, placementId: string, argv: string[], env: Record<string, string>): Launched {
+  const out = openSync(join(dir, STDOUT_FILE), constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o640)
+  let err: number
+  try {
+    err = openSync(join(dir, STDERR_FILE), constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o640)
+  } catch (e) {
+    closeSync(out)
+    throw e
+  }
+  let subprocess: Launched['subprocess']
+  try {
+    subprocess = execa(SH, ['-c', WRAPPER, wrapperName(placementId), ...argv], spawnOptions(dir, env, out as Fd, err as Fd))
+  } finally {
+    // spawn() has dup'ed them into the child (synchronously); ours are not needed.
+    closeSync(out)
+    closeSync(err)
+  }
+  const pid = subprocess.pid
+  if (pid === undefined) {
+    // spawn failed (no /bin/sh, out of processes): the promise holds the reason.
+    throw new LaunchError('could not start /bin/sh')
+  }
+  // The start time is read right away: the pid cannot be reused before we
+  // reap it, so even a command that exited already is still this pid.
+  const identity = identify(pid) ?? { pid, startTime: -1, bootId: null }
+  return { subprocess, identity }
+}
+
+/** What sh searches when the environment has no PATH. */
+const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+
+/**
+ * Where `command` would be found, the way sh finds it: a name with a "/" is a
+ * path (relative to `cwd`), anything else is looked up in PATH. Throws with
+ * a clear reason when there is no executable to run (ENOENT, EACCES), which
+ * the wrapper would otherwise only report as exit 127/126.
+ */
+export async function resolveExecutable (command: string, path: string | undefined, cwd: string): Promise<string> {
+  const check = async (file: string): Promise<'ok' | 'missing' | 'directory' | 'not-executable'> => {
+    try {
+      const s = await stat(file)
+      if (s.isDirectory()) return 'directory'
+      await access(file, constants.X_OK)
+      return 'ok'
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'EACCES' ? 'not-executable' : 'missing'
+    }
+  }
+  if (command.includes('/')) {
+    const file = resolve(cwd, command)
+    const r = await check(file)
+    if (r === 'ok') return file
+    if (r === 'missing') throw new LaunchError(`executable not found: ${command} (ENOENT)`)
+    if (r === 'directory') throw new LaunchError(`cannot execute ${command}: is a directory (EACCES)`)
+    throw new LaunchError(`cannot execute ${command}: permission denied (EACCES)`)
+  }
+  let denied: string | null = null
+  for (const d of (path ?? DEFAULT_PATH).split(delimiter)) {
+    const file = resolve(cwd, d === '' ? '.' : d, command)
+    const r = await check(file)
+    if (r === 'ok') return file
+    if (r === 'not-executable' && denied === null) denied = file
+  }
+  if (denied !== null) throw new LaunchError(`cannot execute ${command}: permission denied on ${denied} (EACCES)`)
+  throw new LaunchError(`executable not found: ${command} is not in PATH (${path ?? DEFAULT_PATH}) (ENOENT)`)
+}
+
+/** Settles true when `p` settles within `ms`, false otherwise. */
+export async function within (p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const r = await Promise.race([
+    p.then(() => true, () => true),
+    new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), Math.max(0, ms)) })
+  ])
+  clearTimeout(timer)
+  return r
+}
+
+/**
+ * Stops a process placement: SIGTERM to its group, SIGKILL to the group if
+ * it has not ended after `graceMs`. Returns once `ended` settles or the
+ * SIGKILL is sent.
+ */
+export async function stopProcessGroup (pgid: number, graceMs: number, ended: Promise<unknown>): Promise<void> {
+  signalGroup(pgid, 'SIGTERM')
+  if (await within(ended, graceMs)) return
+  signalGroup(pgid, 'SIGKILL')
+}

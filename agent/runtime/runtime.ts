@@ -1,0 +1,415 @@
+// The agent's runtime: starts, watches, stops and re-adopts placements, and
+// keeps their record in the state directory (see state.ts for the layout).
+//
+// A placement's state goes starting -> running -> exited | failed | stopped
+// (or lost: found in the state directory with its process gone and no exit
+// status recorded); each change is written to placement.json first, then
+// emitted as 'status'. Exit codes are reported as they are: the coordinator
+// decides what a non-zero exit means.
+//
+// Processes outlive the runtime (see process-driver.ts). The runtime watches
+// its own children through their exit, and processes it re-adopted after a
+// restart (no longer its children) by polling /proc every 500 ms; the wrapper
+// wrote their exit status to a file either way. When a placement's main
+// process ends, whatever is left in its process group is killed before the
+// end is reported: the coordinator frees the GPUs on that report.
+import { EventEmitter } from 'node:events'
+import { existsSync } from 'node:fs'
+import { mkdir } from 'node:fs/promises'
+import { constants as osConstants } from 'node:os'
+import { isAbsolute, join, resolve } from 'node:path'
+import type { RunState } from '../../protocol/control.js'
+import { containerName, containerRunning, dockerCommand, dockerRunArgs, stopContainer, waitContainer, waitExitCode } from './docker-driver.js'
+import { agentEnvWithoutSettings, placementEnv } from './env.js'
+import { launch, LaunchError, resolveExecutable, stopProcessGroup, wrapperName } from './process-driver.js'
+import { bootId, groupMembers, isAlive, mismatch, readCmdline, readProcStat, signalGroup, waitGroupEmpty, type ProcessIdentity } from './proc.js'
+import {
+  listPlacementDirs, placementDir, readExitCode, readPidFile, readRecord, RECORD_FILE, RECORD_VERSION, writeRecord,
+  type PlacementRecord
+} from './state.js'
+import type { Assignment, Runtime, RuntimeOptions, RunningPlacement } from './types.js'
+import { assignmentProblem, isUuid } from './validate.js'
+
+export const DEFAULT_STOP_GRACE_MS = 10_000
+/** How often re-adopted processes (not our children) are checked. */
+export const POLL_MS = 500
+/** How long leftovers of a process group get to die after SIGKILL before the end is reported anyway. */
+const GROUP_KILL_WAIT_MS = 5_000
+
+const FINAL: ReadonlySet<RunState> = new Set(['exited', 'failed', 'stopped', 'lost'])
+export const isFinal = (s: RunState) => FINAL.has(s)
+
+interface Deferred { promise: Promise<void>, resolve: () => void }
+function deferred (): Deferred {
+  let resolve!: () => void
+  const promise = new Promise<void>((r) => { resolve = r })
+  return { promise, resolve }
+}
+
+/** How the main process ended, when the runtime saw it end (as parent, or through `docker wait`). */
+interface Ending { exitCode?: number | null, signal?: string | null, detail?: string }
+
+interface Entry {
+  id: string
+  /** null for a refused assignment whose id is no uuid: nothing of it goes to disk. */
+  dir: string | null
+  record: PlacementRecord | null
+  status: RunningPlacement
+  /** Settles once the placement has left 'starting'. */
+  started: Deferred
+  /** Settles once its end has been recorded and reported. */
+  ended: Deferred
+  /** The process group we may signal: set only once the pid was verified to be ours. */
+  pgid: number | null
+  identity: ProcessIdentity | null
+  /** How its end is noticed: our child's exit, /proc polling, or a `docker wait`. */
+  watch: 'child' | 'poll' | 'docker-wait' | null
+  child: { unref: () => void } | null
+  watcher: { kill: () => boolean } | null
+  stopping: { reason: string, killAt: number } | null
+  finishing: boolean
+  writes: Promise<void>
+}
+
+class PlacementRuntime extends EventEmitter implements Runtime {
+  readonly #stateDir: string
+  readonly #graceMs: number
+  readonly #docker: string
+  readonly #entries = new Map<string, Entry>()
+  readonly #closed = deferred()
+  #isClosed = false
+  #poll: NodeJS.Timeout | null = null
+
+  constructor (options: RuntimeOptions) {
+    super()
+    this.#stateDir = resolve(options.stateDir)
+    this.#graceMs = options.stopGraceMs ?? DEFAULT_STOP_GRACE_MS
+    const docker = dockerCommand(options.docker)
+    // A relative path is relative to the agent, not to the placement's folder it runs in.
+    this.#docker = docker.includes('/') && !isAbsolute(docker) ? resolve(docker) : docker
+  }
+
+  start = async (assignment: Assignment): Promise<void> => {
+    if (this.#isClosed) throw new Error('runtime is closed')
+    const rawId = (assignment as { placementId?: unknown } | null)?.placementId
+    const id = typeof rawId === 'string' ? rawId : String(rawId)
+    // Known: running, ended, or on disk from an earlier agent. A placement
+    // id is one run; starting it again would run it twice.
+    if (this.#entries.has(id)) return
+    if (isUuid(id) && existsSync(join(placementDir(this.#stateDir, id), RECORD_FILE))) return
+    const problem = assignmentProblem(assignment)
+    const dir = isUuid(id) ? placementDir(this.#stateDir, id) : null
+    const now = new Date().toISOString()
+    const record: PlacementRecord | null = dir === null
+      ? null
+      : {
+          version: RECORD_VERSION,
+          assignment,
+          state: 'starting',
+          exitCode: null,
+          reason: null,
+          pid: null,
+          startTime: null,
+          bootId: null,
+          container: assignment.run?.driver === 'docker' ? containerName(id) : null,
+          createdAt: now,
+          startedAt: null,
+          endedAt: null,
+          stopRequested: null
+        }
+    const entry = this.#newEntry(id, dir, record)
+    this.#entries.set(id, entry) // before any await: a concurrent start of the same id is a no-op
+    try {
+      if (dir !== null) await mkdir(dir, { recursive: true, mode: 0o750 })
+      if (problem !== null) {
+        // Refused: never run, but recorded, so that it stays known.
+        await this.#end(entry, { state: 'failed', exitCode: null, reason: problem })
+        return
+      }
+      await this.#transition(entry, { state: 'starting' })
+      const { argv, env } = await this.#prepare(assignment, dir as string)
+      if (this.#isClosed) throw new LaunchError('runtime closed before it started')
+      const { subprocess, identity } = launch(dir as string, id, argv, env)
+      entry.child = subprocess
+      entry.identity = identity
+      entry.pgid = identity.pid
+      entry.watch = 'child'
+      await this.#transition(entry, { state: 'running', pid: identity.pid, startTime: identity.startTime, bootId: identity.bootId, startedAt: new Date().toISOString() })
+      entry.started.resolve()
+      // Registered after 'running' is out: an instant exit still reports in order.
+      void subprocess.then((r) => this.#finish(entry, { exitCode: r.exitCode ?? null, signal: r.signal ?? null, detail: r.failed && r.exitCode === undefined && r.signal === undefined ? r.shortMessage : undefined }))
+    } catch (err) {
+      if (entry.child !== null) throw err // cannot happen: nothing after launch throws
+      await this.#end(entry, { state: 'failed', exitCode: null, reason: err instanceof LaunchError ? err.message : `cannot start: ${(err as Error).message}` })
+    }
+  }
+
+  stop = async (placementId: string, reason: string): Promise<void> => {
+    const e = this.#entries.get(placementId)
+    if (e === undefined || this.#isClosed) return
+    await Promise.race([e.started.promise, this.#closed.promise])
+    if (isFinal(e.status.state) || this.#isClosed) return
+    if (e.stopping === null) {
+      e.stopping = { reason, killAt: Date.now() + this.#graceMs }
+      if (e.record !== null) {
+        e.record.stopRequested = { reason, at: new Date().toISOString() }
+        await this.#persist(e)
+      }
+      void this.#driverStop(e).catch((err: unknown) => this.#warn(`stopping ${e.id}: ${(err as Error).message}`))
+    }
+    await Promise.race([e.ended.promise, this.#closed.promise])
+  }
+
+  list = (): RunningPlacement[] => [...this.#entries.values()].map((e) => ({ ...e.status }))
+
+  assignment = (placementId: string): Assignment | undefined => this.#entries.get(placementId)?.record?.assignment
+
+  recover = async (): Promise<RunningPlacement[]> => {
+    if (this.#isClosed) throw new Error('runtime is closed')
+    const out: RunningPlacement[] = []
+    for (const name of await listPlacementDirs(this.#stateDir)) {
+      if (!isUuid(name)) continue
+      const known = this.#entries.get(name)
+      if (known !== undefined) { // recovered (or started) already: reported as it is now
+        out.push({ ...known.status })
+        continue
+      }
+      const dir = placementDir(this.#stateDir, name)
+      let record: PlacementRecord
+      try {
+        record = await readRecord(dir)
+        if (record.assignment.placementId !== name) throw new Error(`it names placement ${record.assignment.placementId}`)
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue // a folder without a record: nothing was started from it
+        const e = this.#newEntry(name, null, null) // unreadable: reported, left as it is on disk
+        this.#entries.set(name, e)
+        e.status = { placementId: name, state: 'lost', exitCode: null, reason: `unreadable ${RECORD_FILE}: ${(err as Error).message}` }
+        e.started.resolve()
+        e.ended.resolve()
+        this.emit('status', { ...e.status })
+        out.push({ ...e.status })
+        continue
+      }
+      const e = this.#newEntry(name, dir, record)
+      this.#entries.set(name, e)
+      if (isFinal(record.state)) {
+        e.started.resolve()
+        e.ended.resolve()
+      } else {
+        await this.#reattach(e, record)
+      }
+      out.push({ ...e.status })
+    }
+    return out
+  }
+
+  close = async (): Promise<void> => {
+    if (this.#isClosed) return
+    this.#isClosed = true
+    this.#closed.resolve()
+    if (this.#poll !== null) clearInterval(this.#poll)
+    this.#poll = null
+    for (const e of this.#entries.values()) {
+      e.child?.unref() // the workload keeps running; the agent may exit without waiting for it
+      e.watcher?.kill() // a `docker wait` of ours; the next runtime starts its own
+    }
+    await Promise.all([...this.#entries.values()].map(async (e) => await e.writes))
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  #newEntry (id: string, dir: string | null, record: PlacementRecord | null): Entry {
+    return {
+      id,
+      dir,
+      record,
+      status: { placementId: id, state: record?.state ?? 'starting', exitCode: record?.exitCode ?? null, reason: record?.reason ?? null },
+      started: deferred(),
+      ended: deferred(),
+      pgid: null,
+      identity: null,
+      watch: null,
+      child: null,
+      watcher: null,
+      stopping: null,
+      finishing: false,
+      writes: Promise.resolve()
+    }
+  }
+
+  /** The command line and environment for the wrapper; throws LaunchError with the reason it cannot run. */
+  async #prepare (a: Assignment, dir: string): Promise<{ argv: string[], env: Record<string, string> }> {
+    if (a.run.driver === 'docker') {
+      const args = dockerRunArgs(a)
+      const env = agentEnvWithoutSettings()
+      let docker: string
+      try {
+        docker = await resolveExecutable(this.#docker, env.PATH, dir)
+      } catch (err) {
+        throw new LaunchError(`docker driver: ${(err as Error).message}`)
+      }
+      return { argv: [docker, ...args], env }
+    }
+    const env = placementEnv(a, process.env, 'process')
+    const [command, ...args] = a.run.command
+    // The wrapper runs the file found here, by path: what was checked is what
+    // runs, and a name sh knows as a builtin (exec, exit, trap...) cannot
+    // turn into one. The program's argv[0] is that path.
+    const file = await resolveExecutable(command as string, env.PATH, dir)
+    return { argv: [file, ...args], env }
+  }
+
+  /** Records a change (placement.json first), then reports it. */
+  async #transition (e: Entry, patch: Partial<PlacementRecord> & { state: RunState }): Promise<void> {
+    if (this.#isClosed) return
+    if (e.record !== null) Object.assign(e.record, patch)
+    e.status = {
+      placementId: e.id,
+      state: patch.state,
+      exitCode: patch.exitCode ?? (isFinal(patch.state) ? e.status.exitCode : null),
+      reason: patch.reason ?? (isFinal(patch.state) ? e.status.reason : null)
+    }
+    await this.#persist(e)
+    if (this.#isClosed) return
+    this.emit('status', { ...e.status })
+  }
+
+  /** The final transition; settles `started` and `ended`. */
+  async #end (e: Entry, final: { state: RunState, exitCode: number | null, reason: string | null }): Promise<void> {
+    await this.#transition(e, { ...final, endedAt: new Date().toISOString() })
+    e.started.resolve()
+    e.ended.resolve()
+  }
+
+  async #persist (e: Entry): Promise<void> {
+    if (e.record === null || e.dir === null || this.#isClosed) return
+    const snapshot = structuredClone(e.record)
+    const dir = e.dir
+    // One write at a time per placement, in order.
+    e.writes = e.writes.then(async () => await writeRecord(dir, snapshot)).catch((err: unknown) => {
+      this.#warn(`cannot write ${join(dir, RECORD_FILE)}: ${(err as Error).message}`)
+    })
+    await e.writes
+  }
+
+  #warn (message: string): void {
+    if (this.listenerCount('warning') > 0) this.emit('warning', message)
+  }
+
+  async #driverStop (e: Entry): Promise<void> {
+    const ended = Promise.race([e.ended.promise, this.#closed.promise])
+    if (e.record?.assignment.run.driver === 'docker' && e.record.container !== null) {
+      await stopContainer(this.#docker, e.record.container, e.pgid, this.#graceMs, ended, agentEnvWithoutSettings())
+    } else if (e.pgid !== null) {
+      await stopProcessGroup(e.pgid, this.#graceMs, ended)
+    }
+  }
+
+  /** A placement the state directory says is starting or running: adopt it if its process is still ours, report its end otherwise. */
+  async #reattach (e: Entry, r: PlacementRecord): Promise<void> {
+    const dir = e.dir as string
+    let identity: ProcessIdentity | null = r.pid !== null && r.startTime !== null ? { pid: r.pid, startTime: r.startTime, bootId: r.bootId } : null
+    if (identity === null) {
+      // The agent stopped between starting it and recording its pid: the
+      // wrapper wrote its pid, and its $0 names the placement.
+      const pid = await readPidFile(dir)
+      const s = pid === null ? null : readProcStat(pid)
+      if (pid !== null && s !== null && s.state !== 'Z' && readCmdline(pid)?.includes(wrapperName(e.id)) === true) {
+        identity = { pid, startTime: s.startTime, bootId: bootId() }
+      }
+    }
+    if (identity !== null && isAlive(identity)) {
+      e.identity = identity
+      e.pgid = identity.pid
+      e.watch = 'poll'
+      if (r.state !== 'running' || r.pid !== identity.pid) {
+        await this.#transition(e, { state: 'running', pid: identity.pid, startTime: identity.startTime, bootId: identity.bootId, startedAt: r.startedAt ?? new Date().toISOString() })
+      } else {
+        e.status = { placementId: e.id, state: 'running', exitCode: null, reason: null }
+      }
+      e.started.resolve()
+      this.#ensurePolling()
+      if (r.stopRequested !== null) void this.stop(e.id, r.stopRequested.reason) // a stop the last agent did not finish
+      return
+    }
+    const code = await readExitCode(dir)
+    let dockerSays: string | null = null
+    if (code === null && r.container !== null) {
+      // The docker client is gone but the container may not be.
+      const running = await containerRunning(this.#docker, r.container, agentEnvWithoutSettings())
+      if (typeof running === 'string') dockerSays = running
+      if (running === true) {
+        e.watch = 'docker-wait'
+        const watcher = waitContainer(this.#docker, r.container, agentEnvWithoutSettings())
+        e.watcher = watcher
+        if (r.state !== 'running') await this.#transition(e, { state: 'running', startedAt: r.startedAt ?? new Date().toISOString() })
+        else e.status = { placementId: e.id, state: 'running', exitCode: null, reason: null }
+        e.started.resolve()
+        void watcher.then((w) => this.#finish(e, { exitCode: waitExitCode(w.stdout), detail: 'docker wait gave no exit code' }))
+        if (r.stopRequested !== null) void this.stop(e.id, r.stopRequested.reason)
+        return
+      }
+    }
+    // It ended while no runtime was watching.
+    if (r.stopRequested !== null) await this.#end(e, { state: 'stopped', exitCode: code, reason: r.stopRequested.reason })
+    else if (code !== null) await this.#end(e, { state: 'exited', exitCode: code, reason: null })
+    else if (r.state === 'starting' && identity === null && r.pid === null) await this.#end(e, { state: 'failed', exitCode: null, reason: 'the agent stopped while starting it; it never ran' })
+    else {
+      const why = identity === null ? 'its process is gone' : (mismatch(identity) ?? 'its process is gone')
+      await this.#end(e, { state: 'lost', exitCode: null, reason: `${why} and no exit code was recorded${dockerSays === null ? '' : ` (${dockerSays})`}` })
+    }
+  }
+
+  #ensurePolling (): void {
+    if (this.#poll !== null || this.#isClosed) return
+    this.#poll = setInterval(() => {
+      let watching = 0
+      for (const e of this.#entries.values()) {
+        if (e.watch !== 'poll' || e.finishing || e.identity === null) continue
+        watching++
+        if (!isAlive(e.identity)) void this.#finish(e, null)
+      }
+      if (watching === 0 && this.#poll !== null) {
+        clearInterval(this.#poll)
+        this.#poll = null
+      }
+    }, POLL_MS)
+  }
+
+  /** The main process ended: clear its process group, read how it ended, record and report it. */
+  async #finish (e: Entry, how: Ending | null): Promise<void> {
+    if (e.finishing || this.#isClosed) return
+    e.finishing = true
+    e.watch = null
+    const pgid = e.pgid
+    const cancelled = () => this.#isClosed
+    if (pgid !== null) {
+      if (e.stopping !== null) {
+        // Stopping: the rest of the group got SIGTERM too and has the rest of the grace.
+        await waitGroupEmpty(pgid, e.stopping.killAt, cancelled)
+      }
+      // Only signalled while it has members: an empty group's id could be reused.
+      if (groupMembers(pgid).length > 0) signalGroup(pgid, 'SIGKILL')
+      await waitGroupEmpty(pgid, Date.now() + GROUP_KILL_WAIT_MS, cancelled)
+    }
+    if (this.#isClosed) return // the next runtime reads the end from the state directory
+    const recorded = e.dir === null ? null : await readExitCode(e.dir)
+    let exitCode = recorded
+    let reason: string | null = null
+    if (exitCode === null && how !== null) {
+      if (typeof how.exitCode === 'number') exitCode = how.exitCode
+      else if (typeof how.signal === 'string') {
+        const n = (osConstants.signals as Record<string, number | undefined>)[how.signal]
+        exitCode = n === undefined ? null : 128 + n
+        reason = `killed by ${how.signal}`
+      }
+    }
+    if (e.stopping !== null) await this.#end(e, { state: 'stopped', exitCode, reason: e.stopping.reason })
+    else if (exitCode !== null) await this.#end(e, { state: 'exited', exitCode, reason })
+    else await this.#end(e, { state: 'lost', exitCode: null, reason: how?.detail ?? 'its process ended without recording an exit code' })
+  }
+}
+
+export function createRuntime (options: RuntimeOptions): Runtime {
+  return new PlacementRuntime(options)
+}

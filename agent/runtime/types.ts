@@ -1,0 +1,37 @@
+// What the agent's control session asks of the runtime, and what it hears
+// back. The runtime owns the placements' processes (or containers), their
+// logs and their record in the state directory.
+import type { EventEmitter } from 'node:events'
+import type { Assignment, RunningPlacement } from '../../protocol/control.js'
+
+export type { Assignment, RunningPlacement }
+
+export interface RuntimeOptions {
+  /** Agent state directory; placements live under <stateDir>/placements/<id>/. */
+  stateDir: string
+  /** Milliseconds between SIGTERM and SIGKILL when stopping (default 10 000). */
+  stopGraceMs?: number
+  /** docker executable (default: `docker` from PATH; env GPUMESH_DOCKER). */
+  docker?: string
+}
+
+/**
+ * Emits 'status' (RunningPlacement) on every change of a placement's state:
+ * starting -> running -> exited (with code) | failed (with reason) | stopped;
+ * 'lost' for a placement found in the state directory whose process is gone
+ * and whose end could not be read.
+ */
+export interface Runtime extends EventEmitter {
+  /** Starts a placement; starting one that already runs is a no-op. */
+  start: (assignment: Assignment) => Promise<void>
+  /** Stops a placement: SIGTERM to its process group, SIGKILL after the grace period. Resolves once it is gone. */
+  stop: (placementId: string, reason: string) => Promise<void>
+  /** Placements known now, with their states. */
+  list: () => RunningPlacement[]
+  /** The assignment a known placement runs (its GPUs, command); undefined for unknown ones. */
+  assignment: (placementId: string) => Assignment | undefined
+  /** At agent start: re-adopts placements still running per the state directory, reports the others. */
+  recover: () => Promise<RunningPlacement[]>
+  /** Stops watching (timers, handles) without stopping the workloads: they outlive the agent. */
+  close: () => Promise<void>
+}

@@ -1,0 +1,116 @@
+// One agent's control session on this coordinator: hello -> enrollment ->
+// welcome (the authoritative placement list) -> heartbeats, statuses, facts
+// and probe results in; assign, stop, drain and probe out. A bad frame gets
+// an error frame and ends this session only.
+import type { Connection, Stream } from '@libp2p/interface'
+import type { Logger } from '../../common/log.js'
+import { FrameChannel, FrameError } from '../../common/mesh/frames.js'
+import { AgentFrame, CoordinatorFrame, type CoordinatorFrame as OutFrame, type GpuUsage } from '../../protocol/control.js'
+import type { Pool } from '../store/db.js'
+import { assignmentsOfHost } from '../store/assignments.js'
+import { recordStatus } from '../store/lifecycle.js'
+import { enroll, EnrollError, updateFacts } from './enroll.js'
+import type { Liveness, Probeable } from './liveness.js'
+
+const HELLO_TIMEOUT_MS = 10_000
+
+export interface SessionHost {
+  pool: Pool
+  log: Logger
+  liveness: Liveness
+  heartbeatMs: number
+  register: (s: AgentSession) => void
+  unregister: (s: AgentSession) => void
+  addresses: (peerId: string) => Promise<string[]>
+}
+
+export class AgentSession implements Probeable {
+  hostId = ''
+  pool = ''
+  name = ''
+  epoch = 0
+  lastHeartbeat = Date.now()
+  gpus: GpuUsage[] = []
+  readonly peerId: string
+  private readonly channel: FrameChannel<typeof AgentFrame, typeof CoordinatorFrame>
+  private welcomed!: () => void
+  /** Frames to this agent wait until it has its welcome (the list comes first). */
+  private readonly ready = new Promise<void>((resolve) => { this.welcomed = resolve })
+
+  constructor (stream: Stream, private readonly connection: Connection, private readonly host: SessionHost) {
+    this.peerId = connection.remotePeer.toString()
+    this.channel = new FrameChannel(stream, AgentFrame, CoordinatorFrame)
+  }
+
+  async addresses (): Promise<string[]> {
+    return await this.host.addresses(this.peerId)
+  }
+
+  async send (frame: OutFrame): Promise<void> {
+    await this.ready
+    await this.channel.send(frame)
+  }
+
+  close (code: string, message: string): void {
+    void this.channel.send({ v: 1, type: 'error', code, message }).catch(() => {}).finally(() => { this.channel.abort(message) })
+  }
+
+  async run (): Promise<void> {
+    const { log } = this.host
+    try {
+      const hello = await this.channel.receive(AbortSignal.timeout(HELLO_TIMEOUT_MS))
+      if (hello === null) return
+      if (hello.type !== 'hello') throw new FrameError('ERR_FRAME_SHAPE', `the first frame must be hello, not ${hello.type}`)
+      // The IP the coordinator reaches the agent on: rank 0's is MASTER_ADDR for gangs.
+      const address = /^\/ip[46]\/([^/]+)/.exec(this.connection.remoteAddr.toString())?.[1] ?? null
+      const { hostId, epoch } = await enroll(this.host.pool, this.peerId, hello, address)
+      Object.assign(this, { hostId, epoch, pool: hello.facts.pool.key, name: hello.name })
+      this.host.register(this)
+      this.host.liveness.heard(this)
+      const placements = await assignmentsOfHost(this.host.pool, hostId)
+      await this.channel.send({ v: 1, type: 'welcome', hostId, epoch, heartbeatMs: this.host.heartbeatMs, placements })
+      this.welcomed()
+      for (const r of hello.running) if (placements.some((p) => p.placementId === r.placementId)) await recordStatus(this.host.pool, hostId, r)
+      log.info({ host: hostId, name: hello.name, peer: this.peerId, epoch, placements: placements.length }, 'agent session open')
+      for (;;) {
+        const frame = await this.channel.receive()
+        if (frame === null) break
+        switch (frame.type) {
+          case 'heartbeat':
+            this.gpus = frame.gpus
+            this.host.liveness.heard(this)
+            break
+          case 'status':
+            this.host.liveness.heard(this)
+            await recordStatus(this.host.pool, hostId, frame.placement)
+            break
+          case 'facts':
+            await updateFacts(this.host.pool, hostId, frame.facts)
+            break
+          case 'probe-result':
+            this.host.liveness.probeResult(frame.requestId, frame.reachable)
+            break
+          case 'hello':
+            throw new FrameError('ERR_FRAME_SHAPE', 'hello twice in one session')
+        }
+      }
+      await this.channel.close()
+      this.end('agent closed the session')
+    } catch (err) {
+      if (err instanceof EnrollError || err instanceof FrameError) {
+        log.warn({ peer: this.peerId, code: err.code, err: err.message }, 'control session refused')
+        this.close(err.code, err.message)
+      } else if (!this.connection.status.startsWith('clos')) {
+        log.debug({ peer: this.peerId, err: (err as Error).message }, 'control session ended')
+      }
+      this.end((err as Error).message)
+    }
+  }
+
+  private end (why: string): void {
+    this.welcomed()
+    if (this.hostId === '') return
+    this.host.unregister(this)
+    this.host.liveness.lost(this, `control session ended: ${why}`)
+  }
+}

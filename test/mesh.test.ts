@@ -1,0 +1,173 @@
+// Agents and a coordinator over libp2p on 127.0.0.1 (many nodes in one
+// process): enrollment and trust, placements really running with the GPU
+// environment, gangs with rank variables, failures, fencing, bad frames.
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { lpStream } from '@libp2p/utils'
+import { multiaddr } from '@multiformats/multiaddr'
+import t from 'tap'
+import { createMeshNode } from '../common/mesh/node.js'
+import { CONTROL_PROTOCOL } from '../protocol/control.js'
+import { eventually, startTestCoordinator, type TestCoordinator } from './helpers/coordinator.js'
+import { joinToken, startTestAgent, type TestAgent } from './helpers/mesh.js'
+
+const sh = (script: string) => ({ driver: 'process', command: ['sh', '-c', script] })
+
+async function hosts (c: TestCoordinator): Promise<Array<{ id: string, name: string, state: string, pool: string, peerId: string }>> {
+  return (await c.call('GET', '/v1/hosts')).body.items
+}
+
+async function workloadWhen (c: TestCoordinator, id: string, ok: (w: any) => boolean, ms = 15_000, what = 'workload state'): Promise<any> {
+  return await eventually(async () => {
+    const w = (await c.call('GET', `/v1/workloads/${id}`)).body
+    return ok(w) ? w : undefined
+  }, ms, what)
+}
+
+function log (agent: TestAgent, placementId: string): string {
+  try { return readFileSync(join(agent.stateDir, 'placements', placementId, 'stdout.log'), 'utf8') } catch { return '' }
+}
+
+t.test('enrollment: join tokens are one-time, pool-bound, and the peer id is the credential after', async (t) => {
+  const c = await startTestCoordinator(t)
+  const token = await joinToken(c)
+  const a = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { joinToken: token })
+  await eventually(async () => ((await hosts(c)).some((h) => h.name === 'node-a') ? true : undefined), 10_000, 'node-a enrolled')
+  const host = (await hosts(c)).find((h) => h.name === 'node-a')
+  t.equal(host?.peerId, a.node.peerId.toString(), 'registered under its peer id')
+  t.equal(host?.pool, 'h100-80gb-8x-nvlink')
+
+  // The same token again, from another peer: refused.
+  const b = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-b', { joinToken: token })
+  // No token at all: refused.
+  const d = await startTestAgent(t, c, 'l40s-1x', 'node-d')
+  // A token bound to another pool: refused.
+  const e = await startTestAgent(t, c, 'l40s-1x', 'node-e', { joinToken: await joinToken(c, 'h100-80gb-8x-nvlink') })
+  await new Promise((resolve) => setTimeout(resolve, 1500))
+  t.same((await hosts(c)).map((h) => h.name).sort(), ['node-a'], 'only the agent with a valid token joined')
+  for (const x of [b, d, e]) t.equal(x.control.hostId, null, `${x.name} was not welcomed`)
+
+  // Restart of the enrolled agent (same state dir, so same key): no token needed.
+  await a.stop()
+  const again = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { stateDir: a.stateDir })
+  await eventually(async () => (again.control.hostId === host?.id ? true : undefined), 10_000, 'the restarted agent to rejoin as the same host')
+  t.equal((await hosts(c)).length, 1, 'still one host')
+})
+
+t.test('a peer without the cluster key cannot even connect', async (t) => {
+  const c = await startTestCoordinator(t)
+  const wrongKey = new TextEncoder().encode(`/key/swarm/psk/1.0.0/\n/base16/\n${'0f'.repeat(32)}\n`)
+  const outsider = await createMeshNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], clusterKey: wrongKey, role: 'agent' })
+  t.teardown(async () => { await outsider.stop() })
+  await t.rejects(outsider.dialProtocol(multiaddr(c.mesh.multiaddrs()[0] as string), CONTROL_PROTOCOL, { signal: AbortSignal.timeout(8000) }))
+})
+
+t.test('placements run with the GPU environment; exits and deletions are reported', async (t) => {
+  const c = await startTestCoordinator(t)
+  const a = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { joinToken: await joinToken(c) })
+  await eventually(async () => (a.control.hostId !== null ? true : undefined))
+  const w = await c.call('POST', '/v1/workloads', { name: 'env', kind: 'session', pool: 'h100-80gb-8x-nvlink', gpus: 4, run: sh('echo "cuda=$CUDA_VISIBLE_DEVICES nvidia=$NVIDIA_VISIBLE_DEVICES workload=$GPUMESH_WORKLOAD placement=$GPUMESH_PLACEMENT_ID"; exit 0') })
+  const done = await workloadWhen(c, w.body.id, (x) => x.state === 'completed', 15_000, 'the session to finish')
+  const p = done.placements[0]
+  t.match(p, { state: 'exited', exitCode: 0, gpus: [0, 1, 2, 3] })
+  t.equal(log(a, p.id).trim(), `cuda=0,1,2,3 nvidia=0,1,2,3 workload=env placement=${p.id as string}`)
+
+  // A long-running endpoint replica, then DELETE: the agent stops it.
+  const ep = await c.call('POST', '/v1/workloads', { name: 'serve', kind: 'endpoint', replicas: 1, gpus: 2, pools: ['h100-80gb-8x-nvlink'], run: sh('echo up; exec sleep 60') })
+  const running = await workloadWhen(c, ep.body.id, (x) => x.placements[0]?.state === 'running', 15_000, 'the replica to run')
+  const pid = running.placements[0].id as string
+  t.equal((await c.call('DELETE', `/v1/workloads/${ep.body.id as string}`)).status, 200)
+  await eventually(async () => (a.runtime.list().find((x) => x.placementId === pid)?.state === 'stopped' ? true : undefined), 15_000, 'the agent to stop the deleted replica')
+
+  // A failing recipe with restart "never" ends failed with the exit code in the reason.
+  const bad = await c.call('POST', '/v1/workloads', { name: 'bad', kind: 'recipe', pool: 'h100-80gb-8x-nvlink', hosts: 1, gpus: 1, run: sh('exit 3') })
+  const failed = await workloadWhen(c, bad.body.id, (x) => x.state === 'failed', 15_000, 'the recipe to fail')
+  t.match(failed.reason, /exited with code 3/)
+})
+
+t.test('a 2-host recipe gets ranks, world size and the rank-0 address', async (t) => {
+  const c = await startTestCoordinator(t)
+  const token = async () => await joinToken(c)
+  const agents = [
+    await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { joinToken: await token() }),
+    await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-b', { joinToken: await token() })
+  ]
+  await eventually(async () => (agents.every((a) => a.control.hostId !== null) ? true : undefined))
+  const w = await c.call('POST', '/v1/workloads', { name: 'sft', kind: 'recipe', pool: 'h100-80gb-8x-nvlink', hosts: 2, gpus: 8, run: sh('echo "rank=$GPUMESH_RANK world=$GPUMESH_WORLD_SIZE master=$MASTER_ADDR:$MASTER_PORT cuda=$CUDA_VISIBLE_DEVICES"') })
+  const done = await workloadWhen(c, w.body.id, (x) => x.state === 'completed', 20_000, 'the gang to finish')
+  const lines = done.placements.map((p: any) => log(agents.find((a) => a.control.hostId === p.hostId) as TestAgent, p.id).trim()).sort()
+  t.match(lines[0], /^rank=0 world=2 master=127\.0\.0\.1:\d{5} cuda=0,1,2,3,4,5,6,7$/)
+  t.match(lines[1], /^rank=1 world=2 master=127\.0\.0\.1:\d{5} cuda=0,1,2,3,4,5,6,7$/)
+  t.equal(lines[0].split(' ')[2], lines[1].split(' ')[2], 'both ranks meet at the same master address and port')
+})
+
+t.test('a crashed agent is detected, its endpoint replica moves, the stale copy is fenced on return', async (t) => {
+  const c = await startTestCoordinator(t, { heartbeatMs: 500 })
+  const names = ['node-a', 'node-b', 'node-c']
+  const agents: TestAgent[] = []
+  for (const n of names) agents.push(await startTestAgent(t, c, 'h100-8x-nv18-nics', n, { joinToken: await joinToken(c) }))
+  await eventually(async () => (agents.every((a) => a.control.hostId !== null) ? true : undefined))
+  const w = await c.call('POST', '/v1/workloads', { name: 'chat', kind: 'endpoint', replicas: 1, gpus: 8, pools: ['h100-80gb-8x-nvlink'], run: sh('exec sleep 120') })
+  const first = await workloadWhen(c, w.body.id, (x) => x.placements[0]?.state === 'running', 15_000, 'the replica to run')
+  const victim = agents.find((a) => a.control.hostId === first.placements[0].hostId) as TestAgent
+  const started = Date.now()
+  await victim.crash()
+  const moved = await workloadWhen(c, w.body.id, (x) => x.placements.some((p: any) => p.state === 'running' && p.hostId !== victim.control.hostId), 15_000, 'the replica to be placed elsewhere')
+  t.ok(Date.now() - started < 10_000, `re-placed in ${Date.now() - started} ms`)
+  t.equal(moved.placements.find((p: any) => p.id === first.placements[0].id)?.state, 'lost', 'the old replica is lost')
+  t.equal((await hosts(c)).find((h) => h.name === victim.name)?.state, 'down')
+  // The crashed agent comes back (same state dir): its old process is still running; the coordinator's list fences it.
+  const back = await startTestAgent(t, c, 'h100-8x-nv18-nics', victim.name, { stateDir: victim.stateDir })
+  await eventually(async () => (back.runtime.list().find((p) => p.placementId === first.placements[0].id)?.state === 'stopped' ? true : undefined), 15_000, 'the stale replica to be stopped')
+  await eventually(async () => ((await hosts(c)).find((h) => h.name === victim.name)?.state === 'ready' ? true : undefined), 10_000, 'the host to be ready again')
+})
+
+t.test('bad frames get an error and close that stream only', async (t) => {
+  const c = await startTestCoordinator(t)
+  const a = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { joinToken: await joinToken(c) })
+  await eventually(async () => (a.control.hostId !== null ? true : undefined))
+  const clusterKey = readFileSync(join(c.stateDir, 'cluster.key'))
+  const rogue = await createMeshNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], clusterKey, role: 'agent' })
+  t.teardown(async () => { await rogue.stop() })
+  const target = multiaddr(c.mesh.multiaddrs()[0] as string)
+  const answers: string[] = []
+  for (const bytes of [new TextEncoder().encode('not json'), new TextEncoder().encode('{"v":99,"type":"hello"}'), new TextEncoder().encode('{"v":1,"type":"heartbeat","seq":1,"gpus":[]}'), new TextEncoder().encode('{"v":1,"type":"hello","name":"x"}')]) {
+    const lp = lpStream(await rogue.dialProtocol(target, CONTROL_PROTOCOL))
+    await lp.write(bytes)
+    const reply = JSON.parse(new TextDecoder().decode((await lp.read({ signal: AbortSignal.timeout(5000) })).subarray())) as { type: string, code: string }
+    answers.push(`${reply.type}:${reply.code}`)
+  }
+  t.same(answers, ['error:ERR_FRAME_JSON', 'error:ERR_FRAME_VERSION', 'error:ERR_FRAME_SHAPE', 'error:ERR_FRAME_SHAPE'])
+  const big = lpStream(await rogue.dialProtocol(target, CONTROL_PROTOCOL))
+  await big.write(new Uint8Array(5 * 1024 * 1024)).catch(() => {})
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  // The real agent's session is unaffected.
+  const w = await c.call('POST', '/v1/workloads', { name: 'still', kind: 'session', pool: 'h100-80gb-8x-nvlink', gpus: 1, run: sh('exit 0') })
+  await workloadWhen(c, w.body.id, (x) => x.state === 'completed', 15_000, 'the good agent to keep working')
+  t.equal((await hosts(c)).length, 1, 'the rogue peer registered nothing')
+})
+
+t.test('revocation: the peer id stops being a credential', async (t) => {
+  const c = await startTestCoordinator(t)
+  const a = await startTestAgent(t, c, 'l40s-1x', 'node-a', { joinToken: await joinToken(c) })
+  await eventually(async () => (a.control.hostId !== null ? true : undefined))
+  const id = a.control.hostId as string
+  t.equal((await c.call('DELETE', `/v1/hosts/${id}`)).status, 204)
+  t.equal((await c.call('GET', `/v1/hosts/${id}`)).status, 404)
+  await eventually(async () => (a.control.connectedAt === 0 ? true : undefined), 10_000, 'the session to close')
+  await new Promise((resolve) => setTimeout(resolve, 1500))
+  t.equal(a.control.connectedAt, 0, 'and it does not come back')
+})
+
+t.test('changed GPUs quarantine the host instead of shrinking its pool', async (t) => {
+  const c = await startTestCoordinator(t)
+  const a = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { joinToken: await joinToken(c) })
+  await eventually(async () => (a.control.hostId !== null ? true : undefined))
+  const facts = a.facts()
+  await a.control.sendFacts({ ...facts, gpus: facts.gpus.slice(0, 7) })
+  const host = await eventually(async () => (await hosts(c)).find((h) => h.state === 'quarantined'), 10_000, 'quarantine')
+  t.equal(host.name, 'node-a')
+  const events = (await c.pool.query<{ type: string }>("select type from events where type = 'host.quarantined'")).rows
+  t.equal(events.length, 1, 'an event says so')
+})

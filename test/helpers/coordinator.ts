@@ -23,8 +23,21 @@ export interface TestCoordinator extends Coordinator {
   call: (method: string, path: string, body?: unknown, token?: string | null) => Promise<{ status: number, headers: Headers, body: any }>
 }
 
-export async function startTestCoordinator (t: Test, options: { databaseUrl?: string, redisUrl?: string, leaderRetryMs?: number, heartbeatMs?: number, clusterKeyFile?: string, staleHostSeconds?: number } = {}): Promise<TestCoordinator> {
-  const stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-coord-'))
+export interface TestCoordinatorOptions {
+  databaseUrl?: string
+  redisUrl?: string
+  leaderRetryMs?: number
+  heartbeatMs?: number
+  clusterKeyFile?: string
+  staleHostSeconds?: number
+  /** libp2p listen addresses (default 127.0.0.1, any port). */
+  listen?: string[]
+  /** An existing state dir (same identity and cluster key: a restart); kept at teardown. */
+  stateDir?: string
+}
+
+export async function startTestCoordinator (t: Test, options: TestCoordinatorOptions = {}): Promise<TestCoordinator> {
+  const stateDir = options.stateDir ?? mkdtempSync(join(tmpdir(), 'gpumesh-coord-'))
   const databaseUrl = options.databaseUrl ?? await freshDatabase(t)
   const log = createLogger('test-coordinator', { level: process.env.GPUMESH_TEST_LOG ?? 'silent', stream: 'stderr' })
   const c = await startCoordinator({
@@ -34,7 +47,7 @@ export async function startTestCoordinator (t: Test, options: { databaseUrl?: st
     adminToken: ADMIN_TOKEN,
     leaderRetryMs: options.leaderRetryMs ?? 200,
     usageIntervalMs: 200,
-    listen: ['/ip4/127.0.0.1/tcp/0'],
+    listen: options.listen ?? ['/ip4/127.0.0.1/tcp/0'],
     // Hosts registered without an agent must not be swept down in tests.
     staleHostSeconds: options.staleHostSeconds ?? 0,
     ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
@@ -43,7 +56,10 @@ export async function startTestCoordinator (t: Test, options: { databaseUrl?: st
   }, log)
   let stopped = false
   const stop = async () => { if (!stopped) { stopped = true; await c.stop() } }
-  t.teardown(async () => { await stop(); rmSync(stateDir, { recursive: true, force: true }) })
+  t.teardown(async () => {
+    await stop()
+    if (options.stateDir === undefined) rmSync(stateDir, { recursive: true, force: true })
+  })
   const call: TestCoordinator['call'] = async (method, path, body, token = ADMIN_TOKEN) => {
     const headers: Record<string, string> = {}
     if (token !== null) headers.authorization = `Bearer ${token}`

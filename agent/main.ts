@@ -1,22 +1,14 @@
 #!/usr/bin/env node
 // gpumesh-agent: `detect` prints this host's facts; `run` (the default) is
 // the daemon. Every flag has a GPUMESH_* environment variable.
-import { Command, InvalidArgumentError, Option } from 'commander'
+import { Command, Option } from 'commander'
+import { EXIT_CONFIG, EXIT_SOFTWARE, multiaddrs, positiveInt } from '../common/cli.js'
 import { HostFacts } from '../protocol/host-facts.js'
 import { schemaErrors } from '../protocol/validate.js'
 import { VERSION } from '../common/version.js'
 import { detect, type DetectOptions } from './detect/detect.js'
 
-/** sysexits.h: bad configuration; systemd's RestartPreventExitStatus names it. */
-export const EXIT_CONFIG = 78
-/** sysexits.h: internal software error. */
-export const EXIT_SOFTWARE = 70
 
-function positiveInt (value: string): number {
-  const n = Number(value)
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('must be a positive integer')
-  return n
-}
 
 interface DetectFlags { nvidiaSmi?: string, smiTimeout: number, poolLabel?: string, json?: boolean }
 
@@ -65,11 +57,6 @@ interface RunFlags extends DetectFlags {
   detectInterval: number
 }
 
-function multiaddrs (value: string): string[] {
-  const list = value.split(',').map((s) => s.trim()).filter((s) => s !== '')
-  if (list.length === 0 || list.some((a) => !a.startsWith('/'))) throw new InvalidArgumentError('must be comma-separated multiaddrs')
-  return list
-}
 
 detectOptions(program.command('run', { isDefault: true }))
   .description('run the agent daemon in the foreground until SIGTERM/SIGINT: join the mesh, enroll, run placements')

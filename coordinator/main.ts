@@ -2,20 +2,14 @@
 // gpumesh-coordinator: runs the control plane in the foreground until
 // SIGTERM/SIGINT, which stop it cleanly (embedded PostgreSQL included).
 import { Command, InvalidArgumentError, Option } from 'commander'
+import { EXIT_CONFIG, multiaddrs, nonNegativeInt, positiveInt } from '../common/cli.js'
 import { createLogger } from '../common/log.js'
 import { VERSION } from '../common/version.js'
 import { DatabaseVersionError } from './store/db.js'
 import { DatabaseNewerError } from './store/migrate.js'
 import { parseListen, startCoordinator } from './server.js'
 
-/** sysexits.h EX_CONFIG: systemd's RestartPreventExitStatus names it. */
-const EXIT_CONFIG = 78
 
-function positiveInt (value: string): number {
-  const n = Number(value)
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('must be a positive integer')
-  return n
-}
 
 function listenAddress (value: string): string {
   try { parseListen(value) } catch (err) { throw new InvalidArgumentError((err as Error).message) }
@@ -35,17 +29,7 @@ interface Flags {
   staleHostSeconds: number
 }
 
-function multiaddrs (value: string): string[] {
-  const list = value.split(',').map((s) => s.trim()).filter((s) => s !== '')
-  if (list.length === 0 || list.some((a) => !a.startsWith('/'))) throw new InvalidArgumentError('must be comma-separated multiaddrs, e.g. /ip4/0.0.0.0/tcp/7471')
-  return list
-}
 
-function nonNegativeInt (value: string): number {
-  const n = Number(value)
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('must be a whole number >= 0')
-  return n
-}
 
 const program = new Command('gpumesh-coordinator')
   .description('gpumesh coordinator: PostgreSQL state, GPU scheduler, Redis events, admin API')

@@ -14,7 +14,8 @@ export interface Metrics {
   redisUp: client.Gauge
 }
 
-export function createMetrics (pool: Pool): Metrics {
+/** `sessions`: agents connected to this coordinator now. */
+export function createMetrics (pool: Pool, sessions: () => number = () => 0): Metrics {
   const registry = new client.Registry()
   client.collectDefaultMetrics({ register: registry, prefix: 'gpumesh_' })
   const m: Metrics = {
@@ -27,6 +28,12 @@ export function createMetrics (pool: Pool): Metrics {
     eventsRelayed: new client.Counter({ name: 'gpumesh_events_relayed_total', help: 'Outbox events published to the Redis stream', registers: [registry] }),
     redisUp: new client.Gauge({ name: 'gpumesh_redis_up', help: '1 when the last Redis command succeeded', registers: [registry] })
   }
+  new client.Gauge({
+    name: 'gpumesh_agent_sessions',
+    help: 'Agents with a control session on this coordinator',
+    registers: [registry],
+    collect () { this.set(sessions()) }
+  })
   new client.Gauge({
     name: 'gpumesh_hosts',
     help: 'Hosts by state',

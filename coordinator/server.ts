@@ -88,7 +88,8 @@ export async function startCoordinator (options: CoordinatorOptions, log: Logger
     const notifier = new Notifier(url, log)
     notifier.start()
     cleanup.push(async () => { await notifier.stop() })
-    const metrics = createMetrics(pool)
+    let sessions = () => 0
+    const metrics = createMetrics(pool, () => sessions())
 
     const mesh = new MeshServer(pool, notifier, log, {
       stateDir: options.stateDir,
@@ -98,6 +99,7 @@ export async function startCoordinator (options: CoordinatorOptions, log: Logger
     })
     await mesh.start()
     cleanup.push(async () => { await mesh.stop() })
+    sessions = () => mesh.sessions.size
 
     const scheduler = new SchedulerLoop(pool, notifier, log, metrics)
     const stale = new StaleHosts(pool, log, options.staleHostSeconds ?? 60)

@@ -138,7 +138,7 @@ t.test('OpenAPI, health, metrics', async (t) => {
   await c.call('GET', '/v1/pools')
   const metrics = await c.call('GET', '/metrics', undefined, null)
   t.equal(metrics.status, 200)
-  for (const name of ['gpumesh_http_requests_total', 'gpumesh_hosts', 'gpumesh_gpus', 'gpumesh_workloads', 'gpumesh_leader 1', 'gpumesh_process_cpu_seconds_total']) {
+  for (const name of ['gpumesh_http_requests_total', 'gpumesh_hosts', 'gpumesh_gpus', 'gpumesh_workloads', 'gpumesh_leader 1', 'gpumesh_agent_sessions 0', 'gpumesh_process_cpu_seconds_total']) {
     t.match(metrics.body, name, `exports ${name}`)
   }
   t.notMatch(metrics.body, /^(?!gpumesh_|#)[a-z]/m, 'every metric is prefixed gpumesh_')

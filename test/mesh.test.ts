@@ -171,3 +171,18 @@ t.test('changed GPUs quarantine the host instead of shrinking its pool', async (
   const events = (await c.pool.query<{ type: string }>("select type from events where type = 'host.quarantined'")).rows
   t.equal(events.length, 1, 'an event says so')
 })
+
+t.test('gossip: agents of a pool see each other, through the coordinator when that is their only link', async (t) => {
+  const c = await startTestCoordinator(t)
+  const a = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { joinToken: await joinToken(c) })
+  const b = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-b', { joinToken: await joinToken(c) })
+  const l = await startTestAgent(t, c, 'l40s-1x', 'node-l', { joinToken: await joinToken(c) })
+  const view = await eventually(async () => {
+    const v = a.membership.view('h100-80gb-8x-nvlink')
+    return v.some((m) => m.name === 'node-b') ? v : undefined
+  }, 20_000, 'node-a to hear node-b')
+  t.same(view.map((m) => m.name), ['node-b'], 'its pool: the other H100 host, not itself')
+  await eventually(async () => (a.membership.view().some((m) => m.name === 'node-l') ? true : undefined), 20_000, 'the cluster view to include the L40S host')
+  t.notOk(l.membership.view('l40s-48gb-1x').length > 0, 'the L40S pool has no other member')
+  t.equal(b.membership.view('h100-80gb-8x-nvlink')[0]?.name, 'node-a')
+})

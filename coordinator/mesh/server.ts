@@ -9,7 +9,7 @@ import type { Logger } from '../../common/log.js'
 import { createClusterKey, readClusterKey } from '../../common/mesh/cluster-key.js'
 import { loadOrCreateIdentity } from '../../common/mesh/identity.js'
 import { createMeshNode, type MeshNode } from '../../common/mesh/node.js'
-import { CONTROL_PROTOCOL } from '../../protocol/control.js'
+import { CLUSTER_TOPIC, CONTROL_PROTOCOL, poolTopic } from '../../protocol/control.js'
 import type { Notifier } from '../events/notifier.js'
 import type { Pool } from '../store/db.js'
 import { touchHosts } from '../store/hosts.js'
@@ -76,6 +76,8 @@ export class MeshServer {
         liveness: this.liveness,
         heartbeatMs: this.heartbeatMs,
         register: (s) => {
+          // Subscribed, the coordinator relays pool gossip between agents that only reach each other through it.
+          this.node.services.pubsub.subscribe(poolTopic(s.pool))
           const before = this.sessions.get(s.hostId)
           this.sessions.set(s.hostId, s)
           if (before !== undefined && before !== s) before.close('ERR_REPLACED', 'a newer session of this host took over')
@@ -85,6 +87,7 @@ export class MeshServer {
       })
       void session.run()
     }, { maxInboundStreams: 4 })
+    this.node.services.pubsub.subscribe(CLUSTER_TOPIC)
     this.dispatcher = new Dispatcher(this.pool, this.notifier, (hostId) => this.sessions.get(hostId), (peerId) => { void this.revoke(peerId) }, this.log)
     await this.dispatcher.start()
     this.liveness.start()

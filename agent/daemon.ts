@@ -15,6 +15,7 @@ import { ControlClient } from './mesh/control.js'
 import { Membership } from './mesh/membership.js'
 import { AgentState } from './mesh/state.js'
 import { createRuntime } from './runtime/runtime.js'
+import { SessionRelay } from './session/relay.js'
 import type { Runtime } from './runtime/types.js'
 import { UsageSampler } from './usage.js'
 
@@ -42,6 +43,7 @@ export interface Agent {
   runtime: Runtime
   control: ControlClient
   membership: Membership
+  sessions: SessionRelay
   facts: () => HostFacts
   stop: () => Promise<void>
 }
@@ -59,6 +61,9 @@ export async function startAgent (o: AgentOptions): Promise<Agent> {
 
   // No bootstrap module: its dial races ours and one of the two connections is later closed under the session.
   const node = await createMeshNode({ privateKey, listen: o.listen, clusterKey, mdns: o.mdns ?? false, role: 'agent' })
+  // Attaches to session placements, from the coordinator only.
+  const sessions = new SessionRelay({ node, runtime, stateDir: o.stateDir, coordinators: o.coordinators, log: o.log })
+  await sessions.start()
   const membership = new Membership(node, { name, pool: facts.pool.key, gpus: facts.gpus.length }, o.log)
   membership.start()
   const binary = o.facts === undefined ? await findNvidiaSmi(o.detect.nvidiaSmi) : null
@@ -80,15 +85,16 @@ export async function startAgent (o: AgentOptions): Promise<Agent> {
 
   let redetect: NodeJS.Timeout | undefined
   if (o.facts === undefined) {
+    // Only the GPUs are looked at each period (a few nvidia-smi calls); the host sources
+    // (systeminformation: tens of subprocesses) run again only when the GPUs changed.
     redetect = setInterval(() => {
-      detect(o.detect).then(async (next) => {
-        const changed = JSON.stringify([next.gpus, next.pool]) !== JSON.stringify([facts.gpus, facts.pool])
+      detect({ ...o.detect, hostSources: [] }).then(async (gpusOnly) => {
+        if (JSON.stringify([gpusOnly.gpus, gpusOnly.pool]) === JSON.stringify([facts.gpus, facts.pool])) return
+        const next = await detect(o.detect)
         facts = next
-        if (changed) {
-          o.log.warn({ pool: next.pool.key, gpus: next.gpus.length }, 'host facts changed')
-          membership.setPool(next.pool.key)
-          await control.sendFacts(next)
-        }
+        o.log.warn({ pool: next.pool.key, gpus: next.gpus.length }, 'host facts changed')
+        membership.setPool(next.pool.key)
+        await control.sendFacts(next)
       }).catch((err: Error) => o.log.warn({ err: err.message }, 're-detection failed'))
     }, o.detectIntervalMs ?? 60_000)
   }
@@ -99,11 +105,13 @@ export async function startAgent (o: AgentOptions): Promise<Agent> {
     runtime,
     control,
     membership,
+    sessions,
     facts: () => facts,
     stop: async () => {
       clearInterval(redetect)
       usage.stop()
       await control.stop()
+      await sessions.stop()
       membership.stop()
       await node.stop()
       await runtime.close()

@@ -98,10 +98,16 @@ detectOptions(program.command('run', { isDefault: true }))
       process.exitCode = (err as { code?: string }).code === 'ERR_CLUSTER_KEY' ? EXIT_CONFIG : 1
       return
     }
+    const { systemdNotifier } = await import('../common/systemd.js')
+    const systemd = systemdNotifier()
+    systemd.ready(`serving as ${agent.node.peerId.toString()}`)
+    // The control loop dials or heartbeats at least every few seconds; silence means it is stuck.
+    systemd.watchdog(() => Date.now() - agent.control.lastProgress < 45_000)
     let stopping = false
     const stop = (signal: string) => {
       if (stopping) return
       stopping = true
+      systemd.stopping()
       log.info({ signal }, 'stopping (placements keep running)')
       agent.stop().then(() => { log.info('stopped') }, (err: Error) => { log.error({ err: err.message }, 'stop failed'); process.exitCode = 1 })
     }

@@ -15,6 +15,8 @@ export class Leadership extends EventEmitter {
   private timer: NodeJS.Timeout | undefined
   private stopped = false
   leader = false
+  /** When the election loop last ran (the systemd watchdog's evidence). */
+  lastTick = Date.now()
 
   constructor (private readonly url: string, private readonly log: Logger, private readonly retryMs = 1000) {
     super()
@@ -34,6 +36,7 @@ export class Leadership extends EventEmitter {
 
   private async tick (): Promise<void> {
     if (this.stopped) return
+    this.lastTick = Date.now()
     try {
       if (this.client === null) {
         const client = new pg.Client({ connectionString: this.url, application_name: 'gpumesh-leader', keepAlive: true })

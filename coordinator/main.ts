@@ -4,6 +4,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { EXIT_CONFIG, multiaddrs, nonNegativeInt, positiveInt } from '../common/cli.js'
 import { createLogger } from '../common/log.js'
+import { systemdNotifier } from '../common/systemd.js'
 import { VERSION } from '../common/version.js'
 import { DatabaseVersionError } from './store/db.js'
 import { DatabaseNewerError } from './store/migrate.js'
@@ -73,10 +74,14 @@ program.command('run', { isDefault: true })
       return
     }
     const running = coordinator
+    const systemd = systemdNotifier()
+    systemd.ready(`API on ${running.api}`)
+    systemd.watchdog(() => Date.now() - running.leadership.lastTick < 30_000)
     let stopping = false
     const stop = (signal: string) => {
       if (stopping) return
       stopping = true
+      systemd.stopping()
       log.info({ signal }, 'stopping')
       running.stop().then(() => { log.info('stopped') }, (err: Error) => { log.error({ err: err.message }, 'stop failed'); process.exitCode = 1 })
     }

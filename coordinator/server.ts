@@ -1,10 +1,11 @@
 // The coordinator's composition root: database (embedded or external),
 // migrations, bootstrap token, Redis, admin API, and the leader-only services
 // (scheduler, Redis relay, usage statistics). stop() undoes it in reverse.
-import { mkdir, rename, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Redis } from 'ioredis'
 import type { Logger } from '../common/log.js'
+import { AttachHub } from './attach/route.js'
 import { buildApp } from './http/app.js'
 import { Leadership } from './leader.js'
 import { MeshServer } from './mesh/server.js'
@@ -37,7 +38,21 @@ export interface CoordinatorOptions {
   heartbeatMs?: number
   /** A host not heard from by any coordinator for this long is down (0 = never; hosts registered without an agent). */
   staleHostSeconds?: number
+  /** PEM certificate and key files: the API (and session attach) is served over HTTPS/wss. Default: GPUMESH_TLS_CERT / GPUMESH_TLS_KEY. */
+  tls?: { certFile: string, keyFile: string } | null
+  /** Serve session attach over plain ws to non-loopback clients. Default: GPUMESH_ALLOW_INSECURE=1. */
+  allowInsecure?: boolean
 }
+
+/** TLS files and the insecure switch from the environment (until main.ts has flags for them). */
+export function transportFromEnv (env: NodeJS.ProcessEnv = process.env): { tls: { certFile: string, keyFile: string } | null, allowInsecure: boolean } {
+  const cert = env.GPUMESH_TLS_CERT ?? ''
+  const key = env.GPUMESH_TLS_KEY ?? ''
+  if ((cert === '') !== (key === '')) throw new Error('set both GPUMESH_TLS_CERT and GPUMESH_TLS_KEY, or neither')
+  return { tls: cert === '' ? null : { certFile: cert, keyFile: key }, allowInsecure: env.GPUMESH_ALLOW_INSECURE === '1' }
+}
+
+const isLoopback = (host: string) => /^(127\.|::1$|localhost$)/.test(host)
 
 export interface Coordinator {
   /** Base URL of the admin API. */
@@ -124,12 +139,31 @@ export async function startCoordinator (options: CoordinatorOptions, log: Logger
     leadership.start()
     cleanup.push(async () => { await leadership.stop(); await stopLeaderServices() })
 
-    const app = await buildApp({ pool, redis, notifier, metrics, log })
+    const fromEnv = transportFromEnv()
+    const tls = options.tls === undefined ? fromEnv.tls : options.tls
+    const allowInsecure = options.allowInsecure ?? fromEnv.allowInsecure
+    const https = tls === null ? undefined : { cert: await readFile(tls.certFile), key: await readFile(tls.keyFile) }
+    if (https === undefined && !isLoopback(listen.host)) {
+      log.warn({ listen: options.apiListen }, `the admin API is plain HTTP on a non-loopback address: set GPUMESH_TLS_CERT and GPUMESH_TLS_KEY; session attach from other machines is refused${allowInsecure ? ' unless GPUMESH_ALLOW_INSECURE=1, which is set' : ''}`)
+    }
+    const hub = new AttachHub()
+    const attach = {
+      hub,
+      deps: {
+        pool,
+        hosts: { peerOf: (hostId: string) => mesh.sessions.get(hostId)?.peerId },
+        dial: mesh.dialProtocol.bind(mesh),
+        tls: https !== undefined,
+        allowInsecure,
+        log
+      }
+    }
+    const app = await buildApp({ pool, redis, notifier, metrics, log, attach, ...(https === undefined ? {} : { https }) })
     await app.listen({ host: listen.host, port: listen.port })
     cleanup.push(async () => { await app.close() })
     const address = app.server.address()
     const port = typeof address === 'object' && address !== null ? address.port : listen.port
-    const api = `http://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${port}`
+    const api = `${https === undefined ? 'http' : 'https'}://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${port}`
     await writeReady(options.stateDir, { api, peerId: mesh.peerId, multiaddrs: mesh.multiaddrs() })
     log.info({ api, peerId: mesh.peerId }, 'gpumesh-coordinator ready')
     return { api, pool, leadership, scheduler, mesh, stop: stopAll }

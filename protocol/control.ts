@@ -5,6 +5,7 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { HostFacts } from './host-facts.js'
 import { Literals, Nullable } from './schema.js'
+import { SessionSettings } from './session.js'
 import { Run } from './workload.js'
 
 export const CONTROL_PROTOCOL = '/gpumesh/control/1'
@@ -28,7 +29,9 @@ export const Assignment = Type.Object({
   gpus: Type.Array(Type.Integer({ minimum: 0 })),
   run: Run,
   /** Extra environment from the coordinator: GPUMESH_RANK, GPUMESH_WORLD_SIZE, MASTER_ADDR, MASTER_PORT for gangs. */
-  env: Type.Record(Type.String(), Type.String())
+  env: Type.Record(Type.String(), Type.String()),
+  /** Set for session workloads only: run the command in a pseudo-terminal that `gpumesh attach` reaches. */
+  session: Type.Optional(SessionSettings)
 }, { additionalProperties: false })
 
 export const RunningPlacement = Type.Object({

@@ -45,8 +45,10 @@ export const SessionSpec = Type.Object({
   kind: Type.Literal('session'),
   pool: PoolKey,
   gpus: Gpus,
-  idleTimeoutSeconds: Type.Optional(Type.Integer({ minimum: 10, maximum: 7 * 86400 })),
-  maxDurationSeconds: Type.Optional(Type.Integer({ minimum: 10, maximum: 30 * 86400 })),
+  /** The session ends after this long without terminal input or output (default: never). */
+  idleTimeoutSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 7 * 86400, description: 'end the session after this long without terminal input or output' })),
+  /** The session ends this long after it started, attached or not (default: never). */
+  maxDurationSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 30 * 86400, description: 'end the session this long after it started' })),
   run: Run
 }, { additionalProperties: false })
 

@@ -6,27 +6,17 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { execa } from 'execa'
 import t from 'tap'
-import { cleanEnv, machine } from './helpers/agent.js'
+import { cleanEnv } from './helpers/agent.js'
 import { eventually, startTestCoordinator } from './helpers/coordinator.js'
-import { AGENT, NVIDIA_SMI_DOUBLE } from './helpers/fixtures.js'
-import { joinToken } from './helpers/mesh.js'
+import { AGENT } from './helpers/fixtures.js'
+import { agentProcessEnv } from './helpers/mesh.js'
 
 t.test('run: detects, enrolls, logs, stops on SIGTERM', async (t) => {
   const c = await startTestCoordinator(t)
   const stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-agent-proc-'))
   t.teardown(() => rmSync(stateDir, { recursive: true, force: true }))
   const child = execa(process.execPath, [AGENT], {
-    env: cleanEnv({
-      GPUMESH_NVIDIA_SMI: NVIDIA_SMI_DOUBLE,
-      GPUMESH_SMI_FIXTURE: machine('h100-8x-nv18-nics'),
-      GPUMESH_STATE_DIR: stateDir,
-      GPUMESH_LISTEN: '/ip4/127.0.0.1/tcp/0',
-      GPUMESH_COORDINATOR: c.mesh.multiaddrs().join(','),
-      GPUMESH_CLUSTER_KEY_FILE: join(c.stateDir, 'cluster.key'),
-      GPUMESH_JOIN_TOKEN: await joinToken(c),
-      GPUMESH_NODE_NAME: 'proc-node',
-      GPUMESH_NO_MDNS: '1'
-    }),
+    env: await agentProcessEnv(c, stateDir, 'h100-8x-nv18-nics', { GPUMESH_NODE_NAME: 'proc-node' }),
     extendEnv: false,
     reject: false,
     timeout: 60_000

@@ -41,6 +41,8 @@ export class ControlClient {
   private backoff: NodeJS.Timeout | undefined
   /** When the current session was welcomed; 0 while disconnected. */
   connectedAt = 0
+  /** Last time the loop did something: a dial attempt or a heartbeat (the systemd watchdog's evidence). */
+  lastProgress = Date.now()
   hostId: string | null = null
 
   constructor (private readonly o: ControlOptions) {}
@@ -73,6 +75,7 @@ export class ControlClient {
     let next = 0
     while (this.running) {
       const target = this.o.coordinators[next++ % this.o.coordinators.length] as string
+      this.lastProgress = Date.now()
       let fatal = false
       try {
         const stream = await this.o.node.dialProtocol(multiaddr(target), CONTROL_PROTOCOL)
@@ -88,7 +91,7 @@ export class ControlClient {
         clearInterval(this.heartbeat)
       }
       if (!this.running) break
-      const delay = fatal ? 30_000 : Math.min(5000, 200 * 2 ** attempt++) * (0.5 + Math.random() / 2)
+      const delay = fatal ? 20_000 : Math.min(5000, 200 * 2 ** attempt++) * (0.5 + Math.random() / 2)
       await new Promise<void>((resolve) => { this.wake = resolve; this.backoff = setTimeout(resolve, delay) })
     }
   }
@@ -125,6 +128,7 @@ export class ControlClient {
         await this.reconcile(frame.placements)
         let seq = 0
         this.heartbeat = setInterval(() => {
+          this.lastProgress = Date.now()
           void channel.send({ v: 1, type: 'heartbeat', seq: seq++, gpus: this.o.usage() }).catch(() => {})
         }, frame.heartbeatMs)
         log.info({ hostId: frame.hostId, epoch: frame.epoch, placements: frame.placements.length }, 'joined the coordinator')
@@ -171,12 +175,14 @@ export class ControlClient {
     let reachable = false
     try {
       const peer = peerIdFromString(p.target)
-      const connected = this.o.node.getConnections(peer).length > 0
-      const target = connected || p.multiaddrs.length === 0
-        ? peer
-        : multiaddr(p.multiaddrs[0]?.includes('/p2p/') === true ? p.multiaddrs[0] : `${p.multiaddrs[0] as string}/p2p/${p.target}`)
-      await this.o.node.services.ping.ping(target as never, { signal: AbortSignal.timeout(p.timeoutMs) })
-      reachable = true
+      const signal = AbortSignal.timeout(p.timeoutMs)
+      const attempts: Array<Promise<unknown>> = []
+      if (this.o.node.getConnections(peer).length > 0) attempts.push(this.o.node.services.ping.ping(peer as never, { signal }))
+      // Also over a new connection: after a partition heals, an old one can stay stalled in TCP
+      // retransmission backoff for seconds while the host is perfectly reachable.
+      const addr = p.multiaddrs[0]
+      if (addr !== undefined) attempts.push(this.o.node.services.ping.ping(multiaddr(addr.includes('/p2p/') ? addr : `${addr}/p2p/${p.target}`) as never, { signal, force: true } as never))
+      if (attempts.length > 0) { await Promise.any(attempts); reachable = true }
     } catch {}
     await channel.send({ v: 1, type: 'probe-result', requestId: p.requestId, target: p.target, reachable, rttMs: reachable ? performance.now() - started : null }).catch(() => {})
   }

@@ -8,8 +8,9 @@ import type { MeshNode } from '../../common/mesh/node.js'
 import { Announcement, CLUSTER_TOPIC, CONTROL_VERSION, poolTopic, type Announcement as Member } from '../../protocol/control.js'
 import { isValid } from '../../protocol/validate.js'
 
-const ANNOUNCE_MS = 5000
-const FORGET_MS = 20_000
+// Every member receives every announcement: the period bounds gossip traffic on large clusters.
+const ANNOUNCE_MS = 10_000
+const FORGET_MS = 35_000
 
 export class Membership {
   private readonly members = new Map<string, Member & { seen: number }>()

@@ -22,6 +22,7 @@ import type { RunState } from '../../protocol/control.js'
 import { containerName, containerRunning, dockerCommand, dockerRunArgs, stopContainer, waitContainer, waitExitCode } from './docker-driver.js'
 import { agentEnvWithoutSettings, placementEnv } from './env.js'
 import { launch, LaunchError, resolveExecutable, stopProcessGroup, wrapperName } from './process-driver.js'
+import { holderArgs, MAX_SOCKET_PATH, socketPath } from '../session/paths.js'
 import { bootId, groupMembers, isAlive, mismatch, readCmdline, readProcStat, signalGroup, waitGroupEmpty, type ProcessIdentity } from './proc.js'
 import {
   listPlacementDirs, placementDir, readExitCode, readPidFile, readRecord, RECORD_FILE, RECORD_VERSION, writeRecord,
@@ -239,8 +240,19 @@ class PlacementRuntime extends EventEmitter implements Runtime {
 
   /** The command line and environment for the wrapper; throws LaunchError with the reason it cannot run. */
   async #prepare (a: Assignment, dir: string): Promise<{ argv: string[], env: Record<string, string> }> {
+    const { argv, env } = await this.#command(a, dir)
+    // A session's command runs in a pseudo-terminal that `gpumesh attach` reaches (agent/session/holder.ts).
+    if (a.session !== undefined) {
+      if (socketPath(dir).length > MAX_SOCKET_PATH) throw new LaunchError(`session socket path ${socketPath(dir)} is longer than ${MAX_SOCKET_PATH} bytes; use a shorter state directory`)
+      return { argv: [process.execPath, ...holderArgs(a.session, argv)], env: a.run.driver === 'docker' ? { ...env, GPUMESH_PLACEMENT_ID: a.placementId } : env }
+    }
+    return { argv, env }
+  }
+
+  async #command (a: Assignment, dir: string): Promise<{ argv: string[], env: Record<string, string> }> {
     if (a.run.driver === 'docker') {
-      const args = dockerRunArgs(a)
+      // In a session, the container gets a terminal of its own (-t) and its input (-i).
+      const args = a.session === undefined ? dockerRunArgs(a) : ['run', '-i', '-t', ...dockerRunArgs(a).slice(1)]
       const env = agentEnvWithoutSettings()
       let docker: string
       try {

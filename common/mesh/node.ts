@@ -44,14 +44,17 @@ export interface MeshOptions {
 export async function createMeshNode (o: MeshOptions): Promise<MeshNode> {
   assertPromiseWithResolvers()
   const coordinator = o.role === 'coordinator'
-  const pingMs = o.pingIntervalMs ?? (coordinator ? 3000 : 1000)
+  // Liveness comes from heartbeats and on-demand probes, not from these pings: they only
+  // retire dead connections, so they can be slow enough to cost nothing while idle.
+  const pingMs = o.pingIntervalMs ?? (coordinator ? 3000 : 5000)
   const services: Record<string, unknown> = {
     identify: identify(),
     ping: ping(),
     pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false })
   }
   // As a service, so its raw 'peer' events (every answer, not only the first) reach us.
-  if (o.mdns === true) services.mdns = mdns({ interval: o.mdnsIntervalMs ?? 2000 }) as unknown as (components: MulticastDNSComponents) => unknown
+  // Every query is answered by every peer on the LAN (n² packets a round): libp2p's default 10 s.
+  if (o.mdns === true) services.mdns = mdns({ interval: o.mdnsIntervalMs ?? 10_000 }) as unknown as (components: MulticastDNSComponents) => unknown
   const node = await createLibp2p({
     privateKey: o.privateKey,
     addresses: {

@@ -6,11 +6,13 @@ import { Command, CommanderError, Option } from 'commander'
 import { VERSION } from '../../common/version.js'
 import { CliError } from './client.js'
 import { DEFAULT_API, apiUrl, positiveInt, redact } from './config.js'
+import { attachCommands } from './commands/attach.js'
 import { eventCommands } from './commands/events.js'
 import { hostCommands } from './commands/hosts.js'
 import { placementCommands } from './commands/placements.js'
 import { poolCommands } from './commands/pools.js'
 import { tokenCommands } from './commands/tokens.js'
+import { upCommand } from './commands/up.js'
 import { workloadCommands } from './commands/workloads.js'
 
 const EXIT_FAILED = 1
@@ -41,6 +43,8 @@ workloadCommands(program)
 placementCommands(program)
 eventCommands(program)
 tokenCommands(program)
+upCommand(program)
+attachCommands(program)
 
 try {
   await program.parseAsync(process.argv)

@@ -2,15 +2,18 @@
 // errors, bearer-token roles, OpenAPI, metrics. Routes are registered
 // explicitly, one file per resource.
 import swagger from '@fastify/swagger'
+import websocket from '@fastify/websocket'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Redis } from 'ioredis'
 import type { Logger } from '../../common/log.js'
 import { VERSION } from '../../common/version.js'
 import { ApiError } from '../../protocol/errors.js'
+import { MAX_CLIENT_MESSAGE, SESSION_CLOSE } from '../../protocol/session.js'
 import type { Notifier } from '../events/notifier.js'
 import type { Metrics } from '../metrics.js'
 import type { Pool } from '../store/db.js'
+import { attachRoutes, selectProtocol, type AttachDeps, type AttachHub } from '../attach/route.js'
 import { installAuth } from './auth.js'
 import { installErrorHandling } from './problem.js'
 import { installValidation } from './validation.js'
@@ -29,6 +32,10 @@ export interface AppDeps {
   log: Logger
   /** Largest request body accepted. */
   bodyLimit?: number
+  /** Serve HTTPS (and wss) with this certificate and key (PEM). */
+  https?: { cert: Buffer, key: Buffer }
+  /** Session attach (GET /v1/workloads/:id/attach); without it the route does not exist. */
+  attach?: { deps: AttachDeps, hub: AttachHub }
 }
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true })
@@ -38,7 +45,8 @@ export async function buildApp (deps: AppDeps): Promise<FastifyInstance> {
     loggerInstance: deps.log as unknown as FastifyBaseLogger,
     // Requests are counted in /metrics; a log line per request would drown the journal.
     logController: new LogController({ disableRequestLogging: true }),
-    bodyLimit: deps.bodyLimit ?? 1024 * 1024
+    bodyLimit: deps.bodyLimit ?? 1024 * 1024,
+    ...(deps.https === undefined ? {} : { https: deps.https })
   }).withTypeProvider<TypeBoxTypeProvider>()
   installValidation(app)
 
@@ -59,6 +67,22 @@ export async function buildApp (deps: AppDeps): Promise<FastifyInstance> {
     }
   })
   installErrorHandling(app)
+  // Before the auth hook: the plugin's own onRequest hook marks upgrade
+  // requests, and only marked ones have their socket closed after a refusal
+  // (a 401 from the auth hook would otherwise leave the socket open).
+  if (deps.attach !== undefined) {
+    const { hub } = deps.attach
+    await app.register(websocket, {
+      options: { maxPayload: MAX_CLIENT_MESSAGE, handleProtocols: selectProtocol },
+      // Each client is told why its attach ends (the plugin's default closes without a code).
+      preClose: (done) => {
+        hub.closeAll(SESSION_CLOSE.GOING_AWAY, 'coordinator shutting down')
+        for (const ws of app.websocketServer.clients) ws.terminate() // not attached yet (dialing the agent)
+        app.websocketServer.close()
+        done()
+      }
+    })
+  }
   installAuth(app, deps.pool)
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched'
@@ -72,5 +96,6 @@ export async function buildApp (deps: AppDeps): Promise<FastifyInstance> {
   await app.register(workloadRoutes(deps.pool))
   await app.register(tokenRoutes(deps.pool))
   await app.register(eventRoutes(deps.pool, deps.notifier))
+  if (deps.attach !== undefined) await app.register(attachRoutes(deps.attach.deps, deps.attach.hub))
   return app
 }

@@ -3,7 +3,7 @@
 // revoked peers, the control protocol handler, the sessions it holds, and
 // the dispatcher and failure detector that serve them.
 import { join } from 'node:path'
-import type { PeerId } from '@libp2p/interface'
+import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from '../../common/log.js'
 import { createClusterKey, readClusterKey } from '../../common/mesh/cluster-key.js'
@@ -102,6 +102,12 @@ export class MeshServer {
     this.liveness?.stop()
     await this.dispatcher?.stop()
     await this.node?.stop()
+  }
+
+  /** A new stream to a peer this node is connected to (session attaches). */
+  async dialProtocol (peerId: string, protocol: string, signal: AbortSignal): Promise<{ stream: Stream, connection: Connection }> {
+    const connection = await this.node.dial(peerIdFromString(peerId), { signal })
+    return { stream: await connection.newStream(protocol, { signal }), connection }
   }
 
   /** The agent's listen addresses, as it told us over identify. */

@@ -27,7 +27,8 @@ function toAssignment (r: Row): Assignment {
     env.MASTER_PORT = String(masterPort(r.workload_id))
     if (r.master !== null) env.MASTER_ADDR = r.master
   }
-  return { placementId: r.id, workloadId: r.workload_id, workloadName: r.name, replica: r.replica, gpus: r.gpus, run: r.spec.run, env }
+  const session = r.spec.kind === 'session' ? { session: { idleTimeoutSeconds: r.spec.idleTimeoutSeconds ?? null, maxDurationSeconds: r.spec.maxDurationSeconds ?? null } } : {}
+  return { placementId: r.id, workloadId: r.workload_id, workloadName: r.name, replica: r.replica, gpus: r.gpus, run: r.spec.run, env, ...session }
 }
 
 export async function assignmentsByIds (pool: Pool, ids: string[]): Promise<Assignment[]> {

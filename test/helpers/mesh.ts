@@ -8,6 +8,8 @@ import { createLogger } from '../../common/log.js'
 import { startAgent, type Agent, type AgentOptions } from '../../agent/daemon.js'
 import type { TestCoordinator } from './coordinator.js'
 import { factsFor } from './coordinator.js'
+import { cleanEnv } from './agent.js'
+import { MACHINES, NVIDIA_SMI_DOUBLE } from './fixtures.js'
 
 export interface TestAgent extends Agent {
   stateDir: string
@@ -60,4 +62,19 @@ export async function startTestAgent (t: Test, c: TestCoordinator, machine: stri
       await agent.runtime.close()
     }
   }
+}
+
+/** The environment of a `gpumesh-agent run` process joining `c` on loopback, replaying `machine` (no mDNS). */
+export async function agentProcessEnv (c: TestCoordinator, stateDir: string, machine: string, extra: Record<string, string> = {}): Promise<Record<string, string>> {
+  return cleanEnv({
+    GPUMESH_NVIDIA_SMI: NVIDIA_SMI_DOUBLE,
+    GPUMESH_SMI_FIXTURE: join(MACHINES, machine),
+    GPUMESH_STATE_DIR: stateDir,
+    GPUMESH_LISTEN: '/ip4/127.0.0.1/tcp/0',
+    GPUMESH_COORDINATOR: c.mesh.multiaddrs().join(','),
+    GPUMESH_CLUSTER_KEY_FILE: join(c.stateDir, 'cluster.key'),
+    GPUMESH_JOIN_TOKEN: await joinToken(c),
+    GPUMESH_NO_MDNS: '1',
+    ...extra
+  })
 }

@@ -20,13 +20,16 @@ import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import pg from 'pg'
+import { sleep } from '../agent/runtime/proc.js'
 import { createLogger } from '../common/log.js'
 import { withDatabase } from '../coordinator/store/db.js'
 import { startEmbeddedPostgres } from '../coordinator/store/embedded.js'
 import type { HostFacts } from '../protocol/host-facts.js'
-import { factsFor } from '../test/helpers/coordinator.js'
-import { ApiClient, baseEnv, COORDINATOR, Network, startNetAgent, startNetCoordinator, waitFor, type EventMessage, type NetAgent } from '../test/helpers/netns.js'
+import { eventually as waitFor, factsFor } from '../test/helpers/coordinator.js'
+import { cleanEnv } from '../test/helpers/agent.js'
+import { ApiClient, COORDINATOR, Network, startNetAgent, startNetCoordinator, type EventMessage, type NetAgent } from '../test/helpers/netns.js'
 import { freePort } from '../test/helpers/redis.js'
+import { percentile, round1 } from './stats.js'
 
 const silent = createLogger('bench', { level: 'silent' })
 const TOKEN = 'gmt_bench-mesh-token-0123456789abcdef'
@@ -47,13 +50,6 @@ function options (args: string[]): Options {
 
 function log (line: string): void {
   process.stderr.write(`[mesh ${new Date().toISOString().slice(11, 19)}] ${line}\n`)
-}
-
-const sleep = async (ms: number) => await new Promise((resolve) => setTimeout(resolve, ms))
-
-function percentile (values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  return Math.round((sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? NaN) * 10) / 10
 }
 
 // ---------------------------------------------------------------- /proc
@@ -145,7 +141,7 @@ async function startLoopbackCoordinator (dir: string, databaseUrl: string, env: 
   const logFile = join(dir, 'coordinator.log')
   const fd = openSync(logFile, 'a')
   const child = track(spawn(process.execPath, [COORDINATOR], {
-    env: baseEnv({ GPUMESH_STATE_DIR: stateDir, GPUMESH_API_LISTEN: `127.0.0.1:${port}`, GPUMESH_LISTEN: '/ip4/127.0.0.1/tcp/0', DATABASE_URL: databaseUrl, GPUMESH_ADMIN_TOKEN: TOKEN, GPUMESH_LEADER_RETRY_MS: '200', GPUMESH_LOG_LEVEL: 'warn', ...env }),
+    env: cleanEnv({ GPUMESH_STATE_DIR: stateDir, GPUMESH_API_LISTEN: `127.0.0.1:${port}`, GPUMESH_LISTEN: '/ip4/127.0.0.1/tcp/0', DATABASE_URL: databaseUrl, GPUMESH_ADMIN_TOKEN: TOKEN, GPUMESH_LEADER_RETRY_MS: '200', GPUMESH_LOG_LEVEL: 'warn', ...env }),
     stdio: ['ignore', fd, fd]
   }))
   closeSync(fd)
@@ -182,7 +178,7 @@ function startLoad (dir: string, label: string, config: LoadConfig): ChildProces
   const file = join(dir, `${label}.json`)
   writeFileSync(file, JSON.stringify(config))
   const fd = openSync(join(dir, `${label}.log`), 'a')
-  const child = track(spawn(process.execPath, [SELF, 'load', file], { env: baseEnv(), stdio: ['ignore', fd, fd] }))
+  const child = track(spawn(process.execPath, [SELF, 'load', file], { env: cleanEnv(), stdio: ['ignore', fd, fd] }))
   closeSync(fd)
   return child
 }
@@ -315,11 +311,11 @@ async function downDetect (ctx: Ctx, o: Options): Promise<Record<string, unknown
   for (const a of alarms) log(`  false alarm: ${nameOf.get(a.host) ?? a.host} ${a.to} without a cut (${a.reason})`)
   stream.close()
   return {
-    down_detect_ms_p50: percentile(detect, 0.5),
+    down_detect_ms_p50: round1(percentile(detect, 0.5)),
     down_detect_ms_max: Math.round(Math.max(...detect)),
     false_down: alarms.filter((a) => a.to === 'down').length,
     false_suspect: alarms.filter((a) => a.to === 'suspect').length,
-    ready_after_heal_ms_p50: percentile(rejoin, 0.5),
+    ready_after_heal_ms_p50: round1(percentile(rejoin, 0.5)),
     agent_idle_rss_mb: idle.rssMbMax,
     agent_idle_cpu_pct: idle.cpuPctWithChildren,
     agent_idle_cpu_pct_self: idle.cpuPct
@@ -384,11 +380,11 @@ async function postToRunning (ctx: Ctx, o: Options): Promise<Record<string, unkn
   for (const r of refused.slice(0, 5)) log(`post: refused ${r}`)
   const toRunning = [...posted].flatMap(([id, sent]) => (running.has(id) ? [(running.get(id) as number) - sent] : []))
   const toPlaced = [...posted].flatMap(([id, sent]) => (placed.has(id) ? [(placed.get(id) as number) - sent] : []))
-  log(`post: ${posted.size} posted at ${o.rate}/s, ${toRunning.length} running; POST -> placed p50 ${percentile(toPlaced, 0.5)} ms, -> running p50 ${percentile(toRunning, 0.5)} ms, p99 ${percentile(toRunning, 0.99)} ms`)
+  log(`post: ${posted.size} posted at ${o.rate}/s, ${toRunning.length} running; POST -> placed p50 ${round1(percentile(toPlaced, 0.5))} ms, -> running p50 ${round1(percentile(toRunning, 0.5))} ms, p99 ${round1(percentile(toRunning, 0.99))} ms`)
   return {
-    post_to_running_p50_ms: percentile(toRunning, 0.5),
-    post_to_running_p99_ms: percentile(toRunning, 0.99),
-    post_to_placed_p50_ms: percentile(toPlaced, 0.5),
+    post_to_running_p50_ms: round1(percentile(toRunning, 0.5)),
+    post_to_running_p99_ms: round1(percentile(toRunning, 0.99)),
+    post_to_placed_p50_ms: round1(percentile(toPlaced, 0.5)),
     post_rate_per_s: o.rate,
     posted: posted.size,
     running: toRunning.length

@@ -25,6 +25,7 @@ import { factsFor } from '../test/helpers/coordinator.js'
 import { ROOT } from '../test/helpers/fixtures.js'
 import { freePort } from '../test/helpers/redis.js'
 import { buildWorkloads, prng, type FleetPool } from './scheduler-fleet.js'
+import { percentile, round1 } from './stats.js'
 
 /** Real fixture machines and their share of the fleet, with the pool kind each pool gets. */
 const MIX: Array<{ machine: string, share: number, kind: PoolKind }> = [
@@ -79,8 +80,7 @@ export async function run (args: string[]): Promise<Record<string, unknown>> {
     await pool.query('vacuum analyze')
     await pool.query('checkpoint')
     const latencies = await postToPlaced(pool, db.url, dir, pools, rate, seconds)
-    latencies.sort((a, b) => a - b)
-    const pct = (p: number) => Math.round((latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? NaN) * 10) / 10
+    const pct = (p: number) => round1(percentile(latencies, p))
     return {
       bench: 'scheduler',
       hosts: hostCount,

@@ -12,27 +12,19 @@ import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync } from
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import WebSocket from 'ws'
+import { sleep } from '../agent/runtime/proc.js'
 import { createLogger } from '../common/log.js'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../coordinator/store/embedded.js'
+import { eventually } from '../test/helpers/coordinator.js'
 import { ROOT } from '../test/helpers/fixtures.js'
 import { freePort } from '../test/helpers/redis.js'
+import { percentile } from './stats.js'
 
 const TOKEN = 'gmt_bench-session-token-0123456789'
 const log = (m: string) => process.stderr.write(`bench session: ${m}\n`)
-const sleep = async (ms: number) => await new Promise((resolve) => setTimeout(resolve, ms))
-
-function percentile (sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] as number
-}
-
+/** Polls `check` (its errors count as not yet) until it gives a value. */
 async function until<T> (what: string, ms: number, check: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const v = await check().catch(() => undefined)
-    if (v !== undefined) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(100)
-  }
+  return await eventually(async () => await check().catch(() => undefined), ms, what)
 }
 
 async function writeFile (file: string, mb: number): Promise<number> {

@@ -8,7 +8,8 @@
 // Needs root and iproute2 (CI runs as root): without them it fails, saying so.
 import t from 'tap'
 import { freshDatabase } from './helpers/postgres.js'
-import { networkFor, requireNetns, startNetAgent, startNetCoordinator, waitFor, type NetAgent } from './helpers/netns.js'
+import { eventually as waitFor } from './helpers/coordinator.js'
+import { networkFor, requireNetns, startNetAgent, startNetCoordinator, type NetAgent } from './helpers/netns.js'
 
 const H100 = 'h100-80gb-8x-nvlink'
 const L40S = 'l40s-48gb-1x'

@@ -11,21 +11,27 @@ import { MACHINES_DIR, REPLAY } from './machines.js'
 
 let detecting: Promise<unknown> = Promise.resolve()
 
-/** The facts the agent detects on `machine`, named `hostname`. */
-export async function simulatedFacts (machine: string, hostname: string, agentVersion: string): Promise<HostFacts> {
+/**
+ * What the agent detects on `machine` (a folder of test/fixtures/machines):
+ * the replay reads its machine from the environment, so calls take turns.
+ */
+export async function detectMachine (machine: string, options: { agentVersion: string, poolLabel?: string }): Promise<HostFacts> {
   if (!existsSync(REPLAY)) throw new Error(`the nvidia-smi replay ${REPLAY} is missing: simulated hosts need the fixture machines`)
-  // The replay reads its machine from the environment: one detection at a time.
   const turn = detecting.then(async () => {
     const before = process.env.GPUMESH_SMI_FIXTURE
     process.env.GPUMESH_SMI_FIXTURE = join(MACHINES_DIR, machine)
     try {
-      return await detect({ agentVersion, timeoutMs: 5000, nvidiaSmi: REPLAY })
+      return await detect({ ...options, timeoutMs: 5000, nvidiaSmi: REPLAY })
     } finally {
       if (before === undefined) delete process.env.GPUMESH_SMI_FIXTURE
       else process.env.GPUMESH_SMI_FIXTURE = before
     }
   })
   detecting = turn.catch(() => {})
-  const facts = await turn
-  return { ...facts, hostname }
+  return await turn
+}
+
+/** The facts of a simulated host named `hostname` on `machine`. */
+export async function simulatedFacts (machine: string, hostname: string, agentVersion: string): Promise<HostFacts> {
+  return { ...await detectMachine(machine, { agentVersion }), hostname }
 }

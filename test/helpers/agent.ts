@@ -10,10 +10,12 @@ import { AGENT, CAPTURES, MACHINES, NVIDIA_SMI_DOUBLE } from './fixtures.js'
 
 export interface DetectRun { exitCode: number, stdout: string, stderr: string, calls: string[] }
 
-/** Environment without the caller's GPUMESH_* settings, so tests see defaults. */
+/** Environment without the caller's GPUMESH_* settings (nor DATABASE_URL, REDIS_URL), so child processes see defaults. */
 export function cleanEnv (extra: Record<string, string> = {}): Record<string, string> {
   const env: Record<string, string> = {}
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('GPUMESH_') && v !== undefined) env[k] = v
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v !== undefined && !k.startsWith('GPUMESH_') && k !== 'DATABASE_URL' && k !== 'REDIS_URL') env[k] = v
+  }
   return { ...env, ...extra }
 }
 

@@ -6,12 +6,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import { createLogger } from '../../common/log.js'
-import { detect } from '../../agent/detect/detect.js'
+import { detectMachine } from '../../coordinator/local/simulated.js'
 import { startCoordinator, type Coordinator } from '../../coordinator/server.js'
 import { registerHost } from '../../coordinator/store/hosts.js'
 import type { Pool } from '../../coordinator/store/db.js'
 import type { HostFacts } from '../../protocol/host-facts.js'
-import { MACHINES, NVIDIA_SMI_DOUBLE } from './fixtures.js'
 import { freshDatabase } from './postgres.js'
 
 export const ADMIN_TOKEN = 'gmt_test-admin-token-0123456789abcdef'
@@ -74,32 +73,16 @@ export async function startTestCoordinator (t: Test, options: TestCoordinatorOpt
 }
 
 const factsCache = new Map<string, HostFacts>()
-let detecting: Promise<unknown> = Promise.resolve()
 
-/**
- * HostFacts of a fixture machine, as `gpumesh-agent detect` would report them.
- * The double reads its machine from the environment, so calls take turns.
- */
+/** HostFacts of a fixture machine, as `gpumesh-agent detect` would report them (cached). */
 export async function factsFor (machine: string, label?: string): Promise<HostFacts> {
-  const turn = detecting.then(async () => await detectOnce(machine, label))
-  detecting = turn.catch(() => {})
-  return await turn
-}
-
-async function detectOnce (machine: string, label?: string): Promise<HostFacts> {
   const key = `${machine}/${label ?? ''}`
-  const cached = factsCache.get(key)
-  if (cached !== undefined) return structuredClone(cached)
-  const before = process.env.GPUMESH_SMI_FIXTURE
-  process.env.GPUMESH_SMI_FIXTURE = join(MACHINES, machine)
-  try {
-    const facts = await detect({ agentVersion: 'test', timeoutMs: 5000, nvidiaSmi: NVIDIA_SMI_DOUBLE, ...(label === undefined ? {} : { poolLabel: label }) })
+  let facts = factsCache.get(key)
+  if (facts === undefined) {
+    facts = await detectMachine(machine, { agentVersion: 'test', ...(label === undefined ? {} : { poolLabel: label }) })
     factsCache.set(key, facts)
-    return structuredClone(facts)
-  } finally {
-    if (before === undefined) delete process.env.GPUMESH_SMI_FIXTURE
-    else process.env.GPUMESH_SMI_FIXTURE = before
   }
+  return structuredClone(facts)
 }
 
 let peers = 0
@@ -112,7 +95,7 @@ export async function addHost (pool: Pool, machine: string, name: string, label?
 }
 
 /** Polls until `check` returns a value (not undefined), or fails after `ms`. */
-export async function eventually<T> (check: () => Promise<T | undefined>, ms = 10_000, what = 'condition'): Promise<T> {
+export async function eventually<T> (check: () => T | undefined | Promise<T | undefined>, ms = 10_000, what = 'condition'): Promise<T> {
   const deadline = Date.now() + ms
   for (;;) {
     const v = await check()

@@ -26,6 +26,8 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import type { Test } from 'tap'
 import { SseParser } from '../../protocol/sse.js'
+import { cleanEnv } from './agent.js'
+import { eventually } from './coordinator.js'
 import { AGENT, MACHINES, NVIDIA_SMI_DOUBLE, ROOT } from './fixtures.js'
 
 const run = promisify(execFile)
@@ -284,15 +286,6 @@ export async function networkFor (t: Test, names: string[], options: NetworkOpti
   return net
 }
 
-/** The environment of this process without GPUMESH_* settings (and without DATABASE_URL, REDIS_URL). */
-export function baseEnv (extra: Record<string, string> = {}): Record<string, string> {
-  const env: Record<string, string> = {}
-  for (const [k, v] of Object.entries(process.env)) {
-    if (v !== undefined && !k.startsWith('GPUMESH_') && k !== 'DATABASE_URL' && k !== 'REDIS_URL') env[k] = v
-  }
-  return { ...env, ...extra }
-}
-
 export interface ApiResponse { status: number, body: any }
 
 export interface EventMessage { id: number, type: string, subject: { kind: string, id: string }, data: Record<string, unknown>, at: string }
@@ -417,15 +410,15 @@ export interface NetCoordinatorOptions {
   timeoutMs?: number
 }
 
-async function until<T> (check: () => T | undefined | Promise<T | undefined>, ms: number, what: string, proc?: NetProc): Promise<T> {
-  const deadline = Date.now() + ms
-  for (;;) {
+/** eventually(), failing at once (with its output) when `proc` exits meanwhile. */
+async function until<T> (check: () => T | undefined | Promise<T | undefined>, ms: number, what: string, proc: NetProc): Promise<T> {
+  return await eventually(async () => {
     const v = await check()
-    if (v !== undefined) return v
-    if (proc !== undefined && !proc.alive()) throw new Error(`${proc.name} exited while waiting for ${what}:\n${proc.output().slice(-3000)}`)
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}${proc === undefined ? '' : `; ${proc.name} said:\n${proc.output().slice(-3000)}`}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
+    if (v === undefined && !proc.alive()) throw new Error(`${proc.name} exited while waiting for ${what}:\n${proc.output().slice(-3000)}`)
+    return v
+  }, ms, what).catch((err: Error) => {
+    throw err.message.startsWith('timed out') ? new Error(`${err.message}; ${proc.name} said:\n${proc.output().slice(-3000)}`) : err
+  })
 }
 
 /** `gpumesh-coordinator` in the node's namespace (libp2p on <ip>:7471, API on <ip>:7470), and a proxy to its API. */
@@ -436,7 +429,7 @@ export async function startNetCoordinator (net: Network, name: string, o: NetCoo
     throw new Error(`the coordinator in a network namespace needs PostgreSQL over a Unix socket (host=/path in the URL); ${o.databaseUrl.replace(/:[^:@/]*@/, ':***@')} is TCP, which the namespace cannot reach. Unset TEST_DATABASE_URL for these tests.`)
   }
   const stateDir = join(net.dir, `${name}-state`)
-  const proc = net.spawn(name, name, process.execPath, [COORDINATOR], baseEnv({
+  const proc = net.spawn(name, name, process.execPath, [COORDINATOR], cleanEnv({
     GPUMESH_STATE_DIR: stateDir,
     GPUMESH_LISTEN: `/ip4/${node.ip}/tcp/7471`,
     GPUMESH_API_LISTEN: `${node.ip}:7470`,
@@ -450,7 +443,7 @@ export async function startNetCoordinator (net: Network, name: string, o: NetCoo
     try { return JSON.parse(readFileSync(join(stateDir, 'coordinator.json'), 'utf8')) as { peerId: string, multiaddrs: string[], api: string } } catch { return undefined }
   }, o.timeoutMs ?? 60_000, 'coordinator.json', proc)
   const socketPath = join(net.dir, `${name}-api.sock`)
-  const proxy = net.spawn(name, `${name}-api-proxy`, process.execPath, ['-e', PROXY, socketPath, node.ip, '7470'], baseEnv())
+  const proxy = net.spawn(name, `${name}-api-proxy`, process.execPath, ['-e', PROXY, socketPath, node.ip, '7470'], cleanEnv())
   const api = new ApiClient(socketPath, NET_ADMIN_TOKEN)
   await until(async () => ((await api.call('GET', '/livez', undefined, 2000).catch(() => null))?.status === 200 ? true : undefined), 10_000, 'the API through the proxy', proxy)
   return {
@@ -491,7 +484,7 @@ export interface NetAgentOptions {
 export function startNetAgent (net: Network, name: string, o: NetAgentOptions): NetAgent {
   const node = net.node(name)
   const stateDir = join(net.dir, `${name}-state`)
-  const proc = net.spawn(name, name, process.execPath, [AGENT, 'run'], baseEnv({
+  const proc = net.spawn(name, name, process.execPath, [AGENT, 'run'], cleanEnv({
     GPUMESH_STATE_DIR: stateDir,
     GPUMESH_LISTEN: `/ip4/${node.ip}/tcp/7472`,
     GPUMESH_COORDINATOR: o.coordinator.multiaddrs.join(','),
@@ -512,9 +505,4 @@ export function startNetAgent (net: Network, name: string, o: NetAgentOptions): 
     placementRecord: (id) => { try { return JSON.parse(readFileSync(join(placementDir(id), 'placement.json'), 'utf8')) } catch { return null } },
     stop: async () => { await proc.stop() }
   }
-}
-
-/** Polls until `check` gives a value; fails after `ms` naming `what`. */
-export async function waitFor<T> (check: () => Promise<T | undefined> | T | undefined, ms: number, what: string): Promise<T> {
-  return await until(check, ms, what)
 }

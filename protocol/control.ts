@@ -13,6 +13,11 @@ export const CONTROL_VERSION = 1
 /** Largest frame either side accepts (facts of a 72-GPU rack fit well under it). */
 export const MAX_FRAME_BYTES = 4 * 1024 * 1024
 
+export const ACK_AFTER_MS = 2000
+export function agentSilenceMs (heartbeatMs: number): number {
+  return Math.max(3 * ACK_AFTER_MS, 5 * heartbeatMs)
+}
+
 export const CLUSTER_TOPIC = 'gpumesh/cluster/1'
 export const poolTopic = (pool: string) => `gpumesh/pool/${pool}/1`
 
@@ -136,6 +141,18 @@ export const Probe = Type.Object({
   timeoutMs: Type.Integer({ minimum: 100, maximum: 30_000 })
 }, { additionalProperties: false })
 
+/**
+ * The agent's evidence that the coordinator still hears it. Sent in answer to a heartbeat when
+ * the coordinator has sent that agent nothing for ACK_AFTER_MS (every frame costs both sides
+ * an encrypted write and a yamux window update); an agent that hears nothing for
+ * agentSilenceMs() drops the connection and dials again.
+ */
+export const HeartbeatAck = Type.Object({
+  v: Type.Literal(CONTROL_VERSION),
+  type: Type.Literal('heartbeat-ack'),
+  seq: Type.Integer({ minimum: 0 })
+}, { additionalProperties: false })
+
 export const ErrorFrame = Type.Object({
   v: Type.Literal(CONTROL_VERSION),
   type: Type.Literal('error'),
@@ -143,7 +160,7 @@ export const ErrorFrame = Type.Object({
   message: Type.String()
 }, { additionalProperties: false })
 
-export const CoordinatorFrame = Type.Union([Welcome, Assign, Stop, Drain, Probe, ErrorFrame])
+export const CoordinatorFrame = Type.Union([Welcome, HeartbeatAck, Assign, Stop, Drain, Probe, ErrorFrame])
 
 /** Gossiped by every agent on the cluster and its pool topic. */
 export const Announcement = Type.Object({

@@ -8,7 +8,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from '../../common/log.js'
 import { FrameChannel } from '../../common/mesh/frames.js'
 import type { MeshNode } from '../../common/mesh/node.js'
-import { AgentFrame, CONTROL_PROTOCOL, CoordinatorFrame, type Assignment, type GpuUsage, type Probe, type RunningPlacement } from '../../protocol/control.js'
+import { agentSilenceMs, AgentFrame, CONTROL_PROTOCOL, CoordinatorFrame, type Assignment, type GpuUsage, type Probe, type RunningPlacement } from '../../protocol/control.js'
 import type { HostFacts } from '../../protocol/host-facts.js'
 import type { Runtime } from '../runtime/types.js'
 import type { AgentState } from './state.js'
@@ -39,6 +39,8 @@ export class ControlClient {
   private loop: Promise<void> | null = null
   private wake: (() => void) | null = null
   private backoff: NodeJS.Timeout | undefined
+  /** When the coordinator last sent anything (it answers heartbeats at least every ACK_AFTER_MS). */
+  private lastHeard = 0
   /** When the current session was welcomed; 0 while disconnected. */
   connectedAt = 0
   /** Last time the loop did something: a dial attempt or a heartbeat (the systemd watchdog's evidence). */
@@ -78,10 +80,10 @@ export class ControlClient {
       this.lastProgress = Date.now()
       let fatal = false
       try {
-        const stream = await this.o.node.dialProtocol(multiaddr(target), CONTROL_PROTOCOL)
-        const channel: Channel = new FrameChannel(stream, CoordinatorFrame, AgentFrame)
+        const connection = await this.o.node.dial(multiaddr(target))
+        const channel: Channel = new FrameChannel(await connection.newStream(CONTROL_PROTOCOL), CoordinatorFrame, AgentFrame)
         this.channel = channel
-        fatal = await this.session(channel)
+        fatal = await this.session(channel, (why) => { channel.abort(why); connection.abort(new Error(why)) })
         if (Date.now() - this.connectedAt > 10_000) attempt = 0
       } catch (err) {
         if (attempt === 0) this.o.log.warn({ coordinator: target, err: (err as Error).message }, 'coordinator unreachable; retrying')
@@ -97,8 +99,9 @@ export class ControlClient {
   }
 
   /** One session; true when the coordinator refused us for a reason retrying cannot fix. */
-  private async session (channel: Channel): Promise<boolean> {
+  private async session (channel: Channel, drop: (why: string) => void): Promise<boolean> {
     const { state, runtime, log } = this.o
+    this.lastHeard = Date.now()
     await channel.send({
       v: 1,
       type: 'hello',
@@ -112,6 +115,8 @@ export class ControlClient {
     for (;;) {
       const frame = await channel.receive()
       if (frame === null) return false
+      this.lastHeard = Date.now()
+      if (frame.type === 'heartbeat-ack') continue
       if (frame.type === 'error') {
         const fatal = FATAL.has(frame.code)
         log[fatal ? 'error' : 'warn']({ code: frame.code }, `coordinator refused the session: ${frame.message}`)
@@ -127,7 +132,17 @@ export class ControlClient {
         this.connectedAt = Date.now()
         await this.reconcile(frame.placements)
         let seq = 0
+        const silenceMs = agentSilenceMs(frame.heartbeatMs)
         this.heartbeat = setInterval(() => {
+          // A partition leaves the TCP connection open, in retransmission backoff, for minutes:
+          // a new one reaches the coordinator as soon as the network does.
+          const silent = Date.now() - this.lastHeard
+          if (silent > silenceMs) {
+            log.warn({ silentMs: silent }, 'coordinator silent; reconnecting')
+            clearInterval(this.heartbeat)
+            drop(`no answer from the coordinator for ${silent} ms`)
+            return
+          }
           this.lastProgress = Date.now()
           void channel.send({ v: 1, type: 'heartbeat', seq: seq++, gpus: this.o.usage() }).catch(() => {})
         }, frame.heartbeatMs)

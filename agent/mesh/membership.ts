@@ -1,20 +1,26 @@
 // Who else is in the cluster and in this host's pool, from gossip: every
-// agent announces itself on the cluster topic and its pool's topic every few
-// seconds; members not heard from for a while are forgotten. mDNS peers are
-// dialled (and redialled after a partition heals: libp2p does neither).
-import type { Message } from '@libp2p/gossipsub'
+// agent announces itself on the cluster topic and its pool's topic every 30 s,
+// and soon after a new peer subscribes to one of them (so views converge in
+// about a second, not a period); members not heard from for three periods are
+// forgotten. mDNS peers are dialled (and redialled after a partition heals:
+// libp2p does neither).
+import type { Message, SubscriptionChangeData } from '@libp2p/gossipsub'
 import type { Logger } from '../../common/log.js'
 import type { MeshNode } from '../../common/mesh/node.js'
 import { Announcement, CLUSTER_TOPIC, CONTROL_VERSION, poolTopic, type Announcement as Member } from '../../protocol/control.js'
 import { isValid } from '../../protocol/validate.js'
 
-// Every member receives every announcement: the period bounds gossip traffic on large clusters.
-const ANNOUNCE_MS = 10_000
-const FORGET_MS = 35_000
+// Every member receives every cluster announcement: the period bounds gossip traffic (and an
+// idle agent's CPU: each message is verified, handed on and answered by yamux) on large clusters.
+const ANNOUNCE_MS = 30_000
+const FORGET_MS = 95_000
+/** Newcomers arrive in bursts (a rack booting): one announcement answers them all. */
+const WELCOME_DELAY_MS = 500
 
 export class Membership {
   private readonly members = new Map<string, Member & { seen: number }>()
   private timer: NodeJS.Timeout | undefined
+  private welcome: NodeJS.Timeout | undefined
   private pool: string
 
   constructor (private readonly node: MeshNode, private readonly self: { name: string, pool: string, gpus: number }, private readonly log: Logger) {
@@ -26,6 +32,7 @@ export class Membership {
     pubsub.subscribe(CLUSTER_TOPIC)
     pubsub.subscribe(poolTopic(this.pool))
     pubsub.addEventListener('message', this.onMessage)
+    pubsub.addEventListener('subscription-change', this.onSubscription)
     const mdns = this.node.services.mdns as EventTarget | undefined
     mdns?.addEventListener('peer', this.onPeer)
     this.node.addEventListener('peer:discovery', this.onPeer)
@@ -35,7 +42,9 @@ export class Membership {
 
   stop (): void {
     clearInterval(this.timer)
+    clearTimeout(this.welcome)
     this.node.services.pubsub.removeEventListener('message', this.onMessage)
+    this.node.services.pubsub.removeEventListener('subscription-change', this.onSubscription)
     ;(this.node.services.mdns as EventTarget | undefined)?.removeEventListener('peer', this.onPeer)
     this.node.removeEventListener('peer:discovery', this.onPeer)
   }
@@ -75,6 +84,12 @@ export class Membership {
     // Gossip is signed by the sender; an announcement must speak for its signer only.
     if (!isValid(Announcement, value) || (msg.type === 'signed' && msg.from.toString() !== value.peerId)) return
     this.members.set(value.peerId, { ...value, seen: Date.now() })
+  }
+
+  private readonly onSubscription = (evt: CustomEvent<SubscriptionChangeData>): void => {
+    const ours = [CLUSTER_TOPIC, poolTopic(this.pool)]
+    if (this.welcome !== undefined || !evt.detail.subscriptions.some((s) => s.subscribe && ours.includes(s.topic))) return
+    this.welcome = setTimeout(() => { this.welcome = undefined; void this.announce() }, WELCOME_DELAY_MS)
   }
 
   private readonly onPeer = (evt: Event): void => {

@@ -44,17 +44,21 @@ export interface MeshOptions {
 export async function createMeshNode (o: MeshOptions): Promise<MeshNode> {
   assertPromiseWithResolvers()
   const coordinator = o.role === 'coordinator'
-  // Liveness comes from heartbeats and on-demand probes, not from these pings: they only
-  // retire dead connections, so they can be slow enough to cost nothing while idle.
-  const pingMs = o.pingIntervalMs ?? (coordinator ? 3000 : 5000)
+  // Liveness is the control session's job (heartbeats answered by acks, probes by pool peers):
+  // these pings only retire connections that died quietly, so they can be rare. Each one opens a
+  // stream on both sides, a dozen encrypted frames: at a few seconds they were most of an idle
+  // agent's CPU.
+  const pingMs = o.pingIntervalMs ?? 30_000
   const services: Record<string, unknown> = {
     identify: identify(),
     ping: ping(),
     pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false })
   }
   // As a service, so its raw 'peer' events (every answer, not only the first) reach us.
-  // Every query is answered by every peer on the LAN (n² packets a round): libp2p's default 10 s.
-  if (o.mdns === true) services.mdns = mdns({ interval: o.mdnsIntervalMs ?? 10_000 }) as unknown as (components: MulticastDNSComponents) => unknown
+  // Every query is answered by every peer on the LAN (n² packets a round). A starting node's
+  // first query is answered by itself too, so everyone learns of it at once: the period only
+  // bounds rediscovery after a partition.
+  if (o.mdns === true) services.mdns = mdns({ interval: o.mdnsIntervalMs ?? 30_000 }) as unknown as (components: MulticastDNSComponents) => unknown
   const node = await createLibp2p({
     privateKey: o.privateKey,
     addresses: {
@@ -67,14 +71,15 @@ export async function createMeshNode (o: MeshOptions): Promise<MeshNode> {
     },
     transports: [tcp()],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux({ enableKeepAlive: true, keepAliveInterval: 5000 })],
+    // Yamux keep-alive pings close nothing when unanswered (see above for what does).
+    streamMuxers: [yamux({ enableKeepAlive: false })],
     connectionProtector: preSharedKey({ psk: o.clusterKey }),
     ...(o.gater === undefined ? {} : { connectionGater: o.gater }),
     peerDiscovery: o.bootstrap === undefined || o.bootstrap.length === 0 ? [] : [bootstrap({ list: o.bootstrap, timeout: 100 })],
     connectionManager: coordinator
       ? { maxConnections: 5000, inboundConnectionThreshold: 1000, maxIncomingPendingConnections: 1000 }
       : { maxConnections: 300, inboundConnectionThreshold: 50, maxIncomingPendingConnections: 50 },
-    connectionMonitor: { pingInterval: pingMs, pingTimeout: { minTimeout: Math.min(pingMs, 1500), maxTimeout: Math.max(2000, pingMs) } },
+    connectionMonitor: { pingInterval: pingMs, pingTimeout: { minTimeout: Math.min(pingMs, 1500), maxTimeout: Math.min(pingMs, 10_000) } },
     services: services as never
   })
   return node as unknown as MeshNode

@@ -19,6 +19,8 @@ export interface Probeable {
   /** Where the host's agent listens, as the mesh last learnt it (identify). */
   addresses: () => Promise<string[]>
   send: (frame: Probe) => Promise<void>
+  /** Closes the session and its connection. */
+  drop: (why: string) => void
 }
 
 export interface LivenessOptions {
@@ -102,6 +104,9 @@ export class Liveness {
       if (reachable === 0) {
         t.state = 'down'
         this.log.warn({ host: s.hostId, name: s.name }, 'host down: unreachable from its pool peers')
+        // Its work is placed elsewhere now: if the host comes back, it must do so through a new
+        // session, whose welcome fences what it still runs. A connection kept through the outage would not.
+        s.drop('host marked down')
         await this.mark(s.hostId, 'down', `${why}; unreachable from its pool peers`)
         return
       }

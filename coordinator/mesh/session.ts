@@ -5,7 +5,7 @@
 import type { Connection, Stream } from '@libp2p/interface'
 import type { Logger } from '../../common/log.js'
 import { FrameChannel, FrameError } from '../../common/mesh/frames.js'
-import { AgentFrame, CoordinatorFrame, type CoordinatorFrame as OutFrame, type GpuUsage } from '../../protocol/control.js'
+import { ACK_AFTER_MS, AgentFrame, CoordinatorFrame, type CoordinatorFrame as OutFrame, type GpuUsage } from '../../protocol/control.js'
 import type { Pool } from '../store/db.js'
 import { assignmentsOfHost } from '../store/assignments.js'
 import { recordStatus } from '../store/lifecycle.js'
@@ -30,6 +30,8 @@ export class AgentSession implements Probeable {
   name = ''
   epoch = 0
   lastHeartbeat = Date.now()
+  /** Last frame sent to the agent (see ACK_AFTER_MS). */
+  private lastSent = 0
   gpus: GpuUsage[] = []
   readonly peerId: string
   private readonly channel: FrameChannel<typeof AgentFrame, typeof CoordinatorFrame>
@@ -48,11 +50,22 @@ export class AgentSession implements Probeable {
 
   async send (frame: OutFrame): Promise<void> {
     await this.ready
+    await this.sendNow(frame)
+  }
+
+  private async sendNow (frame: OutFrame): Promise<void> {
+    this.lastSent = Date.now()
     await this.channel.send(frame)
   }
 
   close (code: string, message: string): void {
     void this.channel.send({ v: 1, type: 'error', code, message }).catch(() => {}).finally(() => { this.channel.abort(message) })
+  }
+
+  /** Ends the session and its connection at once: an agent that comes back must say hello again (and be fenced). */
+  drop (why: string): void {
+    this.channel.abort(why)
+    this.connection.abort(new Error(why))
   }
 
   async run (): Promise<void> {
@@ -68,7 +81,7 @@ export class AgentSession implements Probeable {
       this.host.register(this)
       this.host.liveness.heard(this)
       const placements = await assignmentsOfHost(this.host.pool, hostId)
-      await this.channel.send({ v: 1, type: 'welcome', hostId, epoch, heartbeatMs: this.host.heartbeatMs, placements })
+      await this.sendNow({ v: 1, type: 'welcome', hostId, epoch, heartbeatMs: this.host.heartbeatMs, placements })
       this.welcomed()
       for (const r of hello.running) if (placements.some((p) => p.placementId === r.placementId)) await recordStatus(this.host.pool, hostId, r)
       log.info({ host: hostId, name: hello.name, peer: this.peerId, epoch, placements: placements.length }, 'agent session open')
@@ -79,6 +92,7 @@ export class AgentSession implements Probeable {
           case 'heartbeat':
             this.gpus = frame.gpus
             this.host.liveness.heard(this)
+            if (Date.now() - this.lastSent >= ACK_AFTER_MS) void this.sendNow({ v: 1, type: 'heartbeat-ack', seq: frame.seq }).catch(() => {})
             break
           case 'status':
             this.host.liveness.heard(this)

@@ -322,12 +322,18 @@ async function downDetect (ctx: Ctx, o: Options): Promise<Record<string, unknown
   }
 }
 
+/** A phase's folder and its coordinator process on loopback, stopped at the end of the run. */
+async function loopbackPhase (ctx: Ctx, name: string): Promise<{ dir: string, c: Coordinator }> {
+  const dir = join(ctx.dir, name)
+  mkdirSync(dir)
+  const c = await startLoopbackCoordinator(dir, await ctx.databaseUrl(`mesh_${name}`))
+  ctx.cleanup.push(async () => { await stopChild(c.child) })
+  return { dir, c }
+}
+
 /** Loopback: POST 1-replica endpoints at a steady rate, each one's time to its placement.running event. */
 async function postToRunning (ctx: Ctx, o: Options): Promise<Record<string, unknown>> {
-  const dir = join(ctx.dir, 'post')
-  mkdirSync(dir)
-  const c = await startLoopbackCoordinator(dir, await ctx.databaseUrl('mesh_post'))
-  ctx.cleanup.push(async () => { await stopChild(c.child) })
+  const { dir, c } = await loopbackPhase(ctx, 'post')
   const warm = 20
   const facts = await factsFor('h100-8x-nv18-nics')
   const hostCount = Math.ceil((o.workloads + warm) / facts.gpus.length) + 1
@@ -393,10 +399,7 @@ async function postToRunning (ctx: Ctx, o: Options): Promise<Record<string, unkn
 
 /** A coordinator process with `agents` agents heartbeating (load processes of 50). */
 async function fleet (ctx: Ctx, o: Options): Promise<Record<string, unknown>> {
-  const dir = join(ctx.dir, 'fleet')
-  mkdirSync(dir)
-  const c = await startLoopbackCoordinator(dir, await ctx.databaseUrl('mesh_fleet'))
-  ctx.cleanup.push(async () => { await stopChild(c.child) })
+  const { dir, c } = await loopbackPhase(ctx, 'fleet')
   const machines = ['h100-8x-nv18-nics', 'l40s-1x', 'b200-8x', 'h200-1x']
   const perProcess = 50
   const processes = Math.ceil(o.agents / perProcess)

@@ -150,10 +150,12 @@ install_bundle () {
     CHANGED=true
   fi
   for cmd in gpumesh-agent:agent/main.js gpumesh-coordinator:coordinator/main.js gpumesh:coordinator/cli/main.js; do
+    # The agent daemon runs with V8's low-memory heap sizing (agent/node-flags.ts says why).
+    case $cmd in gpumesh-agent:*) flags='--optimize-for-size --max-semi-space-size=2 --no-maglev ' ;; *) flags='' ;; esac
     put_file "$BIN_DIR/${cmd%%:*}" 755 <<EOF || true
 #!/bin/sh
 # gpumesh $VERSION (installed by install.sh)
-exec "$LIB_DIR/current/node/bin/node" "$LIB_DIR/current/app/dist/${cmd#*:}" "\$@"
+exec "$LIB_DIR/current/node/bin/node" $flags"$LIB_DIR/current/app/dist/${cmd#*:}" "\$@"
 EOF
   done
 }

@@ -11,6 +11,7 @@ import { createMeshNode, type MeshNode } from '../common/mesh/node.js'
 import type { HostFacts } from '../protocol/host-facts.js'
 import { detect, type DetectOptions } from './detect/detect.js'
 import { findNvidiaSmi, nvidiaSmi } from './detect/nvidia/run.js'
+import { detectInSubprocess } from './detect/subprocess.js'
 import { ControlClient } from './mesh/control.js'
 import { Membership } from './mesh/membership.js'
 import { AgentState } from './mesh/state.js'
@@ -53,7 +54,7 @@ export async function startAgent (o: AgentOptions): Promise<Agent> {
   const clusterKey = await readClusterKey(o.clusterKeyFile)
   const privateKey = await loadOrCreateIdentity(join(o.stateDir, 'peer.key'))
   const state = await AgentState.load(o.stateDir)
-  let facts = o.facts ?? await detect(o.detect)
+  let facts = o.facts ?? await detectInSubprocess(o.detect)
   const name = o.name ?? facts.hostname
   const runtime = createRuntime({ stateDir: o.stateDir, ...(o.docker === undefined ? {} : { docker: o.docker }), ...(o.stopGraceMs === undefined ? {} : { stopGraceMs: o.stopGraceMs }) })
   const adopted = await runtime.recover()
@@ -85,12 +86,12 @@ export async function startAgent (o: AgentOptions): Promise<Agent> {
 
   let redetect: NodeJS.Timeout | undefined
   if (o.facts === undefined) {
-    // Only the GPUs are looked at each period (a few nvidia-smi calls); the host sources
-    // (systeminformation: tens of subprocesses) run again only when the GPUs changed.
+    // Only the GPUs are looked at each period (a few nvidia-smi calls, in this process); the
+    // host sources (systeminformation: tens of subprocesses) run again only when the GPUs changed.
     redetect = setInterval(() => {
       detect({ ...o.detect, hostSources: [] }).then(async (gpusOnly) => {
         if (JSON.stringify([gpusOnly.gpus, gpusOnly.pool]) === JSON.stringify([facts.gpus, facts.pool])) return
-        const next = await detect(o.detect)
+        const next = await detectInSubprocess(o.detect)
         facts = next
         o.log.warn({ pool: next.pool.key, gpus: next.gpus.length }, 'host facts changed')
         membership.setPool(next.pool.key)

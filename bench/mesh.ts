@@ -5,14 +5,15 @@
 //                                arrives on GET /v1/events; heal, wait until ready, next agent
 //   false_down (false_suspect)   hosts that went down (suspect) without being cut, while two CPU
 //                                burners keep both cores busy for the whole down-detect phase
-//   agent_idle_rss_mb/cpu_pct    one of those agents, joined and idle for 30 s, before the cuts
+//   agent_idle_rss_mb/cpu_pct    one of those agents, joined for 30 s, then idle over the window
+//                                (60 s: one GPU re-detection falls inside it), before the cuts
 //   post_to_running_p50/p99_ms   POST /v1/workloads (a 1-replica endpoint `sh -c 'exec sleep 30'`) -> its
 //                                placement.running event, on loopback, at a steady rate
 //   coordinator_rss_mb/cpu_pct_200_agents  a coordinator process with 200 agents heartbeating
 //                                (4 load processes x 50 agents, startAgent with injected facts)
 // CPU is % of one core (utime + stime from /proc/<pid>/stat over the window); RSS is VmRSS from
 // /proc/<pid>/status, the largest of one sample a second.
-// Usage: npm run bench -- mesh [cuts=10] [workloads=200] [rate=10] [agents=200] [window=30] [heartbeat=1000]
+// Usage: npm run bench -- mesh [cuts=10] [workloads=200] [rate=10] [agents=200] [window=60] [heartbeat=1000]
 // Needs root and iproute2 (network namespaces). Progress goes to stderr, the JSON to stdout.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -38,7 +39,7 @@ const SELF = fileURLToPath(import.meta.url)
 interface Options { cuts: number, workloads: number, rate: number, agents: number, window: number, heartbeat: number }
 
 function options (args: string[]): Options {
-  const o: Options = { cuts: 10, workloads: 200, rate: 10, agents: 200, window: 30, heartbeat: 1000 }
+  const o: Options = { cuts: 10, workloads: 200, rate: 10, agents: 200, window: 60, heartbeat: 1000 }
   const order: Array<keyof Options> = ['cuts', 'workloads', 'rate', 'agents', 'window', 'heartbeat']
   args.forEach((a, i) => {
     const [k, v] = a.includes('=') ? a.split('=', 2) as [string, string] : [order[i] as string, a]

@@ -1,14 +1,14 @@
 // The agent daemon as an operator runs it: a real process that detects its
 // host (nvidia-smi double), enrolls with a join token, logs JSON lines, and
 // stops cleanly on SIGTERM; bad configuration exits 78 with a clear message.
-import { mkdtempSync, rmSync } from 'node:fs'
+import { cpSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { execa } from 'execa'
 import t from 'tap'
 import { cleanEnv } from './helpers/agent.js'
 import { eventually, startTestCoordinator } from './helpers/coordinator.js'
-import { AGENT } from './helpers/fixtures.js'
+import { AGENT, MACHINES } from './helpers/fixtures.js'
 import { agentProcessEnv } from './helpers/mesh.js'
 
 t.test('run: detects, enrolls, logs, stops on SIGTERM', async (t) => {
@@ -37,6 +37,30 @@ t.test('run: detects, enrolls, logs, stops on SIGTERM', async (t) => {
   t.ok(lines.some((l) => l.msg === 'joined the coordinator'), 'says it joined')
   t.ok(lines.some((l) => l.msg === 'stopping (placements keep running)'), 'says why it stops')
   t.notOk(output.includes('gmj_'), 'the join token is not logged')
+})
+
+t.test('run: GPUs that change while it runs quarantine the host (detection in a subprocess, again)', async (t) => {
+  const c = await startTestCoordinator(t)
+  const scratch = mkdtempSync(join(tmpdir(), 'gpumesh-agent-redetect-'))
+  t.teardown(() => rmSync(scratch, { recursive: true, force: true }))
+  const machine = join(scratch, 'machine')
+  cpSync(join(MACHINES, 'h100-8x-nv18'), machine, { recursive: true })
+  const child = execa(process.execPath, [AGENT], {
+    env: await agentProcessEnv(c, join(scratch, 'state'), 'h100-8x-nv18', { GPUMESH_NODE_NAME: 'changing', GPUMESH_SMI_FIXTURE: machine, GPUMESH_DETECT_INTERVAL: '1' }),
+    extendEnv: false,
+    reject: false,
+    timeout: 60_000
+  })
+  t.teardown(() => { child.kill('SIGKILL') })
+  const host = await eventually(async () => (await c.call('GET', '/v1/hosts')).body.items.find((h: { name: string, state: string }) => h.name === 'changing' && h.state === 'ready'), 30_000, 'the agent to enroll')
+  t.equal(host.facts.gpus.length, 8, 'enrolled with the 8 GPUs its first detection found')
+  // Half the GPUs are gone (a GPU fell off the bus, a driver update went wrong).
+  rmSync(machine, { recursive: true })
+  cpSync(join(MACHINES, 'h100-4x-nv18'), machine, { recursive: true })
+  const changed = await eventually(async () => (await c.call('GET', '/v1/hosts')).body.items.find((h: { name: string, state: string }) => h.name === 'changing' && h.state === 'quarantined'), 20_000, 'the host to be quarantined')
+  t.equal(changed.pool, host.pool, 'it stays in its pool, out of scheduling, instead of shrinking it')
+  const events = (await c.pool.query<{ type: string }>("select type from events where type = 'host.quarantined'")).rows
+  t.equal(events.length, 1, 'an event says so')
 })
 
 t.test('run without a coordinator or cluster key is a configuration error', async (t) => {

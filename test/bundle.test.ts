@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { execa } from 'execa'
 import t, { type Test } from 'tap'
+import { AGENT_NODE_FLAGS } from '../agent/node-flags.js'
 import { cleanEnv } from './helpers/agent.js'
 import { bundleFor, type Bundle } from './helpers/bundle.js'
 import { MACHINES, NVIDIA_SMI_DOUBLE, ROOT } from './helpers/fixtures.js'
@@ -116,7 +117,9 @@ t.test('install.sh and the bundle', async (t) => {
     for (const cmd of ['gpumesh-agent', 'gpumesh-coordinator', 'gpumesh', 'gpumesh-uninstall.sh']) {
       t.equal(mode(join(root, '/usr/local/bin', cmd)), '755', `${cmd} is 0755`)
     }
-    t.match(readFileSync(join(root, '/usr/local/bin/gpumesh-agent'), 'utf8'), 'exec "/usr/local/lib/gpumesh/current/node/bin/node" "/usr/local/lib/gpumesh/current/app/dist/agent/main.js" "$@"', 'the command runs the bundled Node')
+    const wrapper = (cmd: string) => readFileSync(join(root, '/usr/local/bin', cmd), 'utf8')
+    t.match(wrapper('gpumesh-agent'), `exec "/usr/local/lib/gpumesh/current/node/bin/node" ${AGENT_NODE_FLAGS.join(' ')} "/usr/local/lib/gpumesh/current/app/dist/agent/main.js" "$@"`, 'the agent runs on the bundled Node with the V8 flags of agent/node-flags.ts')
+    t.match(wrapper('gpumesh-coordinator'), 'exec "/usr/local/lib/gpumesh/current/node/bin/node" "/usr/local/lib/gpumesh/current/app/dist/coordinator/main.js" "$@"', 'the coordinator runs on the bundled Node with default flags')
 
     const envFile = join(root, '/etc/gpumesh/agent.env')
     t.equal(mode(envFile), '600', 'agent.env is 0600 (it holds the join token)')

@@ -1,15 +1,20 @@
 // Agents and a coordinator over libp2p on 127.0.0.1 (many nodes in one
 // process): enrollment and trust, placements really running with the GPU
 // environment, gangs with rank variables, failures, fencing, bad frames.
-import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { lpStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import t from 'tap'
+import { startAgent } from '../agent/daemon.js'
+import { createLogger } from '../common/log.js'
+import { createClusterKey } from '../common/mesh/cluster-key.js'
+import { FrameChannel } from '../common/mesh/frames.js'
 import { createMeshNode } from '../common/mesh/node.js'
-import { CONTROL_PROTOCOL } from '../protocol/control.js'
-import { eventually, startTestCoordinator, type TestCoordinator } from './helpers/coordinator.js'
+import { ACK_AFTER_MS, AgentFrame, agentSilenceMs, CONTROL_PROTOCOL, CoordinatorFrame } from '../protocol/control.js'
+import { eventually, factsFor, startTestCoordinator, type TestCoordinator } from './helpers/coordinator.js'
 import { joinToken, startTestAgent, type TestAgent } from './helpers/mesh.js'
 
 const sh = (script: string) => ({ driver: 'process', command: ['sh', '-c', script] })
@@ -185,4 +190,68 @@ t.test('gossip: agents of a pool see each other, through the coordinator when th
   await eventually(async () => (a.membership.view().some((m) => m.name === 'node-l') ? true : undefined), 20_000, 'the cluster view to include the L40S host')
   t.notOk(l.membership.view('l40s-48gb-1x').length > 0, 'the L40S pool has no other member')
   t.equal(b.membership.view('h100-80gb-8x-nvlink')[0]?.name, 'node-a')
+})
+
+t.test('liveness in the control session: the coordinator acks a heartbeat only after 2 s of saying nothing', async (t) => {
+  const c = await startTestCoordinator(t)
+  const clusterKey = readFileSync(join(c.stateDir, 'cluster.key'))
+  const raw = await createMeshNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], clusterKey, role: 'agent' })
+  t.teardown(async () => { await raw.stop() })
+  const channel = new FrameChannel(await raw.dialProtocol(multiaddr(c.mesh.multiaddrs()[0] as string), CONTROL_PROTOCOL), CoordinatorFrame, AgentFrame)
+  await channel.send({ v: 1, type: 'hello', name: 'raw-agent', agentVersion: 'test', facts: { ...await factsFor('l40s-1x'), hostname: 'raw-agent' }, running: [], epoch: 0, joinToken: await joinToken(c) })
+  const welcome = await channel.receive(AbortSignal.timeout(5000))
+  t.equal(welcome?.type, 'welcome', 'enrolled')
+  const heartbeat = async (seq: number) => { await channel.send({ v: 1, type: 'heartbeat', seq, gpus: [] }) }
+  const next = async (ms: number) => await channel.receive(AbortSignal.timeout(ms)).catch(() => 'nothing')
+  await heartbeat(0)
+  t.equal(await next(500), 'nothing', 'no ack right after the welcome: the coordinator spoke less than 2 s ago')
+  await new Promise((resolve) => setTimeout(resolve, ACK_AFTER_MS))
+  await heartbeat(1)
+  t.same(await next(2000), { v: 1, type: 'heartbeat-ack', seq: 1 }, 'after 2 s of silence the heartbeat is acked')
+  await heartbeat(2)
+  t.equal(await next(500), 'nothing', 'and the next one is not: the ack itself was the coordinator speaking')
+})
+
+t.test('liveness in the control session: an agent that hears nothing from the coordinator dials a new connection', async (t) => {
+  // A coordinator that welcomes the agent and then stays silent, as one behind a partition does
+  // (the old connection never errors); with `ack` on, it answers heartbeats.
+  const clusterKeyFile = join(mkdtempSync(join(tmpdir(), 'gpumesh-silent-')), 'cluster.key')
+  const silent = await createMeshNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], clusterKey: await createClusterKey(clusterKeyFile), role: 'coordinator' })
+  t.teardown(async () => { await silent.stop(); rmSync(dirname(clusterKeyFile), { recursive: true, force: true }) })
+  const hellos: number[] = []
+  let ack = false
+  let epoch = 0
+  await silent.handle(CONTROL_PROTOCOL, (stream) => {
+    void (async () => {
+      const channel = new FrameChannel(stream, AgentFrame, CoordinatorFrame)
+      for (let frame = await channel.receive(); frame !== null; frame = await channel.receive()) {
+        if (frame.type === 'hello') {
+          hellos.push(Date.now())
+          await channel.send({ v: 1, type: 'welcome', hostId: '00000000-0000-4000-8000-000000000001', epoch: ++epoch, heartbeatMs: 200, placements: [] })
+        } else if (frame.type === 'heartbeat' && ack) await channel.send({ v: 1, type: 'heartbeat-ack', seq: frame.seq })
+      }
+    })().catch(() => {})
+  })
+  const stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-agent-silent-'))
+  const agent = await startAgent({
+    stateDir,
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    coordinators: silent.getMultiaddrs().map(String),
+    clusterKeyFile,
+    name: 'listener',
+    facts: await factsFor('l40s-1x'),
+    detect: { agentVersion: 'test', timeoutMs: 2000 },
+    mdns: false,
+    log: createLogger('agent-listener', { level: 'silent' })
+  })
+  t.teardown(async () => { await agent.stop(); rmSync(stateDir, { recursive: true, force: true }) })
+  const silenceMs = agentSilenceMs(200)
+  await eventually(async () => (hellos.length >= 2 ? true : undefined), silenceMs + 5000, 'the agent to dial again')
+  const gap = (hellos[1] as number) - (hellos[0] as number)
+  t.ok(gap >= silenceMs && gap < silenceMs + 3000, `a new session ${gap} ms after the first: the coordinator was silent for ${silenceMs} ms`)
+  t.ok(await eventually(async () => (silent.getConnections().length === 1 ? true : undefined), 5000, 'the old connection to close'), 'over a new connection; the old one is closed')
+  ack = true
+  const before = hellos.length
+  await new Promise((resolve) => setTimeout(resolve, silenceMs + 1000))
+  t.equal(hellos.length, before, 'a coordinator that acks keeps the session')
 })

@@ -11,8 +11,7 @@ import { findNvidiaSmi, nvidiaSmi } from './nvidia/run.js'
 import type { TopoMatrix } from './nvidia/parse-topo.js'
 import { derivePool } from './pool.js'
 import { policyWarnings } from './policy.js'
-import { HOST_SOURCES, NVIDIA_SOURCES } from './sources/index.js'
-import { NoNvidiaSmiError } from './sources/nvidia.js'
+import { NoNvidiaSmiError, NVIDIA_SOURCES } from './sources/nvidia.js'
 
 export interface DetectOptions {
   agentVersion: string
@@ -45,7 +44,9 @@ export async function detect (options: DetectOptions): Promise<HostFacts> {
     sysfsRoot: options.sysfsRoot ?? '/sys'
   }
   const nvidiaSources = binary === null ? [] : options.nvidiaSources ?? NVIDIA_SOURCES
-  const first = await runAll([...(options.hostSources ?? HOST_SOURCES), ...nvidiaSources.filter((s) => s.fallback !== true)], ctx)
+  // Loaded when used: a GPU-only re-detection (hostSources: []) never needs systeminformation.
+  const hostSources = options.hostSources ?? (await import('./sources/index.js')).HOST_SOURCES
+  const first = await runAll([...hostSources, ...nvidiaSources.filter((s) => s.fallback !== true)], ctx)
   let outcomes = first
   const driverAnswered = first.some((o) => o.fragment !== undefined && nvidiaSources.includes(o.source))
   if (driverAnswered && incomplete(first, nvidiaSources)) {

@@ -38,6 +38,8 @@ interface Tracked { state: 'ok' | 'suspect' | 'down', session: Probeable | null,
 export class Liveness {
   private readonly hosts = new Map<string, Tracked>()
   private readonly waiting = new Map<string, (reachable: boolean) => void>()
+  /** Each host's last state write: the next one waits for it (see mark). */
+  private readonly writes = new Map<string, Promise<void>>()
   private timer: NodeJS.Timeout | undefined
   private stopped = false
   readonly suspectAfterMs: number
@@ -141,11 +143,18 @@ export class Liveness {
     return answers.filter((a) => a).length
   }
 
+  /**
+   * Writes are chained per host: two in flight at once (suspect, and ready from the session that
+   * follows a reset) would otherwise race for the row and could leave a live host suspect.
+   */
   private async mark (hostId: string, to: 'ready' | 'suspect' | 'down', reason: string): Promise<void> {
-    try {
+    const write = (this.writes.get(hostId) ?? Promise.resolve()).then(async () => {
       await setLiveness(this.pool, hostId, to, reason)
-    } catch (err) {
-      this.log.error({ host: hostId, to, err: (err as Error).message }, 'cannot record host state')
-    }
+    }).catch((err: Error) => {
+      this.log.error({ host: hostId, to, err: err.message }, 'cannot record host state')
+    })
+    this.writes.set(hostId, write)
+    await write
+    if (this.writes.get(hostId) === write) this.writes.delete(hostId)
   }
 }

@@ -1,5 +1,5 @@
-// Registry of fact sources. Host sources are independent of each other; the
-// nvidia-smi ones are listed in merge priority.
+// Registry of the host fact sources (independent of each other); the
+// nvidia-smi ones are in ./nvidia.ts, in merge priority.
 import type { Fingerprinter } from '../fingerprinter.js'
 import { cpu } from './cpu.js'
 import { disks } from './disks.js'
@@ -9,5 +9,4 @@ import { numa } from './numa.js'
 import { os } from './os.js'
 import { rdma } from './rdma.js'
 
-export { NVIDIA_SOURCES } from './nvidia.js'
 export const HOST_SOURCES: Fingerprinter[] = [cpu, disks, memory, network, numa, os, rdma]

@@ -12,12 +12,11 @@ import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync } from
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import WebSocket from 'ws'
-import { AGENT_NODE_FLAGS } from '../agent/node-flags.js'
 import { sleep } from '../agent/runtime/proc.js'
 import { createLogger } from '../common/log.js'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../coordinator/store/embedded.js'
 import { eventually } from '../test/helpers/coordinator.js'
-import { ROOT } from '../test/helpers/fixtures.js'
+import { AGENT_RUN, ROOT } from '../test/helpers/fixtures.js'
 import { freePort } from '../test/helpers/redis.js'
 import { percentile } from './stats.js'
 
@@ -86,7 +85,7 @@ export async function run (args: string[]): Promise<Record<string, unknown>> {
     }
     remove = async (id) => { await call('DELETE', `/v1/workloads/${id}`) }
     const { token } = await call('POST', '/v1/join-tokens', {})
-    const agent = spawn(process.execPath, [...AGENT_NODE_FLAGS, join(ROOT, 'dist/agent/main.js'), 'run'], {
+    const agent = spawn(process.execPath, AGENT_RUN, {
       env: {
         ...process.env,
         GPUMESH_STATE_DIR: join(dir, 'agent'),

@@ -8,12 +8,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { execa, type ResultPromise } from 'execa'
 import t, { type Test } from 'tap'
-import { AGENT_NODE_FLAGS } from '../agent/node-flags.js'
 import { journalPrefix } from '../common/log.js'
 import { systemdNotifier } from '../common/systemd.js'
 import { cleanEnv } from './helpers/agent.js'
 import { startTestCoordinator } from './helpers/coordinator.js'
-import { AGENT, ROOT } from './helpers/fixtures.js'
+import { AGENT_RUN, ROOT } from './helpers/fixtures.js'
 import { agentProcessEnv } from './helpers/mesh.js'
 import { notifySocket } from './helpers/notify-socket.js'
 import { freshDatabase } from './helpers/postgres.js'
@@ -54,7 +53,7 @@ t.test('the agent tells systemd it is ready, pings the watchdog and says when it
   const notify = await notifySocket(t)
   const stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-notify-agent-'))
   t.teardown(() => rmSync(stateDir, { recursive: true, force: true }))
-  const daemon = runDaemon(t, [...AGENT_NODE_FLAGS, AGENT, 'run'], await agentProcessEnv(c, stateDir, 'l40s-1x', {
+  const daemon = runDaemon(t, AGENT_RUN, await agentProcessEnv(c, stateDir, 'l40s-1x', {
     NOTIFY_SOCKET: notify.path,
     // What systemd sets for WatchdogSec=1s; pings go every half period.
     WATCHDOG_USEC: '1000000',

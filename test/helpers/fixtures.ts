@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { AGENT_NODE_FLAGS } from '../../agent/node-flags.js'
 
 function findRoot (): string {
   let dir = dirname(fileURLToPath(import.meta.url))
@@ -22,6 +23,8 @@ export const CAPTURES = join(ROOT, 'test/fixtures/nvidia-smi')
 export const MACHINES = join(ROOT, 'test/fixtures/machines')
 export const NVIDIA_SMI_DOUBLE = join(ROOT, 'test/doubles/nvidia-smi')
 export const AGENT = join(ROOT, 'dist/agent/main.js')
+/** Node's arguments for the agent daemon, as the installed gpumesh-agent wrapper starts it. */
+export const AGENT_RUN = [...AGENT_NODE_FLAGS, AGENT, 'run']
 
 export function capture (file: string): string {
   return readFileSync(join(CAPTURES, file), 'utf8')

@@ -25,11 +25,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import type { Test } from 'tap'
-import { AGENT_NODE_FLAGS } from '../../agent/node-flags.js'
 import { SseParser } from '../../protocol/sse.js'
 import { cleanEnv } from './agent.js'
 import { eventually } from './coordinator.js'
-import { AGENT, MACHINES, NVIDIA_SMI_DOUBLE, ROOT } from './fixtures.js'
+import { AGENT_RUN, MACHINES, NVIDIA_SMI_DOUBLE, ROOT } from './fixtures.js'
 
 const run = promisify(execFile)
 
@@ -485,7 +484,7 @@ export interface NetAgentOptions {
 export function startNetAgent (net: Network, name: string, o: NetAgentOptions): NetAgent {
   const node = net.node(name)
   const stateDir = join(net.dir, `${name}-state`)
-  const proc = net.spawn(name, name, process.execPath, [...AGENT_NODE_FLAGS, AGENT, 'run'], cleanEnv({
+  const proc = net.spawn(name, name, process.execPath, AGENT_RUN, cleanEnv({
     GPUMESH_STATE_DIR: stateDir,
     GPUMESH_LISTEN: `/ip4/${node.ip}/tcp/7472`,
     GPUMESH_COORDINATOR: o.coordinator.multiaddrs.join(','),

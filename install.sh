@@ -149,7 +149,7 @@ install_bundle () {
     run ln -sfn "$VERSION" "$ROOT$LIB_DIR/current"
     CHANGED=true
   fi
-  for cmd in gpumesh-agent:agent/main.js gpumesh-coordinator:coordinator/main.js gpumesh:coordinator/cli/main.js; do
+  for cmd in gpumesh-agent:agent/main.js gpumesh-coordinator:coordinator/main.js gpumesh:cli/main.js; do
     # The agent daemon runs with V8's low-memory heap sizing (agent/node-flags.ts says why).
     case $cmd in gpumesh-agent:*) flags='--optimize-for-size --max-semi-space-size=2 --no-maglev ' ;; *) flags='' ;; esac
     put_file "$BIN_DIR/${cmd%%:*}" 755 <<EOF || true

@@ -42,7 +42,7 @@ detectOptions(program.command('detect'))
       return
     }
     // Loaded only when used: `detect` is short-lived and its memory is a budget.
-    const { renderFacts } = o.json === true ? { renderFacts: null } : await import('./detect/render.js')
+    const { renderFacts } = o.json === true ? { renderFacts: null } : await import('../common/render-facts.js')
     process.stdout.write(renderFacts === null ? JSON.stringify(facts, null, 2) + '\n' : renderFacts(facts))
   })
 

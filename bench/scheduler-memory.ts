@@ -5,7 +5,7 @@
 // it); the figure is the median run, index building included.
 import { scheduleAll } from '../coordinator/scheduler/place.js'
 import type { Decision, Snapshot } from '../coordinator/scheduler/types.js'
-import { buildFleet, buildWorkloads } from './scheduler-fleet.js'
+import { buildFleet, buildWorkloads } from '../test/helpers/fleet.js'
 
 export async function run (args: string[]): Promise<Record<string, unknown>> {
   const hosts = Number(args[0] ?? 10_000)

@@ -24,7 +24,7 @@ import { SseParser } from '../protocol/sse.js'
 import { factsFor } from '../test/helpers/coordinator.js'
 import { ROOT } from '../test/helpers/fixtures.js'
 import { freePort } from '../test/helpers/redis.js'
-import { buildWorkloads, prng, type FleetPool } from './scheduler-fleet.js'
+import { buildWorkloads, prng, type FleetPool } from '../test/helpers/fleet.js'
 import { percentile, round1 } from './stats.js'
 
 /** Real fixture machines and their share of the fleet, with the pool kind each pool gets. */

@@ -95,8 +95,8 @@ export async function run (args: string[]): Promise<Record<string, unknown>> {
         GPUMESH_LISTEN: '/ip4/127.0.0.1/tcp/0',
         GPUMESH_NO_MDNS: '1',
         GPUMESH_NODE_NAME: 'bench-a',
-        GPUMESH_NVIDIA_SMI: join(ROOT, 'test/doubles/nvidia-smi'),
-        GPUMESH_SMI_FIXTURE: join(ROOT, 'test/fixtures/machines/h100-8x-nv18-nics'),
+        GPUMESH_NVIDIA_SMI: join(ROOT, 'share/nvidia-smi-replay'),
+        GPUMESH_SMI_FIXTURE: join(ROOT, 'share/machines/h100-8x-nv18-nics'),
         GPUMESH_LOG_LEVEL: 'warn'
       },
       stdio: ['ignore', 'ignore', 2]

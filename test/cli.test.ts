@@ -8,14 +8,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { execa } from 'execa'
 import t, { type Test } from 'tap'
-import { jsonSyntaxProblem } from '../coordinator/cli/json-syntax.js'
+import { jsonSyntaxProblem } from '../cli/json-syntax.js'
 import { SseParser } from '../protocol/sse.js'
 import { cleanEnv } from './helpers/agent.js'
 import { ADMIN_TOKEN, addHost, eventually, startTestCoordinator, type TestCoordinator } from './helpers/coordinator.js'
 import { ROOT } from './helpers/fixtures.js'
 import { freePort } from './helpers/redis.js'
 
-const CLI = join(ROOT, 'dist/coordinator/cli/main.js')
+const CLI = join(ROOT, 'dist/cli/main.js')
 const H100 = 'h100-80gb-8x-nvlink'
 const run = { driver: 'process', command: ['python3', 'serve.py'] }
 

@@ -1,6 +1,6 @@
 // `gpumesh-agent detect --json` end to end on every fixture machine (real
 // captures replayed by the nvidia-smi double). Expected values are read from
-// the captures; see test/fixtures/machines/MANIFEST.md for where each comes from.
+// the captures; see share/machines/MANIFEST.md for where each comes from.
 import { readdirSync } from 'node:fs'
 import t from 'tap'
 import { HostFacts, type Gpu } from '../protocol/host-facts.js'

@@ -1,4 +1,4 @@
-// Every real capture in test/fixtures/nvidia-smi is parsed here, against
+// Every real capture in share/nvidia-smi is parsed here, against
 // values read by hand from the file itself (not from the parser).
 import { readdirSync } from 'node:fs'
 import t from 'tap'

@@ -3,7 +3,7 @@
 // index built fresh from the same hosts: same fit (free GPUs left), same GPU
 // choice score, same reasons. Host identity may differ only among equals.
 import t from 'tap'
-import { buildFleet, buildWorkloads, prng } from '../bench/scheduler-fleet.js'
+import { buildFleet, buildWorkloads, prng } from './helpers/fleet.js'
 import { SnapshotIndex } from '../coordinator/scheduler/host-index.js'
 import { placeOn } from '../coordinator/scheduler/place.js'
 import type { Decision, SchedHost } from '../coordinator/scheduler/types.js'

@@ -1,8 +1,8 @@
 // The scheduler on real host shapes (topologies parsed from the captures in
-// test/fixtures/nvidia-smi) and on hand-written `topo -m` texts where a
+// share/nvidia-smi) and on hand-written `topo -m` texts where a
 // property needs a shape no capture has.
 import t from 'tap'
-import { buildFleet, buildWorkloads, hostShape, PCIE_4X_TOPO } from '../bench/scheduler-fleet.js'
+import { buildFleet, buildWorkloads, hostShape, PCIE_4X_TOPO } from './helpers/fleet.js'
 import { chooseGpus, gpuChoice, scoreGpus } from '../coordinator/scheduler/gpu-choice.js'
 import { SnapshotIndex } from '../coordinator/scheduler/host-index.js'
 import { applyDecision, decide, scheduleAll } from '../coordinator/scheduler/place.js'

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { ROOT } from './helpers/fixtures.js'
 import { exerciseUp, startUp } from './helpers/up.js'
 
-const CLI = join(ROOT, 'dist/coordinator/cli/main.js')
+const CLI = join(ROOT, 'dist/cli/main.js')
 
 t.test('up --simulate 2: a cluster, a workload through the CLI, Ctrl-C', async (t) => {
   await exerciseUp(t, process.execPath, CLI)

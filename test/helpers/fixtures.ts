@@ -19,9 +19,9 @@ function findRoot (): string {
 }
 
 export const ROOT = findRoot()
-export const CAPTURES = join(ROOT, 'test/fixtures/nvidia-smi')
-export const MACHINES = join(ROOT, 'test/fixtures/machines')
-export const NVIDIA_SMI_DOUBLE = join(ROOT, 'test/doubles/nvidia-smi')
+export const CAPTURES = join(ROOT, 'share/nvidia-smi')
+export const MACHINES = join(ROOT, 'share/machines')
+export const NVIDIA_SMI_DOUBLE = join(ROOT, 'share/nvidia-smi-replay')
 export const AGENT = join(ROOT, 'dist/agent/main.js')
 /** Node's arguments for the agent daemon, as the installed gpumesh-agent wrapper starts it. */
 export const AGENT_RUN = [...AGENT_NODE_FLAGS, AGENT, 'run']

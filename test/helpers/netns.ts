@@ -471,7 +471,7 @@ export interface NetAgent {
 }
 
 export interface NetAgentOptions {
-  /** Fixture machine (test/fixtures/machines/<machine>) replayed by the nvidia-smi double. */
+  /** Fixture machine (share/machines/<machine>) replayed by the nvidia-smi double. */
   machine: string
   coordinator: NetCoordinator
   joinToken?: string

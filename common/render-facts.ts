@@ -1,7 +1,7 @@
 // The readable summary of `gpumesh-agent detect`: host, GPUs, a compact link
 // matrix, NICs, disks, pool key and warnings.
-import type { HostFacts } from '../../protocol/host-facts.js'
-import { table } from '../../common/table.js'
+import type { HostFacts } from '../protocol/host-facts.js'
+import { table } from './table.js'
 
 const GiB = 1024 ** 3
 

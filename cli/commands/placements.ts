@@ -1,6 +1,6 @@
 // gpumesh placements: which workload holds which GPUs on which host.
 import type { Command } from 'commander'
-import type { Placement, Workload } from '../../../protocol/api.js'
+import type { Placement, Workload } from '../../protocol/api.js'
 import { contextOf, write } from '../config.js'
 import { json, placementsTable } from '../render.js'
 

@@ -5,10 +5,10 @@
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { Option, type Command } from 'commander'
-import { EXIT_CONFIG, nonNegativeInt } from '../../../common/cli.js'
-import { createLogger } from '../../../common/log.js'
-import type { LocalCluster } from '../../local/cluster.js'
-import { availableMachines } from '../../local/machines.js'
+import { EXIT_CONFIG, nonNegativeInt } from '../../common/cli.js'
+import { createLogger } from '../../common/log.js'
+import type { LocalCluster } from './cluster.js'
+import { availableMachines } from './machines.js'
 import { hostsTable, poolsTable } from '../render.js'
 
 /** Root can keep it under /var/lib (reachable by the postgres user embedded PostgreSQL runs as). */
@@ -39,7 +39,7 @@ export function upCommand (program: Command): void {
       let cluster: LocalCluster
       try {
         // Loaded here: the whole coordinator and agent would slow every other CLI command's start.
-        const { startLocalCluster } = await import('../../local/cluster.js')
+        const { startLocalCluster } = await import('./cluster.js')
         cluster = await startLocalCluster({
           stateDir,
           apiListen: o.apiListen,

@@ -1,12 +1,12 @@
 // A synthetic but realistic fleet and workload stream for scheduler
 // benchmarks and property tests. Host shapes come from real `topo -m`
-// captures (test/fixtures/nvidia-smi); everything random is drawn from a
+// captures (share/nvidia-smi); everything random is drawn from a
 // seeded PRNG, so a seed always gives the same fleet and stream.
-import { combineGpus } from '../agent/detect/combine-gpus.js'
-import { parseTopo } from '../agent/detect/nvidia/parse-topo.js'
-import type { EndpointSpec, RecipeSpec, SessionSpec } from '../protocol/workload.js'
-import type { PoolKind, SchedGpu, SchedHost, SchedWorkload, Snapshot } from '../coordinator/scheduler/types.js'
-import { capture } from '../test/helpers/fixtures.js'
+import { combineGpus } from '../../agent/detect/combine-gpus.js'
+import { parseTopo } from '../../agent/detect/nvidia/parse-topo.js'
+import type { EndpointSpec, RecipeSpec, SessionSpec } from '../../protocol/workload.js'
+import type { PoolKind, SchedGpu, SchedHost, SchedWorkload, Snapshot } from '../../coordinator/scheduler/types.js'
+import { capture } from './fixtures.js'
 
 export interface FleetPool {
   key: string

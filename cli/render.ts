@@ -1,8 +1,8 @@
 // How API resources look to people. Scripts use --json, which prints the
 // resources exactly as the API sent them, so nothing here is a contract.
-import type { Event, Host, Placement, Pool, Workload } from '../../protocol/api.js'
-import { renderFacts } from '../../agent/detect/render.js'
-import { table } from '../../common/table.js'
+import type { Event, Host, Placement, Pool, Workload } from '../protocol/api.js'
+import { renderFacts } from '../common/render-facts.js'
+import { table } from '../common/table.js'
 
 /** Placement states that no longer hold GPUs. */
 const FINISHED = new Set(['exited', 'failed', 'stopped', 'lost'])

@@ -4,11 +4,11 @@
 // --follow keeps reading and resumes with Last-Event-ID after a disconnect,
 // so no event is lost or repeated across reconnects.
 import { InvalidArgumentError, type Command } from 'commander'
-import type { Event } from '../../../protocol/api.js'
+import type { Event } from '../../protocol/api.js'
 import { UnreachableError, isTransient, networkReason, type ApiClient } from '../client.js'
 import { contextOf, write } from '../config.js'
 import { eventHeader, eventLine } from '../render.js'
-import { SseParser, type SseMessage } from '../../../protocol/sse.js'
+import { SseParser, type SseMessage } from '../../protocol/sse.js'
 
 /** Without --follow: this long without a byte means the backlog is all read. */
 const QUIET_MS = 1000

@@ -1,6 +1,6 @@
 // gpumesh pools: capacity per pool, and the operator's settings (kind, labels).
 import { InvalidArgumentError, Option, type Command } from 'commander'
-import type { Pool, PoolKind, PoolPatch } from '../../../protocol/api.js'
+import type { Pool, PoolKind, PoolPatch } from '../../protocol/api.js'
 import { contextOf, write } from '../config.js'
 import { json, poolDetail, poolsTable } from '../render.js'
 

@@ -4,10 +4,10 @@ import { readdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-// dist/coordinator/local/ -> the package root (the repository, or app/ in the bundle).
+// dist/cli/up/ -> the package root (the repository, or app/ in the bundle).
 const ROOT = resolve(fileURLToPath(new URL('../../..', import.meta.url)))
-export const MACHINES_DIR = join(ROOT, 'test/fixtures/machines')
-export const REPLAY = join(ROOT, 'test/doubles/nvidia-smi')
+export const MACHINES_DIR = join(ROOT, 'share/machines')
+export const REPLAY = join(ROOT, 'share/nvidia-smi-replay')
 
 /** The order `--simulate N` takes machines in (then round again). */
 export const DEFAULT_MACHINES = ['h100-8x-nv18-nics', 'a100-8x-nv12', 'l40s-1x', 'gb200-4x', 'b200-8x', 'h200-1x', 'h100-4x-nv18']

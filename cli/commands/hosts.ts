@@ -1,6 +1,6 @@
 // gpumesh hosts: list, inspect, and take hosts in and out of scheduling.
 import type { Command } from 'commander'
-import type { Host } from '../../../protocol/api.js'
+import type { Host } from '../../protocol/api.js'
 import { contextOf, write } from '../config.js'
 import { hostDetail, hostsTable, json, shortId } from '../render.js'
 import { resolveId } from '../resolve.js'

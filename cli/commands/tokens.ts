@@ -1,7 +1,7 @@
 // gpumesh tokens / join-token: secrets the API shows exactly once, so they
 // go to stdout alone on their line, easy to copy and easy to capture.
 import { Option, type Command } from 'commander'
-import type { JoinToken, Role, Token } from '../../../protocol/api.js'
+import type { JoinToken, Role, Token } from '../../protocol/api.js'
 import { contextOf, positiveInt, write } from '../config.js'
 import { json, when } from '../render.js'
 

@@ -11,8 +11,8 @@
 // for other commands); 255 when the attach ended without the session's exit
 // status (host lost, client too slow, coordinator shutdown), like ssh.
 import type { Command } from 'commander'
-import type { Problem, Workload } from '../../../protocol/api.js'
-import type { ServerMessage } from '../../../protocol/session.js'
+import type { Problem, Workload } from '../../protocol/api.js'
+import type { ServerMessage } from '../../protocol/session.js'
 import { CliError, ProblemError, networkReason } from '../client.js'
 import { contextOf, positiveInt, redact, resolveToken } from '../config.js'
 import { resolveId } from '../resolve.js'

@@ -1,5 +1,5 @@
 // Simulated GPU hosts for `gpumesh up --simulate N`: their facts come from
-// the real nvidia-smi captures of fixture machines (test/fixtures/machines,
+// the real nvidia-smi captures of fixture machines (share/machines,
 // shipped in the bundle), replayed by the same nvidia-smi double the tests
 // use, through the agent's own detection. Only the GPUs are simulated: their
 // workloads are real processes on this machine.
@@ -12,7 +12,7 @@ import { MACHINES_DIR, REPLAY } from './machines.js'
 let detecting: Promise<unknown> = Promise.resolve()
 
 /**
- * What the agent detects on `machine` (a folder of test/fixtures/machines):
+ * What the agent detects on `machine` (a folder of share/machines):
  * the replay reads its machine from the environment, so calls take turns.
  */
 export async function detectMachine (machine: string, options: { agentVersion: string, poolLabel?: string }): Promise<HostFacts> {

@@ -3,7 +3,7 @@
 // command is one call (or one paginated walk) of the admin HTTP API.
 // Exit status: 0 done, 1 the API or the network said no, 2 bad usage.
 import { Command, CommanderError, Option } from 'commander'
-import { VERSION } from '../../common/version.js'
+import { VERSION } from '../common/version.js'
 import { CliError } from './client.js'
 import { DEFAULT_API, apiUrl, positiveInt, redact } from './config.js'
 import { attachCommands } from './commands/attach.js'
@@ -12,7 +12,7 @@ import { hostCommands } from './commands/hosts.js'
 import { placementCommands } from './commands/placements.js'
 import { poolCommands } from './commands/pools.js'
 import { tokenCommands } from './commands/tokens.js'
-import { upCommand } from './commands/up.js'
+import { upCommand } from './up/command.js'
 import { workloadCommands } from './commands/workloads.js'
 
 const EXIT_FAILED = 1

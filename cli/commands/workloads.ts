@@ -1,6 +1,6 @@
 // gpumesh workloads: endpoints, recipe runs and sessions.
 import type { Command } from 'commander'
-import type { Workload } from '../../../protocol/api.js'
+import type { Workload } from '../../protocol/api.js'
 import { contextOf, write } from '../config.js'
 import { json, shortId, workloadDetail, workloadsTable } from '../render.js'
 import { resolveId } from '../resolve.js'

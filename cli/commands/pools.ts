@@ -1,8 +1,8 @@
 // gpumesh pools: capacity per pool, and the operator's settings (kind, labels).
 import { InvalidArgumentError, Option, type Command } from 'commander'
 import type { Pool, PoolKind, PoolPatch } from '../../protocol/api.js'
-import { contextOf, write } from '../config.js'
-import { json, poolDetail, poolsTable } from '../render.js'
+import { contextOf, listAction, show } from '../config.js'
+import { poolDetail, poolsTable } from '../render.js'
 
 const KINDS: PoolKind[] = ['static', 'inference', 'training']
 
@@ -22,19 +22,15 @@ const poolPath = (key: string) => `/v1/pools/${encodeURIComponent(key)}`
 export function poolCommands (program: Command): void {
   const pools = program.command('pools')
     .description('list pools: kind, hosts, ready hosts, free/total GPUs, largest free block on one host')
-    .action(async (_o: unknown, cmd: Command) => {
-      const { flags, client } = contextOf(cmd)
-      const items = await client.list<Pool>('/v1/pools')
-      await write(flags.json === true ? json(items) : poolsTable(items))
-    })
+    .action(listAction<Pool>('/v1/pools', poolsTable))
 
   pools.command('get')
     .description('one pool with its hosts')
     .argument('<key>', 'pool key, e.g. h100-80gb-8x-nvlink')
     .action(async (key: string, _o: unknown, cmd: Command) => {
-      const { flags, client } = contextOf(cmd)
+      const { client } = contextOf(cmd)
       const pool = await client.get<Pool>(poolPath(key))
-      await write(flags.json === true ? json(pool) : poolDetail(pool))
+      await show(cmd, pool, poolDetail)
     })
 
   pools.command('set')
@@ -44,7 +40,7 @@ export function poolCommands (program: Command): void {
     .option('--label <key=value>', 'set a label (repeatable); key- removes it', labelEdit)
     .action(async (key: string, o: { kind?: PoolKind, label?: LabelEdit[] }, cmd: Command) => {
       if (o.kind === undefined && o.label === undefined) cmd.error('error: nothing to set: give --kind and/or --label', { exitCode: 2, code: 'gpumesh.nothingToSet' })
-      const { flags, client } = contextOf(cmd)
+      const { client } = contextOf(cmd)
       const patch: PoolPatch = {}
       if (o.kind !== undefined) patch.kind = o.kind
       if (o.label !== undefined) {
@@ -57,6 +53,6 @@ export function poolCommands (program: Command): void {
         patch.labels = labels
       }
       const pool = await client.request<Pool>('PATCH', poolPath(key), patch)
-      await write(flags.json === true ? json(pool) : poolDetail(pool))
+      await show(cmd, pool, poolDetail)
     })
 }

@@ -1,8 +1,8 @@
 // gpumesh workloads: endpoints, recipe runs and sessions.
 import type { Command } from 'commander'
 import type { Workload } from '../../protocol/api.js'
-import { contextOf, write } from '../config.js'
-import { json, shortId, workloadDetail, workloadsTable } from '../render.js'
+import { contextOf, listAction, show } from '../config.js'
+import { shortId, workloadDetail, workloadsTable } from '../render.js'
 import { resolveId } from '../resolve.js'
 import { parseSpec, readSpecText } from '../spec.js'
 
@@ -11,20 +11,16 @@ const workloadPath = (id: string) => `/v1/workloads/${encodeURIComponent(id)}`
 export function workloadCommands (program: Command): void {
   const workloads = program.command('workloads')
     .description('list workloads: kind, state, placements (active/wanted), why pending')
-    .action(async (_o: unknown, cmd: Command) => {
-      const { flags, client } = contextOf(cmd)
-      const items = await client.list<Workload>('/v1/workloads')
-      await write(flags.json === true ? json(items) : workloadsTable(items))
-    })
+    .action(listAction<Workload>('/v1/workloads', workloadsTable))
 
   workloads.command('get')
     .description('one workload with its spec and placements')
     .argument('<id>', 'workload id, id prefix or name')
     .action(async (ref: string, _o: unknown, cmd: Command) => {
-      const { flags, client } = contextOf(cmd)
+      const { client } = contextOf(cmd)
       const id = await resolveId<Workload>(client, 'workload', '/v1/workloads', ref, (w) => w.name)
       const w = await client.get<Workload>(workloadPath(id))
-      await write(flags.json === true ? json(w) : workloadDetail(w))
+      await show(cmd, w, workloadDetail)
     })
 
   workloads.command('create')
@@ -39,20 +35,18 @@ Spec examples (DESIGN "Contracts"; gpus is per replica or per host):
       // Parse before resolving the token, so a broken file is reported whatever the setup.
       const { text, source } = await readSpecText(o.file)
       const spec = parseSpec(text, source)
-      const { flags, client } = contextOf(cmd)
+      const { client } = contextOf(cmd)
       const w = await client.request<Workload>('POST', '/v1/workloads', spec)
-      await write(flags.json === true
-        ? json(w)
-        : `workload ${w.name} created (id ${w.id}): ${w.state}${w.reason === null ? '' : ` (${w.reason})`}\n`)
+      await show(cmd, w, (w) => `workload ${w.name} created (id ${w.id}): ${w.state}${w.reason === null ? '' : ` (${w.reason})`}\n`)
     })
 
   workloads.command('delete')
     .description('delete a workload; its placements stop and release their GPUs')
     .argument('<id>', 'workload id, id prefix or name')
     .action(async (ref: string, _o: unknown, cmd: Command) => {
-      const { flags, client } = contextOf(cmd)
+      const { client } = contextOf(cmd)
       const id = await resolveId<Workload>(client, 'workload', '/v1/workloads', ref, (w) => w.name)
       const w = await client.request<Workload>('DELETE', workloadPath(id))
-      await write(flags.json === true ? json(w) : `workload ${w.name} (${shortId(w.id)}) deleted\n`)
+      await show(cmd, w, (w) => `workload ${w.name} (${shortId(w.id)}) deleted\n`)
     })
 }

@@ -1,6 +1,6 @@
 // The API's error catalog: every problem+json response carries one of these
 // codes (RFC 9457 "code" extension). Codes are stable; titles may improve.
-// Each is documented in README "Errors"; a test keeps the two in step.
+// Each is documented in docs/api.md "Errors"; a test keeps the two in step.
 export const ERRORS = {
   UNAUTHORIZED: { status: 401, title: 'Missing, unknown or revoked bearer token' },
   FORBIDDEN: { status: 403, title: 'This token\'s role may not do this' },

@@ -27,7 +27,7 @@ export function workloadCommands (program: Command): void {
     .description('create a workload from a spec file (JSON or YAML, one spec per file)')
     .requiredOption('-f, --file <file>', 'the spec; - reads standard input')
     .addHelpText('after', `
-Spec examples (DESIGN "Contracts"; gpus is per replica or per host):
+Spec examples (docs/api.md "Workload bodies"; gpus is per replica or per host):
   {"name":"chat","kind":"endpoint","replicas":2,"gpus":4,"pools":["h100-80gb-8x-nvlink"],"run":{"driver":"process","command":["python3","serve.py"]}}
   {"name":"sft","kind":"recipe","pool":"h100-80gb-8x-nvlink","hosts":2,"gpus":8,"run":{"driver":"process","command":["torchrun","train.py"]}}
   {"name":"dev","kind":"session","pool":"l40s-48gb-4x-pcie","gpus":1,"run":{"driver":"process","command":["bash"]}}`)

@@ -8,7 +8,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import type { Redis } from 'ioredis'
 import type { Logger } from '../../common/log.js'
 import { VERSION } from '../../common/version.js'
-import { ApiError } from '../../protocol/errors.js'
+import { ApiError } from './problem.js'
 import { MAX_CLIENT_MESSAGE, SESSION_CLOSE } from '../../protocol/session.js'
 import type { Notifier } from '../events/notifier.js'
 import type { Metrics } from '../metrics.js'

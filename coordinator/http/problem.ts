@@ -1,8 +1,29 @@
 // Every error leaves as application/problem+json (RFC 9457) with a stable
 // code from protocol/errors.ts; nothing internal leaks into the detail.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { ApiError, ERRORS, PROBLEM_TYPE_PREFIX, type ErrorCode } from '../../protocol/errors.js'
+import { ERRORS, PROBLEM_TYPE_PREFIX, type ErrorCode } from '../../protocol/errors.js'
 import type { Problem } from '../../protocol/api.js'
+import { StoreError, type StoreErrorCode } from '../store/errors.js'
+
+/** An error that becomes a problem+json response with this code. */
+export class ApiError extends Error {
+  readonly status: number
+  constructor (readonly code: ErrorCode, detail?: string) {
+    super(detail ?? ERRORS[code].title)
+    this.name = 'ApiError'
+    this.status = ERRORS[code].status
+  }
+}
+
+/** What each store refusal is to a client; the store's sentence becomes the detail. */
+const STORE_CODES: Record<StoreErrorCode, ErrorCode> = {
+  'not-found': 'NOT_FOUND',
+  'invalid-cursor': 'INVALID_CURSOR',
+  'name-taken': 'NAME_TAKEN',
+  'unknown-pool': 'UNKNOWN_POOL',
+  'pool-kind': 'POOL_KIND',
+  'not-enough-gpus': 'NOT_ENOUGH_GPUS'
+}
 
 export function problem (code: ErrorCode, detail: string | undefined, instance: string): Problem {
   const { status, title } = ERRORS[code]
@@ -30,6 +51,7 @@ export function installErrorHandling (app: FastifyInstance): void {
   app.setNotFoundHandler((req, reply) => { void sendProblem(reply, 'NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0] ?? ''}`) })
   app.setErrorHandler((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
     if (err instanceof ApiError) return sendProblem(reply, err.code, err.message)
+    if (err instanceof StoreError) return sendProblem(reply, STORE_CODES[err.code], err.message)
     if (err.validation !== undefined) return sendProblem(reply, 'VALIDATION', `${err.validationContext ?? 'request'}: ${err.validation.map((v) => `${v.instancePath === '' ? '/' : v.instancePath} ${v.message ?? 'is invalid'}`).join('; ')}`)
     const mapped = err.code === undefined ? undefined : FASTIFY_CODES[err.code]
     if (mapped !== undefined) return sendProblem(reply, mapped, mapped === 'BAD_BODY' ? err.message : undefined)

@@ -3,7 +3,7 @@
 // host whose GPUs changed since it registered is quarantined, not shrunk.
 import type { HostFacts } from '../../protocol/host-facts.js'
 import type { Hello } from '../../protocol/control.js'
-import { appendEvents, type NewEvent } from '../events/outbox.js'
+import { appendEvents, type NewEvent } from '../store/outbox.js'
 import { transaction, type Pool } from '../store/db.js'
 import { upsertHost } from '../store/hosts.js'
 import { quarantine } from '../store/lifecycle.js'

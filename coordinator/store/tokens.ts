@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { JoinToken, Role, Token } from '../../protocol/api.js'
-import { appendEvents } from '../events/outbox.js'
+import { appendEvents } from './outbox.js'
 import { transaction, type Pool } from './db.js'
 
 export interface Principal { id: string, name: string, role: Role }

@@ -1,7 +1,7 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Host, HostAction, IdParams, ListQuery, Page } from '../../../protocol/api.js'
 import type { Pool } from '../../store/db.js'
-import { ApiError } from '../../../protocol/errors.js'
+import { ApiError } from '../problem.js'
 import { getHost, listHosts, setHostState } from '../../store/hosts.js'
 import { revokeHost } from '../../store/lifecycle.js'
 import { responses } from '../schemas.js'

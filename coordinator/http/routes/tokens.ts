@@ -12,7 +12,7 @@ export const tokenRoutes = (pool: Pool): FastifyPluginAsyncTypebox => async (app
 
   app.post('/v1/join-tokens', {
     config: { role: 'admin' },
-    schema: { tags: ['tokens'], summary: 'Create a one-time agent join token, optionally bound to a pool (shown once)', body: JoinTokenCreate, response: responses({ 201: JoinToken }, 413, 415) },
+    schema: { tags: ['tokens'], summary: 'Create an agent join token for one or more hosts, optionally bound to a pool (shown once)', body: JoinTokenCreate, response: responses({ 201: JoinToken }, 413, 415) },
     preValidation: async (req) => { req.body ??= {} }
-  }, async (req, reply) => reply.code(201).send(await createJoinToken(pool, req.body.pool ?? null, req.body.ttlSeconds ?? 86400)))
+  }, async (req, reply) => reply.code(201).send(await createJoinToken(pool, req.body.pool ?? null, req.body.ttlSeconds ?? 86400, req.body.uses ?? 1)))
 }

@@ -47,12 +47,32 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
 /** Errors from pg / the network that mean "the database is not there right now". */
 const UNAVAILABLE = /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|57P01|57P03|08\d\d\d)$/
 
+type SchemaError = { instancePath: string, keyword: string, message?: string, params: Record<string, unknown> }
+
+/** A value outside a union of constants fails once per constant and once more for the anyOf: one error that lists the values instead. */
+function oneOfConstants (errors: SchemaError[]): SchemaError[] {
+  const out: SchemaError[] = []
+  for (const e of errors) {
+    const constants = e.keyword === 'anyOf' ? out.filter((x) => x.keyword === 'const' && x.instancePath === e.instancePath) : []
+    if (constants.length === 0) { out.push(e); continue }
+    out.splice(0, out.length, ...out.filter((x) => !constants.includes(x)))
+    out.push({ ...e, message: `must be one of ${constants.map((x) => String(x.params.allowedValue)).join(', ')}` })
+  }
+  return out
+}
+
+/** One schema error for people: where, what, and the property that is not allowed. */
+function describe (v: SchemaError): string {
+  const extra = typeof v.params.additionalProperty === 'string' ? `: ${v.params.additionalProperty}` : ''
+  return `${v.instancePath === '' ? '/' : v.instancePath} ${v.message ?? 'is invalid'}${extra}`
+}
+
 export function installErrorHandling (app: FastifyInstance): void {
   app.setNotFoundHandler((req, reply) => { void sendProblem(reply, 'NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0] ?? ''}`) })
   app.setErrorHandler((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
     if (err instanceof ApiError) return sendProblem(reply, err.code, err.message)
     if (err instanceof StoreError) return sendProblem(reply, STORE_CODES[err.code], err.message)
-    if (err.validation !== undefined) return sendProblem(reply, 'VALIDATION', `${err.validationContext ?? 'request'}: ${err.validation.map((v) => `${v.instancePath === '' ? '/' : v.instancePath} ${v.message ?? 'is invalid'}`).join('; ')}`)
+    if (err.validation !== undefined) return sendProblem(reply, 'VALIDATION', `${err.validationContext ?? 'request'}: ${oneOfConstants(err.validation).map(describe).join('; ')}`)
     const mapped = err.code === undefined ? undefined : FASTIFY_CODES[err.code]
     if (mapped !== undefined) return sendProblem(reply, mapped, mapped === 'BAD_BODY' ? err.message : undefined)
     if (err.code !== undefined && UNAVAILABLE.test(err.code)) {

@@ -51,12 +51,11 @@ type SchemaError = { instancePath: string, keyword: string, message?: string, pa
 
 /** A value outside a union of constants fails once per constant and once more for the anyOf: one error that lists the values instead. */
 function oneOfConstants (errors: SchemaError[]): SchemaError[] {
-  const out: SchemaError[] = []
+  let out: SchemaError[] = []
   for (const e of errors) {
     const constants = e.keyword === 'anyOf' ? out.filter((x) => x.keyword === 'const' && x.instancePath === e.instancePath) : []
-    if (constants.length === 0) { out.push(e); continue }
-    out.splice(0, out.length, ...out.filter((x) => !constants.includes(x)))
-    out.push({ ...e, message: `must be one of ${constants.map((x) => String(x.params.allowedValue)).join(', ')}` })
+    if (constants.length === 0) out.push(e)
+    else out = [...out.filter((x) => !constants.includes(x)), { ...e, message: `must be one of ${constants.map((x) => String(x.params.allowedValue)).join(', ')}` }]
   }
   return out
 }

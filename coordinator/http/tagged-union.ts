@@ -26,7 +26,7 @@ export function taggedUnion (schema: unknown): TaggedUnion | null {
 
 type Validator = ((data: unknown) => boolean) & { errors?: ErrorObject[] | null }
 
-const problem = (instancePath: string, keyword: string, message: string, params: Record<string, unknown> = {}): ErrorObject =>
+const schemaError = (instancePath: string, keyword: string, message: string, params: Record<string, unknown> = {}): ErrorObject =>
   ({ instancePath, schemaPath: '#', keyword, params, message })
 
 /** A validator for a tagged union: the tag picks the one schema whose errors are reported. */
@@ -36,7 +36,7 @@ export function compileTaggedUnion (ajv: Ajv, union: TaggedUnion): Validator {
   const validate: Validator = (data) => {
     validate.errors = null
     if (typeof data !== 'object' || data === null || Array.isArray(data)) {
-      validate.errors = [problem('', 'type', 'must be object', { type: 'object' })]
+      validate.errors = [schemaError('', 'type', 'must be object', { type: 'object' })]
       return false
     }
     const value = (data as Record<string, unknown>)[union.tag]
@@ -44,8 +44,8 @@ export function compileTaggedUnion (ajv: Ajv, union: TaggedUnion): Validator {
     if (member === undefined) {
       const allowed = kinds.join(', ')
       validate.errors = [value === undefined
-        ? problem('', 'required', `must have required property '${union.tag}' (one of ${allowed})`, { missingProperty: union.tag })
-        : problem(`/${union.tag}`, 'enum', `must be one of ${allowed}`, { allowedValues: kinds })]
+        ? schemaError('', 'required', `must have required property '${union.tag}' (one of ${allowed})`, { missingProperty: union.tag })
+        : schemaError(`/${union.tag}`, 'enum', `must be one of ${allowed}`, { allowedValues: kinds })]
       return false
     }
     const ok = member(data)

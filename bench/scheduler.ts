@@ -19,6 +19,7 @@ import type { PoolKind } from '../coordinator/scheduler/types.js'
 import { createPool, type Pool } from '../coordinator/store/db.js'
 import { startEmbeddedPostgres } from '../coordinator/store/embedded.js'
 import { migrate } from '../coordinator/store/migrate.js'
+import { snapshotSource } from '../coordinator/store/snapshot.js'
 import type { HostFacts } from '../protocol/host-facts.js'
 import { SseParser } from '../protocol/sse.js'
 import { factsFor } from '../test/helpers/coordinator.js'
@@ -53,7 +54,7 @@ export async function run (args: string[]): Promise<Record<string, unknown>> {
     const stream = buildWorkloads(workloadCount, 7, pools)
 
     // In memory: the leader's picture of this fleet, as loaded from PostgreSQL.
-    const cache = new SnapshotCache(pool)
+    const cache = new SnapshotCache(snapshotSource(pool))
     await cache.refresh()
     const snapshot = cache.snapshot()
     const started = performance.now()

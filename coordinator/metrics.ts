@@ -18,6 +18,10 @@ export interface Metrics {
 export function createMetrics (pool: Pool, sessions: () => number = () => 0): Metrics {
   const registry = new client.Registry()
   client.collectDefaultMetrics({ register: registry, prefix: 'gpumesh_' })
+  // prom-client names three gauges *_total, a suffix Prometheus keeps for
+  // counters (promtool check metrics refuses them); each is the sum of the
+  // by-type gauge beside it (gpumesh_nodejs_active_handles{type}, ...).
+  for (const kind of ['handles', 'requests', 'resources']) registry.removeSingleMetric(`gpumesh_nodejs_active_${kind}_total`)
   const m: Metrics = {
     registry,
     httpRequests: new client.Counter({ name: 'gpumesh_http_requests_total', help: 'Admin API requests', labelNames: ['method', 'route', 'status'], registers: [registry] }),

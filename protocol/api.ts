@@ -7,6 +7,8 @@ import { Literals, Nullable } from './schema.js'
 import { POOL_KEY_PATTERN, WorkloadSpec } from './workload.js'
 
 const Timestamp = Type.String({ format: 'date-time' })
+/** A join token serves at most this many enrollments (a fleet rollout). */
+export const MAX_JOIN_TOKEN_USES = 100_000
 const Uuid = Type.String({ format: 'uuid' })
 
 export const Problem = Type.Object({
@@ -105,10 +107,11 @@ export const Token = Type.Object({ id: Uuid, name: Type.String(), role: Role, to
 
 export const JoinTokenCreate = Type.Object({
   pool: Type.Optional(Type.String({ pattern: POOL_KEY_PATTERN })),
-  ttlSeconds: Type.Optional(Type.Integer({ minimum: 60, maximum: 30 * 86400, description: 'default 86400' }))
+  ttlSeconds: Type.Optional(Type.Integer({ minimum: 60, maximum: 30 * 86400, description: 'default 86400' })),
+  uses: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_JOIN_TOKEN_USES, description: 'how many hosts may enroll with it; default 1' }))
 }, { additionalProperties: false })
 
-export const JoinToken = Type.Object({ id: Uuid, token: Type.String(), expiresAt: Timestamp, pool: Nullable(Type.String()) })
+export const JoinToken = Type.Object({ id: Uuid, token: Type.String(), expiresAt: Timestamp, pool: Nullable(Type.String()), uses: Type.Integer() })
 
 export const ListQuery = Type.Object({
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'default 100' })),

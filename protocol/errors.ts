@@ -23,13 +23,3 @@ export const ERRORS = {
 export type ErrorCode = keyof typeof ERRORS
 
 export const PROBLEM_TYPE_PREFIX = 'urn:gpumesh:problem:'
-
-/** An error that becomes a problem+json response with this code. */
-export class ApiError extends Error {
-  readonly status: number
-  constructor (readonly code: ErrorCode, detail?: string) {
-    super(detail ?? ERRORS[code].title)
-    this.name = 'ApiError'
-    this.status = ERRORS[code].status
-  }
-}

@@ -54,3 +54,41 @@ t.test('every relative import stays inside the layers its folder may use', async
   if (imports < 300) violations.push(`the scan found only ${imports} imports: is ROOT right?`)
   t.same(violations, [], 'imports that cross a layer the wrong way')
 })
+
+/**
+ * Rooms inside the coordinator: the store knows nothing of HTTP, the event
+ * relay, the mesh or the scheduling loop (events/ may import store/, never
+ * the other way), and the scheduler apart from its loop is pure: no store,
+ * no I/O, no packages.
+ */
+const PURE_SCHEDULER = (path: string): boolean => path.startsWith('coordinator/scheduler/') && path !== 'coordinator/scheduler/loop.ts'
+const ROOMS: Array<{ room: (path: string) => boolean, name: string, may: (target: string) => boolean }> = [
+  {
+    room: (p) => p.startsWith('coordinator/store/'),
+    name: 'coordinator/store/ imports only protocol/, common/, store/ and the pure scheduler',
+    may: (t) => /^(protocol|common|coordinator\/store)\//.test(t) || PURE_SCHEDULER(t)
+  },
+  {
+    room: PURE_SCHEDULER,
+    name: 'the pure scheduler (coordinator/scheduler/ but loop.ts) imports only protocol/ and itself',
+    may: (t) => t.startsWith('protocol/') || PURE_SCHEDULER(t)
+  }
+]
+const ANY_IMPORT = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)'([^']+)'/g
+
+t.test('inside the coordinator, store/ stands below http/, events/ and the scheduling loop; the scheduler is pure', async (t) => {
+  const violations: string[] = []
+  for (const file of sources(join(ROOT, 'coordinator'))) {
+    const from = relative(ROOT, file)
+    const rooms = ROOMS.filter((r) => r.room(from))
+    for (const m of readFileSync(file, 'utf8').matchAll(ANY_IMPORT)) {
+      const spec = m[1] as string
+      const target = spec.startsWith('.') ? relative(ROOT, resolve(dirname(file), spec)).replace(/\.js$/, '.ts') : `package ${spec}`
+      for (const r of rooms) {
+        const packageOk = !PURE_SCHEDULER(from) && !spec.startsWith('.')
+        if (!packageOk && !r.may(target)) violations.push(`${from} imports ${target} (${r.name})`)
+      }
+    }
+  }
+  t.same(violations, [], 'imports that cross a room of the coordinator the wrong way')
+})

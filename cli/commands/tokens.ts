@@ -1,7 +1,7 @@
 // gpumesh tokens / join-token: secrets the API shows exactly once, so they
 // go to stdout alone on their line, easy to copy and easy to capture.
 import { Option, type Command } from 'commander'
-import type { JoinToken, Role, Token } from '../../protocol/api.js'
+import { MAX_JOIN_TOKEN_USES, type JoinToken, type Role, type Token } from '../../protocol/api.js'
 import { contextOf, positiveInt, write } from '../config.js'
 import { json, when } from '../render.js'
 
@@ -21,17 +21,18 @@ export function tokenCommands (program: Command): void {
         : `Created ${t.role} token ${JSON.stringify(t.name)} (id ${t.id}).\nCopy it now; it is not shown again:\n\n    ${t.token}\n\nUse it with: GPUMESH_TOKEN=<token> gpumesh ...\n`)
     })
 
-  const join = program.command('join-token').description('one-time tokens that let a new agent join the cluster')
+  const join = program.command('join-token').description('tokens that let new agents join the cluster')
   join.command('create')
     .description('create a join token; it is printed once and cannot be shown again')
     .option('--pool <key>', 'bind the joining host to this pool')
     .option('--ttl <seconds>', 'how long it stays valid (60 to 2592000; default 86400)', positiveInt)
-    .action(async (o: { pool?: string, ttl?: number }, cmd: Command) => {
+    .option('--uses <n>', `how many hosts may enroll with it (1 to ${MAX_JOIN_TOKEN_USES}; default 1)`, positiveInt)
+    .action(async (o: { pool?: string, ttl?: number, uses?: number }, cmd: Command) => {
       const { flags, client } = contextOf(cmd)
-      const body = { ...(o.pool === undefined ? {} : { pool: o.pool }), ...(o.ttl === undefined ? {} : { ttlSeconds: o.ttl }) }
+      const body = { ...(o.pool === undefined ? {} : { pool: o.pool }), ...(o.ttl === undefined ? {} : { ttlSeconds: o.ttl }), ...(o.uses === undefined ? {} : { uses: o.uses }) }
       const t = await client.request<JoinToken>('POST', '/v1/join-tokens', body)
       await write(flags.json === true
         ? json(t)
-        : `Created join token ${t.id}${t.pool === null ? '' : ` for pool ${t.pool}`}, valid until ${when(t.expiresAt)}.\nCopy it now; it is not shown again:\n\n    ${t.token}\n\nOn the new host: GPUMESH_JOIN_TOKEN=<token> gpumesh-agent\n`)
+        : `Created join token ${t.id}${t.pool === null ? '' : ` for pool ${t.pool}`}${t.uses === 1 ? '' : ` (good for ${t.uses} hosts)`}, valid until ${when(t.expiresAt)}.\nCopy it now; it is not shown again:\n\n    ${t.token}\n\nOn the new host: GPUMESH_JOIN_TOKEN=<token> gpumesh-agent\n`)
     })
 }

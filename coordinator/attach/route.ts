@@ -6,13 +6,13 @@
 // transport (see secureEnough), the workload and its running placement. Then
 // the coordinator opens /gpumesh/session/1 to the agent and an AttachBridge
 // joins the two.
-import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { RawData, WebSocket } from 'ws'
 import type { Logger } from '../../common/log.js'
-import { IdParams } from '../../protocol/api.js'
-import { ApiError } from '../../protocol/errors.js'
+import { IdParams, Problem } from '../../protocol/api.js'
+import { ApiError } from '../http/problem.js'
 import { AttachQuery, encodeControl, SESSION_CLOSE, SESSION_PROTOCOL, SESSION_VERSION, WS_SUBPROTOCOL } from '../../protocol/session.js'
 import type { Pool } from '../store/db.js'
 import { responses } from '../http/schemas.js'
@@ -66,12 +66,14 @@ export const attachRoutes = (deps: AttachDeps, hub: AttachHub): FastifyPluginAsy
     url: '/v1/workloads/:id/attach',
     config: { role: 'operator' },
     schema: {
+      operationId: 'attachSession',
       tags: ['workloads'],
       summary: 'Attach to a session\'s terminal (WebSocket upgrade)',
       description: 'Binary messages carry terminal bytes both ways; text messages carry JSON control: {"type":"resize","cols":120,"rows":40} from the client, {"type":"attached",...} and {"type":"exit","code":0,...} from the server. The close code says why an attach ended.',
       params: IdParams,
       querystring: AttachQuery,
-      response: responses({}, 404, 409)
+      // A WebSocket has no 2xx: 101 opens it, any refusal is problem+json.
+      response: { ...responses({ 101: Type.Null({ description: 'Switching Protocols: the WebSocket is open' }) }, 404, 409), default: Problem }
     },
     preHandler: async (req) => {
       if (!secureEnough(req, deps)) throw new ApiError('INSECURE_TRANSPORT', 'set GPUMESH_TLS_CERT and GPUMESH_TLS_KEY on the coordinator (or GPUMESH_ALLOW_INSECURE=1 on a trusted network)')

@@ -1,7 +1,7 @@
 // Which agent holds a session: the workload's running placement, its host,
 // and the control session that host has with this coordinator (its peer is
 // the one the attach stream is opened to).
-import { ApiError } from '../../protocol/errors.js'
+import { ApiError } from '../http/problem.js'
 import type { Pool } from '../store/db.js'
 import { getWorkload } from '../store/workloads.js'
 import type { AttachTarget } from './bridge.js'

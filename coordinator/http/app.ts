@@ -8,7 +8,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import type { Redis } from 'ioredis'
 import type { Logger } from '../../common/log.js'
 import { VERSION } from '../../common/version.js'
-import { ApiError } from '../../protocol/errors.js'
+import { ApiError } from './problem.js'
 import { MAX_CLIENT_MESSAGE, SESSION_CLOSE } from '../../protocol/session.js'
 import type { Notifier } from '../events/notifier.js'
 import type { Metrics } from '../metrics.js'
@@ -61,7 +61,31 @@ export async function buildApp (deps: AppDeps): Promise<FastifyInstance> {
   await app.register(swagger, {
     openapi: {
       openapi: '3.1.0',
-      info: { title: 'gpumesh admin API', version: VERSION, description: 'Hosts, pools, workloads, placements, events and tokens of a gpumesh cluster. Errors are application/problem+json.' },
+      info: {
+        title: 'gpumesh admin API',
+        version: VERSION,
+        description: 'Hosts, pools, workloads, placements, events and tokens of a gpumesh cluster. Errors are application/problem+json.',
+        license: { name: 'Apache-2.0', identifier: 'Apache-2.0' }
+      },
+      // The document is served by every coordinator: its address is the reader's to fill in.
+      servers: [{
+        url: '{scheme}://{address}',
+        description: 'A coordinator\'s admin API (GPUMESH_API_LISTEN)',
+        variables: {
+          scheme: { default: 'http', enum: ['http', 'https'], description: 'https when the coordinator has a TLS certificate' },
+          address: { default: '127.0.0.1:7470', description: 'host:port the admin API listens on' }
+        }
+      }],
+      tags: [
+        { name: 'hosts', description: 'GPU hosts: facts, state, cordon, drain, revoke' },
+        { name: 'pools', description: 'Sets of like hosts, with kind and labels' },
+        { name: 'workloads', description: 'Endpoints, recipes and sessions' },
+        { name: 'placements', description: 'Where workloads run' },
+        { name: 'events', description: 'The event feed' },
+        { name: 'tokens', description: 'API tokens and agent join tokens' },
+        { name: 'health', description: 'Probes and metrics (no token needed)' },
+        { name: 'meta', description: 'This document (no token needed)' }
+      ],
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }]
     }

@@ -2,7 +2,7 @@
 // least role it needs in its config; reads need viewer by default.
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Role } from '../../protocol/api.js'
-import { ApiError } from '../../protocol/errors.js'
+import { ApiError } from './problem.js'
 import type { Pool } from '../store/db.js'
 import { authenticate, type Principal } from '../store/tokens.js'
 

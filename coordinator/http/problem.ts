@@ -1,8 +1,29 @@
 // Every error leaves as application/problem+json (RFC 9457) with a stable
 // code from protocol/errors.ts; nothing internal leaks into the detail.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { ApiError, ERRORS, PROBLEM_TYPE_PREFIX, type ErrorCode } from '../../protocol/errors.js'
+import { ERRORS, PROBLEM_TYPE_PREFIX, type ErrorCode } from '../../protocol/errors.js'
 import type { Problem } from '../../protocol/api.js'
+import { StoreError, type StoreErrorCode } from '../store/errors.js'
+
+/** An error that becomes a problem+json response with this code. */
+export class ApiError extends Error {
+  readonly status: number
+  constructor (readonly code: ErrorCode, detail?: string) {
+    super(detail ?? ERRORS[code].title)
+    this.name = 'ApiError'
+    this.status = ERRORS[code].status
+  }
+}
+
+/** What each store refusal is to a client; the store's sentence becomes the detail. */
+const STORE_CODES: Record<StoreErrorCode, ErrorCode> = {
+  'not-found': 'NOT_FOUND',
+  'invalid-cursor': 'INVALID_CURSOR',
+  'name-taken': 'NAME_TAKEN',
+  'unknown-pool': 'UNKNOWN_POOL',
+  'pool-kind': 'POOL_KIND',
+  'not-enough-gpus': 'NOT_ENOUGH_GPUS'
+}
 
 export function problem (code: ErrorCode, detail: string | undefined, instance: string): Problem {
   const { status, title } = ERRORS[code]
@@ -26,11 +47,31 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
 /** Errors from pg / the network that mean "the database is not there right now". */
 const UNAVAILABLE = /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|57P01|57P03|08\d\d\d)$/
 
+type SchemaError = { instancePath: string, keyword: string, message?: string, params: Record<string, unknown> }
+
+/** A value outside a union of constants fails once per constant and once more for the anyOf: one error that lists the values instead. */
+function oneOfConstants (errors: SchemaError[]): SchemaError[] {
+  let out: SchemaError[] = []
+  for (const e of errors) {
+    const constants = e.keyword === 'anyOf' ? out.filter((x) => x.keyword === 'const' && x.instancePath === e.instancePath) : []
+    if (constants.length === 0) out.push(e)
+    else out = [...out.filter((x) => !constants.includes(x)), { ...e, message: `must be one of ${constants.map((x) => String(x.params.allowedValue)).join(', ')}` }]
+  }
+  return out
+}
+
+/** One schema error for people: where, what, and the property that is not allowed. */
+function describe (v: SchemaError): string {
+  const extra = typeof v.params.additionalProperty === 'string' ? `: ${v.params.additionalProperty}` : ''
+  return `${v.instancePath === '' ? '/' : v.instancePath} ${v.message ?? 'is invalid'}${extra}`
+}
+
 export function installErrorHandling (app: FastifyInstance): void {
   app.setNotFoundHandler((req, reply) => { void sendProblem(reply, 'NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0] ?? ''}`) })
   app.setErrorHandler((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
     if (err instanceof ApiError) return sendProblem(reply, err.code, err.message)
-    if (err.validation !== undefined) return sendProblem(reply, 'VALIDATION', `${err.validationContext ?? 'request'}: ${err.validation.map((v) => `${v.instancePath === '' ? '/' : v.instancePath} ${v.message ?? 'is invalid'}`).join('; ')}`)
+    if (err instanceof StoreError) return sendProblem(reply, STORE_CODES[err.code], err.message)
+    if (err.validation !== undefined) return sendProblem(reply, 'VALIDATION', `${err.validationContext ?? 'request'}: ${oneOfConstants(err.validation).map(describe).join('; ')}`)
     const mapped = err.code === undefined ? undefined : FASTIFY_CODES[err.code]
     if (mapped !== undefined) return sendProblem(reply, mapped, mapped === 'BAD_BODY' ? err.message : undefined)
     if (err.code !== undefined && UNAVAILABLE.test(err.code)) {

@@ -1,13 +1,13 @@
 // An agent's hello: a known peer id is its own credential; an unknown one
-// must bring a valid join token (unused, unexpired, of the right pool). A
+// must bring a valid join token (uses left, unexpired, of the right pool). A
 // host whose GPUs changed since it registered is quarantined, not shrunk.
 import type { HostFacts } from '../../protocol/host-facts.js'
 import type { Hello } from '../../protocol/control.js'
-import { appendEvents, type NewEvent } from '../events/outbox.js'
+import { appendEvents, type NewEvent } from '../store/outbox.js'
 import { transaction, type Pool } from '../store/db.js'
 import { upsertHost } from '../store/hosts.js'
 import { quarantine } from '../store/lifecycle.js'
-import { hashToken } from '../store/tokens.js'
+import { joinTokenUsed, takeJoinTokenUse } from '../store/tokens.js'
 
 export class EnrollError extends Error {
   constructor (readonly code: 'ERR_REVOKED' | 'ERR_UNKNOWN_PEER' | 'ERR_JOIN_TOKEN' | 'ERR_POOL_MISMATCH', message: string) {
@@ -32,16 +32,13 @@ export async function enroll (pool: Pool, peerId: string, hello: Hello, address:
     const events: NewEvent[] = []
     if (known === undefined) {
       if (hello.joinToken === undefined) throw new EnrollError('ERR_UNKNOWN_PEER', 'unknown peer: the first hello must carry a join token (GPUMESH_JOIN_TOKEN)')
-      const { rows: tokens } = await c.query<{ id: string, pool_key: string | null }>(
-        'select id, pool_key from join_tokens where token_hash = $1 and used_at is null and expires_at > now() for update', [hashToken(hello.joinToken)])
-      const token = tokens[0]
-      if (token === undefined) throw new EnrollError('ERR_JOIN_TOKEN', 'the join token is unknown, expired or already used')
-      if (token.pool_key !== null && token.pool_key !== hello.facts.pool.key) {
-        throw new EnrollError('ERR_POOL_MISMATCH', `the join token is for pool ${token.pool_key}; this host is ${hello.facts.pool.key}`)
+      const token = await takeJoinTokenUse(c, hello.joinToken, peerId)
+      if (token === null) throw new EnrollError('ERR_JOIN_TOKEN', 'the join token is unknown, expired or used up')
+      if (token.poolKey !== null && token.poolKey !== hello.facts.pool.key) {
+        throw new EnrollError('ERR_POOL_MISMATCH', `the join token is for pool ${token.poolKey}; this host is ${hello.facts.pool.key}`)
       }
       const up = await upsertHost(c, { peerId, facts: hello.facts, name: hello.name, address })
-      await c.query('update join_tokens set used_at = now(), used_by_peer = $2, used_by_host = $3 where id = $1', [token.id, peerId, up.id])
-      events.push(...up.events)
+      events.push(...up.events, await joinTokenUsed(c, token, up.id, peerId))
       await appendEvents(c, events)
       return { hostId: up.id, epoch: up.epoch }
     }

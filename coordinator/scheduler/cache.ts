@@ -3,29 +3,10 @@
 // in full on election (and every minute), kept current between passes by
 // reading the outbox: only hosts named by new events are reloaded. The
 // database stays the judge: a decision made on a stale picture is refused
-// there and triggers a full reload.
-import type { Topology } from '../../protocol/host-facts.js'
-import type { HostState } from '../../protocol/api.js'
-import type { Pool } from '../store/db.js'
+// there and triggers a full reload. What it reads comes through a
+// SnapshotSource (store/snapshot.ts): the cache itself does no I/O.
 import { SnapshotIndex } from './host-index.js'
-import type { Assignment, PoolKind, SchedGpu, SchedHost, Snapshot } from './types.js'
-
-interface HostRow {
-  id: string
-  name: string
-  pool_key: string
-  kind: PoolKind
-  state: HostState
-  gpus: SchedGpu[] | null
-  topology: Topology | null
-  allocated: number[]
-}
-
-const SELECT_HOSTS = `
-  select h.id, h.name, h.pool_key, p.kind, h.state, h.facts->'topology' as topology,
-    (select jsonb_agg(jsonb_build_object('index', g->'index', 'numaNode', g->'numaNode')) from jsonb_array_elements(h.facts->'gpus') g) as gpus,
-    coalesce((select array_agg(a.gpu_index) from gpu_allocations a where a.host_id = h.id and a.active), '{}') as allocated
-  from hosts h join pools p on p.key = h.pool_key where h.revoked_at is null`
+import type { Assignment, FleetEvent, SchedHost, Snapshot, SnapshotSource } from './types.js'
 
 const FULL_RELOAD_MS = 60_000
 const EVENT_PAGE = 5000
@@ -40,7 +21,7 @@ export class SnapshotCache {
   /** Placements this leader created: their events need no reload. */
   private readonly own = new Set<string>()
 
-  constructor (private readonly pool: Pool) {}
+  constructor (private readonly source: SnapshotSource) {}
 
   snapshot (): Snapshot {
     return { hosts: [...this.hosts.values()] }
@@ -68,22 +49,21 @@ export class SnapshotCache {
     const newWorkloads: string[] = []
     for (const e of await this.eventsSince()) {
       this.lastEventId = e.id
-      if (e.type.startsWith('host.')) dirty.add(e.subject_id)
+      if (e.type.startsWith('host.')) dirty.add(e.subjectId)
       else if (e.type.startsWith('pool.')) pools = true
-      else if (e.type === 'workload.created') newWorkloads.push(e.subject_id)
-      else if (e.type === 'placement.created' && this.own.delete(e.subject_id)) continue
-      else if (e.type.startsWith('placement.') && typeof e.data.host === 'string') dirty.add(e.data.host)
+      else if (e.type === 'workload.created') newWorkloads.push(e.subjectId)
+      else if (e.type === 'placement.created' && this.own.delete(e.subjectId)) continue
+      else if (e.type.startsWith('placement.') && e.host !== undefined) dirty.add(e.host)
     }
     if (pools) {
       await this.loadAll()
       return { capacityChanged: true, newWorkloads }
     }
     if (dirty.size > 0) {
-      const { rows: hosts } = await this.pool.query<HostRow>(`${SELECT_HOSTS} and h.id = any($1::uuid[])`, [[...dirty]])
+      const hosts = await this.source.hosts([...dirty])
       for (const id of dirty) { this.hosts.delete(id); this.index.remove(id) }
-      for (const h of hosts) {
-        const host = toSchedHost(h)
-        this.hosts.set(h.id, host)
+      for (const host of hosts) {
+        this.hosts.set(host.id, host)
         this.index.upsert(host)
       }
     }
@@ -91,42 +71,26 @@ export class SnapshotCache {
   }
 
   /** Events after the last one seen, in pages (a bounded page also keeps the plan on the primary key). */
-  private async eventsSince (): Promise<Array<{ id: number, type: string, subject_id: string, data: { host?: string } }>> {
-    const out: Array<{ id: number, type: string, subject_id: string, data: { host?: string } }> = []
+  private async eventsSince (): Promise<FleetEvent[]> {
+    const out: FleetEvent[] = []
     for (;;) {
       const after = out[out.length - 1]?.id ?? this.lastEventId
-      const { rows } = await this.pool.query<{ id: number, type: string, subject_id: string, data: { host?: string } }>(
-        'select id, type, subject_id, data from events where id > $1 order by id limit $2', [after, EVENT_PAGE])
-      out.push(...rows)
-      if (rows.length < EVENT_PAGE) return out
+      const page = await this.source.eventsAfter(after, EVENT_PAGE)
+      out.push(...page)
+      if (page.length < EVENT_PAGE) return out
     }
   }
 
   private async loadAll (): Promise<void> {
     // The event id first: anything after it is replayed by the next refresh.
-    const { rows: last } = await this.pool.query<{ id: number | null }>('select max(id) as id from events')
-    const { rows } = await this.pool.query<HostRow>(SELECT_HOSTS)
+    const last = await this.source.lastEventId()
+    const hosts = await this.source.hosts()
     this.hosts.clear()
-    for (const h of rows) this.hosts.set(h.id, toSchedHost(h))
+    for (const h of hosts) this.hosts.set(h.id, h)
     this.index = new SnapshotIndex(this.snapshot())
-    this.lastEventId = last[0]?.id ?? 0
+    this.lastEventId = last
     this.own.clear()
     this.loadedAt = Date.now()
     this.stale = false
-  }
-}
-
-function toSchedHost (r: HostRow): SchedHost {
-  const gpus = r.gpus ?? []
-  const allocated = new Set(r.allocated)
-  return {
-    id: r.id,
-    name: r.name,
-    pool: r.pool_key,
-    poolKind: r.kind,
-    schedulable: r.state === 'ready',
-    gpus,
-    free: new Set(gpus.map((g) => g.index).filter((i) => !allocated.has(i))),
-    topology: { labels: r.topology?.labels ?? [], matrix: r.topology?.matrix ?? [], nvlinkDomains: r.topology?.nvlinkDomains ?? [] }
   }
 }

@@ -9,6 +9,7 @@ import type { Notifier } from '../events/notifier.js'
 import type { Metrics } from '../metrics.js'
 import type { Pool } from '../store/db.js'
 import { persistDecisions, type DecisionToPersist } from '../store/placements.js'
+import { snapshotSource } from '../store/snapshot.js'
 import { ACTIVE_PLACEMENT_STATES, sortTs } from '../store/sql.js'
 import { SnapshotCache } from './cache.js'
 import { placeOn } from './place.js'
@@ -39,7 +40,7 @@ export class SchedulerLoop {
   private scan: { after: [string, string] | null } | null = null
 
   constructor (private readonly pool: Pool, private readonly notifier: Notifier, private readonly log: Logger, private readonly metrics: Metrics) {
-    this.cache = new SnapshotCache(pool)
+    this.cache = new SnapshotCache(snapshotSource(pool))
   }
 
   start (): void {

@@ -56,3 +56,20 @@ export interface Decision {
   /** Why (part of) the workload stays pending, for people; null when fully placed. */
   reason: string | null
 }
+
+/** An outbox event as the fleet picture reads it: what it is about, and the host it names. */
+export interface FleetEvent {
+  id: number
+  type: string
+  subjectId: string
+  host: string | undefined
+}
+
+/** Where the fleet picture is read from (store/snapshot.ts, over PostgreSQL); the scheduler itself does no I/O. */
+export interface SnapshotSource {
+  /** Every live host, or only those of `ids` that are still live. */
+  hosts: (ids?: string[]) => Promise<SchedHost[]>
+  /** Outbox events after `id`, in id order, at most `limit`. */
+  eventsAfter: (id: number, limit: number) => Promise<FleetEvent[]>
+  lastEventId: () => Promise<number>
+}

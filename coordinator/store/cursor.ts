@@ -1,5 +1,7 @@
 // Opaque keyset-pagination cursors: base64url JSON of the last row's sort key.
-import { ApiError } from '../../protocol/errors.js'
+import { StoreError } from './errors.js'
+
+const notIssued = (): StoreError => new StoreError('invalid-cursor', 'The pagination cursor is not one this API issued')
 
 export function encodeCursor (key: Array<string | number>): string {
   return Buffer.from(JSON.stringify(key)).toString('base64url')
@@ -9,8 +11,8 @@ export function encodeCursor (key: Array<string | number>): string {
 export function decodeCursor (cursor: string | undefined, shape: Array<'string' | 'number'>): Array<string | number> | null {
   if (cursor === undefined) return null
   let key: unknown
-  try { key = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) } catch { throw new ApiError('INVALID_CURSOR') }
-  if (!Array.isArray(key) || key.length !== shape.length || key.some((v, i) => typeof v !== shape[i])) throw new ApiError('INVALID_CURSOR')
+  try { key = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) } catch { throw notIssued() }
+  if (!Array.isArray(key) || key.length !== shape.length || key.some((v, i) => typeof v !== shape[i])) throw notIssued()
   return key as Array<string | number>
 }
 

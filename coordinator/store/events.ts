@@ -1,4 +1,4 @@
-// Reading the outbox. Ids follow commit order (events/outbox.ts), so
+// Reading the outbox. Ids follow commit order (store/outbox.ts), so
 // "everything after id N" is a complete, ordered resume point.
 import type { Event } from '../../protocol/api.js'
 import type { Pool } from './db.js'

@@ -2,8 +2,8 @@
 // reconnects), listing, and operator state changes.
 import type { HostFacts } from '../../protocol/host-facts.js'
 import type { Host, HostState } from '../../protocol/api.js'
-import { ApiError } from '../../protocol/errors.js'
-import { appendEvents, type NewEvent } from '../events/outbox.js'
+import { StoreError } from './errors.js'
+import { appendEvents, type NewEvent } from './outbox.js'
 import { decodeCursor, page } from './cursor.js'
 import { transaction, type Client, type Pool } from './db.js'
 import { loseHostPlacements } from './lifecycle.js'
@@ -89,7 +89,7 @@ export async function touchHosts (pool: Pool, ids: string[]): Promise<void> {
 export async function getHost (db: Pool | Client, id: string): Promise<Host> {
   const { rows } = await db.query<HostRow>(`${SELECT_HOST} where h.id = $1 and ${LIVE}`, [id])
   const row = rows[0]
-  if (row === undefined) throw new ApiError('NOT_FOUND', `no host ${id}`)
+  if (row === undefined) throw new StoreError('not-found', `no host ${id}`)
   return toHost(row)
 }
 
@@ -109,7 +109,7 @@ export async function setHostState (pool: Pool, id: string, action: 'cordon' | '
   return await transaction(pool, async (c) => {
     const { rows } = await c.query<{ state: HostState }>('select state from hosts where id = $1 and revoked_at is null for update', [id])
     const before = rows[0]?.state
-    if (before === undefined) throw new ApiError('NOT_FOUND', `no host ${id}`)
+    if (before === undefined) throw new StoreError('not-found', `no host ${id}`)
     // Uncordon lifts an operator's hold only; it does not revive a down host.
     const change = before !== state && (action !== 'uncordon' || before === 'cordoned' || before === 'draining')
     if (change) {

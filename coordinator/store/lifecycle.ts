@@ -8,7 +8,7 @@
 import type { HostState, PlacementState } from '../../protocol/api.js'
 import type { RunningPlacement } from '../../protocol/control.js'
 import type { WorkloadSpec } from '../../protocol/workload.js'
-import { appendEvents, type NewEvent } from '../events/outbox.js'
+import { appendEvents, type NewEvent } from './outbox.js'
 import { transaction, type Client, type Pool } from './db.js'
 import { ACTIVE_PLACEMENT_STATES } from './sql.js'
 

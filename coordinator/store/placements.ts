@@ -2,7 +2,7 @@
 // statements; if the database refuses it (a GPU or replica already taken, a
 // workload deleted meanwhile), the batch is retried one decision at a time so
 // one stale decision does not hold up the rest.
-import { appendEvents, type NewEvent } from '../events/outbox.js'
+import { appendEvents, type NewEvent } from './outbox.js'
 import type { Decision } from '../scheduler/types.js'
 import type { Client, Pool } from './db.js'
 import { transaction } from './db.js'

@@ -1,7 +1,7 @@
 // Pools: created when their first host registers; operators set kind and labels.
 import type { HostState, Pool as PoolResource, PoolKind, PoolPatch } from '../../protocol/api.js'
-import { ApiError } from '../../protocol/errors.js'
-import { appendEvents } from '../events/outbox.js'
+import { StoreError } from './errors.js'
+import { appendEvents } from './outbox.js'
 import { transaction, type Pool } from './db.js'
 import { FREE_GPUS } from './sql.js'
 
@@ -50,7 +50,7 @@ export async function listPools (pool: Pool): Promise<PoolResource[]> {
 export async function getPool (pool: Pool, key: string): Promise<PoolResource> {
   const { rows } = await pool.query<PoolRow>(`${SELECT_POOLS} where p.key = $1 group by p.key`, [key])
   const row = rows[0]
-  if (row === undefined) throw new ApiError('NOT_FOUND', `no pool ${key}`)
+  if (row === undefined) throw new StoreError('not-found', `no pool ${key}`)
   const hosts = await pool.query<{ id: string, name: string, state: HostState, gpu_count: number, free_gpus: number[] }>(
     `select h.id, h.name, h.state, h.gpu_count, ${FREE_GPUS} from hosts h where h.pool_key = $1 and h.revoked_at is null order by h.name, h.id`, [key])
   return { ...toPool(row), hosts: hosts.rows.map((h) => ({ id: h.id, name: h.name, state: h.state, gpuCount: h.gpu_count, freeGpus: h.free_gpus })) }
@@ -61,7 +61,7 @@ export async function updatePool (pool: Pool, key: string, patch: PoolPatch): Pr
     const { rowCount } = await c.query(
       `update pools set kind = coalesce($2, kind), labels = coalesce($3, labels), updated_at = now() where key = $1`,
       [key, patch.kind ?? null, patch.labels === undefined ? null : JSON.stringify(patch.labels)])
-    if (rowCount === 0) throw new ApiError('NOT_FOUND', `no pool ${key}`)
+    if (rowCount === 0) throw new StoreError('not-found', `no pool ${key}`)
     await appendEvents(c, [{ type: 'pool.updated', subjectKind: 'pool', subjectId: key, data: { ...patch } }])
   })
   return await getPool(pool, key)

@@ -4,8 +4,8 @@ import { createHash, randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { JoinToken, Role, Token } from '../../protocol/api.js'
-import { appendEvents } from '../events/outbox.js'
-import { transaction, type Pool } from './db.js'
+import { appendEvents, type NewEvent } from './outbox.js'
+import { transaction, type Client, type Pool } from './db.js'
 
 export interface Principal { id: string, name: string, role: Role }
 
@@ -59,15 +59,37 @@ export async function ensureBootstrapToken (pool: Pool, stateDir: string, fromEn
   return { token, file }
 }
 
-export async function createJoinToken (pool: Pool, poolKey: string | null, ttlSeconds: number): Promise<JoinToken> {
+export async function createJoinToken (pool: Pool, poolKey: string | null, ttlSeconds: number, uses = 1): Promise<JoinToken> {
   const token = newToken('gmj')
   const row = await transaction(pool, async (c) => {
     const { rows } = await c.query<{ id: string, expires_at: Date }>(
-      `insert into join_tokens (pool_key, token_hash, expires_at) values ($1, $2, now() + make_interval(secs => $3)) returning id, expires_at`,
-      [poolKey, hashToken(token), ttlSeconds])
+      `insert into join_tokens (pool_key, token_hash, expires_at, uses) values ($1, $2, now() + make_interval(secs => $3), $4) returning id, expires_at`,
+      [poolKey, hashToken(token), ttlSeconds, uses])
     const r = rows[0] as { id: string, expires_at: Date }
-    await appendEvents(c, [{ type: 'join-token.created', subjectKind: 'join-token', subjectId: r.id, data: { pool: poolKey, expiresAt: r.expires_at.toISOString() } }])
+    await appendEvents(c, [{ type: 'join-token.created', subjectKind: 'join-token', subjectId: r.id, data: { pool: poolKey, expiresAt: r.expires_at.toISOString(), uses } }])
     return r
   })
-  return { id: row.id, token, expiresAt: row.expires_at.toISOString(), pool: poolKey }
+  return { id: row.id, token, expiresAt: row.expires_at.toISOString(), pool: poolKey, uses }
+}
+
+export interface JoinTokenUse { id: string, poolKey: string | null, usesLeft: number }
+
+/**
+ * Takes one use of a join token inside the enrolling transaction, or returns
+ * null (unknown, expired or used up). One conditional update: of agents
+ * racing for a token's last use, exactly one gets it; a rollback gives it back.
+ */
+export async function takeJoinTokenUse (c: Client, token: string, peerId: string): Promise<JoinTokenUse | null> {
+  const { rows } = await c.query<{ id: string, pool_key: string | null, left: number }>(
+    `update join_tokens set used = used + 1, used_at = now(), used_by_peer = $2
+     where token_hash = $1 and used < uses and expires_at > now()
+     returning id, pool_key, uses - used as left`, [hashToken(token), peerId])
+  const r = rows[0]
+  return r === undefined ? null : { id: r.id, poolKey: r.pool_key, usesLeft: r.left }
+}
+
+/** Records which host the use enrolled; the caller appends the returned event. */
+export async function joinTokenUsed (c: Client, use: JoinTokenUse, hostId: string, peerId: string): Promise<NewEvent> {
+  await c.query('update join_tokens set used_by_host = $2 where id = $1', [use.id, hostId])
+  return { type: 'join-token.used', subjectKind: 'join-token', subjectId: use.id, data: { host: hostId, peer: peerId, usesLeft: use.usesLeft } }
 }

@@ -1,9 +1,9 @@
 // Workloads and their placements: create (checked against live pools),
 // read, list, delete. Placing is the scheduler's (store/placements.ts).
 import type { Placement, PlacementState, PoolKind, Workload, WorkloadState } from '../../protocol/api.js'
-import { ApiError } from '../../protocol/errors.js'
+import { StoreError } from './errors.js'
 import type { WorkloadSpec } from '../../protocol/workload.js'
-import { appendEvents } from '../events/outbox.js'
+import { appendEvents } from './outbox.js'
 import { decodeCursor, page } from './cursor.js'
 import { transaction, type Client, type Pool } from './db.js'
 import { POOL_KINDS_FOR } from '../scheduler/reasons.js'
@@ -73,15 +73,15 @@ async function checkPools (c: Client, spec: WorkloadSpec): Promise<void> {
     `select p.key, p.kind, (select max(h.gpu_count) from hosts h where h.pool_key = p.key and h.revoked_at is null) as max_gpus
      from pools p where p.key = any($1::text[])`, [keys])
   const missing = keys.filter((k) => !rows.some((r) => r.key === k))
-  if (missing.length > 0) throw new ApiError('UNKNOWN_POOL', `no pool ${missing.join(', ')} (pools appear when their first host registers)`)
+  if (missing.length > 0) throw new StoreError('unknown-pool', `no pool ${missing.join(', ')} (pools appear when their first host registers)`)
   const allowed = POOL_KINDS_FOR[spec.kind]
   const wrong = rows.filter((r) => !allowed.includes(r.kind))
   if (wrong.length > 0) {
-    throw new ApiError('POOL_KIND', `${wrong.map((r) => `pool ${r.key} is a ${r.kind} pool`).join('; ')}; ${spec.kind}s run on ${allowed.join(' or ')} pools`)
+    throw new StoreError('pool-kind', `${wrong.map((r) => `pool ${r.key} is a ${r.kind} pool`).join('; ')}; ${spec.kind}s run on ${allowed.join(' or ')} pools`)
   }
   const largest = Math.max(...rows.map((r) => r.max_gpus ?? 0))
   if (spec.gpus > largest) {
-    throw new ApiError('NOT_ENOUGH_GPUS', `${spec.gpus} GPUs per ${spec.kind === 'endpoint' ? 'replica' : 'host'} asked; the largest host in ${keys.join(', ')} has ${largest}`)
+    throw new StoreError('not-enough-gpus', `${spec.gpus} GPUs per ${spec.kind === 'endpoint' ? 'replica' : 'host'} asked; the largest host in ${keys.join(', ')} has ${largest}`)
   }
 }
 
@@ -95,7 +95,7 @@ export async function createWorkload (pool: Pool, spec: WorkloadSpec): Promise<W
         [spec.name, spec.kind, JSON.stringify(spec), 'waiting for the scheduler'])
       row = rows[0] as WorkloadRow
     } catch (err) {
-      if ((err as { code?: string }).code === '23505') throw new ApiError('NAME_TAKEN', `a live workload is already named ${spec.name}`)
+      if ((err as { code?: string }).code === '23505') throw new StoreError('name-taken', `a live workload is already named ${spec.name}`)
       throw err
     }
     await appendEvents(c, [{ type: 'workload.created', subjectKind: 'workload', subjectId: row.id, data: { name: spec.name, kind: spec.kind } }])
@@ -106,7 +106,7 @@ export async function createWorkload (pool: Pool, spec: WorkloadSpec): Promise<W
 export async function getWorkload (db: Pool | Client, id: string): Promise<Workload> {
   const { rows } = await db.query<WorkloadRow>('select * from workloads where id = $1', [id])
   const row = rows[0]
-  if (row === undefined) throw new ApiError('NOT_FOUND', `no workload ${id}`)
+  if (row === undefined) throw new StoreError('not-found', `no workload ${id}`)
   const placements = await db.query<PlacementRow>(`${SELECT_PLACEMENT} where p.workload_id = $1 order by p.replica, p.created_at`, [id])
   return toWorkload(row, placements.rows)
 }
@@ -126,7 +126,7 @@ export async function deleteWorkload (pool: Pool, id: string): Promise<Workload>
   await transaction(pool, async (c) => {
     const { rows } = await c.query<{ state: WorkloadState }>('select state from workloads where id = $1 for update', [id])
     const state = rows[0]?.state
-    if (state === undefined || state === 'deleted') throw new ApiError('NOT_FOUND', `no workload ${id}`)
+    if (state === undefined || state === 'deleted') throw new StoreError('not-found', `no workload ${id}`)
     const stopped = await c.query<{ id: string, host_id: string, gpus: number[] }>(
       `update placements set state = 'stopped', reason = 'workload deleted', updated_at = now()
        where workload_id = $1 and state = any($2::text[]) returning id, host_id, gpus`, [id, ACTIVE_PLACEMENT_STATES])

@@ -16,6 +16,7 @@ const KEEPALIVE_MS = 15_000
 export const eventRoutes = (pool: Pool, notifier: Notifier): FastifyPluginAsyncTypebox => async (app) => {
   app.get('/v1/events', {
     schema: {
+      operationId: 'streamEvents',
       tags: ['events'],
       summary: 'Server-sent events; resumable with Last-Event-ID',
       querystring: Type.Object({ after: Type.Optional(Type.Integer({ minimum: 0 })) }, { additionalProperties: false }),

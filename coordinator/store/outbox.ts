@@ -3,7 +3,7 @@
 // handed out in commit order: a reader that has seen id N will never later
 // find a committed event below N. Call it last, right before commit, to keep
 // the lock short.
-import type { Client } from '../store/db.js'
+import type { Client } from './db.js'
 
 /** pg_advisory_xact_lock key for event writers: "gpumesh:events". */
 const EVENTS_LOCK = 0x67706d32

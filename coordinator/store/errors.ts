@@ -1,0 +1,17 @@
+// What the store refuses, in its own words: a stable code and a sentence.
+// The store knows nothing of HTTP; http/problem.ts maps each code to the
+// API's error catalog (protocol/errors.ts).
+export type StoreErrorCode =
+  | 'not-found'
+  | 'invalid-cursor'
+  | 'name-taken'
+  | 'unknown-pool'
+  | 'pool-kind'
+  | 'not-enough-gpus'
+
+export class StoreError extends Error {
+  constructor (readonly code: StoreErrorCode, message: string) {
+    super(message)
+    this.name = 'StoreError'
+  }
+}

@@ -216,19 +216,18 @@ t.test('liveness in the control session: the coordinator acks a heartbeat only a
   let seq = 0
   const beat = setInterval(() => { void channel.send({ v: 1, type: 'heartbeat', seq: seq++, gpus: [] }).catch(() => {}) }, 250)
   t.teardown(() => { clearInterval(beat) })
-  const heard: Array<{ at: number, frame: unknown }> = []
-  const until = Date.now() + 5500
-  while (Date.now() < until) {
-    const frame = await channel.receive(AbortSignal.timeout(until - Date.now())).catch(() => null)
+  const heard: Array<{ at: number, frame: { type: string, seq?: number } }> = []
+  while (heard.length < 3) {
+    const frame = await channel.receive(AbortSignal.timeout(30_000))
     if (frame === null) break
     heard.push({ at: Date.now(), frame })
   }
   clearInterval(beat)
-  t.ok(heard.every((h) => (h.frame as { type: string }).type === 'heartbeat-ack'), 'nothing but acks')
-  t.ok(heard.length >= 2 && heard.length <= 3, `one ack per 2 s of the coordinator's silence, not one per heartbeat (${heard.length} for ${seq} heartbeats in 5.5 s)`)
+  t.same(heard.map((h) => h.frame.type), ['heartbeat-ack', 'heartbeat-ack', 'heartbeat-ack'], 'nothing but acks')
   const gaps = heard.map((h, i) => h.at - (i === 0 ? welcomedAt : (heard[i - 1] as { at: number }).at))
-  t.ok(gaps.every((g) => g >= ACK_AFTER_MS - 50 && g < ACK_AFTER_MS + 1000), `each ack comes ${ACK_AFTER_MS} ms after the coordinator last spoke, give or take a heartbeat (${gaps.join(', ')} ms)`)
-  t.ok(heard.every((h) => ((h.frame as { seq: number }).seq < seq)), 'each acks a heartbeat that was sent')
+  t.same(gaps.filter((g) => g < ACK_AFTER_MS - 50), [], `each ack only after ${ACK_AFTER_MS} ms of the coordinator's silence (${gaps.join(', ')} ms)`)
+  const acked = heard.map((h) => h.frame.seq ?? -1)
+  t.ok(acked.every((n, i) => n < seq && (i === 0 || n - (acked[i - 1] as number) > 1)), `not one ack per heartbeat: acks for heartbeats ${acked.join(', ')} of ${seq} sent`)
 })
 
 t.test('liveness in the control session: an agent that hears nothing from the coordinator dials a new connection', async (t) => {
@@ -271,7 +270,7 @@ t.test('liveness in the control session: an agent that hears nothing from the co
   const silenceMs = agentSilenceMs(200)
   await eventually(async () => (hellos.length >= 2 ? true : undefined), silenceMs + 5000, 'the agent to dial again')
   const gap = (hellos[1] as number) - (hellos[0] as number)
-  t.ok(gap >= silenceMs && gap < silenceMs + 3000, `a new session ${gap} ms after the first: the coordinator was silent for ${silenceMs} ms`)
+  t.ok(gap >= silenceMs, `a new session ${gap} ms after the first: not before the coordinator was silent for ${silenceMs} ms`)
   t.ok(await eventually(async () => (silent.getConnections().length === 1 ? true : undefined), 5000, 'the old connection to close'), 'over a new connection; the old one is closed')
   ack = true
   const ackedFrom = Date.now()

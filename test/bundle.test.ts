@@ -267,9 +267,9 @@ t.test('install.sh and the bundle', async (t) => {
       if (agent.exitCode !== undefined && agent.exitCode !== null) throw new Error(`the agent exited ${agent.exitCode}`)
       return existsSync(join(state, 'peer.key')) ? true : undefined
     }, 60_000, 'the agent to write its peer key')
-    agent.kill('SIGTERM')
-    const stopped = await agent
-    t.equal(stopped.exitCode, 0, `the agent stops cleanly (${String(stopped.all).slice(-300)})`)
+    // Gone before the files are looked at (how it stops is systemd.test.ts's business: this may be mid-start).
+    agent.kill('SIGKILL')
+    await agent
     const owner = (path: string) => `${statSync(path).uid}:${statSync(path).gid}`
     t.same({ key: mode(join(state, 'peer.key')), dir: mode(state), owner: owner(join(state, 'peer.key')) }, { key: '600', dir: '700', owner: `${uid}:${gid}` }, 'the peer key is 0600, the agent\'s own, in a 0700 state folder')
     const stateBefore = snapshot(i.root, state)

@@ -3,6 +3,9 @@
 //                                network namespaces (test/helpers/netns.ts); an agent's link is cut
 //                                at the bridge, time until the host.state-changed -> down event
 //                                arrives on GET /v1/events; heal, wait until ready, next agent
+//   cut_to_replaced_ms_p50/max   in those cuts, from the cut to the placement.running event of the
+//                                cut host's endpoint replica on another host (a 4-replica endpoint
+//                                over both pools; cuts of a host holding no replica are not counted)
 //   false_down (false_suspect)   hosts that went down (suspect) without being cut, while two CPU
 //                                burners keep both cores busy for the whole down-detect phase
 //   agent_idle_rss_mb/cpu_pct    one of those agents, joined for 30 s, then idle over the window
@@ -256,8 +259,10 @@ async function downDetect (ctx: Ctx, o: Options): Promise<Record<string, unknown
   // Host state changes with their arrival time, and whether the host's link was cut at that moment.
   const cut = new Set<string>()
   const changes: Array<{ host: string, to: string, reason: string, at: number, whileCut: boolean }> = []
+  const started: Array<{ workload: string, host: string, at: number }> = []
   const waiting = new Set<() => void>()
   const stream = c.api.events((e: EventMessage, at: number) => {
+    if (e.type === 'placement.running') started.push({ workload: String(e.data.workload), host: String(e.data.host), at })
     if (e.type !== 'host.state-changed') return
     changes.push({ host: e.subject.id, to: String(e.data.to), reason: String(e.data.reason ?? ''), at, whileCut: cut.has(e.subject.id) })
     for (const w of waiting) w()
@@ -275,24 +280,37 @@ async function downDetect (ctx: Ctx, o: Options): Promise<Record<string, unknown
     }
   }
 
+  // One replica per host: a cut host's replica is placed again elsewhere.
+  const pools = [...new Set(Object.values(machines))].map((m) => m.startsWith('h100') ? 'h100-80gb-8x-nvlink' : 'l40s-48gb-1x')
+  const endpoint = (await c.api.call('POST', '/v1/workloads', { name: 'chat', kind: 'endpoint', replicas: names.length, gpus: 1, pools, run: { driver: 'process', command: ['sh', '-c', 'exec sleep 3600'] } })).body.id as string
+  const replicasOn = async (host: string) => ((await c.api.get(`/v1/workloads/${endpoint}`)).placements as Array<{ hostId: string, state: string }>).filter((p) => p.hostId === host && p.state === 'running').length
+  await waitFor(async () => ((await c.api.get(`/v1/workloads/${endpoint}`)).placements as Array<{ state: string }>).filter((p) => p.state === 'running').length === names.length ? true : undefined, 60_000, 'the endpoint\'s replicas to run')
+
   const burners = [0, 1].map(() => track(spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' })))
   ctx.cleanup.push(async () => { for (const b of burners) await stopChild(b, 1000) })
   log(`two CPU burners started (pids ${burners.map((b) => b.pid).join(', ')})`)
   const start = changes.length
   const detect: number[] = []
   const rejoin: number[] = []
+  const replaced: number[] = []
   try {
     await sleep(2000)
     for (let i = 0; i < o.cuts; i++) {
       const victim = names[i % names.length] as string
       const host = ids.get(victim) as string
       const from = changes.length
+      const holds = await replicasOn(host) > 0
+      const startedFrom = started.length
       // Marked before the cut and cleared once ready again: its suspect/down events in between are expected.
       cut.add(host)
       const cutAt = performance.now()
       await net.cut(victim)
       const down = await next((ch) => ch.host === host && ch.to === 'down', from, 30_000, `${victim} to be down`)
       detect.push(down.at - cutAt)
+      if (holds) {
+        const moved = await waitFor(() => started.slice(startedFrom).find((s) => s.workload === endpoint && s.host !== host), 30_000, `${victim}'s replica to run elsewhere`)
+        replaced.push(moved.at - cutAt)
+      }
       const healFrom = changes.length
       const healAt = performance.now()
       await net.heal(victim)
@@ -314,6 +332,8 @@ async function downDetect (ctx: Ctx, o: Options): Promise<Record<string, unknown
   return {
     down_detect_ms_p50: round1(percentile(detect, 0.5)),
     down_detect_ms_max: Math.round(Math.max(...detect)),
+    cut_to_replaced_ms_p50: round1(percentile(replaced, 0.5)),
+    cut_to_replaced_ms_max: Math.round(Math.max(...replaced)),
     false_down: alarms.filter((a) => a.to === 'down').length,
     false_suspect: alarms.filter((a) => a.to === 'suspect').length,
     ready_after_heal_ms_p50: round1(percentile(rejoin, 0.5)),

@@ -4,8 +4,12 @@
 //                              placements, GPU allocations and events committed
 //   post_to_placed_p50/p99_ms  POST /v1/workloads at a steady rate -> the
 //                              workload.placed event, through a running coordinator
+//   gpu_choice_72_ms           one 40-of-57 GPU choice on a 72-GPU host (mean of 20)
+//   leader_takeover_p50/max_ms two coordinator processes on one database: kill -9 the
+//                              leader -> the other reports gpumesh_leader 1 (3 rounds,
+//                              election retry 200 ms as in the tests)
 // Usage: npm run bench -- scheduler [hosts=10000] [workloads=50000] [rate=100] [seconds=20]
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -14,9 +18,10 @@ import { Notifier } from '../coordinator/events/notifier.js'
 import { createMetrics } from '../coordinator/metrics.js'
 import { SnapshotCache } from '../coordinator/scheduler/cache.js'
 import { SchedulerLoop } from '../coordinator/scheduler/loop.js'
+import { chooseGpus } from '../coordinator/scheduler/gpu-choice.js'
 import { scheduleAll } from '../coordinator/scheduler/place.js'
 import type { PoolKind } from '../coordinator/scheduler/types.js'
-import { createPool, type Pool } from '../coordinator/store/db.js'
+import { createPool, withDatabase, type Pool } from '../coordinator/store/db.js'
 import { startEmbeddedPostgres } from '../coordinator/store/embedded.js'
 import { migrate } from '../coordinator/store/migrate.js'
 import { snapshotSource } from '../coordinator/store/snapshot.js'
@@ -25,7 +30,7 @@ import { SseParser } from '../protocol/sse.js'
 import { factsFor } from '../test/helpers/coordinator.js'
 import { ROOT } from '../test/helpers/fixtures.js'
 import { freePort } from '../test/helpers/redis.js'
-import { buildWorkloads, prng, type FleetPool } from '../test/helpers/fleet.js'
+import { buildWorkloads, host72, prng, type FleetPool } from '../test/helpers/fleet.js'
 import { percentile, round1 } from './stats.js'
 
 /** Real fixture machines and their share of the fleet, with the pool kind each pool gets. */
@@ -82,6 +87,9 @@ export async function run (args: string[]): Promise<Record<string, unknown>> {
     await pool.query('checkpoint')
     const latencies = await postToPlaced(pool, db.url, dir, pools, rate, seconds)
     const pct = (p: number) => round1(percentile(latencies, p))
+    const choice = gpuChoiceMs()
+    await pool.query('create database takeover')
+    const takeovers = await leaderTakeovers(withDatabase(db.url, 'takeover'), dir, 3)
     return {
       bench: 'scheduler',
       hosts: hostCount,
@@ -91,6 +99,9 @@ export async function run (args: string[]): Promise<Record<string, unknown>> {
       post_to_placed_p50_ms: pct(0.5),
       post_to_placed_p99_ms: pct(0.99),
       post_rate_per_s: rate,
+      gpu_choice_72_ms: choice,
+      leader_takeover_p50_ms: round1(percentile(takeovers, 0.5)),
+      leader_takeover_max_ms: round1(Math.max(...takeovers)),
       posted: latencies.length,
       cpu: `${cpus().length}x ${cpus()[0]?.model ?? 'unknown'}`,
       node: process.version
@@ -100,6 +111,80 @@ export async function run (args: string[]): Promise<Record<string, unknown>> {
     await db.stop()
     rmSync(dir, { recursive: true, force: true })
   }
+}
+
+/** Mean ms of one 40-of-57 choice on a 72-GPU host, after a warm-up. */
+function gpuChoiceMs (): number {
+  const big = host72()
+  for (let i = 0; i < 3; i++) chooseGpus(big, 40)
+  const started = performance.now()
+  for (let i = 0; i < 20; i++) chooseGpus(big, 40)
+  const ms = round1((performance.now() - started) / 20)
+  log(`GPU choice: 40 of 57 on a 72-GPU host in ${ms} ms`)
+  return ms
+}
+
+/** A coordinator process on `url` with its API on `port`; resolves once it answers. */
+async function coordinatorProcess (url: string, stateDir: string, port: number): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [join(ROOT, 'dist/coordinator/main.js')], {
+    env: { ...process.env, DATABASE_URL: url, GPUMESH_STATE_DIR: stateDir, GPUMESH_API_LISTEN: `127.0.0.1:${port}`, GPUMESH_ADMIN_TOKEN: 'gmt_bench-token-0123456789', GPUMESH_LEADER_RETRY_MS: '200', GPUMESH_LOG_LEVEL: 'warn', GPUMESH_LISTEN: '/ip4/127.0.0.1/tcp/0', GPUMESH_STALE_HOST_SECONDS: '0' },
+    stdio: ['ignore', 2, 2]
+  })
+  await untilMetrics(child, port, /^gpumesh_leader [01]$/m)
+  return child
+}
+
+async function metricsOf (port: number): Promise<string> {
+  return await fetch(`http://127.0.0.1:${port}/metrics`).then(async (r) => await r.text()).catch(() => '')
+}
+
+/** Polls the process's /metrics until `re` matches (polled every 20 ms: it is the measured event). */
+async function untilMetrics (child: ChildProcess, port: number, re: RegExp): Promise<void> {
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null) throw new Error(`a coordinator exited ${child.exitCode}`)
+    if (re.test(await metricsOf(port))) return
+    if (i > 3000) throw new Error(`no ${String(re)} on /metrics of port ${port}`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+/** Which of the processes on `ports` leads (waits until one does). */
+async function leaderOf (ports: readonly number[]): Promise<number> {
+  for (let i = 0; i < 3000; i++) {
+    for (const [n, port] of ports.entries()) if (/^gpumesh_leader 1$/m.test(await metricsOf(port))) return n
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  throw new Error('no coordinator leads')
+}
+
+/** Kill -9 the leader of two coordinators `rounds` times; ms until the other one leads, each time. */
+async function leaderTakeovers (url: string, dir: string, rounds: number): Promise<number[]> {
+  const ports = [await freePort(), await freePort()] as const
+  const procs: ChildProcess[] = []
+  const out: number[] = []
+  try {
+    for (const [i, port] of ports.entries()) procs[i] = await coordinatorProcess(url, join(dir, `takeover-${i}`), port)
+    for (let r = 0; r < rounds; r++) {
+      const leading = await leaderOf(ports)
+      const other = 1 - leading
+      const exited = new Promise((resolve) => (procs[leading] as ChildProcess).once('exit', resolve))
+      const killedAt = performance.now()
+      ;(procs[leading] as ChildProcess).kill('SIGKILL')
+      await untilMetrics(procs[other] as ChildProcess, ports[other] as number, /^gpumesh_leader 1$/m)
+      out.push(performance.now() - killedAt)
+      await exited
+      procs[leading] = await coordinatorProcess(url, join(dir, `takeover-${leading}`), ports[leading] as number)
+    }
+  } finally {
+    await Promise.all(procs.map(async (p) => {
+      if (p.exitCode !== null || p.signalCode !== null) return
+      const exited = new Promise((resolve) => p.once('exit', resolve))
+      p.kill('SIGTERM')
+      await exited
+    }))
+  }
+  log(`leader takeover after kill -9: ${out.map((ms) => ms.toFixed(0)).join(', ')} ms`)
+  return out
 }
 
 function log (line: string): void {

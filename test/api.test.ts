@@ -4,6 +4,7 @@
 import t from 'tap'
 import { ERRORS } from '../protocol/errors.js'
 import { addHost, startTestCoordinator, type TestCoordinator } from './helpers/coordinator.js'
+import { Mismatches } from './helpers/mismatches.js'
 
 const run = { driver: 'process', command: ['python3', 'serve.py'] }
 const session = (name: string, extra: Record<string, unknown> = {}) => ({ name, kind: 'session', pool: 'h100-80gb-8x-nvlink', gpus: 1, run, ...extra })
@@ -65,15 +66,17 @@ t.test('bad input: 4xx problem+json and nothing written', async (t) => {
     ['not JSON', '{"name": "a",', 400, 'BAD_BODY'],
     ['JSON array', '[1,2]', 400, 'VALIDATION']
   ]
+  const m = new Mismatches()
   for (const [what, body, status, code] of cases) {
     const r = await c.call('POST', '/v1/workloads', body)
-    t.equal(r.status, status, `${what}: ${status}`)
+    m.check(what, 'status', r.status, status)
     if (code !== '') {
-      t.equal(r.body.code, code, `${what}: ${code}`)
-      t.equal(r.headers.get('content-type'), 'application/problem+json; charset=utf-8')
-      t.type(r.body.detail, 'string', `${what}: says why (${String(r.body.detail)})`)
+      m.check(what, 'code', r.body.code, code)
+      m.check(what, 'content type', r.headers.get('content-type'), 'application/problem+json; charset=utf-8')
+      m.check(what, `says why (${String(r.body.detail)})`, typeof r.body.detail, 'string')
     }
   }
+  t.same(m.list, [], 'each bad body gets its status and a problem+json with its code and why')
   const after = await counts(c)
   t.equal(after.workloads, before.workloads + 1, 'only the valid workload was written')
 
@@ -108,19 +111,21 @@ t.test('bad input: 4xx problem+json and nothing written', async (t) => {
 t.test('cursor pagination returns every item once', async (t) => {
   const c = await startTestCoordinator(t)
   await addHost(c.pool, 'h100-8x-nv18-nics', 'h1')
-  for (let i = 0; i < 7; i++) t.equal((await c.call('POST', '/v1/workloads', session(`w${i}`))).status, 201)
+  const created: number[] = []
+  for (let i = 0; i < 7; i++) created.push((await c.call('POST', '/v1/workloads', session(`w${i}`))).status)
+  t.same(created, Array(7).fill(201), 'seven workloads created')
   const seen: string[] = []
   let cursor: string | null = null
   let pages = 0
+  const statuses: number[] = []
   do {
     const r: { status: number, body: { items: Array<{ name: string }>, nextCursor: string | null } } = await c.call('GET', `/v1/workloads?limit=3${cursor === null ? '' : `&cursor=${cursor}`}`)
-    t.equal(r.status, 200)
+    statuses.push(r.status)
     seen.push(...r.body.items.map((w) => w.name))
     cursor = r.body.nextCursor
     pages++
   } while (cursor !== null && pages < 10)
-  t.same(seen, ['w0', 'w1', 'w2', 'w3', 'w4', 'w5', 'w6'])
-  t.equal(pages, 3)
+  t.same({ seen, statuses }, { seen: ['w0', 'w1', 'w2', 'w3', 'w4', 'w5', 'w6'], statuses: [200, 200, 200] }, 'three pages, every item once, in order')
 })
 
 t.test('OpenAPI, health, metrics', async (t) => {
@@ -128,9 +133,8 @@ t.test('OpenAPI, health, metrics', async (t) => {
   const api = await c.call('GET', '/openapi.json', undefined, null)
   t.equal(api.status, 200)
   t.equal(api.body.openapi, '3.1.0')
-  for (const path of ['/v1/hosts', '/v1/hosts/{id}', '/v1/hosts/{id}/cordon', '/v1/pools', '/v1/pools/{key}', '/v1/workloads', '/v1/workloads/{id}', '/v1/placements', '/v1/events', '/v1/tokens', '/v1/join-tokens']) {
-    t.ok(path in api.body.paths, `documents ${path}`)
-  }
+  const paths = ['/v1/hosts', '/v1/hosts/{id}', '/v1/hosts/{id}/cordon', '/v1/pools', '/v1/pools/{key}', '/v1/workloads', '/v1/workloads/{id}', '/v1/placements', '/v1/events', '/v1/tokens', '/v1/join-tokens']
+  t.same(paths.filter((path) => !(path in api.body.paths)), [], 'every route is documented')
   const post = api.body.paths['/v1/workloads'].post
   t.ok(post.requestBody !== undefined && post.responses['201'] !== undefined && post.responses['422'] !== undefined, 'schemas for body and each status')
   t.same(await c.call('GET', '/livez', undefined, null).then((r) => r.body), { status: 'ok' })
@@ -138,9 +142,8 @@ t.test('OpenAPI, health, metrics', async (t) => {
   await c.call('GET', '/v1/pools')
   const metrics = await c.call('GET', '/metrics', undefined, null)
   t.equal(metrics.status, 200)
-  for (const name of ['gpumesh_http_requests_total', 'gpumesh_hosts', 'gpumesh_gpus', 'gpumesh_workloads', 'gpumesh_leader 1', 'gpumesh_agent_sessions 0', 'gpumesh_process_cpu_seconds_total']) {
-    t.match(metrics.body, name, `exports ${name}`)
-  }
+  const names = ['gpumesh_http_requests_total', 'gpumesh_hosts', 'gpumesh_gpus', 'gpumesh_workloads', 'gpumesh_leader 1', 'gpumesh_agent_sessions 0', 'gpumesh_process_cpu_seconds_total']
+  t.same(names.filter((name) => !(metrics.body as string).includes(name)), [], 'every expected metric is exported')
   t.notMatch(metrics.body, /^(?!gpumesh_|#)[a-z]/m, 'every metric is prefixed gpumesh_')
 })
 

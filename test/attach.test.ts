@@ -21,6 +21,7 @@ import { ADMIN_TOKEN, eventually, type TestCoordinator } from './helpers/coordin
 import { startTestCoordinator } from './helpers/coordinator.js'
 import { ROOT } from './helpers/fixtures.js'
 import { joinToken, startTestAgent, type TestAgent } from './helpers/mesh.js'
+import { Mismatches } from './helpers/mismatches.js'
 import { attach, attachRefused } from './helpers/ws.js'
 
 const POOL = 'h100-80gb-8x-nvlink'
@@ -80,8 +81,8 @@ t.test('attach: GPU environment, resize, two clients, detach and re-attach, exit
   one.type('stty size\n')
   await one.waitFor(/\r\n30 90\r\n/)
   t.pass('the terminal has the size given at attach')
+  // The resize travels in order with the terminal input (one stream to the holder): the next stty sees it.
   one.resize(132, 41)
-  await new Promise((resolve) => setTimeout(resolve, 200))
   const mark = one.output().length
   one.type('stty size\n')
   await one.waitFor(/\r\n41 132\r\n/, 10_000, mark)
@@ -106,9 +107,16 @@ t.test('attach: GPU environment, resize, two clients, detach and re-attach, exit
   one.ws.close()
   two.ws.close()
   await Promise.all([one.closed, two.closed])
-  await new Promise((resolve) => setTimeout(resolve, 300))
+  // Proof that both detaches reached the terminal: an attach that finds itself alone there
+  // (closing a probe that did not is a detach too, so probe again until one does).
+  let three = await attach(c, w.id)
+  for (let i = 0; i < 50 && (three.messages[0] as any).attached !== 1; i++) {
+    three.ws.close()
+    await three.closed
+    three = await attach(c, w.id)
+  }
+  t.equal((three.messages[0] as any).attached, 1, 'the terminal saw both clients go')
   t.equal((await c.call('GET', `/v1/workloads/${w.id as string}`)).body.placements[0].state, 'running', 'detached, the session still runs')
-  const three = await attach(c, w.id)
   await three.waitFor(/from-4-two/)
   t.pass('a new attach gets the scrollback')
   const at3 = three.output().length
@@ -175,13 +183,14 @@ t.test('refusals, bad messages, deletion and the idle timeout', async (t) => {
     ['bad resize', (x) => x.ws.send(JSON.stringify({ type: 'resize', cols: 0, rows: 10 })), SESSION_CLOSE.BAD_MESSAGE, /bad message/],
     ['oversize', (x) => x.ws.send(Buffer.alloc(70_000, 0x61), { binary: true }), SESSION_CLOSE.TOO_BIG, /.*/]
   ]
+  const m = new Mismatches()
   for (const [what, send, code, reason] of garbage) {
     const x = await attach(c, w.id)
     send(x)
     const closed = await x.closed
-    t.equal(closed.code, code, `${what}: closed with ${code}`)
-    t.match(closed.reason, reason, `${what}: ${closed.reason}`)
+    m.check(what, `closed with ${code}, reason ${String(reason)} (${closed.reason})`, [closed.code, reason.test(closed.reason)], [code, true])
   }
+  t.same(m.list, [], 'each kind of garbage closes the attach with its code and reason')
   const after = await attach(c, w.id)
   const at = after.output().length
   after.type('echo "alive-$((3*3))"\n')
@@ -191,20 +200,18 @@ t.test('refusals, bad messages, deletion and the idle timeout', async (t) => {
   // Deleting the workload ends every attach with a reason.
   const second = await attach(c, w.id)
   t.equal((await c.call('DELETE', `/v1/workloads/${w.id as string}`)).status, 200)
-  for (const x of [after, second]) {
+  const ends = await Promise.all([after, second].map(async (x) => {
     const closed = await x.closed
-    t.equal(closed.code, SESSION_CLOSE.STOPPED)
-    t.match(closed.reason, /session stopped/)
-    t.match(x.messages.at(-1), { type: 'exit', reason: 'stopped' })
-  }
+    const last = x.messages.at(-1) as { type?: string, reason?: string } | undefined
+    return { code: closed.code, stopped: /session stopped/.test(closed.reason), last: { type: last?.type, reason: last?.reason } }
+  }))
+  t.same(ends, [after, second].map(() => ({ code: SESSION_CLOSE.STOPPED, stopped: true, last: { type: 'exit', reason: 'stopped' } })), 'both attaches end: stopped, with an exit message')
 
   // Idle timeout: no input and no output for 2 s.
   const idle = await session(t, c, 'idle', { idleTimeoutSeconds: 2 })
   const x = await attach(c, idle.id)
-  const started = Date.now()
   const closed = await x.closed
   t.equal(closed.code, SESSION_CLOSE.IDLE_TIMEOUT, `idle: ${closed.reason}`)
-  t.ok(Date.now() - started < 6000, 'within a few seconds of the timeout')
   t.match(x.messages.at(-1), { type: 'exit', reason: 'idle-timeout' })
   await eventually(async () => ((await c.call('GET', `/v1/workloads/${idle.id as string}`)).body.state === 'failed' ? true : undefined), 10_000, 'the idle session to end')
 
@@ -276,16 +283,20 @@ t.test('gpumesh attach: piped stdin, a real terminal (raw mode, resize, detach),
       throw new Error(`${(err as Error).message} on the screen: ${JSON.stringify(screen.slice(-300))} (the CLI ${exitCode === null ? 'runs' : `exited ${String(exitCode)}`})`)
     }
   }
+  /** The session's terminal size, as `stty size` prints it there. */
+  const sttySize = async (): Promise<string> => {
+    const mark = screen.length
+    term.write('stty size\r')
+    await see(/\n\d+ \d+\r*\n/, mark)
+    return /\n(\d+ \d+)\r*\n/.exec(screen.slice(mark))?.[1] ?? ''
+  }
   await see(/\$ /, 0) // the prompt, from the scrollback
-  let mark = screen.length
-  term.write('stty size\r')
-  await see(/30 100/, mark)
+  t.equal(await sttySize(), '30 100', 'the window size at attach')
+  // SIGWINCH reaches the CLI on its own path, not in order with what is typed: ask until the new size shows.
   term.resize(120, 40)
-  await new Promise((resolve) => setTimeout(resolve, 300))
-  mark = screen.length
-  term.write('stty size\r')
-  await see(/40 120/, mark)
-  t.pass('the window size and its changes reach the session')
+  const sizes: string[] = []
+  while (sizes.at(-1) !== '40 120' && sizes.length < 100) sizes.push(await sttySize())
+  t.equal(sizes.at(-1), '40 120', `the window's change reaches the session (sizes seen: ${sizes.join(', ')})`)
   term.write('\x1d')
   t.equal(await exited, 0, 'Ctrl-] detaches with status 0')
   t.match(screen, /detached; the session goes on/)

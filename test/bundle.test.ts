@@ -11,6 +11,7 @@ import { execa } from 'execa'
 import t, { type Test } from 'tap'
 import { AGENT_NODE_FLAGS } from '../agent/node-flags.js'
 import { cleanEnv } from './helpers/agent.js'
+import { eventually } from './helpers/coordinator.js'
 import { bundleFor, type Bundle } from './helpers/bundle.js'
 import { MACHINES, NVIDIA_SMI_DOUBLE, ROOT } from './helpers/fixtures.js'
 import { exerciseUp } from './helpers/up.js'
@@ -93,9 +94,8 @@ t.test('install.sh and the bundle', async (t) => {
     t.match(sums, new RegExp(`^[0-9a-f]{64}  ${b.name}\\.tar\\.gz\\n$`), 'SHA256SUMS names the tarball')
     t.equal(execFileSync('sha256sum', [b.tarball], { encoding: 'utf8' }).split(' ')[0], sums.split(' ')[0], 'and its checksum is right')
     const list = execFileSync('tar', ['-tzf', b.tarball], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 }).split('\n')
-    for (const f of ['node/bin/node', 'app/dist/agent/main.js', 'app/dist/coordinator/main.js', 'app/dist/cli/main.js', 'systemd/gpumesh-agent.service', 'systemd/gpumesh-coordinator.service', 'install.sh', 'app/share/nvidia-smi-replay', 'app/share/machines/h100-8x-nv18-nics/topo-m.txt']) {
-      t.ok(list.includes(`${b.name}/${f}`), `has ${f}`)
-    }
+    const wanted = ['node/bin/node', 'app/dist/agent/main.js', 'app/dist/coordinator/main.js', 'app/dist/cli/main.js', 'systemd/gpumesh-agent.service', 'systemd/gpumesh-coordinator.service', 'install.sh', 'app/share/nvidia-smi-replay', 'app/share/machines/h100-8x-nv18-nics/topo-m.txt']
+    t.same(wanted.filter((f) => !list.includes(`${b.name}/${f}`)), [], 'it has the runtime, the three programs, the units, the installer and the simulated machines')
     t.notOk(list.some((f) => f.includes('/node_modules/tap/') || f.includes('/node_modules/typescript/')), 'no dev dependencies')
     t.notOk(list.some((f) => f.startsWith(`${b.name}/app/dist/test/`) || f.startsWith(`${b.name}/app/dist/bench/`)), 'no compiled tests or benches')
     t.notOk(list.some((f) => f.startsWith(`${b.name}/node/lib/node_modules/npm/`)), 'no npm in the runtime')
@@ -114,9 +114,8 @@ t.test('install.sh and the bundle', async (t) => {
     t.ok(existsSync(join(root, lib, 'node/bin/node')), 'the bundle is unpacked under /usr/local/lib/gpumesh/<version>')
     t.equal(readlinkSync(join(root, '/usr/local/lib/gpumesh/current')), version, 'current points at it')
     t.equal(execFileSync(join(root, lib, 'node/bin/node'), ['--version'], { encoding: 'utf8' }).trim().split('.')[0], 'v24', 'its Node.js is 24')
-    for (const cmd of ['gpumesh-agent', 'gpumesh-coordinator', 'gpumesh', 'gpumesh-uninstall.sh']) {
-      t.equal(mode(join(root, '/usr/local/bin', cmd)), '755', `${cmd} is 0755`)
-    }
+    const commands = ['gpumesh-agent', 'gpumesh-coordinator', 'gpumesh', 'gpumesh-uninstall.sh']
+    t.same(commands.map((cmd) => mode(join(root, '/usr/local/bin', cmd))), commands.map(() => '755'), `${commands.join(', ')} are 0755`)
     const wrapper = (cmd: string) => readFileSync(join(root, '/usr/local/bin', cmd), 'utf8')
     t.match(wrapper('gpumesh-agent'), `exec "/usr/local/lib/gpumesh/current/node/bin/node" ${AGENT_NODE_FLAGS.join(' ')} "/usr/local/lib/gpumesh/current/app/dist/agent/main.js" "$@"`, 'the agent runs on the bundled Node with the V8 flags of agent/node-flags.ts')
     t.match(wrapper('gpumesh-coordinator'), 'exec "/usr/local/lib/gpumesh/current/node/bin/node" "/usr/local/lib/gpumesh/current/app/dist/coordinator/main.js" "$@"', 'the coordinator runs on the bundled Node with default flags')
@@ -255,15 +254,35 @@ t.test('install.sh and the bundle', async (t) => {
   await t.test('gpumesh-uninstall.sh removes what was installed; state and settings stay unless --purge', async (t) => {
     const i = installEnv(t, b)
     t.equal((await install(i)).exitCode, 0)
-    mkdirSync(join(i.root, '/var/lib/gpumesh/agent'), { recursive: true })
-    writeFileSync(join(i.root, '/var/lib/gpumesh/agent/identity.key'), 'state')
+    // The installed agent writes its own state (its peer key first of all), as under systemd, with paths under the root.
+    const state = join(i.root, '/var/lib/gpumesh/agent')
+    const agent = execa(join(i.root, lib, 'node/bin/node'), [...AGENT_NODE_FLAGS, join(i.root, lib, 'app/dist/agent/main.js'), 'run'], {
+      env: { ...i.env, GPUMESH_STATE_DIR: state, GPUMESH_CLUSTER_KEY_FILE: join(i.root, '/etc/gpumesh/cluster.key'), GPUMESH_LISTEN: '/ip4/127.0.0.1/tcp/0', GPUMESH_NO_MDNS: '1' },
+      extendEnv: false,
+      reject: false,
+      all: true
+    })
+    t.teardown(() => { agent.kill('SIGKILL') })
+    await eventually(() => {
+      if (agent.exitCode !== undefined && agent.exitCode !== null) throw new Error(`the agent exited ${agent.exitCode}`)
+      return existsSync(join(state, 'peer.key')) ? true : undefined
+    }, 60_000, 'the agent to write its peer key')
+    // Gone before the files are looked at (how it stops is systemd.test.ts's business: this may be mid-start).
+    agent.kill('SIGKILL')
+    await agent
+    const owner = (path: string) => `${statSync(path).uid}:${statSync(path).gid}`
+    t.same({ key: mode(join(state, 'peer.key')), dir: mode(state), owner: owner(join(state, 'peer.key')) }, { key: '600', dir: '700', owner: `${uid}:${gid}` }, 'the peer key is 0600, the agent\'s own, in a 0700 state folder')
+    const stateBefore = snapshot(i.root, state)
+    const key = readFileSync(join(state, 'peer.key'))
     const uninstaller = join(i.root, '/usr/local/bin/gpumesh-uninstall.sh')
     t.equal(spawnSync('shellcheck', [uninstaller], { encoding: 'utf8' }).status, 0, 'the uninstaller passes shellcheck too')
     writeFileSync(i.log, '')
     const r = await execa('sh', [uninstaller], { env: i.env, extendEnv: false, reject: false, all: true })
     t.equal(r.exitCode, 0, String(r.all))
     t.same(calls(i), ['disable --now gpumesh-agent.service', 'daemon-reload'], 'the service is stopped and disabled')
-    t.same(snapshot(i.root).map((e) => e.path), ['/etc', '/etc/gpumesh', '/etc/gpumesh/agent.env', '/etc/gpumesh/cluster.key', '/etc/systemd', '/etc/systemd/system', '/usr', '/usr/local', '/usr/local/bin', '/usr/local/lib', '/var', '/var/lib', '/var/lib/gpumesh', '/var/lib/gpumesh/agent', '/var/lib/gpumesh/agent/identity.key'], 'only settings and state are left')
+    t.same(snapshot(i.root).map((e) => e.path).filter((p) => !p.startsWith('/var/lib/gpumesh/agent/')), ['/etc', '/etc/gpumesh', '/etc/gpumesh/agent.env', '/etc/gpumesh/cluster.key', '/etc/systemd', '/etc/systemd/system', '/usr', '/usr/local', '/usr/local/bin', '/usr/local/lib', '/var', '/var/lib', '/var/lib/gpumesh', '/var/lib/gpumesh/agent'], 'only settings and state are left')
+    t.same(snapshot(i.root, state), stateBefore, 'the agent\'s state is untouched (content, mode, owner, mtime)')
+    t.same(readFileSync(join(state, 'peer.key')), key, 'the same peer key: the host keeps its identity')
 
     t.equal((await install(i)).exitCode, 0, 'installs again')
     const purge = await execa('sh', [uninstaller, '--purge'], { env: i.env, extendEnv: false, reject: false, all: true })

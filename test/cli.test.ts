@@ -13,6 +13,7 @@ import { SseParser } from '../protocol/sse.js'
 import { cleanEnv } from './helpers/agent.js'
 import { ADMIN_TOKEN, addHost, eventually, startTestCoordinator, type TestCoordinator } from './helpers/coordinator.js'
 import { ROOT } from './helpers/fixtures.js'
+import { Mismatches } from './helpers/mismatches.js'
 import { freePort } from './helpers/redis.js'
 
 const CLI = join(ROOT, 'dist/cli/main.js')
@@ -152,7 +153,9 @@ run:
   t.same(await okJson(t, c, ['placements']), (await c.call('GET', '/v1/placements')).body.items, 'placements --json is the API\'s items')
 
   // More workloads than one page: the CLI must follow nextCursor to the end.
-  for (let i = 0; i < 9; i++) t.equal((await c.call('POST', '/v1/workloads', { name: `batch-${i}`, kind: 'session', pool: H100, gpus: 8, run })).status, 201)
+  const batch: number[] = []
+  for (let i = 0; i < 9; i++) batch.push((await c.call('POST', '/v1/workloads', { name: `batch-${i}`, kind: 'session', pool: H100, gpus: 8, run })).status)
+  t.same(batch, Array(9).fill(201), 'nine more workloads created')
   // Compare once the scheduler has had its say, so that the API and the CLI read the same state.
   const api = await eventually(async () => {
     const a = (await c.call('GET', '/v1/workloads?limit=1000')).body
@@ -337,16 +340,16 @@ t.test('errors: refused token, absent coordinator, broken spec files, usage', as
   t.match(await ok(t, c, ['hosts'], { token: null, env: { GPUMESH_STATE_DIR: state } }), /\bh1\b/, 'admin.token from GPUMESH_STATE_DIR')
   t.match(await ok(t, c.api.replace(/:\d+$/, ':1'), ['--api', c.api, 'hosts']), /\bh1\b/, '--api wins over GPUMESH_API')
 
+  const m = new Mismatches()
   for (const args of [['frobnicate'], ['hosts', 'get'], ['workloads', 'create'], ['events', '--after', 'x'], ['--api', 'ftp://x', 'hosts'], []]) {
     const r = await gpumesh(c.api, args)
-    t.equal(r.exitCode, 2, `usage error: gpumesh ${args.join(' ')}`)
-    t.match(r.stderr, /error|Usage/)
+    m.check(`gpumesh ${args.join(' ')}`, 'usage error: exit 2, says so', [r.exitCode, /error|Usage/.test(r.stderr)], [2, true])
   }
   for (const args of [['--help'], ['hosts', '--help'], ['hosts', 'drain', '--help'], ['pools', 'set', '--help'], ['workloads', 'create', '--help'], ['events', '--help'], ['tokens', 'create', '--help'], ['join-token', 'create', '--help'], ['placements', '--help']]) {
     const r = await gpumesh(c.api, args, { token: null, env: { GPUMESH_STATE_DIR: state } })
-    t.equal(r.exitCode, 0, `gpumesh ${args.join(' ')}`)
-    t.match(r.stdout, /^Usage: gpumesh/)
+    m.check(`gpumesh ${args.join(' ')}`, 'help: exit 0, usage on stdout', [r.exitCode, /^Usage: gpumesh/.test(r.stdout)], [0, true])
   }
+  t.same(m.list, [], 'usage errors exit 2, help exits 0 with the usage')
 })
 
 t.test('SSE parser: fields, multi-line data, comments, chunks split anywhere', async (t) => {
@@ -379,12 +382,14 @@ t.test('JSON syntax errors: offset and what was expected', async (t) => {
     ['', 0, /found the end of the text/],
     ['{"a": 01}', 7, /"," or "}"/]
   ]
+  const m = new Mismatches()
   for (const [text, offset, message] of cases) {
     let parses = true
     try { JSON.parse(text) } catch { parses = false }
     const p = jsonSyntaxProblem(text)
-    t.equal(p?.offset ?? null, offset, `${JSON.stringify(text)}: ${p?.message ?? 'valid'}`)
-    t.equal(p === null, parses, 'agrees with JSON.parse')
-    if (message !== undefined) t.match(p?.message, message)
+    m.check(JSON.stringify(text), `offset (${p?.message ?? 'valid'})`, p?.offset ?? null, offset)
+    m.check(JSON.stringify(text), 'agrees with JSON.parse', p === null, parses)
+    if (message !== undefined) m.check(JSON.stringify(text), `message matches ${String(message)}`, message.test(p?.message ?? ''), true)
   }
+  t.same(m.list, [], 'each text: its offset, its message, and JSON.parse agrees')
 })

@@ -2,11 +2,12 @@
 // captures replayed by the nvidia-smi double). Expected values are read from
 // the captures; see share/machines/MANIFEST.md for where each comes from.
 import { readdirSync } from 'node:fs'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { HostFacts, type Gpu } from '../protocol/host-facts.js'
 import { schemaErrors } from '../protocol/validate.js'
-import { detectJson, machine, makeMachine, warned } from './helpers/agent.js'
+import { detectJson, machine, makeMachine, runDetect, warned } from './helpers/agent.js'
 import { MACHINES } from './helpers/fixtures.js'
+import { Mismatches } from './helpers/mismatches.js'
 
 interface MachineCase {
   key: string
@@ -197,33 +198,42 @@ t.test('every machine folder has a case', async (t) => {
   t.same(folders.sort(), Object.keys(CASES).sort())
 })
 
-for (const [name, c] of Object.entries(CASES)) {
-  t.test(name, async (t) => {
-    const { facts } = await detectJson(t, machine(name))
-    t.same(schemaErrors(HostFacts, facts), [], 'valid HostFacts')
-    t.equal(facts.pool.key, c.key, 'pool key')
-    t.equal(facts.gpus.length, c.count, 'GPU count')
-    t.same(facts.gpus.map((g) => g.index), Array.from({ length: c.count }, (_, i) => i), 'GPUs in index order')
-    for (const [i, want] of Object.entries(c.gpus ?? {})) {
-      const got = facts.gpus[Number(i)]
-      for (const [field, value] of Object.entries(want)) t.same(got?.[field as keyof Gpu], value, `GPU ${i} ${field}`)
-    }
-    if (c.domains !== undefined) t.same(facts.topology.nvlinkDomains, c.domains, 'NVLink domains')
-    for (const [label, [device, nearest, link]] of Object.entries(c.nics ?? {})) {
-      t.same(facts.topology.nics.find((n) => n.label === label), { label, name: device, nearestGpus: nearest, link }, `NIC ${label}`)
-    }
-    for (const [row, col, cell] of c.cells ?? []) {
-      const { labels, matrix } = facts.topology
-      t.equal(matrix[labels.indexOf(row)]?.[labels.indexOf(col)], cell, `cell ${row}/${col}`)
-    }
-    if (c.driver !== undefined) t.equal(facts.driverVersion, c.driver, 'driver version')
-    if (c.cuda !== undefined) t.equal(facts.cudaVersion, c.cuda, 'CUDA version')
-    const codes = new Set(facts.warnings.map((w) => w.code).filter((code) => code !== 'storage.small'))
-    for (const code of c.warnings) t.ok(codes.has(code), `warns ${code}`)
-    const policy = ['gpu.end-of-life', 'gpu.unsupported', 'gpu.mixed', 'gpu.unidentified']
-    for (const code of policy) if (!c.warnings.includes(code)) t.notOk(codes.has(code), `no ${code}`)
-  })
+const POLICY = ['gpu.end-of-life', 'gpu.unsupported', 'gpu.mixed', 'gpu.unidentified']
+
+async function checkMachine (t: Test, m: Mismatches, name: string, c: MachineCase): Promise<void> {
+  const run = await runDetect(t, machine(name))
+  m.check(name, `detect exits 0 (stderr: ${run.stderr.slice(0, 300)})`, run.exitCode, 0)
+  if (run.exitCode !== 0) return
+  const facts = JSON.parse(run.stdout) as HostFacts
+  m.check(name, 'valid HostFacts', schemaErrors(HostFacts, facts), [])
+  m.check(name, 'pool key', facts.pool.key, c.key)
+  m.check(name, 'GPU count', facts.gpus.length, c.count)
+  m.check(name, 'GPUs in index order', facts.gpus.map((g) => g.index), Array.from({ length: c.count }, (_, i) => i))
+  for (const [i, want] of Object.entries(c.gpus ?? {})) {
+    const got = facts.gpus[Number(i)]
+    for (const [field, value] of Object.entries(want)) m.check(name, `GPU ${i} ${field}`, got?.[field as keyof Gpu], value)
+  }
+  if (c.domains !== undefined) m.check(name, 'NVLink domains', facts.topology.nvlinkDomains, c.domains)
+  for (const [label, [device, nearest, link]] of Object.entries(c.nics ?? {})) {
+    m.check(name, `NIC ${label}`, facts.topology.nics.find((n) => n.label === label), { label, name: device, nearestGpus: nearest, link })
+  }
+  for (const [row, col, cell] of c.cells ?? []) {
+    const { labels, matrix } = facts.topology
+    m.check(name, `cell ${row}/${col}`, matrix[labels.indexOf(row)]?.[labels.indexOf(col)], cell)
+  }
+  if (c.driver !== undefined) m.check(name, 'driver version', facts.driverVersion, c.driver)
+  if (c.cuda !== undefined) m.check(name, 'CUDA version', facts.cudaVersion, c.cuda)
+  // storage.small depends on the test machine; of the policy warnings, exactly the expected ones.
+  const codes = new Set(facts.warnings.map((w) => w.code).filter((code) => code !== 'storage.small'))
+  m.check(name, 'expected warnings present', c.warnings.filter((code) => !codes.has(code)), [])
+  m.check(name, 'no unexpected policy warning', POLICY.filter((code) => codes.has(code) && !c.warnings.includes(code)), [])
 }
+
+t.test('detect --json on every fixture machine', async (t) => {
+  const m = new Mismatches()
+  for (const [name, c] of Object.entries(CASES)) await checkMachine(t, m, name, c)
+  t.same(m.list, [], 'every expected fact of every machine')
+})
 
 t.test('fallback calls only when identity is incomplete', async (t) => {
   const complete = await detectJson(t, makeMachine(t, { 'q-x.xml': { capture: 'a100-sxm4-80gb-1x-q-x-1.xml' } }))

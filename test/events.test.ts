@@ -7,8 +7,11 @@ import { ADMIN_TOKEN, addHost, eventually, startTestCoordinator } from './helper
 
 interface Sse { id: number, event: string, data: { id: number, type: string, subject: { kind: string, id: string } } }
 
-/** Reads SSE messages until `count` arrived (or `done` says so, or `ms` passed), then disconnects. */
-async function readSse (url: string, headers: Record<string, string>, count: number | ((seen: Sse[]) => boolean), ms = 10_000): Promise<Sse[]> {
+/**
+ * Reads SSE messages until `count` arrived (or `done` says so, or `ms` passed), then disconnects.
+ * `opened` is called when the response starts: the server has fixed where the stream begins by then.
+ */
+async function readSse (url: string, headers: Record<string, string>, count: number | ((seen: Sse[]) => boolean), ms = 10_000, opened = () => {}): Promise<Sse[]> {
   const done = typeof count === 'number' ? (seen: Sse[]) => seen.length >= count : count
   const abort = new AbortController()
   const timer = setTimeout(() => abort.abort(), ms)
@@ -16,6 +19,7 @@ async function readSse (url: string, headers: Record<string, string>, count: num
   try {
     const r = await fetch(url, { headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...headers }, signal: abort.signal })
     if (r.headers.get('content-type')?.startsWith('text/event-stream') !== true) throw new Error(`not an event stream: ${r.status}`)
+    opened()
     const decoder = new TextDecoder()
     const parser = new SseParser()
     for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) {
@@ -51,8 +55,10 @@ t.test('state changes are events, streamed and resumable', async (t) => {
   t.same(resumed.map((e) => e.id), all.slice(3).map((e) => e.id))
 
   // A live subscriber without Last-Event-ID gets what happens from now on.
-  const live = readSse(`${c.api}/v1/events`, {}, 1)
-  await new Promise((resolve) => setTimeout(resolve, 300))
+  let subscribed!: () => void
+  const open = new Promise<void>((resolve) => { subscribed = resolve })
+  const live = readSse(`${c.api}/v1/events`, {}, 1, 10_000, () => { subscribed() })
+  await Promise.race([open, live])
   await c.call('POST', `/v1/hosts/${host}/uncordon`)
   const [next] = await live
   t.equal(next?.event, 'host.state-changed')

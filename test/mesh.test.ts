@@ -12,6 +12,7 @@ import { startAgent } from '../agent/daemon.js'
 import { createLogger } from '../common/log.js'
 import { createClusterKey } from '../common/mesh/cluster-key.js'
 import { FrameChannel } from '../common/mesh/frames.js'
+import { loadOrCreateIdentity } from '../common/mesh/identity.js'
 import { createMeshNode } from '../common/mesh/node.js'
 import { ACK_AFTER_MS, AgentFrame, agentSilenceMs, CONTROL_PROTOCOL, CoordinatorFrame } from '../protocol/control.js'
 import { eventually, factsFor, startTestCoordinator, type TestCoordinator } from './helpers/coordinator.js'
@@ -49,9 +50,10 @@ t.test('enrollment: join tokens are one-time, pool-bound, and the peer id is the
   const d = await startTestAgent(t, c, 'l40s-1x', 'node-d')
   // A token bound to another pool: refused.
   const e = await startTestAgent(t, c, 'l40s-1x', 'node-e', { joinToken: await joinToken(c, 'h100-80gb-8x-nvlink') })
-  await new Promise((resolve) => setTimeout(resolve, 1500))
+  const refusals = await eventually(() => ([b, d, e].every((x) => x.control.refusal !== null) ? [b, d, e].map((x) => `${x.name}: ${x.control.refusal?.code ?? ''}`) : undefined), 10_000, 'the three agents to be refused')
+  t.same(refusals, ['node-b: ERR_JOIN_TOKEN', 'node-d: ERR_UNKNOWN_PEER', 'node-e: ERR_POOL_MISMATCH'], 'each refused for its reason')
   t.same((await hosts(c)).map((h) => h.name).sort(), ['node-a'], 'only the agent with a valid token joined')
-  for (const x of [b, d, e]) t.equal(x.control.hostId, null, `${x.name} was not welcomed`)
+  t.same([b, d, e].filter((x) => x.control.hostId !== null).map((x) => x.name), [], 'none of them was welcomed')
 
   // Restart of the enrolled agent (same state dir, so same key): no token needed.
   await a.stop()
@@ -65,7 +67,8 @@ t.test('a peer without the cluster key cannot even connect', async (t) => {
   const wrongKey = new TextEncoder().encode(`/key/swarm/psk/1.0.0/\n/base16/\n${'0f'.repeat(32)}\n`)
   const outsider = await createMeshNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], clusterKey: wrongKey, role: 'agent' })
   t.teardown(async () => { await outsider.stop() })
-  await t.rejects(outsider.dialProtocol(multiaddr(c.mesh.multiaddrs()[0] as string), CONTROL_PROTOCOL, { signal: AbortSignal.timeout(8000) }))
+  // The handshake itself fails (pnet), at once: not the dial's timeout (an AbortError) running out.
+  await t.rejects(outsider.dialProtocol(multiaddr(c.mesh.multiaddrs()[0] as string), CONTROL_PROTOCOL, { signal: AbortSignal.timeout(30_000) }), { name: 'EncryptionFailedError' })
 })
 
 t.test('placements run with the GPU environment; exits and deletions are reported', async (t) => {
@@ -116,10 +119,9 @@ t.test('a crashed agent is detected, its endpoint replica moves, the stale copy 
   const w = await c.call('POST', '/v1/workloads', { name: 'chat', kind: 'endpoint', replicas: 1, gpus: 8, pools: ['h100-80gb-8x-nvlink'], run: sh('exec sleep 120') })
   const first = await workloadWhen(c, w.body.id, (x) => x.placements[0]?.state === 'running', 15_000, 'the replica to run')
   const victim = agents.find((a) => a.control.hostId === first.placements[0].hostId) as TestAgent
-  const started = Date.now()
   await victim.crash()
-  const moved = await workloadWhen(c, w.body.id, (x) => x.placements.some((p: any) => p.state === 'running' && p.hostId !== victim.control.hostId), 15_000, 'the replica to be placed elsewhere')
-  t.ok(Date.now() - started < 10_000, `re-placed in ${Date.now() - started} ms`)
+  // How fast is a bench figure (bench mesh: down_detect_ms); here only that it happens.
+  const moved = await workloadWhen(c, w.body.id, (x) => x.placements.some((p: any) => p.state === 'running' && p.hostId !== victim.control.hostId), 30_000, 'the replica to be placed elsewhere')
   t.equal(moved.placements.find((p: any) => p.id === first.placements[0].id)?.state, 'lost', 'the old replica is lost')
   t.equal((await hosts(c)).find((h) => h.name === victim.name)?.state, 'down')
   // The crashed agent comes back (same state dir): its old process is still running; the coordinator's list fences it.
@@ -145,8 +147,10 @@ t.test('bad frames get an error and close that stream only', async (t) => {
   }
   t.same(answers, ['error:ERR_FRAME_JSON', 'error:ERR_FRAME_VERSION', 'error:ERR_FRAME_SHAPE', 'error:ERR_FRAME_SHAPE'])
   const big = lpStream(await rogue.dialProtocol(target, CONTROL_PROTOCOL))
-  await big.write(new Uint8Array(5 * 1024 * 1024)).catch(() => {})
-  await new Promise((resolve) => setTimeout(resolve, 300))
+  // The coordinator refuses the frame from its length prefix and resets the stream: the write may fail half-way.
+  void big.write(new Uint8Array(5 * 1024 * 1024)).catch(() => {})
+  const refused = JSON.parse(new TextDecoder().decode((await big.read({ signal: AbortSignal.timeout(10_000) })).subarray())) as { type: string, code: string }
+  t.same([refused.type, refused.code], ['error', 'ERR_FRAME_TOO_LARGE'], 'a frame over the limit is refused as too large')
   // The real agent's session is unaffected.
   const w = await c.call('POST', '/v1/workloads', { name: 'still', kind: 'session', pool: 'h100-80gb-8x-nvlink', gpus: 1, run: sh('exit 0') })
   await workloadWhen(c, w.body.id, (x) => x.state === 'completed', 15_000, 'the good agent to keep working')
@@ -161,8 +165,13 @@ t.test('revocation: the peer id stops being a credential', async (t) => {
   t.equal((await c.call('DELETE', `/v1/hosts/${id}`)).status, 204)
   t.equal((await c.call('GET', `/v1/hosts/${id}`)).status, 404)
   await eventually(async () => (a.control.connectedAt === 0 ? true : undefined), 10_000, 'the session to close')
-  await new Promise((resolve) => setTimeout(resolve, 1500))
-  t.equal(a.control.connectedAt, 0, 'and it does not come back')
+  // It cannot come back: its identity (the agent's own key file) is refused at the connection already
+  // (the coordinator's gater closes it once the handshake names the peer).
+  await a.stop()
+  const same = await createMeshNode({ privateKey: await loadOrCreateIdentity(join(a.stateDir, 'peer.key')), listen: ['/ip4/127.0.0.1/tcp/0'], clusterKey: readFileSync(join(c.stateDir, 'cluster.key')), role: 'agent' })
+  t.teardown(async () => { await same.stop() })
+  t.equal(same.peerId.toString(), a.node.peerId.toString(), 'the revoked identity')
+  await t.rejects(same.dialProtocol(multiaddr(c.mesh.multiaddrs()[0] as string), CONTROL_PROTOCOL, { signal: AbortSignal.timeout(30_000) }), { name: 'UnexpectedEOFError' })
 })
 
 t.test('changed GPUs quarantine the host instead of shrinking its pool', async (t) => {
@@ -207,19 +216,18 @@ t.test('liveness in the control session: the coordinator acks a heartbeat only a
   let seq = 0
   const beat = setInterval(() => { void channel.send({ v: 1, type: 'heartbeat', seq: seq++, gpus: [] }).catch(() => {}) }, 250)
   t.teardown(() => { clearInterval(beat) })
-  const heard: Array<{ at: number, frame: unknown }> = []
-  const until = Date.now() + 5500
-  while (Date.now() < until) {
-    const frame = await channel.receive(AbortSignal.timeout(until - Date.now())).catch(() => null)
+  const heard: Array<{ at: number, frame: { type: string, seq?: number } }> = []
+  while (heard.length < 3) {
+    const frame = await channel.receive(AbortSignal.timeout(30_000))
     if (frame === null) break
     heard.push({ at: Date.now(), frame })
   }
   clearInterval(beat)
-  t.ok(heard.every((h) => (h.frame as { type: string }).type === 'heartbeat-ack'), 'nothing but acks')
-  t.ok(heard.length >= 2 && heard.length <= 3, `one ack per 2 s of the coordinator's silence, not one per heartbeat (${heard.length} for ${seq} heartbeats in 5.5 s)`)
+  t.same(heard.map((h) => h.frame.type), ['heartbeat-ack', 'heartbeat-ack', 'heartbeat-ack'], 'nothing but acks')
   const gaps = heard.map((h, i) => h.at - (i === 0 ? welcomedAt : (heard[i - 1] as { at: number }).at))
-  t.ok(gaps.every((g) => g >= ACK_AFTER_MS - 50 && g < ACK_AFTER_MS + 1000), `each ack comes ${ACK_AFTER_MS} ms after the coordinator last spoke, give or take a heartbeat (${gaps.join(', ')} ms)`)
-  t.ok(heard.every((h) => ((h.frame as { seq: number }).seq < seq)), 'each acks a heartbeat that was sent')
+  t.same(gaps.filter((g) => g < ACK_AFTER_MS - 50), [], `each ack only after ${ACK_AFTER_MS} ms of the coordinator's silence (${gaps.join(', ')} ms)`)
+  const acked = heard.map((h) => h.frame.seq ?? -1)
+  t.ok(acked.every((n, i) => n < seq && (i === 0 || n - (acked[i - 1] as number) > 1)), `not one ack per heartbeat: acks for heartbeats ${acked.join(', ')} of ${seq} sent`)
 })
 
 t.test('liveness in the control session: an agent that hears nothing from the coordinator dials a new connection', async (t) => {
@@ -230,6 +238,7 @@ t.test('liveness in the control session: an agent that hears nothing from the co
   t.teardown(async () => { await silent.stop(); rmSync(dirname(clusterKeyFile), { recursive: true, force: true }) })
   const hellos: number[] = []
   let ack = false
+  const acked: number[] = []
   let epoch = 0
   await silent.handle(CONTROL_PROTOCOL, (stream) => {
     void (async () => {
@@ -238,7 +247,10 @@ t.test('liveness in the control session: an agent that hears nothing from the co
         if (frame.type === 'hello') {
           hellos.push(Date.now())
           await channel.send({ v: 1, type: 'welcome', hostId: '00000000-0000-4000-8000-000000000001', epoch: ++epoch, heartbeatMs: 200, placements: [] })
-        } else if (frame.type === 'heartbeat' && ack) await channel.send({ v: 1, type: 'heartbeat-ack', seq: frame.seq })
+        } else if (frame.type === 'heartbeat' && ack) {
+          acked.push(Date.now())
+          await channel.send({ v: 1, type: 'heartbeat-ack', seq: frame.seq })
+        }
       }
     })().catch(() => {})
   })
@@ -258,10 +270,12 @@ t.test('liveness in the control session: an agent that hears nothing from the co
   const silenceMs = agentSilenceMs(200)
   await eventually(async () => (hellos.length >= 2 ? true : undefined), silenceMs + 5000, 'the agent to dial again')
   const gap = (hellos[1] as number) - (hellos[0] as number)
-  t.ok(gap >= silenceMs && gap < silenceMs + 3000, `a new session ${gap} ms after the first: the coordinator was silent for ${silenceMs} ms`)
+  t.ok(gap >= silenceMs, `a new session ${gap} ms after the first: not before the coordinator was silent for ${silenceMs} ms`)
   t.ok(await eventually(async () => (silent.getConnections().length === 1 ? true : undefined), 5000, 'the old connection to close'), 'over a new connection; the old one is closed')
   ack = true
+  const ackedFrom = Date.now()
   const before = hellos.length
-  await new Promise((resolve) => setTimeout(resolve, silenceMs + 1000))
+  // Heartbeats answered for longer than the agent's silence limit: had it dropped the session, it would have said hello again.
+  await eventually(() => (acked.some((at) => at - ackedFrom > silenceMs + 200) ? true : undefined), silenceMs + 10_000, 'heartbeats past the silence limit')
   t.equal(hellos.length, before, 'a coordinator that acks keeps the session')
 })

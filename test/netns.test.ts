@@ -6,6 +6,9 @@
 // gang meeting at rank 0's address, an endpoint across two pools, a cut link
 // detected and its replica moved, and the healed host's stale copy fenced.
 // Needs root and iproute2 (CI runs as root): without them it fails, saying so.
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import pg from 'pg'
 import t from 'tap'
 import { freshDatabase } from './helpers/postgres.js'
 import { eventually as waitFor } from './helpers/coordinator.js'
@@ -85,10 +88,8 @@ t.test('hosts in network namespaces: mDNS, pools, a gang, an endpoint across poo
       for (const n of names) seen.set(n, await net.tcpPeers(n))
       return names.every((n) => names.every((m) => m === n || seen.get(n)?.has(net.node(m).ip) === true)) ? seen : undefined
     }, 30_000, 'every agent to be connected to every other agent')
-    for (const n of names) {
-      t.ok(mesh.get(n)?.has(c.node.ip), `${n} is connected to the coordinator`)
-      t.same([...(mesh.get(n) ?? [])].filter((ip) => ip !== c.node.ip).sort(), names.filter((m) => m !== n).map((m) => net.node(m).ip).sort(), `${n} is connected to the three other agents`)
-    }
+    const peersOf = (n: string) => ({ coordinator: mesh.get(n)?.has(c.node.ip) === true, agents: [...(mesh.get(n) ?? [])].filter((ip) => ip !== c.node.ip).sort() })
+    t.same(names.map(peersOf), names.map((n) => ({ coordinator: true, agents: names.filter((m) => m !== n).map((m) => net.node(m).ip).sort() })), 'each agent is connected to the coordinator and the three other agents')
   })
 
   await t.test('two pools form', async (t) => {
@@ -97,7 +98,7 @@ t.test('hosts in network namespaces: mDNS, pools, a gang, an endpoint across poo
     t.match(pools.find((p) => p.key === H100), { hostCount: 2, readyHosts: 2, gpus: { total: 16 } })
     t.match(pools.find((p) => p.key === L40S), { hostCount: 2, readyHosts: 2, gpus: { total: 2 } })
     const list = await hosts()
-    for (const [name, machine] of Object.entries(MACHINES)) t.equal(list.find((h) => h.name === name)?.pool, machine.startsWith('h100') ? H100 : L40S, `${name}'s pool`)
+    t.same(Object.keys(MACHINES).map((name) => list.find((h) => h.name === name)?.pool), Object.values(MACHINES).map((machine) => (machine.startsWith('h100') ? H100 : L40S)), 'each host in its pool')
   })
 
   await t.test('a 2-host recipe runs on the two H100 hosts and meets at rank 0\'s address', async (t) => {
@@ -130,7 +131,7 @@ t.test('hosts in network namespaces: mDNS, pools, a gang, an endpoint across poo
     before = w.placements
     t.equal(new Set(before.map((p) => p.hostId)).size, 4, 'one replica per host')
     t.same(before.map((p) => hostName.get(p.hostId)).sort(), [...agents.keys()].sort(), 'on all four hosts, so in both pools')
-    for (const p of before) t.match(agent(hostName.get(p.hostId) as string).placementLog(p.id), /^serving$/m, `replica ${p.replica} runs on ${hostName.get(p.hostId) as string}`)
+    t.same(before.filter((p) => !/^serving$/m.test(agent(hostName.get(p.hostId) as string).placementLog(p.id))).map((p) => p.replica), [], 'every replica serves on its host')
   })
 
   const victim = 'l40s-c'
@@ -143,9 +144,9 @@ t.test('hosts in network namespaces: mDNS, pools, a gang, an endpoint across poo
     const staleId = stale.id
     const cutAt = Date.now()
     await net.cut(victim)
-    const down = await waitFor(async () => (await hosts()).find((h) => h.id === victimHost && h.state === 'down'), 20_000, `${victim} to be down`)
-    const detectMs = Date.now() - cutAt
-    t.ok(detectMs < 10_000, `down ${detectMs} ms after the cut (${down.stateReason ?? ''})`)
+    // How fast is a bench figure (bench mesh: down_detect_ms); here only that it happens, and why.
+    const down = await waitFor(async () => (await hosts()).find((h) => h.id === victimHost && h.state === 'down'), 60_000, `${victim} to be down`)
+    t.comment(`down ${Date.now() - cutAt} ms after the cut`)
     t.match(down.stateReason, /unreachable from its pool peers/, 'after its pool peer could not reach it either')
     const moved = await waitFor(async () => {
       const w = await workload(endpointId)
@@ -165,6 +166,7 @@ t.test('hosts in network namespaces: mDNS, pools, a gang, an endpoint across poo
     if (stale === undefined) { t.fail('no stale replica to fence'); return }
     const staleId = stale.id
     const pid = agent(victim).placementRecord(staleId)?.pid ?? null
+    const epochBefore = agentEpoch(agent(victim))
     const healedAt = Date.now()
     await net.heal(victim)
     await waitFor(async () => ((await hosts()).find((h) => h.id === victimHost)?.state === 'ready' ? true : undefined), 30_000, `${victim} to be ready again`)
@@ -174,7 +176,13 @@ t.test('hosts in network namespaces: mDNS, pools, a gang, an endpoint across poo
       return r?.state === 'stopped' ? r : undefined
     }, 30_000, 'the stale copy to be stopped by its agent')
     t.equal(record.state, 'stopped', `the agent stopped it (${record.reason ?? ''})`)
-    t.ok(pid !== null && !isAlive(pid), 'its process is gone')
+    t.ok(pid !== null && !isAlive(pid), `its process (pid ${String(pid)}, alive through the partition) is gone`)
+    // Its re-registration raised the host's epoch, and the agent obeys that one now.
+    const epochAfter = await waitFor(() => { const e = agentEpoch(agent(victim)); return e > epochBefore ? e : undefined }, 30_000, 'the agent to obey a newer epoch')
+    const db = new pg.Client({ connectionString: databaseUrl })
+    await db.connect()
+    const registered = (await db.query<{ epoch: number }>('select epoch from hosts where id = $1', [victimHost]).finally(() => { void db.end() })).rows[0]?.epoch
+    t.equal(epochAfter, registered, `the agent went from epoch ${epochBefore} to the coordinator's new one`)
     const fenced = agent(victim).proc.output().split('\n').some((l) => l.includes('fenced') && l.includes(staleId))
     t.comment(fenced ? 'fenced by the welcome list on reconnection' : `stopped by the coordinator's stop frame: ${record.reason ?? ''}`)
     const w = await workload(endpointId)
@@ -184,6 +192,11 @@ t.test('hosts in network namespaces: mDNS, pools, a gang, an endpoint across poo
     t.notOk(running.some((p) => p.id === staleId), 'not the stale copy')
   })
 })
+
+/** The highest coordinator epoch the agent has obeyed, from its state file. */
+function agentEpoch (a: NetAgent): number {
+  return (JSON.parse(readFileSync(join(a.stateDir, 'agent.json'), 'utf8')) as { epoch: number }).epoch
+}
 
 function isAlive (pid: number): boolean {
   try { process.kill(pid, 0); return true } catch { return false }

@@ -12,6 +12,7 @@ import { parseQueryXml } from '../agent/detect/nvidia/parse-q-xml.js'
 import { parseTable } from '../agent/detect/nvidia/parse-table.js'
 import { parseTopo } from '../agent/detect/nvidia/parse-topo.js'
 import { CAPTURES, capture } from './helpers/fixtures.js'
+import { Mismatches } from './helpers/mismatches.js'
 
 interface TopoCase {
   kind: 'topo'
@@ -290,50 +291,60 @@ const INVENTORY_PARSERS = { list: parseList, nvlink: parseNvlink, qxml: parseQue
 t.test('every capture has expectations here', async (t) => {
   const files = readdirSync(CAPTURES).filter((f) => /\.(txt|xml)$/.test(f))
   t.ok(files.length >= 53, 'the captures are present')
-  for (const f of files) t.ok(f in CASES, `${f} is covered by a case`)
+  t.same(files.filter((f) => !(f in CASES)), [], 'captures without a case')
 })
 
-for (const [file, c] of Object.entries(CASES)) {
-  t.test(file, async (t) => {
-    const text = capture(file)
-    if (c.kind === 'topo') {
-      const { value, problems } = parseTopo(text)
-      t.same(value.labels, c.labels, 'labels in printed order')
-      t.equal(value.matrix.length, c.labels.length, 'one row per label')
-      for (const [row, col, cell] of c.cells) {
-        t.equal(value.matrix[c.labels.indexOf(row)]?.[c.labels.indexOf(col)], cell, `cell ${row}/${col}`)
-      }
-      for (const [gpu, [cpu, numa, gpuNuma]] of Object.entries(c.attributes)) {
-        t.same(value.attributes.get(gpu), { cpuAffinity: cpu, numaAffinity: numa, gpuNumaId: gpuNuma }, `${gpu} affinity`)
-      }
-      t.same(Object.fromEntries(value.nicLegend), c.legend, 'NIC legend')
-      t.equal(problems.length, c.problems, `problems: ${problems.join('; ')}`)
-      const { topology } = combineGpus([], value)
-      t.same(topology.nvlinkDomains, c.domains, 'NVLink domains')
-      for (const [label, [name, nearest, link]] of Object.entries(c.nics)) {
-        t.same(topology.nics.find((n) => n.label === label), { label, name, nearestGpus: nearest, link }, `NIC ${label}`)
-      }
-      t.equal(topology.nics.length, c.labels.filter((l) => !l.startsWith('GPU')).length, 'every non-GPU column is a NIC')
-      return
-    }
-    const { value, problems } = (c.kind === 'querycsv' && c.fields !== undefined ? parseQueryGpu(text, c.fields) : INVENTORY_PARSERS[c.kind](text)) as { value: GpuInventory, problems: string[] }
-    t.equal(value.gpus.length, c.count, 'GPU count')
-    t.equal(problems.length, c.problems, `problems: ${problems.join('; ')}`)
-    if (c.driver !== undefined) t.equal(value.driverVersion, c.driver, 'driver version')
-    if (c.cuda !== undefined) t.equal(value.cudaVersion, c.cuda, 'CUDA version')
-    for (const [i, e] of Object.entries(c.gpus)) {
-      const g = value.gpus[Number(i)]
-      if (g === undefined) { t.fail(`GPU ${i} missing`); continue }
-      if (c.kind !== 'qxml' && c.kind !== 'qtext') t.equal(g.index, Number(i), `GPU ${i} index`)
-      if (e.name !== undefined) t.equal(g.name, e.name, `GPU ${i} name`)
-      if (e.uuid !== undefined) t.equal(g.uuid, e.uuid, `GPU ${i} uuid`)
-      if (e.memoryMiB !== undefined) t.equal(g.memoryMiB, e.memoryMiB, `GPU ${i} memory`)
-      if (e.pciBusId !== undefined) t.equal(g.pciBusId, e.pciBusId, `GPU ${i} bus id`)
-      if (e.migMode !== undefined) t.equal(g.migMode, e.migMode, `GPU ${i} MIG mode`)
-      if (e.mig !== undefined) t.same((g.migDevices ?? []).map((d) => d.profile ?? '?'), e.mig, `GPU ${i} MIG devices`)
-      if (e.nvlink !== undefined) {
-        t.same(g.nvlink === null || g.nvlink === undefined ? null : [g.nvlink.active, g.nvlink.total, g.nvlink.bandwidthGBs], e.nvlink, `GPU ${i} NVLink`)
-      }
-    }
-  })
+function checkTopo (m: Mismatches, file: string, c: TopoCase): void {
+  const { value, problems } = parseTopo(capture(file))
+  m.check(file, 'labels in printed order', value.labels, c.labels)
+  m.check(file, 'one row per label', value.matrix.length, c.labels.length)
+  for (const [row, col, cell] of c.cells) {
+    m.check(file, `cell ${row}/${col}`, value.matrix[c.labels.indexOf(row)]?.[c.labels.indexOf(col)], cell)
+  }
+  for (const [gpu, [cpu, numa, gpuNuma]] of Object.entries(c.attributes)) {
+    m.check(file, `${gpu} affinity`, value.attributes.get(gpu), { cpuAffinity: cpu, numaAffinity: numa, gpuNumaId: gpuNuma })
+  }
+  m.check(file, 'NIC legend', Object.fromEntries(value.nicLegend), c.legend)
+  m.check(file, `problems: ${problems.join('; ')}`, problems.length, c.problems)
+  const { topology } = combineGpus([], value)
+  m.check(file, 'NVLink domains', topology.nvlinkDomains, c.domains)
+  for (const [label, [name, nearest, link]] of Object.entries(c.nics)) {
+    m.check(file, `NIC ${label}`, topology.nics.find((n) => n.label === label), { label, name, nearestGpus: nearest, link })
+  }
+  m.check(file, 'every non-GPU column is a NIC', topology.nics.length, c.labels.filter((l) => !l.startsWith('GPU')).length)
 }
+
+function checkInventory (m: Mismatches, file: string, c: InventoryCase): void {
+  const text = capture(file)
+  const { value, problems } = (c.kind === 'querycsv' && c.fields !== undefined ? parseQueryGpu(text, c.fields) : INVENTORY_PARSERS[c.kind](text)) as { value: GpuInventory, problems: string[] }
+  m.check(file, 'GPU count', value.gpus.length, c.count)
+  m.check(file, `problems: ${problems.join('; ')}`, problems.length, c.problems)
+  if (c.driver !== undefined) m.check(file, 'driver version', value.driverVersion, c.driver)
+  if (c.cuda !== undefined) m.check(file, 'CUDA version', value.cudaVersion, c.cuda)
+  for (const [i, e] of Object.entries(c.gpus)) {
+    const g = value.gpus[Number(i)]
+    if (g === undefined) { m.check(file, `GPU ${i} present`, undefined, 'a GPU'); continue }
+    if (c.kind !== 'qxml' && c.kind !== 'qtext') m.check(file, `GPU ${i} index`, g.index, Number(i))
+    if (e.name !== undefined) m.check(file, `GPU ${i} name`, g.name, e.name)
+    if (e.uuid !== undefined) m.check(file, `GPU ${i} uuid`, g.uuid, e.uuid)
+    if (e.memoryMiB !== undefined) m.check(file, `GPU ${i} memory`, g.memoryMiB, e.memoryMiB)
+    if (e.pciBusId !== undefined) m.check(file, `GPU ${i} bus id`, g.pciBusId, e.pciBusId)
+    if (e.migMode !== undefined) m.check(file, `GPU ${i} MIG mode`, g.migMode, e.migMode)
+    if (e.mig !== undefined) m.check(file, `GPU ${i} MIG devices`, (g.migDevices ?? []).map((d) => d.profile ?? '?'), e.mig)
+    if (e.nvlink !== undefined) {
+      m.check(file, `GPU ${i} NVLink`, g.nvlink === null || g.nvlink === undefined ? null : [g.nvlink.active, g.nvlink.total, g.nvlink.bandwidthGBs], e.nvlink)
+    }
+  }
+}
+
+t.test('nvidia-smi topo -m captures: labels, cells, affinities, NICs, NVLink domains', async (t) => {
+  const m = new Mismatches()
+  for (const [file, c] of Object.entries(CASES)) if (c.kind === 'topo') checkTopo(m, file, c)
+  t.same(m.list, [], 'every expected value of every topo capture')
+})
+
+t.test('nvidia-smi inventory captures (-L, nvlink -s, -q, -q -x, the table, --query-gpu)', async (t) => {
+  const m = new Mismatches()
+  for (const [file, c] of Object.entries(CASES)) if (c.kind !== 'topo') checkInventory(m, file, c)
+  t.same(m.list, [], 'every expected value of every inventory capture')
+})

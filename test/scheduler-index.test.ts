@@ -37,13 +37,16 @@ t.test('an index updated in place decides like a fresh one', async (t) => {
   }
   const fresh = new SnapshotIndex({ hosts: [...hosts.values()] })
   const stream = buildWorkloads(600, 13, fleet.pools)
-  let same = 0
+  const differ: Array<{ workload: string, live: string, fresh: string }> = []
+  let placed = 0
   for (const w of stream) {
-    const a = placeOn(live, w)
-    const b = placeOn(fresh, w)
-    t.equal(fingerprint(a, hosts, live), fingerprint(b, hosts, fresh), `workload ${w.id}`)
-    same++
+    const a = fingerprint(placeOn(live, w), hosts, live)
+    const b = fingerprint(placeOn(fresh, w), hosts, fresh)
+    if (a !== b) differ.push({ workload: w.id, live: a, fresh: b })
+    if (a.endsWith('|')) placed++
   }
-  t.equal(same, stream.length)
+  t.same(differ, [], 'every workload decided alike by both indexes')
+  // The comparison means something only if the stream both places and refuses.
+  t.ok(placed > 0 && placed < stream.length, `${placed} of ${stream.length} workloads placed in full`)
   t.equal(live.free('no-such-host'), undefined)
 })

@@ -11,7 +11,7 @@ import t, { type Test } from 'tap'
 import { journalPrefix } from '../common/log.js'
 import { systemdNotifier } from '../common/systemd.js'
 import { cleanEnv } from './helpers/agent.js'
-import { startTestCoordinator } from './helpers/coordinator.js'
+import { eventually, startTestCoordinator } from './helpers/coordinator.js'
 import { AGENT_RUN, ROOT } from './helpers/fixtures.js'
 import { agentProcessEnv } from './helpers/mesh.js'
 import { notifySocket } from './helpers/notify-socket.js'
@@ -60,11 +60,11 @@ t.test('the agent tells systemd it is ready, pings the watchdog and says when it
     JOURNAL_STREAM: '8:12345'
   }))
   t.match(await notify.next(/READY=1/), /^READY=1\|STATUS=serving as 12D3KooW\w+/, 'READY=1 with a status')
-  await notify.next(/WATCHDOG=1/)
-  const start = notify.messages().length
-  await new Promise((resolve) => setTimeout(resolve, 2200))
-  const pings = notify.messages().slice(start).filter((m) => m === 'WATCHDOG=1').length
-  t.ok(pings >= 3 && pings <= 6, `WATCHDOG=1 every half period (${pings} in 2.2 s)`)
+  // Pings keep coming, paced by the half-period timer (never in bursts: a late one is not made up for).
+  const pings = () => notify.received().filter((r) => r.message === 'WATCHDOG=1').map((r) => r.at)
+  const at = await eventually(() => (pings().length >= 5 ? pings() : undefined), 60_000, 'five watchdog pings')
+  const gaps = at.slice(1).map((ms, i) => Math.round(ms - (at[i] as number)))
+  t.same(gaps.filter((ms) => ms < 250), [], `no two pings closer than a quarter of the period (gaps: ${gaps.join(', ')} ms)`)
   await stopped(t, daemon.child)
   t.ok(notify.messages().includes('STOPPING=1'), 'STOPPING=1 on SIGTERM')
   t.ok(notify.messages().indexOf('STOPPING=1') > notify.messages().findIndex((m) => m.startsWith('READY=1')), 'after READY')
@@ -97,22 +97,50 @@ t.test('the coordinator is ready once its API serves, and pings the watchdog', a
 
 t.test('no watchdog ping while the daemon is not healthy', async (t) => {
   const notify = await notifySocket(t)
+  const pings = () => notify.messages().filter((m) => m === 'WATCHDOG=1').length
   let healthy = true
+  let sentHealthy = 0
+  let unhealthyTicks = 0
   const n = systemdNotifier({ NOTIFY_SOCKET: notify.path, WATCHDOG_USEC: '200000', PATH: process.env.PATH ?? '' })
   t.teardown(() => { n.close() })
-  n.watchdog(() => healthy)
+  n.watchdog(() => {
+    if (healthy) sentHealthy++
+    else unhealthyTicks++
+    return healthy
+  })
   await notify.next(/WATCHDOG=1/, 5000)
   healthy = false
-  await new Promise((resolve) => setTimeout(resolve, 300)) // pings already on their way arrive
-  const count = notify.messages().length
-  await new Promise((resolve) => setTimeout(resolve, 800))
-  t.equal(notify.messages().length, count, 'silence while unhealthy (systemd would restart the daemon)')
+  await eventually(() => (unhealthyTicks >= 3 ? true : undefined), 10_000, 'three watchdog ticks while unhealthy')
+  // A marker sent after those ticks: a ping sent for any of them would be queued on the socket before it.
+  n.ready('marker')
+  await notify.next(/STATUS=marker/, 10_000)
+  await eventually(() => (pings() >= sentHealthy ? true : undefined), 10_000, 'the pings sent while healthy')
+  t.equal(pings(), sentHealthy, `one ping per healthy tick, none for the ${unhealthyTicks} unhealthy ones (systemd would restart the daemon)`)
+  const before = pings()
   healthy = true
-  await notify.next(/WATCHDOG=1/, 5000).then(() => t.pass('pings again once healthy'))
+  await eventually(() => (pings() > before ? true : undefined), 10_000, 'a ping once healthy again')
+  t.pass('pings again once healthy')
   n.close()
-  const none = systemdNotifier({ PATH: process.env.PATH ?? '' })
-  none.ready('x') // no NOTIFY_SOCKET: nothing to do, nothing thrown
-  t.pass('without NOTIFY_SOCKET nothing is sent')
+})
+
+t.test('without NOTIFY_SOCKET nothing is sent', async (t) => {
+  // systemd-notify behind a wrapper that records each call: the one call expected is the marker, sent with a socket.
+  const dir = mkdtempSync(join(tmpdir(), 'gpumesh-notify-calls-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const calls = join(dir, 'calls')
+  const wrapper = join(dir, 'systemd-notify')
+  writeFileSync(wrapper, `#!/bin/sh\necho "$*" >> ${calls}\nexec systemd-notify "$@"\n`)
+  chmodSync(wrapper, 0o755)
+  const none = systemdNotifier({ PATH: process.env.PATH ?? '', WATCHDOG_USEC: '200000' }, wrapper)
+  none.ready('x')
+  let ticks = 0
+  none.watchdog(() => { ticks++; return true })
+  await eventually(() => (ticks >= 3 ? true : undefined), 10_000, 'three healthy watchdog ticks')
+  none.stopping()
+  const notify = await notifySocket(t)
+  systemdNotifier({ NOTIFY_SOCKET: notify.path, PATH: process.env.PATH ?? '' }, wrapper).ready('marker')
+  await notify.next(/STATUS=marker/, 10_000)
+  t.same(readFileSync(calls, 'utf8').split('\n').filter((l) => l !== ''), ['--ready --status=marker'], 'only the call made with a socket')
 })
 
 t.test('journald prefixes map pino levels to syslog priorities', async (t) => {

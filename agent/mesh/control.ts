@@ -46,6 +46,8 @@ export class ControlClient {
   /** Last time the loop did something: a dial attempt or a heartbeat (the systemd watchdog's evidence). */
   lastProgress = Date.now()
   hostId: string | null = null
+  /** The coordinator's last refusal of a session (until a welcome): what an operator (or a test) looks at. */
+  refusal: { code: string, message: string } | null = null
 
   constructor (private readonly o: ControlOptions) {}
 
@@ -119,6 +121,7 @@ export class ControlClient {
       if (frame.type === 'heartbeat-ack') continue
       if (frame.type === 'error') {
         const fatal = FATAL.has(frame.code)
+        this.refusal = { code: frame.code, message: frame.message }
         log[fatal ? 'error' : 'warn']({ code: frame.code }, `coordinator refused the session: ${frame.message}`)
         return fatal
       }
@@ -129,6 +132,7 @@ export class ControlClient {
         }
         await state.save({ hostId: frame.hostId, epoch: frame.epoch })
         this.hostId = frame.hostId
+        this.refusal = null
         this.connectedAt = Date.now()
         await this.reconcile(frame.placements)
         let seq = 0

@@ -152,3 +152,13 @@ export function buildWorkloads (n: number, seed: number, pools: FleetPool[]): Sc
   }
   return out
 }
+
+/** A 72-GPU host (four NUMA nodes of 18, GPUs paired on PIX switches), every fifth GPU taken. */
+export function host72 (): SchedHost {
+  const n = 72
+  const labels = Array.from({ length: n }, (_, i) => `GPU${i}`)
+  const node = (i: number) => Math.floor(i / 18)
+  const matrix = labels.map((_, a) => labels.map((_, b) => (a === b ? 'X' : node(a) === node(b) ? (Math.floor(a / 2) === Math.floor(b / 2) ? 'PIX' : 'NODE') : 'SYS')))
+  const gpus = labels.map((_, i) => ({ index: i, numaNode: node(i) }))
+  return { id: 'big', name: 'big', pool: 'p', poolKind: 'static', schedulable: true, gpus, topology: { labels, matrix, nvlinkDomains: [] }, free: new Set(gpus.map((g) => g.index).filter((i) => i % 5 !== 0)) }
+}

@@ -1,7 +1,8 @@
 // A real sd_notify receiver: an AF_UNIX datagram socket (what systemd gives
 // a Type=notify service as $NOTIFY_SOCKET), served by python3 because Node
 // has no Unix datagram sockets. Each message arrives as one line, its
-// newline-separated assignments joined by '|'.
+// newline-separated assignments joined by '|', after the receiver's clock
+// (ms) at its arrival.
 import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -9,7 +10,7 @@ import { join } from 'node:path'
 import type { Test } from 'tap'
 
 const RECEIVER = `
-import os, socket, sys
+import os, socket, sys, time
 path = sys.argv[1]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 s.bind(path)
@@ -17,13 +18,15 @@ os.chmod(path, 0o777)
 print('listening', flush=True)
 while True:
     data = s.recv(65536)
-    print(data.decode('utf-8', 'replace').strip().replace('\\n', '|'), flush=True)
+    print('%.1f %s' % (time.time() * 1000, data.decode('utf-8', 'replace').strip().replace('\\n', '|')), flush=True)
 `
 
 export interface NotifySocket {
   path: string
   /** Messages so far, in order. */
   messages: () => string[]
+  /** Messages so far with when each arrived (ms, the receiver's clock). */
+  received: () => Array<{ at: number, message: string }>
   /** Resolves with the first message (from now on, or already received) that matches. */
   next: (pattern: RegExp, ms?: number) => Promise<string>
 }
@@ -49,10 +52,15 @@ export async function notifySocket (t: Test): Promise<NotifySocket> {
     const check = () => { if (lines.includes('listening')) { waiters.delete(check); resolve() } }
     waiters.add(check)
   })
-  const messages = () => lines.filter((l) => l !== 'listening')
+  const received = () => lines.filter((l) => l !== 'listening').map((l) => {
+    const space = l.indexOf(' ')
+    return { at: Number(l.slice(0, space)), message: l.slice(space + 1) }
+  })
+  const messages = () => received().map((r) => r.message)
   return {
     path,
     messages,
+    received,
     next: async (pattern, ms = 30_000) => await new Promise<string>((resolve, reject) => {
       const check = () => {
         const found = messages().find((m) => pattern.test(m))

@@ -4,9 +4,11 @@
 // with exponential backoff and jitter, capped.
 import { EventEmitter } from 'node:events'
 import pg from 'pg'
+import { backoff } from '../../common/daemon/backoff.js'
+import type { Startable } from '../../common/daemon/startable.js'
 import type { Logger } from '../../common/log.js'
 
-export class Notifier extends EventEmitter {
+export class Notifier extends EventEmitter implements Startable {
   private client: pg.Client | null = null
   private stopped = false
   private attempt = 0
@@ -65,7 +67,7 @@ export class Notifier extends EventEmitter {
     if (this.stopped || (this.client !== null && this.client !== client)) return
     this.client = null
     client.end().catch(() => {})
-    const delay = Math.min(30_000, 100 * 2 ** this.attempt++) * (0.5 + Math.random() / 2)
+    const delay = backoff(this.attempt++)
     clearTimeout(this.timer)
     this.timer = setTimeout(() => { void this.connect() }, delay)
   }

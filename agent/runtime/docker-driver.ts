@@ -12,11 +12,9 @@ import type { Assignment } from './types.js'
 
 export const containerName = (placementId: string) => `gpumesh-${placementId}`
 
-/** options.docker, else GPUMESH_DOCKER, else `docker` from PATH. */
-export function dockerCommand (option: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
-  if (option !== undefined && option !== '') return option
-  const fromEnv = env.GPUMESH_DOCKER
-  return fromEnv !== undefined && fromEnv !== '' ? fromEnv : 'docker'
+/** The docker executable: the agent's --docker (GPUMESH_DOCKER), else `docker` from PATH. */
+export function dockerCommand (option: string | undefined): string {
+  return option !== undefined && option !== '' ? option : 'docker'
 }
 
 /** The arguments of `docker` that run this placement; throws LaunchError when it cannot run. */

@@ -244,7 +244,7 @@ class PlacementRuntime extends EventEmitter implements Runtime {
     // A session's command runs in a pseudo-terminal that `gpumesh attach` reaches (agent/session/holder.ts).
     if (a.session !== undefined) {
       if (socketPath(dir).length > MAX_SOCKET_PATH) throw new LaunchError(`session socket path ${socketPath(dir)} is longer than ${MAX_SOCKET_PATH} bytes; use a shorter state directory`)
-      return { argv: [process.execPath, ...holderArgs(a.session, argv)], env: a.run.driver === 'docker' ? { ...env, GPUMESH_PLACEMENT_ID: a.placementId } : env }
+      return { argv: [process.execPath, ...holderArgs(a.placementId, a.session, argv)], env }
     }
     return { argv, env }
   }

@@ -11,7 +11,7 @@ export interface RuntimeOptions {
   stateDir: string
   /** Milliseconds between SIGTERM and SIGKILL when stopping (default 10 000). */
   stopGraceMs?: number
-  /** docker executable (default: `docker` from PATH; env GPUMESH_DOCKER). */
+  /** docker executable (default: `docker` from PATH; the agent's --docker / GPUMESH_DOCKER). */
   docker?: string
 }
 

@@ -54,10 +54,13 @@ export class Notifier extends EventEmitter implements Startable {
     try {
       await client.connect()
       await client.query('listen gpumesh_events')
+      // Stopped while connecting: a connection kept now would keep the process alive.
+      if (this.stopped) { await client.end().catch(() => {}); return }
       this.client = client
       this.attempt = 0
       this.emit('wake') // anything committed while we were away
     } catch (err) {
+      if (this.stopped) return
       this.log.warn({ err: (err as Error).message }, 'event notifications unavailable; readers poll')
       this.retry(client)
     }

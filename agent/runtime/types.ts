@@ -13,6 +13,8 @@ export interface RuntimeOptions {
   stopGraceMs?: number
   /** docker executable (default: `docker` from PATH; the agent's --docker / GPUMESH_DOCKER). */
   docker?: string
+  /** The agent's environment, which placements inherit without its GPUMESH_* settings (default: this process's). */
+  env?: NodeJS.ProcessEnv
 }
 
 /**

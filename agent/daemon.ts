@@ -4,6 +4,8 @@
 // session, plus periodic re-detection. stop() leaves workloads running.
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
+import { Loop } from '../common/daemon/loop.js'
+import { Started } from '../common/daemon/startable.js'
 import type { Logger } from '../common/log.js'
 import { readClusterKey } from '../common/mesh/cluster-key.js'
 import { loadOrCreateIdentity } from '../common/mesh/identity.js'
@@ -56,66 +58,65 @@ export async function startAgent (o: AgentOptions): Promise<Agent> {
   const state = await AgentState.load(o.stateDir)
   let facts = o.facts ?? await detectInSubprocess(o.detect)
   const name = o.name ?? facts.hostname
-  const runtime = createRuntime({ stateDir: o.stateDir, ...(o.docker === undefined ? {} : { docker: o.docker }), ...(o.stopGraceMs === undefined ? {} : { stopGraceMs: o.stopGraceMs }) })
-  const adopted = await runtime.recover()
-  if (adopted.length > 0) o.log.info({ placements: adopted.map((p) => `${p.placementId}:${p.state}`) }, 're-adopted placements from the state directory')
+  const started = new Started(o.log)
+  try {
+    const runtime = createRuntime({ stateDir: o.stateDir, ...(o.docker === undefined ? {} : { docker: o.docker }), ...(o.stopGraceMs === undefined ? {} : { stopGraceMs: o.stopGraceMs }) })
+    started.add('runtime', runtime.close)
+    const adopted = await runtime.recover()
+    if (adopted.length > 0) o.log.info({ placements: adopted.map((p) => `${p.placementId}:${p.state}`) }, 're-adopted placements from the state directory')
 
-  // No bootstrap module: its dial races ours and one of the two connections is later closed under the session.
-  const node = await createMeshNode({ privateKey, listen: o.listen, clusterKey, mdns: o.mdns ?? false, role: 'agent' })
-  // Attaches to session placements, from the coordinator only.
-  const sessions = new SessionRelay({ node, runtime, stateDir: o.stateDir, coordinators: o.coordinators, log: o.log })
-  await sessions.start()
-  const membership = new Membership(node, { name, pool: facts.pool.key, gpus: facts.gpus.length }, o.log)
-  membership.start()
-  const binary = o.facts === undefined ? await findNvidiaSmi(o.detect.nvidiaSmi) : null
-  const usage = new UsageSampler(binary === null ? null : nvidiaSmi({ binary, timeoutMs: o.detect.timeoutMs }))
-  usage.start()
-  const control = new ControlClient({
-    node,
-    runtime,
-    state,
-    log: o.log,
-    coordinators: o.coordinators,
-    name,
-    agentVersion: o.detect.agentVersion,
-    ...(o.joinToken === undefined ? {} : { joinToken: o.joinToken }),
-    facts: () => facts,
-    usage: () => usage.current()
-  })
-  control.start()
+    // No bootstrap module: its dial races ours and one of the two connections is later closed under the session.
+    const node = await createMeshNode({ privateKey, listen: o.listen, clusterKey, mdns: o.mdns ?? false, role: 'agent' })
+    started.add('mesh node', async () => { await node.stop() })
+    // Attaches to session placements, from the coordinator only.
+    const sessions = await started.start('session relay', new SessionRelay({ node, runtime, stateDir: o.stateDir, coordinators: o.coordinators, log: o.log }))
+    const membership = await started.start('membership', new Membership(node, { name, pool: facts.pool.key, gpus: facts.gpus.length }, o.log))
+    const binary = o.facts === undefined ? await findNvidiaSmi(o.detect.nvidiaSmi, o.detect.env?.PATH) : null
+    const usage = await started.start('GPU usage', new UsageSampler(binary === null ? null : nvidiaSmi({ binary, timeoutMs: o.detect.timeoutMs, ...(o.detect.env === undefined ? {} : { env: o.detect.env }) })))
+    const control = await started.start('control session', new ControlClient({
+      node,
+      runtime,
+      state,
+      log: o.log,
+      coordinators: o.coordinators,
+      name,
+      agentVersion: o.detect.agentVersion,
+      ...(o.joinToken === undefined ? {} : { joinToken: o.joinToken }),
+      facts: () => facts,
+      usage: () => usage.current()
+    }))
 
-  let redetect: NodeJS.Timeout | undefined
-  if (o.facts === undefined) {
-    // Only the GPUs are looked at each period (a few nvidia-smi calls, in this process); the
-    // host sources (systeminformation: tens of subprocesses) run again only when the GPUs changed.
-    redetect = setInterval(() => {
-      detect({ ...o.detect, hostSources: [] }).then(async (gpusOnly) => {
-        if (JSON.stringify([gpusOnly.gpus, gpusOnly.pool]) === JSON.stringify([facts.gpus, facts.pool])) return
-        const next = await detectInSubprocess(o.detect)
-        facts = next
-        o.log.warn({ pool: next.pool.key, gpus: next.gpus.length }, 'host facts changed')
-        membership.setPool(next.pool.key)
-        await control.sendFacts(next)
-      }).catch((err: Error) => o.log.warn({ err: err.message }, 're-detection failed'))
-    }, o.detectIntervalMs ?? 60_000)
-  }
-  o.log.info({ peerId: node.peerId.toString(), name, pool: facts.pool.key, listen: node.getMultiaddrs().map(String) }, 'agent started')
-
-  return {
-    node,
-    runtime,
-    control,
-    membership,
-    sessions,
-    facts: () => facts,
-    stop: async () => {
-      clearInterval(redetect)
-      usage.stop()
-      await control.stop()
-      await sessions.stop()
-      membership.stop()
-      await node.stop()
-      await runtime.close()
+    if (o.facts === undefined) {
+      // Only the GPUs are looked at each period (a few nvidia-smi calls, in this process); the
+      // host sources (systeminformation: tens of subprocesses) run again only when the GPUs changed.
+      await started.start('re-detection', new Loop(async () => {
+        try {
+          const gpusOnly = await detect({ ...o.detect, hostSources: [] })
+          if (JSON.stringify([gpusOnly.gpus, gpusOnly.pool]) === JSON.stringify([facts.gpus, facts.pool])) return
+          const next = await detectInSubprocess(o.detect)
+          facts = next
+          o.log.warn({ pool: next.pool.key, gpus: next.gpus.length }, 'host facts changed')
+          membership.setPool(next.pool.key)
+          await control.sendFacts(next)
+        } catch (err) {
+          o.log.warn({ err: (err as Error).message }, 're-detection failed')
+        }
+      }, { name: 're-detection', everyMs: o.detectIntervalMs ?? 60_000, immediate: false, log: o.log }))
     }
+    o.log.info({ peerId: node.peerId.toString(), name, pool: facts.pool.key, listen: node.getMultiaddrs().map(String) }, 'agent started')
+
+    return {
+      node,
+      runtime,
+      control,
+      membership,
+      sessions,
+      facts: () => facts,
+      // In reverse: re-detection, control, usage, membership, sessions, the node, the runtime (workloads keep running).
+      stop: async () => { await started.stop() }
+    }
+  } catch (err) {
+    await started.stop()
+    throw err
   }
 }

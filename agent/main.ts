@@ -3,6 +3,8 @@
 // the daemon. Every flag has a GPUMESH_* environment variable.
 import { Command, Option } from 'commander'
 import { EXIT_CONFIG, EXIT_SOFTWARE, multiaddrs, positiveInt } from '../common/cli.js'
+import { exitCodeFor } from '../common/config-error.js'
+import { daemonShutdown } from '../common/daemon/shutdown.js'
 import { HostFacts } from '../protocol/host-facts.js'
 import { schemaErrors } from '../protocol/validate.js'
 import { VERSION } from '../common/version.js'
@@ -18,6 +20,7 @@ const detectOptions = (cmd: Command) => cmd
   .addOption(new Option('--pool-label <label>', 'operator label appended to the pool key').env('GPUMESH_POOL_LABEL'))
 
 const toDetectOptions = (o: DetectFlags): DetectOptions => ({
+  env: process.env,
   agentVersion: VERSION,
   timeoutMs: o.smiTimeout,
   ...(o.nvidiaSmi === undefined ? {} : { nvidiaSmi: o.nvidiaSmi }),
@@ -55,6 +58,7 @@ interface RunFlags extends DetectFlags {
   nodeName?: string
   mdns: boolean
   detectInterval: number
+  docker?: string
 }
 
 
@@ -68,9 +72,10 @@ detectOptions(program.command('run', { isDefault: true }))
   .addOption(new Option('--node-name <name>', 'name the host registers under (default: hostname)').env('GPUMESH_NODE_NAME'))
   .addOption(new Option('--no-mdns', 'do not discover peers by multicast DNS').env('GPUMESH_NO_MDNS'))
   .addOption(new Option('--detect-interval <seconds>', 're-detect period').env('GPUMESH_DETECT_INTERVAL').argParser(positiveInt).default(60))
+  .addOption(new Option('--docker <path>', 'docker client for placements with driver docker (default: docker from PATH)').env('GPUMESH_DOCKER'))
   .action(async (o: RunFlags) => {
-    const { createLogger } = await import('../common/log.js')
-    const log = createLogger('gpumesh-agent')
+    const { createLogger, loggerSettings } = await import('../common/log.js')
+    const log = createLogger('gpumesh-agent', loggerSettings(process.env))
     const missing = [o.coordinator === undefined ? 'GPUMESH_COORDINATOR (--coordinator)' : null, o.clusterKeyFile === undefined ? 'GPUMESH_CLUSTER_KEY_FILE (--cluster-key-file)' : null].filter((m) => m !== null)
     if (missing.length > 0) {
       log.fatal(`cannot start: set ${missing.join(' and ')}`)
@@ -90,29 +95,21 @@ detectOptions(program.command('run', { isDefault: true }))
         detectIntervalMs: o.detectInterval * 1000,
         mdns: o.mdns,
         log,
+        ...(o.docker === undefined ? {} : { docker: o.docker }),
         ...(o.joinToken === undefined ? {} : { joinToken: o.joinToken }),
         ...(o.nodeName === undefined ? {} : { name: o.nodeName })
       })
     } catch (err) {
       log.fatal({ err: (err as Error).message, code: (err as { code?: string }).code }, 'cannot start')
-      process.exitCode = (err as { code?: string }).code === 'ERR_CLUSTER_KEY' ? EXIT_CONFIG : 1
+      process.exitCode = exitCodeFor(err)
       return
     }
     const { systemdNotifier } = await import('../common/systemd.js')
-    const systemd = systemdNotifier()
+    const systemd = systemdNotifier(process.env)
     systemd.ready(`serving as ${agent.node.peerId.toString()}`)
     // The control loop dials or heartbeats at least every few seconds; silence means it is stuck.
     systemd.watchdog(() => Date.now() - agent.control.lastProgress < 45_000)
-    let stopping = false
-    const stop = (signal: string) => {
-      if (stopping) return
-      stopping = true
-      systemd.stopping()
-      log.info({ signal }, 'stopping (placements keep running)')
-      agent.stop().then(() => { log.info('stopped') }, (err: Error) => { log.error({ err: err.message }, 'stop failed'); process.exitCode = 1 })
-    }
-    process.on('SIGTERM', () => stop('SIGTERM'))
-    process.on('SIGINT', () => stop('SIGINT'))
+    await daemonShutdown(log, systemd, agent.stop, 'stopping (placements keep running)')
   })
 
 await program.parseAsync(process.argv)

@@ -1,24 +1,26 @@
 // Per-GPU utilisation and memory for heartbeats, sampled from nvidia-smi
 // every few seconds (not every heartbeat: a query costs a process start).
+import { Loop } from '../common/daemon/loop.js'
+import type { Startable } from '../common/daemon/startable.js'
 import type { GpuUsage } from '../protocol/control.js'
 import type { SmiRunner } from './detect/nvidia/run.js'
 
 const FIELDS = ['index', 'utilization.gpu', 'memory.used']
 
-export class UsageSampler {
+export class UsageSampler implements Startable {
   private last: GpuUsage[] = []
-  private timer: NodeJS.Timeout | undefined
+  private readonly loop: Loop
 
-  constructor (private readonly smi: SmiRunner | null, private readonly everyMs = 5000) {}
-
-  start (): void {
-    if (this.smi === null) return
-    void this.sample()
-    this.timer = setInterval(() => { void this.sample() }, this.everyMs)
+  constructor (private readonly smi: SmiRunner | null, everyMs = 5000) {
+    this.loop = new Loop(async () => { await this.sample() }, { name: 'GPU usage sampling', everyMs })
   }
 
-  stop (): void {
-    clearInterval(this.timer)
+  start (): void {
+    if (this.smi !== null) this.loop.start()
+  }
+
+  async stop (): Promise<void> {
+    await this.loop.stop()
   }
 
   current (): GpuUsage[] {

@@ -12,7 +12,7 @@ import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync } from
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import WebSocket from 'ws'
-import { sleep } from '../agent/runtime/proc.js'
+import { sleep } from '../common/daemon/sleep.js'
 import { createLogger } from '../common/log.js'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../coordinator/store/embedded.js'
 import { eventually } from '../test/helpers/coordinator.js'

@@ -1,8 +1,12 @@
 #!/usr/bin/env node
 // gpumesh: the admin CLI. Tables for people, --json for scripts; every
 // command is one call (or one paginated walk) of the admin HTTP API.
-// Exit status: 0 done, 1 the API or the network said no, 2 bad usage.
+// Exit status: 0 done, 1 the API or the network said no, 2 bad usage,
+// 78 bad configuration (gpumesh up).
 import { Command, CommanderError, Option } from 'commander'
+import { EXIT_CONFIG } from '../common/cli.js'
+import { isConfigError } from '../common/config-error.js'
+import { survivingLostOutput } from '../common/daemon/stdio.js'
 import { VERSION } from '../common/version.js'
 import { CliError } from './client.js'
 import { DEFAULT_API, apiUrl, positiveInt, redact } from './config.js'
@@ -18,8 +22,10 @@ import { workloadCommands } from './commands/workloads.js'
 const EXIT_FAILED = 1
 const EXIT_USAGE = 2
 
-// `gpumesh events | head` closes the pipe early; that is a normal end.
+// `gpumesh events | head` closes the pipe early; that is a normal end. Not for
+// `gpumesh up`, which must go on stopping what it started (see surviveLostOutput).
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (survivingLostOutput()) return
   if (err.code === 'EPIPE') process.exit(0)
   throw err
 })
@@ -56,5 +62,5 @@ try {
     process.stderr.write(redact(`error: ${e.message ?? String(err)}`) + '\n')
     if (process.env.GPUMESH_DEBUG !== undefined && e.stack !== undefined) process.stderr.write(redact(e.stack) + '\n')
   }
-  process.exitCode = EXIT_FAILED
+  process.exitCode = isConfigError(err) ? EXIT_CONFIG : EXIT_FAILED
 }

@@ -14,7 +14,8 @@ export interface Notifier {
   close: () => void
 }
 
-export function systemdNotifier (env: NodeJS.ProcessEnv = process.env, binary = 'systemd-notify'): Notifier {
+/** `env`: the daemon's environment (NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID), passed by its main. */
+export function systemdNotifier (env: NodeJS.ProcessEnv, binary = 'systemd-notify'): Notifier {
   const socket = env.NOTIFY_SOCKET
   let timer: NodeJS.Timeout | undefined
   const send = (...args: string[]) => {

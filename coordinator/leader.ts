@@ -5,56 +5,62 @@
 // even with two leaders for a moment: the database refuses it.
 import { EventEmitter } from 'node:events'
 import pg from 'pg'
+import { Loop } from '../common/daemon/loop.js'
+import type { Startable } from '../common/daemon/startable.js'
 import type { Logger } from '../common/log.js'
 
 /** "gpumesh:leader" folded to an int. */
 export const LEADER_LOCK = 0x67706d33
 
-export class Leadership extends EventEmitter {
+export class Leadership extends EventEmitter implements Startable {
   private client: pg.Client | null = null
-  private timer: NodeJS.Timeout | undefined
-  private stopped = false
+  private readonly loop: Loop
   leader = false
   /** When the election loop last ran (the systemd watchdog's evidence). */
   lastTick = Date.now()
 
-  constructor (private readonly url: string, private readonly log: Logger, private readonly retryMs = 1000) {
+  constructor (private readonly url: string, private readonly log: Logger, retryMs = 1000) {
     super()
+    this.loop = new Loop(async (signal) => { await this.tick(signal) }, { name: 'leader election', everyMs: retryMs, log })
   }
 
   start (): void {
-    void this.tick()
+    this.loop.start()
   }
 
   async stop (): Promise<void> {
-    this.stopped = true
-    clearTimeout(this.timer)
+    const ended = this.loop.stop()
     this.setLeader(false)
-    await this.client?.end().catch(() => {})
+    // Ending the connection also ends an attempt in flight (a connect or a query), which stop() then awaits.
+    const client = this.client
     this.client = null
+    await client?.end().catch(() => {})
+    await ended
   }
 
-  private async tick (): Promise<void> {
-    if (this.stopped) return
+  private async tick (signal: AbortSignal): Promise<void> {
     this.lastTick = Date.now()
+    let client = this.client
     try {
-      if (this.client === null) {
-        const client = new pg.Client({ connectionString: this.url, application_name: 'gpumesh-leader', keepAlive: true })
-        client.on('error', () => { this.drop(client) })
-        await client.connect()
-        this.client = client
+      if (client === null) {
+        const fresh = new pg.Client({ connectionString: this.url, application_name: 'gpumesh-leader', keepAlive: true })
+        client = fresh
+        fresh.on('error', () => { this.drop(fresh) })
+        await fresh.connect()
+        if (signal.aborted) { await fresh.end().catch(() => {}); return }
+        this.client = fresh
       }
       if (this.leader) {
-        await this.client.query('select 1') // still connected, so still holding the lock
+        await client.query('select 1') // still connected, so still holding the lock
       } else {
-        const { rows } = await this.client.query<{ ok: boolean }>('select pg_try_advisory_lock($1) as ok', [LEADER_LOCK])
-        if (rows[0]?.ok === true) this.setLeader(true)
+        const { rows } = await client.query<{ ok: boolean }>('select pg_try_advisory_lock($1) as ok', [LEADER_LOCK])
+        if (rows[0]?.ok === true && !signal.aborted) this.setLeader(true)
       }
     } catch (err) {
+      if (signal.aborted) return
       this.log.warn({ err: (err as Error).message }, 'leader election: database unreachable')
-      if (this.client !== null) this.drop(this.client)
+      if (client !== null) this.drop(client)
     }
-    if (!this.stopped) this.timer = setTimeout(() => { void this.tick() }, this.retryMs)
   }
 
   private drop (client: pg.Client): void {

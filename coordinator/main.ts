@@ -3,11 +3,11 @@
 // SIGTERM/SIGINT, which stop it cleanly (embedded PostgreSQL included).
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { EXIT_CONFIG, multiaddrs, nonNegativeInt, positiveInt } from '../common/cli.js'
-import { createLogger } from '../common/log.js'
+import { ConfigError, exitCodeFor } from '../common/config-error.js'
+import { daemonShutdown } from '../common/daemon/shutdown.js'
+import { createLogger, loggerSettings } from '../common/log.js'
 import { systemdNotifier } from '../common/systemd.js'
 import { VERSION } from '../common/version.js'
-import { DatabaseVersionError } from './store/db.js'
-import { DatabaseNewerError } from './store/migrate.js'
 import { parseListen, startCoordinator } from './server.js'
 
 
@@ -28,9 +28,13 @@ interface Flags {
   leaderRetry: number
   heartbeatMs: number
   staleHostSeconds: number
+  tlsCert?: string
+  tlsKey?: string
+  allowInsecure: boolean
 }
 
-
+/** GPUMESH_ALLOW_INSECURE=1 allows (as it always has; other values do not); the flag alone allows too. */
+const onOff = (value: string): boolean => value === '1' || value === 'true'
 
 const program = new Command('gpumesh-coordinator')
   .description('gpumesh coordinator: PostgreSQL state, GPU scheduler, Redis events, admin API')
@@ -50,11 +54,17 @@ program.command('run', { isDefault: true })
   .addOption(new Option('--leader-retry <ms>', 'how often a follower tries to take the scheduler lock').env('GPUMESH_LEADER_RETRY_MS').argParser(positiveInt).default(1000))
   .addOption(new Option('--heartbeat-ms <ms>', 'agents\' heartbeat period; failure detection follows it').env('GPUMESH_HEARTBEAT_MS').argParser(positiveInt).default(1000))
   .addOption(new Option('--stale-host-seconds <s>', 'a host no coordinator has heard from for this long is down (0 = never)').env('GPUMESH_STALE_HOST_SECONDS').argParser(nonNegativeInt).default(60))
+  .addOption(new Option('--tls-cert <file>', 'PEM certificate: serve the API and session attach over HTTPS/wss (with --tls-key)').env('GPUMESH_TLS_CERT'))
+  .addOption(new Option('--tls-key <file>', 'PEM private key of --tls-cert').env('GPUMESH_TLS_KEY'))
+  .addOption(new Option('--allow-insecure [on]', 'serve session attach over plain ws to other machines (without TLS)').env('GPUMESH_ALLOW_INSECURE').argParser(onOff).default(false))
   .action(async (o: Flags) => {
-    const log = createLogger('gpumesh-coordinator')
+    const log = createLogger('gpumesh-coordinator', loggerSettings(process.env))
     log.info({ version: VERSION, stateDir: o.stateDir }, 'gpumesh-coordinator starting')
     let coordinator
     try {
+      const cert = o.tlsCert ?? ''
+      const key = o.tlsKey ?? ''
+      if ((cert === '') !== (key === '')) throw new ConfigError('set both --tls-cert and --tls-key (GPUMESH_TLS_CERT and GPUMESH_TLS_KEY), or neither')
       coordinator = await startCoordinator({
         stateDir: o.stateDir,
         apiListen: o.apiListen,
@@ -62,31 +72,23 @@ program.command('run', { isDefault: true })
         leaderRetryMs: o.leaderRetry,
         heartbeatMs: o.heartbeatMs,
         staleHostSeconds: o.staleHostSeconds,
+        tls: cert === '' ? null : { certFile: cert, keyFile: key },
+        allowInsecure: o.allowInsecure === true,
         ...(o.clusterKeyFile === undefined ? {} : { clusterKeyFile: o.clusterKeyFile }),
         ...(o.databaseUrl === undefined ? {} : { databaseUrl: o.databaseUrl }),
         ...(o.redisUrl === undefined ? {} : { redisUrl: o.redisUrl }),
         ...(o.adminToken === undefined ? {} : { adminToken: o.adminToken })
       }, log)
     } catch (err) {
-      const config = err instanceof DatabaseVersionError || err instanceof DatabaseNewerError
       log.fatal({ err: (err as Error).message, code: (err as { code?: string }).code }, 'cannot start')
-      process.exitCode = config ? EXIT_CONFIG : 1
+      process.exitCode = exitCodeFor(err)
       return
     }
     const running = coordinator
-    const systemd = systemdNotifier()
+    const systemd = systemdNotifier(process.env)
     systemd.ready(`API on ${running.api}`)
     systemd.watchdog(() => Date.now() - running.leadership.lastTick < 30_000)
-    let stopping = false
-    const stop = (signal: string) => {
-      if (stopping) return
-      stopping = true
-      systemd.stopping()
-      log.info({ signal }, 'stopping')
-      running.stop().then(() => { log.info('stopped') }, (err: Error) => { log.error({ err: err.message }, 'stop failed'); process.exitCode = 1 })
-    }
-    process.on('SIGTERM', () => stop('SIGTERM'))
-    process.on('SIGINT', () => stop('SIGINT'))
+    await daemonShutdown(log, systemd, running.stop)
   })
 
 await program.parseAsync(process.argv)

@@ -4,6 +4,8 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Redis } from 'ioredis'
+import { ConfigError } from '../common/config-error.js'
+import { group, Started, type Startable } from '../common/daemon/startable.js'
 import type { Logger } from '../common/log.js'
 import { AttachHub } from './attach/route.js'
 import { buildApp } from './http/app.js'
@@ -38,18 +40,10 @@ export interface CoordinatorOptions {
   heartbeatMs?: number
   /** A host not heard from by any coordinator for this long is down (0 = never; hosts registered without an agent). */
   staleHostSeconds?: number
-  /** PEM certificate and key files: the API (and session attach) is served over HTTPS/wss. Default: GPUMESH_TLS_CERT / GPUMESH_TLS_KEY. */
+  /** PEM certificate and key files (--tls-cert/--tls-key, GPUMESH_TLS_CERT/GPUMESH_TLS_KEY): the API (and session attach) is served over HTTPS/wss. Default: none. */
   tls?: { certFile: string, keyFile: string } | null
-  /** Serve session attach over plain ws to non-loopback clients. Default: GPUMESH_ALLOW_INSECURE=1. */
+  /** Serve session attach over plain ws to non-loopback clients (--allow-insecure, GPUMESH_ALLOW_INSECURE=1). */
   allowInsecure?: boolean
-}
-
-/** TLS files and the insecure switch from the environment (until main.ts has flags for them). */
-export function transportFromEnv (env: NodeJS.ProcessEnv = process.env): { tls: { certFile: string, keyFile: string } | null, allowInsecure: boolean } {
-  const cert = env.GPUMESH_TLS_CERT ?? ''
-  const key = env.GPUMESH_TLS_KEY ?? ''
-  if ((cert === '') !== (key === '')) throw new Error('set both GPUMESH_TLS_CERT and GPUMESH_TLS_KEY, or neither')
-  return { tls: cert === '' ? null : { certFile: cert, keyFile: key }, allowInsecure: env.GPUMESH_ALLOW_INSECURE === '1' }
 }
 
 const isLoopback = (host: string) => /^(127\.|::1$|localhost$)/.test(host)
@@ -67,24 +61,23 @@ export interface Coordinator {
 export function parseListen (listen: string): { host: string, port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(listen)
   const port = Number(m?.[3])
-  if (m === null || port > 65535) throw new Error(`GPUMESH_API_LISTEN must be host:port (e.g. 127.0.0.1:7470), not ${JSON.stringify(listen)}`)
+  if (m === null || port > 65535) throw new ConfigError(`GPUMESH_API_LISTEN must be host:port (e.g. 127.0.0.1:7470), not ${JSON.stringify(listen)}`)
   return { host: m[1] ?? m[2] as string, port }
 }
 
 export async function startCoordinator (options: CoordinatorOptions, log: Logger): Promise<Coordinator> {
   const listen = parseListen(options.apiListen)
   await mkdir(options.stateDir, { recursive: true, mode: 0o750 })
-  const cleanup: Array<() => Promise<void>> = []
-  const stopAll = async () => { for (const f of cleanup.reverse()) await f().catch((err: Error) => log.warn({ err: err.message }, 'shutdown step failed')) }
+  const started = new Started(log)
   try {
     let url = options.databaseUrl
     if (url === undefined || url === '') {
       const embedded: EmbeddedDatabase = await startEmbeddedPostgres(options.stateDir, log)
-      cleanup.push(embedded.stop)
+      started.add('embedded PostgreSQL', embedded.stop)
       url = embedded.url
     }
     const pool = createPool(url)
-    cleanup.push(async () => { await pool.end() })
+    started.add('database pool', async () => { await pool.end() })
     const version = await checkServerVersion(pool)
     await migrate(pool, log)
     log.info({ postgres: version, embedded: options.databaseUrl === undefined || options.databaseUrl === '' }, 'database ready')
@@ -97,12 +90,10 @@ export async function startCoordinator (options: CoordinatorOptions, log: Logger
       redis = r
       r.on('error', () => {}) // reported by the relay and /readyz, not per reconnect attempt
       r.connect().catch((err: Error) => log.warn({ err: err.message }, 'Redis not reachable yet; events wait in PostgreSQL'))
-      cleanup.push(async () => { r.disconnect() })
+      started.add('Redis', () => { r.disconnect() })
     }
 
-    const notifier = new Notifier(url, log)
-    notifier.start()
-    cleanup.push(async () => { await notifier.stop() })
+    const notifier = await started.start('notifier', new Notifier(url, log))
     let sessions = () => 0
     const metrics = createMetrics(pool, () => sessions())
 
@@ -112,39 +103,36 @@ export async function startCoordinator (options: CoordinatorOptions, log: Logger
       ...(options.clusterKeyFile === undefined ? {} : { clusterKeyFile: options.clusterKeyFile }),
       ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs })
     })
-    await mesh.start()
-    cleanup.push(async () => { await mesh.stop() })
+    await started.start('mesh', mesh)
     sessions = () => mesh.sessions.size
 
     const scheduler = new SchedulerLoop(pool, notifier, log, metrics)
     const stale = new StaleHosts(pool, log, options.staleHostSeconds ?? 60)
     const relay = redis === null ? null : new RedisRelay(pool, redis, notifier, log, metrics)
     const usage = redis === null ? null : new UsageRecorder(pool, redis, log, options.usageIntervalMs)
+    const leaderServices = group([
+      ['scheduler', scheduler],
+      ['stale hosts', stale],
+      ...(relay === null ? [] : [['Redis relay', relay] as [string, Startable]]),
+      ...(usage === null ? [] : [['usage statistics', usage] as [string, Startable]])
+    ], log)
     const leadership = new Leadership(url, log, options.leaderRetryMs)
     leadership.on('elected', () => {
       metrics.leader.set(1)
-      scheduler.start()
-      stale.start()
-      relay?.start()
-      usage?.start()
+      leaderServices.start().catch((err: Error) => log.error({ err: err.message }, 'cannot start the leader\'s services'))
     })
-    const stopLeaderServices = async () => {
+    leadership.on('deposed', () => {
       metrics.leader.set(0)
-      stale.stop()
-      await scheduler.stop()
-      await relay?.stop()
-      await usage?.stop()
-    }
-    leadership.on('deposed', () => { void stopLeaderServices() })
-    leadership.start()
-    cleanup.push(async () => { await leadership.stop(); await stopLeaderServices() })
+      void leaderServices.stop()
+    })
+    started.add('leader services', leaderServices.stop)
+    await started.start('leadership', leadership)
 
-    const fromEnv = transportFromEnv()
-    const tls = options.tls === undefined ? fromEnv.tls : options.tls
-    const allowInsecure = options.allowInsecure ?? fromEnv.allowInsecure
-    const https = tls === null ? undefined : { cert: await readFile(tls.certFile), key: await readFile(tls.keyFile) }
+    const tls = options.tls ?? null
+    const allowInsecure = options.allowInsecure ?? false
+    const https = tls === null ? undefined : { cert: await readTlsFile(tls.certFile), key: await readTlsFile(tls.keyFile) }
     if (https === undefined && !isLoopback(listen.host)) {
-      log.warn({ listen: options.apiListen }, `the admin API is plain HTTP on a non-loopback address: set GPUMESH_TLS_CERT and GPUMESH_TLS_KEY; session attach from other machines is refused${allowInsecure ? ' unless GPUMESH_ALLOW_INSECURE=1, which is set' : ''}`)
+      log.warn({ listen: options.apiListen }, `the admin API is plain HTTP on a non-loopback address: set --tls-cert and --tls-key (GPUMESH_TLS_CERT, GPUMESH_TLS_KEY); session attach from other machines is refused${allowInsecure ? ' unless --allow-insecure (GPUMESH_ALLOW_INSECURE=1), which is set' : ''}`)
     }
     const hub = new AttachHub()
     const attach = {
@@ -160,16 +148,24 @@ export async function startCoordinator (options: CoordinatorOptions, log: Logger
     }
     const app = await buildApp({ pool, redis, notifier, metrics, log, attach, ...(https === undefined ? {} : { https }) })
     await app.listen({ host: listen.host, port: listen.port })
-    cleanup.push(async () => { await app.close() })
+    started.add('admin API', async () => { await app.close() })
     const address = app.server.address()
     const port = typeof address === 'object' && address !== null ? address.port : listen.port
     const api = `${https === undefined ? 'http' : 'https'}://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${port}`
     await writeReady(options.stateDir, { api, peerId: mesh.peerId, multiaddrs: mesh.multiaddrs() })
     log.info({ api, peerId: mesh.peerId }, 'gpumesh-coordinator ready')
-    return { api, pool, leadership, scheduler, mesh, stop: stopAll }
+    return { api, pool, leadership, scheduler, mesh, stop: async () => { await started.stop() } }
   } catch (err) {
-    await stopAll()
+    await started.stop()
     throw err
+  }
+}
+
+async function readTlsFile (file: string): Promise<Buffer> {
+  try {
+    return await readFile(file)
+  } catch (err) {
+    throw new ConfigError(`cannot read the TLS file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err })
   }
 }
 

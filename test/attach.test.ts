@@ -326,15 +326,7 @@ t.test('TLS: the API and attach over https/wss; plain ws only from loopback unle
   const key = join(dir, 'key.pem')
   await execa('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=gpumesh-test', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert])
   const ca = readFileSync(cert)
-  process.env.GPUMESH_TLS_CERT = cert
-  process.env.GPUMESH_TLS_KEY = key
-  let c: TestCoordinator
-  try {
-    c = await startTestCoordinator(t)
-  } finally {
-    delete process.env.GPUMESH_TLS_CERT
-    delete process.env.GPUMESH_TLS_KEY
-  }
+  const c: TestCoordinator = await startTestCoordinator(t, { tls: { certFile: cert, keyFile: key } })
   t.match(c.api, /^https:\/\/127\.0\.0\.1:\d+$/, 'the API is served over https')
   const call = async (method: string, path: string, body?: unknown): Promise<{ status: number, body: any }> => await new Promise((resolve, reject) => {
     const req = httpsRequest(c.api + path, { method, ca, headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' } }, (res) => {

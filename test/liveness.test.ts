@@ -26,7 +26,7 @@ t.test('a host heard from right after it went suspect ends ready in the database
   const ids: string[] = []
   for (let i = 0; i < 40; i++) ids.push(await addHost(pool, 'l40s-1x', `flapping-${i}`))
   const liveness = new Liveness(pool, () => [], createLogger('liveness', { level: 'silent' }), { heartbeatMs: 1000 })
-  t.teardown(() => { liveness.stop() })
+  t.teardown(async () => { await liveness.stop() })
   // A connection reset (suspect: written) and, at once, the agent's new session (ready: written):
   // two writes of one host in flight together, as in a reconnect storm.
   for (const id of ids) {

@@ -582,12 +582,10 @@ t.test('docker: exact docker run argv, env in the container, exit code', async (
   ], "the container's environment: the placement's variables, nothing of the agent's")
 })
 
-t.test('docker: no GPUs -> no --gpus; docker from GPUMESH_DOCKER', async (t) => {
+t.test('docker: no GPUs -> no --gpus; docker from the options (the agent\'s --docker / GPUMESH_DOCKER)', async (t) => {
   const stateDir = scratch(t)
   const docker = dockerDouble(t, stateDir)
-  process.env.GPUMESH_DOCKER = DOCKER_DOUBLE
-  t.teardown(() => { delete process.env.GPUMESH_DOCKER })
-  const { rt, until } = runtime(t, { stateDir })
+  const { rt, until } = runtime(t, { stateDir, docker: DOCKER_DOUBLE })
   const a = assignment({ run: { driver: 'docker', image: 'alpine:3', command: ['sh', '-c', 'echo "[$CUDA_VISIBLE_DEVICES] [$NVIDIA_VISIBLE_DEVICES]"'] } })
   await rt.start(a)
   t.match(await until(a.placementId), { state: 'exited', exitCode: 0 })

@@ -19,6 +19,8 @@ export interface DetectOptions {
   nvidiaSmi?: string
   /** Deadline for each nvidia-smi call. */
   timeoutMs: number
+  /** nvidia-smi's environment, and the PATH it is looked for in (default: this process's). */
+  env?: NodeJS.ProcessEnv
   /** Operator label appended to the pool key (GPUMESH_POOL_LABEL). */
   poolLabel?: string
   sysfsRoot?: string
@@ -33,14 +35,14 @@ interface Outcome { source: Fingerprinter, fragment?: Fragment, error?: Error }
 
 export async function detect (options: DetectOptions): Promise<HostFacts> {
   const warnings: Warning[] = []
-  const binary = await findNvidiaSmi(options.nvidiaSmi)
+  const binary = await findNvidiaSmi(options.nvidiaSmi, options.env?.PATH)
   if (binary === null) {
     warnings.push(options.nvidiaSmi !== undefined && options.nvidiaSmi !== ''
       ? { code: 'nvidia.missing', source: 'nvidia-smi', message: `GPUMESH_NVIDIA_SMI=${options.nvidiaSmi} is not an executable file; no GPUs detected` }
       : { code: 'nvidia.missing', source: 'nvidia-smi', message: 'nvidia-smi not found on PATH (no NVIDIA driver?); no GPUs detected, this host joins pool "cpu"' })
   }
   const ctx: DetectContext = {
-    smi: binary === null ? null : nvidiaSmi({ binary, timeoutMs: options.timeoutMs }),
+    smi: binary === null ? null : nvidiaSmi({ binary, timeoutMs: options.timeoutMs, ...(options.env === undefined ? {} : { env: options.env }) }),
     sysfsRoot: options.sysfsRoot ?? '/sys'
   }
   const nvidiaSources = binary === null ? [] : options.nvidiaSources ?? NVIDIA_SOURCES

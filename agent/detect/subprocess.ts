@@ -18,7 +18,7 @@ export async function detectInSubprocess (o: DetectOptions): Promise<HostFacts> 
     ...(o.poolLabel === undefined ? [] : ['--pool-label', o.poolLabel])
   ]
   // The nvidia-smi calls run at once, and the fallbacks after them: a few deadlines at most.
-  const { stdout } = await promisify(execFile)(process.execPath, args, { maxBuffer: 16 * 1024 * 1024, timeout: 4 * o.timeoutMs + 30_000 })
+  const { stdout } = await promisify(execFile)(process.execPath, args, { maxBuffer: 16 * 1024 * 1024, timeout: 4 * o.timeoutMs + 30_000, ...(o.env === undefined ? {} : { env: o.env }) })
     .catch((err: Error & { stderr?: string }) => { throw new Error(`gpumesh-agent detect failed: ${(err.stderr ?? '').trim().split('\n').slice(-3).join(' ') || err.message}`) })
   const facts: unknown = JSON.parse(stdout)
   const errors = schemaErrors(HostFacts, facts)

@@ -5,6 +5,9 @@
 // Reconnects with backoff, forever: workloads keep running meanwhile.
 import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { backoff } from '../../common/daemon/backoff.js'
+import { sleep } from '../../common/daemon/sleep.js'
+import type { Startable } from '../../common/daemon/startable.js'
 import type { Logger } from '../../common/log.js'
 import { FrameChannel } from '../../common/mesh/frames.js'
 import type { MeshNode } from '../../common/mesh/node.js'
@@ -32,13 +35,13 @@ export interface ControlOptions {
 
 type Channel = FrameChannel<typeof CoordinatorFrame, typeof AgentFrame>
 
-export class ControlClient {
+export class ControlClient implements Startable {
   private running = false
   private channel: Channel | null = null
   private heartbeat: NodeJS.Timeout | undefined
   private loop: Promise<void> | null = null
-  private wake: (() => void) | null = null
-  private backoff: NodeJS.Timeout | undefined
+  /** Aborted by stop(): ends the wait between dial attempts. */
+  private abort = new AbortController()
   /** When the coordinator last sent anything (it answers heartbeats at least every ACK_AFTER_MS). */
   private lastHeard = 0
   /** When the current session was welcomed; 0 while disconnected. */
@@ -53,6 +56,7 @@ export class ControlClient {
 
   start (): void {
     this.running = true
+    this.abort = new AbortController()
     this.o.runtime.on('status', this.onStatus)
     this.loop = this.run()
   }
@@ -61,8 +65,7 @@ export class ControlClient {
     this.running = false
     this.o.runtime.off('status', this.onStatus)
     clearInterval(this.heartbeat)
-    clearTimeout(this.backoff)
-    this.wake?.()
+    this.abort.abort()
     const channel = this.channel
     await channel?.close().catch(() => {})
     channel?.abort('agent stopping')
@@ -95,8 +98,7 @@ export class ControlClient {
         clearInterval(this.heartbeat)
       }
       if (!this.running) break
-      const delay = fatal ? 20_000 : Math.min(5000, 200 * 2 ** attempt++) * (0.5 + Math.random() / 2)
-      await new Promise<void>((resolve) => { this.wake = resolve; this.backoff = setTimeout(resolve, delay) })
+      await sleep(fatal ? 20_000 : backoff(attempt++, { baseMs: 200, capMs: 5000 }), this.abort.signal)
     }
   }
 
@@ -184,7 +186,8 @@ export class ControlClient {
       const busy = this.o.runtime.list().filter((p) => (p.state === 'running' || p.state === 'starting') && p.placementId !== a.placementId)
       const holders = busy.filter((p) => this.o.runtime.assignment(p.placementId)?.gpus.some((g) => a.gpus.includes(g)) === true)
       if (holders.length === 0 || Date.now() > deadline) break
-      await new Promise((resolve) => setTimeout(resolve, 100))
+      await sleep(100, this.abort.signal)
+      if (this.abort.signal.aborted) return // the agent is stopping; the next one gets the list again
     }
     await this.o.runtime.start(a).catch((err: Error) => this.o.log.error({ placement: a.placementId, err: err.message }, 'cannot start placement'))
   }

@@ -5,6 +5,8 @@
 // forgotten. mDNS peers are dialled (and redialled after a partition heals:
 // libp2p does neither).
 import type { Message, SubscriptionChangeData } from '@libp2p/gossipsub'
+import { Loop } from '../../common/daemon/loop.js'
+import type { Startable } from '../../common/daemon/startable.js'
 import type { Logger } from '../../common/log.js'
 import type { MeshNode } from '../../common/mesh/node.js'
 import { Announcement, CLUSTER_TOPIC, CONTROL_VERSION, poolTopic, type Announcement as Member } from '../../protocol/control.js'
@@ -17,14 +19,15 @@ const FORGET_MS = 95_000
 /** Newcomers arrive in bursts (a rack booting): one announcement answers them all. */
 const WELCOME_DELAY_MS = 500
 
-export class Membership {
+export class Membership implements Startable {
   private readonly members = new Map<string, Member & { seen: number }>()
-  private timer: NodeJS.Timeout | undefined
+  private readonly announcing: Loop
   private welcome: NodeJS.Timeout | undefined
   private pool: string
 
   constructor (private readonly node: MeshNode, private readonly self: { name: string, pool: string, gpus: number }, private readonly log: Logger) {
     this.pool = self.pool
+    this.announcing = new Loop(async () => { await this.announce() }, { name: 'membership announcement', everyMs: ANNOUNCE_MS, log })
   }
 
   start (): void {
@@ -36,12 +39,11 @@ export class Membership {
     const mdns = this.node.services.mdns as EventTarget | undefined
     mdns?.addEventListener('peer', this.onPeer)
     this.node.addEventListener('peer:discovery', this.onPeer)
-    void this.announce()
-    this.timer = setInterval(() => { void this.announce() }, ANNOUNCE_MS)
+    this.announcing.start()
   }
 
-  stop (): void {
-    clearInterval(this.timer)
+  async stop (): Promise<void> {
+    await this.announcing.stop()
     clearTimeout(this.welcome)
     this.node.services.pubsub.removeEventListener('message', this.onMessage)
     this.node.services.pubsub.removeEventListener('subscription-change', this.onSubscription)

@@ -5,18 +5,17 @@
 // output is the container's output. Stop is `docker stop -t <grace>`;
 // recovery asks docker about the container by name.
 import { execa } from 'execa'
-import { placementVariables } from './env.js'
-import { LaunchError, within } from './process-driver.js'
+import type { Driver } from './driver.js'
+import { agentEnvWithoutSettings, placementVariables } from './env.js'
+import { LaunchError, resolveExecutable, stopProcessGroup, within } from './process-driver.js'
 import { signalGroup } from './proc.js'
 import type { Assignment } from './types.js'
 
 export const containerName = (placementId: string) => `gpumesh-${placementId}`
 
-/** options.docker, else GPUMESH_DOCKER, else `docker` from PATH. */
-export function dockerCommand (option: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
-  if (option !== undefined && option !== '') return option
-  const fromEnv = env.GPUMESH_DOCKER
-  return fromEnv !== undefined && fromEnv !== '' ? fromEnv : 'docker'
+/** The docker executable: the agent's --docker (GPUMESH_DOCKER), else `docker` from PATH. */
+export function dockerCommand (option: string | undefined): string {
+  return option !== undefined && option !== '' ? option : 'docker'
 }
 
 /** The arguments of `docker` that run this placement; throws LaunchError when it cannot run. */
@@ -81,4 +80,35 @@ export async function stopContainer (docker: string, name: string, pgid: number 
   }
   await execa(docker, ['kill', name], opts(env))
   if (pgid !== null) signalGroup(pgid, 'SIGKILL')
+}
+
+/** The `docker` driver: the client `docker` runs with the agent's environment minus its GPUMESH_* settings. */
+export function dockerDriver (docker: string, agentEnv: NodeJS.ProcessEnv): Driver {
+  const env = () => agentEnvWithoutSettings(agentEnv)
+  return {
+    command: async (a, dir) => {
+      // In a session, the container gets a terminal of its own (-t) and its input (-i).
+      const args = a.session === undefined ? dockerRunArgs(a) : ['run', '-i', '-t', ...dockerRunArgs(a).slice(1)]
+      const clientEnv = env()
+      let file: string
+      try {
+        file = await resolveExecutable(docker, clientEnv.PATH, dir)
+      } catch (err) {
+        throw new LaunchError(`docker driver: ${(err as Error).message}`)
+      }
+      return { argv: [file, ...args], env: clientEnv }
+    },
+    stop: async (target, graceMs, ended) => {
+      if (target.container !== null) await stopContainer(docker, target.container, target.pgid, graceMs, ended, env())
+      else if (target.pgid !== null) await stopProcessGroup(target.pgid, graceMs, ended)
+    },
+    readopt: async (target) => {
+      if (target.container === null) return null
+      // The docker client is gone but the container may not be.
+      const running = await containerRunning(docker, target.container, env())
+      if (running !== true) return running === false ? null : running
+      const watcher = waitContainer(docker, target.container, env())
+      return { watcher, exitCode: watcher.then((w) => waitExitCode(w.stdout)) }
+    }
+  }
 }

@@ -61,14 +61,14 @@ export function placementVariables (a: Assignment, driver: 'process' | 'docker' 
 }
 
 /** The full environment of a placement's process: the agent's environment (minus GPUMESH_*) under the placement's variables. */
-export function placementEnv (a: Assignment, agentEnv: NodeJS.ProcessEnv = process.env, driver: 'process' | 'docker' = a.run.driver): Record<string, string> {
+export function placementEnv (a: Assignment, agentEnv: NodeJS.ProcessEnv, driver: 'process' | 'docker' = a.run.driver): Record<string, string> {
   const merged = new Map(Object.entries(agentEnvWithoutSettings(agentEnv)))
   for (const [k, v] of Object.entries(placementVariables(a, driver))) merged.set(k, v)
   return Object.fromEntries(merged)
 }
 
 /** The agent's environment without its GPUMESH_* settings (what the docker client runs with). */
-export function agentEnvWithoutSettings (agentEnv: NodeJS.ProcessEnv = process.env): Record<string, string> {
+export function agentEnvWithoutSettings (agentEnv: NodeJS.ProcessEnv): Record<string, string> {
   const merged = new Map<string, string>()
   for (const [k, v] of Object.entries(agentEnv)) if (v !== undefined && !isAgentSetting(k)) merged.set(k, v)
   return Object.fromEntries(merged)

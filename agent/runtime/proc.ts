@@ -5,6 +5,7 @@
 // of some machines (containers, micro-VMs) never reaps what is reparented to
 // it, so kill(pid, 0) alone would call a dead workload alive forever.
 import { readFileSync, readdirSync } from 'node:fs'
+import { sleep } from '../../common/daemon/sleep.js'
 
 export interface ProcStat {
   pid: number
@@ -114,8 +115,6 @@ export function signalGroup (pgid: number, signal: NodeJS.Signals): boolean {
     return false
   }
 }
-
-export const sleep = async (ms: number) => await new Promise<void>((resolve) => setTimeout(resolve, ms))
 
 /** Polls until the group has no live member, the deadline passes or `cancelled()`; true when it emptied. */
 export async function waitGroupEmpty (pgid: number, deadline: number, cancelled: () => boolean = () => false, everyMs = 25): Promise<boolean> {

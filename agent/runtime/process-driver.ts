@@ -20,6 +20,8 @@ import { constants, openSync, closeSync } from 'node:fs'
 import { access, stat } from 'node:fs/promises'
 import { delimiter, join, resolve } from 'node:path'
 import { execa, type ResultPromise } from 'execa'
+import type { Driver } from './driver.js'
+import { placementEnv } from './env.js'
 import { identify, signalGroup, type ProcessIdentity } from './proc.js'
 import { EXIT_FILE, PID_FILE, STDERR_FILE, STDOUT_FILE } from './state.js'
 
@@ -157,4 +159,23 @@ export async function stopProcessGroup (pgid: number, graceMs: number, ended: Pr
   signalGroup(pgid, 'SIGTERM')
   if (await within(ended, graceMs)) return
   signalGroup(pgid, 'SIGKILL')
+}
+
+/** The `process` driver; placements get `agentEnv` (the agent's environment, minus its GPUMESH_* settings) under their variables. */
+export function processDriver (agentEnv: NodeJS.ProcessEnv): Driver {
+  return {
+    command: async (a, dir) => {
+      const env = placementEnv(a, agentEnv, 'process')
+      const [command, ...args] = a.run.command
+      // The wrapper runs the file found here, by path: what was checked is what
+      // runs, and a name sh knows as a builtin (exec, exit, trap...) cannot
+      // turn into one. The program's argv[0] is that path.
+      const file = await resolveExecutable(command as string, env.PATH, dir)
+      return { argv: [file, ...args], env }
+    },
+    stop: async (target, graceMs, ended) => {
+      if (target.pgid !== null) await stopProcessGroup(target.pgid, graceMs, ended)
+    },
+    readopt: async () => null // a process that is gone is gone
+  }
 }

@@ -19,17 +19,18 @@ import { mkdir } from 'node:fs/promises'
 import { constants as osConstants } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
 import type { RunState } from '../../protocol/control.js'
-import { containerName, containerRunning, dockerCommand, dockerRunArgs, stopContainer, waitContainer, waitExitCode } from './docker-driver.js'
-import { agentEnvWithoutSettings, placementEnv } from './env.js'
-import { launch, LaunchError, resolveExecutable, stopProcessGroup, wrapperName } from './process-driver.js'
+import { containerName, dockerCommand, dockerDriver } from './docker-driver.js'
+import type { Driver } from './driver.js'
+import { deferred, newEntry, isFinal, type Ending, type Entry } from './entry.js'
+import { launch, LaunchError, processDriver } from './process-driver.js'
 import { holderArgs, MAX_SOCKET_PATH, socketPath } from '../session/paths.js'
-import { bootId, groupMembers, isAlive, mismatch, readCmdline, readProcStat, signalGroup, waitGroupEmpty, type ProcessIdentity } from './proc.js'
-import {
-  listPlacementDirs, placementDir, readExitCode, readPidFile, readRecord, RECORD_FILE, RECORD_VERSION, writeRecord,
-  type PlacementRecord
-} from './state.js'
+import { groupMembers, signalGroup, waitGroupEmpty } from './proc.js'
+import { endedSincePolled, recoverPlacements, type RecoveryHost } from './recovery.js'
+import { placementDir, readExitCode, RECORD_FILE, RECORD_VERSION, writeRecord, type PlacementRecord } from './state.js'
 import type { Assignment, Runtime, RuntimeOptions, RunningPlacement } from './types.js'
 import { assignmentProblem, isUuid } from './validate.js'
+
+export { isFinal }
 
 export const DEFAULT_STOP_GRACE_MS = 10_000
 /** How often re-adopted processes (not our children) are checked. */
@@ -37,45 +38,10 @@ export const POLL_MS = 500
 /** How long leftovers of a process group get to die after SIGKILL before the end is reported anyway. */
 const GROUP_KILL_WAIT_MS = 5_000
 
-const FINAL: ReadonlySet<RunState> = new Set(['exited', 'failed', 'stopped', 'lost'])
-export const isFinal = (s: RunState) => FINAL.has(s)
-
-interface Deferred { promise: Promise<void>, resolve: () => void }
-function deferred (): Deferred {
-  let resolve!: () => void
-  const promise = new Promise<void>((r) => { resolve = r })
-  return { promise, resolve }
-}
-
-/** How the main process ended, when the runtime saw it end (as parent, or through `docker wait`). */
-interface Ending { exitCode?: number | null, signal?: string | null, detail?: string }
-
-interface Entry {
-  id: string
-  /** null for a refused assignment whose id is no uuid: nothing of it goes to disk. */
-  dir: string | null
-  record: PlacementRecord | null
-  status: RunningPlacement
-  /** Settles once the placement has left 'starting'. */
-  started: Deferred
-  /** Settles once its end has been recorded and reported. */
-  ended: Deferred
-  /** The process group we may signal: set only once the pid was verified to be ours. */
-  pgid: number | null
-  identity: ProcessIdentity | null
-  /** How its end is noticed: our child's exit, /proc polling, or a `docker wait`. */
-  watch: 'child' | 'poll' | 'docker-wait' | null
-  child: { unref: () => void } | null
-  watcher: { kill: () => boolean } | null
-  stopping: { reason: string, killAt: number } | null
-  finishing: boolean
-  writes: Promise<void>
-}
-
 class PlacementRuntime extends EventEmitter implements Runtime {
   readonly #stateDir: string
   readonly #graceMs: number
-  readonly #docker: string
+  readonly #drivers: Record<'process' | 'docker', Driver>
   readonly #entries = new Map<string, Entry>()
   readonly #closed = deferred()
   #isClosed = false
@@ -86,8 +52,14 @@ class PlacementRuntime extends EventEmitter implements Runtime {
     this.#stateDir = resolve(options.stateDir)
     this.#graceMs = options.stopGraceMs ?? DEFAULT_STOP_GRACE_MS
     const docker = dockerCommand(options.docker)
-    // A relative path is relative to the agent, not to the placement's folder it runs in.
-    this.#docker = docker.includes('/') && !isAbsolute(docker) ? resolve(docker) : docker
+    // The agent's environment is the placements' (minus its GPUMESH_* settings): what they inherit, not configuration.
+    const agentEnv = options.env ?? process.env
+    this.#drivers = {
+      process: processDriver(agentEnv),
+      // A relative path is relative to the agent, not to the placement's folder it runs in.
+      docker: dockerDriver(docker.includes('/') && !isAbsolute(docker) ? resolve(docker) : docker, agentEnv)
+    }
+    this.#recovery.stateDir = this.#stateDir
   }
 
   start = async (assignment: Assignment): Promise<void> => {
@@ -118,7 +90,7 @@ class PlacementRuntime extends EventEmitter implements Runtime {
           endedAt: null,
           stopRequested: null
         }
-    const entry = this.#newEntry(id, dir, record)
+    const entry = newEntry(id, dir, record)
     this.#entries.set(id, entry) // before any await: a concurrent start of the same id is a no-op
     try {
       if (dir !== null) await mkdir(dir, { recursive: true, mode: 0o750 })
@@ -167,41 +139,7 @@ class PlacementRuntime extends EventEmitter implements Runtime {
 
   recover = async (): Promise<RunningPlacement[]> => {
     if (this.#isClosed) throw new Error('runtime is closed')
-    const out: RunningPlacement[] = []
-    for (const name of await listPlacementDirs(this.#stateDir)) {
-      if (!isUuid(name)) continue
-      const known = this.#entries.get(name)
-      if (known !== undefined) { // recovered (or started) already: reported as it is now
-        out.push({ ...known.status })
-        continue
-      }
-      const dir = placementDir(this.#stateDir, name)
-      let record: PlacementRecord
-      try {
-        record = await readRecord(dir)
-        if (record.assignment.placementId !== name) throw new Error(`it names placement ${record.assignment.placementId}`)
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue // a folder without a record: nothing was started from it
-        const e = this.#newEntry(name, null, null) // unreadable: reported, left as it is on disk
-        this.#entries.set(name, e)
-        e.status = { placementId: name, state: 'lost', exitCode: null, reason: `unreadable ${RECORD_FILE}: ${(err as Error).message}` }
-        e.started.resolve()
-        e.ended.resolve()
-        this.emit('status', { ...e.status })
-        out.push({ ...e.status })
-        continue
-      }
-      const e = this.#newEntry(name, dir, record)
-      this.#entries.set(name, e)
-      if (isFinal(record.state)) {
-        e.started.resolve()
-        e.ended.resolve()
-      } else {
-        await this.#reattach(e, record)
-      }
-      out.push({ ...e.status })
-    }
-    return out
+    return await recoverPlacements(this.#recovery)
   }
 
   close = async (): Promise<void> => {
@@ -219,56 +157,15 @@ class PlacementRuntime extends EventEmitter implements Runtime {
 
   // ---------------------------------------------------------------- internals
 
-  #newEntry (id: string, dir: string | null, record: PlacementRecord | null): Entry {
-    return {
-      id,
-      dir,
-      record,
-      status: { placementId: id, state: record?.state ?? 'starting', exitCode: record?.exitCode ?? null, reason: record?.reason ?? null },
-      started: deferred(),
-      ended: deferred(),
-      pgid: null,
-      identity: null,
-      watch: null,
-      child: null,
-      watcher: null,
-      stopping: null,
-      finishing: false,
-      writes: Promise.resolve()
-    }
-  }
-
   /** The command line and environment for the wrapper; throws LaunchError with the reason it cannot run. */
   async #prepare (a: Assignment, dir: string): Promise<{ argv: string[], env: Record<string, string> }> {
-    const { argv, env } = await this.#command(a, dir)
+    const { argv, env } = await this.#driverOf(a).command(a, dir)
     // A session's command runs in a pseudo-terminal that `gpumesh attach` reaches (agent/session/holder.ts).
     if (a.session !== undefined) {
       if (socketPath(dir).length > MAX_SOCKET_PATH) throw new LaunchError(`session socket path ${socketPath(dir)} is longer than ${MAX_SOCKET_PATH} bytes; use a shorter state directory`)
-      return { argv: [process.execPath, ...holderArgs(a.session, argv)], env: a.run.driver === 'docker' ? { ...env, GPUMESH_PLACEMENT_ID: a.placementId } : env }
+      return { argv: [process.execPath, ...holderArgs(a.placementId, a.session, argv)], env }
     }
     return { argv, env }
-  }
-
-  async #command (a: Assignment, dir: string): Promise<{ argv: string[], env: Record<string, string> }> {
-    if (a.run.driver === 'docker') {
-      // In a session, the container gets a terminal of its own (-t) and its input (-i).
-      const args = a.session === undefined ? dockerRunArgs(a) : ['run', '-i', '-t', ...dockerRunArgs(a).slice(1)]
-      const env = agentEnvWithoutSettings()
-      let docker: string
-      try {
-        docker = await resolveExecutable(this.#docker, env.PATH, dir)
-      } catch (err) {
-        throw new LaunchError(`docker driver: ${(err as Error).message}`)
-      }
-      return { argv: [docker, ...args], env }
-    }
-    const env = placementEnv(a, process.env, 'process')
-    const [command, ...args] = a.run.command
-    // The wrapper runs the file found here, by path: what was checked is what
-    // runs, and a name sh knows as a builtin (exec, exit, trap...) cannot
-    // turn into one. The program's argv[0] is that path.
-    const file = await resolveExecutable(command as string, env.PATH, dir)
-    return { argv: [file, ...args], env }
   }
 
   /** Records a change (placement.json first), then reports it. */
@@ -308,79 +205,34 @@ class PlacementRuntime extends EventEmitter implements Runtime {
     if (this.listenerCount('warning') > 0) this.emit('warning', message)
   }
 
-  async #driverStop (e: Entry): Promise<void> {
-    const ended = Promise.race([e.ended.promise, this.#closed.promise])
-    if (e.record?.assignment.run.driver === 'docker' && e.record.container !== null) {
-      await stopContainer(this.#docker, e.record.container, e.pgid, this.#graceMs, ended, agentEnvWithoutSettings())
-    } else if (e.pgid !== null) {
-      await stopProcessGroup(e.pgid, this.#graceMs, ended)
-    }
+  #driverOf (a: Assignment): Driver {
+    return a.run.driver === 'docker' ? this.#drivers.docker : this.#drivers.process
   }
 
-  /** A placement the state directory says is starting or running: adopt it if its process is still ours, report its end otherwise. */
-  async #reattach (e: Entry, r: PlacementRecord): Promise<void> {
-    const dir = e.dir as string
-    let identity: ProcessIdentity | null = r.pid !== null && r.startTime !== null ? { pid: r.pid, startTime: r.startTime, bootId: r.bootId } : null
-    if (identity === null) {
-      // The agent stopped between starting it and recording its pid: the
-      // wrapper wrote its pid, and its $0 names the placement.
-      const pid = await readPidFile(dir)
-      const s = pid === null ? null : readProcStat(pid)
-      if (pid !== null && s !== null && s.state !== 'Z' && readCmdline(pid)?.includes(wrapperName(e.id)) === true) {
-        identity = { pid, startTime: s.startTime, bootId: bootId() }
-      }
-    }
-    if (identity !== null && isAlive(identity)) {
-      e.identity = identity
-      e.pgid = identity.pid
-      e.watch = 'poll'
-      if (r.state !== 'running' || r.pid !== identity.pid) {
-        await this.#transition(e, { state: 'running', pid: identity.pid, startTime: identity.startTime, bootId: identity.bootId, startedAt: r.startedAt ?? new Date().toISOString() })
-      } else {
-        e.status = { placementId: e.id, state: 'running', exitCode: null, reason: null }
-      }
-      e.started.resolve()
-      this.#ensurePolling()
-      if (r.stopRequested !== null) void this.stop(e.id, r.stopRequested.reason) // a stop the last agent did not finish
-      return
-    }
-    const code = await readExitCode(dir)
-    let dockerSays: string | null = null
-    if (code === null && r.container !== null) {
-      // The docker client is gone but the container may not be.
-      const running = await containerRunning(this.#docker, r.container, agentEnvWithoutSettings())
-      if (typeof running === 'string') dockerSays = running
-      if (running === true) {
-        e.watch = 'docker-wait'
-        const watcher = waitContainer(this.#docker, r.container, agentEnvWithoutSettings())
-        e.watcher = watcher
-        if (r.state !== 'running') await this.#transition(e, { state: 'running', startedAt: r.startedAt ?? new Date().toISOString() })
-        else e.status = { placementId: e.id, state: 'running', exitCode: null, reason: null }
-        e.started.resolve()
-        void watcher.then((w) => this.#finish(e, { exitCode: waitExitCode(w.stdout), detail: 'docker wait gave no exit code' }))
-        if (r.stopRequested !== null) void this.stop(e.id, r.stopRequested.reason)
-        return
-      }
-    }
-    // It ended while no runtime was watching.
-    if (r.stopRequested !== null) await this.#end(e, { state: 'stopped', exitCode: code, reason: r.stopRequested.reason })
-    else if (code !== null) await this.#end(e, { state: 'exited', exitCode: code, reason: null })
-    else if (r.state === 'starting' && identity === null && r.pid === null) await this.#end(e, { state: 'failed', exitCode: null, reason: 'the agent stopped while starting it; it never ran' })
-    else {
-      const why = identity === null ? 'its process is gone' : (mismatch(identity) ?? 'its process is gone')
-      await this.#end(e, { state: 'lost', exitCode: null, reason: `${why} and no exit code was recorded${dockerSays === null ? '' : ` (${dockerSays})`}` })
-    }
+  async #driverStop (e: Entry): Promise<void> {
+    const ended = Promise.race([e.ended.promise, this.#closed.promise])
+    const driver = e.record === null ? this.#drivers.process : this.#driverOf(e.record.assignment)
+    await driver.stop({ container: e.record?.container ?? null, pgid: e.pgid }, this.#graceMs, ended)
+  }
+
+  /** What recovery (recovery.ts) may do to this runtime. */
+  readonly #recovery: RecoveryHost = {
+    stateDir: '',
+    entries: this.#entries,
+    driverOf: (r) => this.#driverOf(r.assignment),
+    transition: async (e, patch) => { await this.#transition(e, patch) },
+    end: async (e, final) => { await this.#end(e, final) },
+    finish: async (e, how) => { await this.#finish(e, how) },
+    poll: () => { this.#ensurePolling() },
+    stop: async (id, reason) => { await this.stop(id, reason) },
+    report: (status) => { this.emit('status', status) }
   }
 
   #ensurePolling (): void {
     if (this.#poll !== null || this.#isClosed) return
     this.#poll = setInterval(() => {
-      let watching = 0
-      for (const e of this.#entries.values()) {
-        if (e.watch !== 'poll' || e.finishing || e.identity === null) continue
-        watching++
-        if (!isAlive(e.identity)) void this.#finish(e, null)
-      }
+      const { ended, watching } = endedSincePolled(this.#entries.values())
+      for (const e of ended) void this.#finish(e, null)
       if (watching === 0 && this.#poll !== null) {
         clearInterval(this.#poll)
         this.#poll = null

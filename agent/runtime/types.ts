@@ -11,8 +11,10 @@ export interface RuntimeOptions {
   stateDir: string
   /** Milliseconds between SIGTERM and SIGKILL when stopping (default 10 000). */
   stopGraceMs?: number
-  /** docker executable (default: `docker` from PATH; env GPUMESH_DOCKER). */
+  /** docker executable (default: `docker` from PATH; the agent's --docker / GPUMESH_DOCKER). */
   docker?: string
+  /** The agent's environment, which placements inherit without its GPUMESH_* settings (default: this process's). */
+  env?: NodeJS.ProcessEnv
 }
 
 /**

@@ -40,7 +40,7 @@ const INPUT_HIGH_WATER = 1024 * 1024
 /** Output gathered into one frame at most (well under MAX_SESSION_FRAME). */
 const MAX_BATCH = 128 * 1024
 
-interface Options { idleSeconds: number, maxSeconds: number, command: string[] }
+interface Options { placementId: string, idleSeconds: number, maxSeconds: number, command: string[] }
 
 function parseArgs (argv: string[]): Options {
   const sep = argv.indexOf('--')
@@ -52,14 +52,15 @@ function parseArgs (argv: string[]): Options {
     if (!/^\d+$/.test(v)) throw new Error(`${name} must be a whole number of seconds, not ${JSON.stringify(v)}`)
     return Number(v)
   }
-  if (command.length === 0) throw new Error('usage: holder.js [--idle S] [--max S] -- command [args...]')
-  return { idleSeconds: num('--idle'), maxSeconds: num('--max'), command }
+  if (command.length === 0) throw new Error('usage: holder.js --placement ID [--idle S] [--max S] -- command [args...]')
+  const p = flags.indexOf('--placement')
+  return { placementId: p < 0 ? '' : flags[p + 1] ?? '', idleSeconds: num('--idle'), maxSeconds: num('--max'), command }
 }
 
 interface Attachment { socket: Socket, decoder: FrameDecoder, open: boolean, behindSince: number | null }
 
 function main (o: Options): void {
-  const placementId = process.env.GPUMESH_PLACEMENT_ID ?? ''
+  const placementId = o.placementId
   const attachments = new Set<Attachment>()
   const scrollback: Buffer[] = []
   let scrollbackBytes = 0

@@ -27,6 +27,8 @@ export interface LocalClusterOptions {
   localAgent: boolean
   /** External PostgreSQL instead of the embedded one. */
   databaseUrl?: string
+  /** The agents' docker client (default: docker from PATH). */
+  docker?: string
   log: Logger
   /** Progress for a person watching: one short line per step. */
   progress: (step: string) => void
@@ -97,6 +99,7 @@ export async function startLocalCluster (o: LocalClusterOptions): Promise<LocalC
         ...(p.machine === null ? {} : { facts: await simulatedFacts(p.machine, p.name, VERSION) }),
         mdns: false,
         stopGraceMs: 5000,
+        ...(o.docker === undefined ? {} : { docker: o.docker }),
         log: o.log.child({ host: p.name })
       })
       hosts.push({ name: p.name, machine: p.machine, agent })

@@ -5,20 +5,23 @@
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { Option, type Command } from 'commander'
-import { EXIT_CONFIG, nonNegativeInt } from '../../common/cli.js'
-import { createLogger } from '../../common/log.js'
+import { nonNegativeInt } from '../../common/cli.js'
+import { exitCodeFor } from '../../common/config-error.js'
+import { stopOnSignals } from '../../common/daemon/shutdown.js'
+import { surviveLostOutput, writeIfOpen } from '../../common/daemon/stdio.js'
+import { createLogger, loggerSettings } from '../../common/log.js'
 import type { LocalCluster } from './cluster.js'
 import { availableMachines } from './machines.js'
 import { hostsTable, poolsTable } from '../render.js'
 
 /** Root can keep it under /var/lib (reachable by the postgres user embedded PostgreSQL runs as). */
-export function defaultUpDir (env: NodeJS.ProcessEnv = process.env): string {
+export function defaultUpDir (env: NodeJS.ProcessEnv): string {
   if (process.getuid?.() === 0) return '/var/lib/gpumesh/up'
   const state = env.XDG_STATE_HOME !== undefined && env.XDG_STATE_HOME !== '' ? env.XDG_STATE_HOME : join(homedir(), '.local/state')
   return join(state, 'gpumesh/up')
 }
 
-interface UpOptions { simulate: number, machines?: string, stateDir?: string, apiListen: string, localAgent: boolean, databaseUrl?: string, json?: boolean }
+interface UpOptions { simulate: number, machines?: string, stateDir?: string, apiListen: string, localAgent: boolean, databaseUrl?: string, docker?: string, json?: boolean }
 
 export function upCommand (program: Command): void {
   program.command('up')
@@ -29,12 +32,18 @@ export function upCommand (program: Command): void {
     .addOption(new Option('--api-listen <host:port>', 'admin API address').default('127.0.0.1:7470'))
     .option('--no-local-agent', 'no agent for this machine (simulated hosts only)')
     .addOption(new Option('--database-url <url>', 'external PostgreSQL instead of the embedded one').env('DATABASE_URL'))
+    .addOption(new Option('--docker <path>', 'docker client for the agents\' docker placements').env('GPUMESH_DOCKER').hideHelp())
     .action(async (o: UpOptions, cmd: Command) => {
       const json = cmd.optsWithGlobals<{ json?: boolean }>().json === true
-      const stateDir = o.stateDir ?? defaultUpDir()
+      const stateDir = o.stateDir ?? defaultUpDir(process.env)
       const logFile = join(stateDir, 'gpumesh.log')
-      const log = createLogger('gpumesh-up', { file: logFile })
-      const say = (line: string) => { process.stderr.write(`${line}\n`) }
+      const log = createLogger('gpumesh-up', { file: logFile, ...loggerSettings(process.env), journal: false })
+      // Piped into tee and stopped with Ctrl-C, the terminal's output is gone before the cluster is: stopping goes on.
+      surviveLostOutput((stream, err) => { log.warn({ stream, err: err.message }, `${stream} is gone; progress goes to this log only`) })
+      const say = (line: string) => {
+        log.info(line)
+        writeIfOpen(process.stderr, `${line}\n`)
+      }
       const progress = ticker(say)
       let cluster: LocalCluster
       try {
@@ -46,6 +55,7 @@ export function upCommand (program: Command): void {
           simulate: o.simulate,
           ...(o.machines === undefined ? {} : { machines: o.machines.split(',').map((m) => m.trim()).filter((m) => m !== '') }),
           localAgent: o.localAgent,
+          ...(o.docker === undefined || o.docker === '' ? {} : { docker: o.docker }),
           ...(o.databaseUrl === undefined || o.databaseUrl === '' ? {} : { databaseUrl: o.databaseUrl }),
           log,
           progress: progress.step
@@ -53,16 +63,16 @@ export function upCommand (program: Command): void {
       } catch (err) {
         progress.done()
         say(`error: ${(err as Error).message} (log: ${logFile})`)
-        process.exitCode = /unknown simulated machine|must be host:port/.test((err as Error).message) ? EXIT_CONFIG : 1
+        process.exitCode = exitCodeFor(err)
         return
       }
       progress.done()
       const { hosts, pools } = await cluster.snapshot()
       const env = `export GPUMESH_API=${cluster.api} GPUMESH_TOKEN=${cluster.adminToken}`
       if (json) {
-        process.stdout.write(JSON.stringify({ api: cluster.api, adminToken: cluster.adminToken, stateDir, logFile, pools, hosts }) + '\n')
+        writeIfOpen(process.stdout, JSON.stringify({ api: cluster.api, adminToken: cluster.adminToken, stateDir, logFile, pools, hosts }) + '\n')
       } else {
-        process.stdout.write([
+        writeIfOpen(process.stdout, [
           `gpumesh is up: ${hosts.length} host${hosts.length === 1 ? '' : 's'} in ${pools.length} pool${pools.length === 1 ? '' : 's'}`,
           '',
           `  API          ${cluster.api}`,
@@ -83,18 +93,12 @@ export function upCommand (program: Command): void {
           ''
         ].join('\n'))
       }
-      await new Promise<void>((resolve) => {
-        let stopping = false
-        const stop = (signal: NodeJS.Signals) => {
-          // A second Ctrl-C must not kill the process halfway: workloads and PostgreSQL would be left behind.
-          if (stopping) { say(`${signal}: already stopping`); return }
-          stopping = true
-          say(`${signal}: stopping workloads, agents, coordinator and PostgreSQL...`)
-          cluster.stop().then(() => { say('stopped'); resolve() }, (err: Error) => { say(`stop failed: ${err.message}`); process.exitCode = 1; resolve() })
-            .finally(() => { process.removeListener('SIGINT', stop); process.removeListener('SIGTERM', stop) })
-        }
-        process.on('SIGINT', stop)
-        process.on('SIGTERM', stop)
+      await stopOnSignals({
+        stop: cluster.stop,
+        stopping: (signal) => { say(`${signal}: stopping workloads, agents, coordinator and PostgreSQL...`) },
+        // A second Ctrl-C must not kill the process halfway: workloads and PostgreSQL would be left behind.
+        repeated: (signal) => { say(`${signal}: already stopping`) },
+        stopped: (err) => { say(err === undefined ? 'stopped' : `stop failed: ${err.message}`) }
       })
     })
 }
@@ -107,7 +111,7 @@ function ticker (say: (line: string) => void): { step: (s: string) => void, done
   let timer: NodeJS.Timeout | undefined
   const finish = () => {
     if (current === '') return
-    if (tty) process.stderr.write(`\r\x1b[K${current}: ${((Date.now() - started) / 1000).toFixed(1)} s\n`)
+    if (tty) writeIfOpen(process.stderr, `\r\x1b[K${current}: ${((Date.now() - started) / 1000).toFixed(1)} s\n`)
     current = ''
   }
   return {
@@ -116,9 +120,9 @@ function ticker (say: (line: string) => void): { step: (s: string) => void, done
       current = s
       started = Date.now()
       if (!tty) { say(`${s}...`); return }
-      process.stderr.write(`${s}...`)
+      writeIfOpen(process.stderr, `${s}...`)
       clearInterval(timer)
-      timer = setInterval(() => { process.stderr.write(`\r\x1b[K${current}... ${Math.floor((Date.now() - started) / 1000)} s`) }, 1000)
+      timer = setInterval(() => { writeIfOpen(process.stderr, `\r\x1b[K${current}... ${Math.floor((Date.now() - started) / 1000)} s`) }, 1000)
       timer.unref()
     },
     done: () => { clearInterval(timer); finish() }

@@ -3,6 +3,7 @@
 import { readdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { ConfigError } from '../../common/config-error.js'
 
 // dist/cli/up/ -> the package root (the repository, or app/ in the bundle).
 const ROOT = resolve(fileURLToPath(new URL('../../..', import.meta.url)))
@@ -24,7 +25,7 @@ export function availableMachines (): string[] {
 export function machinesFor (count: number, chosen: string[] = DEFAULT_MACHINES): string[] {
   const known = availableMachines()
   const unknown = chosen.filter((m) => !known.includes(m))
-  if (unknown.length > 0) throw new Error(`unknown simulated machine ${unknown.join(', ')}; available: ${known.join(', ') || `none (${MACHINES_DIR} is missing)`}`)
+  if (unknown.length > 0) throw new ConfigError(`unknown simulated machine ${unknown.join(', ')}; available: ${known.join(', ') || `none (${MACHINES_DIR} is missing)`}`)
   return Array.from({ length: count }, (_, i) => chosen[i % chosen.length] as string)
 }
 

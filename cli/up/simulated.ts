@@ -9,26 +9,13 @@ import { detect } from '../../agent/detect/detect.js'
 import type { HostFacts } from '../../protocol/host-facts.js'
 import { MACHINES_DIR, REPLAY } from './machines.js'
 
-let detecting: Promise<unknown> = Promise.resolve()
-
 /**
- * What the agent detects on `machine` (a folder of share/machines):
- * the replay reads its machine from the environment, so calls take turns.
+ * What the agent detects on `machine` (a folder of share/machines): the
+ * replay finds its machine in its own environment (GPUMESH_SMI_FIXTURE).
  */
 export async function detectMachine (machine: string, options: { agentVersion: string, poolLabel?: string }): Promise<HostFacts> {
   if (!existsSync(REPLAY)) throw new Error(`the nvidia-smi replay ${REPLAY} is missing: simulated hosts need the fixture machines`)
-  const turn = detecting.then(async () => {
-    const before = process.env.GPUMESH_SMI_FIXTURE
-    process.env.GPUMESH_SMI_FIXTURE = join(MACHINES_DIR, machine)
-    try {
-      return await detect({ ...options, timeoutMs: 5000, nvidiaSmi: REPLAY })
-    } finally {
-      if (before === undefined) delete process.env.GPUMESH_SMI_FIXTURE
-      else process.env.GPUMESH_SMI_FIXTURE = before
-    }
-  })
-  detecting = turn.catch(() => {})
-  return await turn
+  return await detect({ ...options, timeoutMs: 5000, nvidiaSmi: REPLAY, env: { ...process.env, GPUMESH_SMI_FIXTURE: join(MACHINES_DIR, machine) } })
 }
 
 /** The facts of a simulated host named `hostname` on `machine`. */

@@ -3,23 +3,16 @@
 import { randomBytes } from 'node:crypto'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { ConfigError } from '../config-error.js'
 
 const HEADER = '/key/swarm/psk/1.0.0/\n/base16/\n'
 
-export class ClusterKeyError extends Error {
-  readonly code = 'ERR_CLUSTER_KEY'
-  constructor (message: string) {
-    super(message)
-    this.name = 'ClusterKeyError'
-  }
-}
-
-/** The file's bytes, after checking they are a swarm.key (never logs the key). */
+/** The file's bytes, after checking they are a swarm.key (never logs the key); a ConfigError otherwise. */
 export async function readClusterKey (path: string): Promise<Uint8Array> {
   let text: string
-  try { text = await readFile(path, 'utf8') } catch (err) { throw new ClusterKeyError(`cannot read the cluster key ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`) }
+  try { text = await readFile(path, 'utf8') } catch (err) { throw new ConfigError(`cannot read the cluster key ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`) }
   if (!/^\/key\/swarm\/psk\/1\.0\.0\/\r?\n\/base16\/\r?\n[0-9a-fA-F]{64}\s*$/.test(text)) {
-    throw new ClusterKeyError(`${path} is not a cluster key (swarm.key format: /key/swarm/psk/1.0.0/, /base16/, 64 hex digits)`)
+    throw new ConfigError(`${path} is not a cluster key (swarm.key format: /key/swarm/psk/1.0.0/, /base16/, 64 hex digits)`)
   }
   return new TextEncoder().encode(text)
 }

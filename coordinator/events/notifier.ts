@@ -4,9 +4,11 @@
 // with exponential backoff and jitter, capped.
 import { EventEmitter } from 'node:events'
 import pg from 'pg'
+import { backoff } from '../../common/daemon/backoff.js'
+import type { Startable } from '../../common/daemon/startable.js'
 import type { Logger } from '../../common/log.js'
 
-export class Notifier extends EventEmitter {
+export class Notifier extends EventEmitter implements Startable {
   private client: pg.Client | null = null
   private stopped = false
   private attempt = 0
@@ -52,10 +54,13 @@ export class Notifier extends EventEmitter {
     try {
       await client.connect()
       await client.query('listen gpumesh_events')
+      // Stopped while connecting: a connection kept now would keep the process alive.
+      if (this.stopped) { await client.end().catch(() => {}); return }
       this.client = client
       this.attempt = 0
       this.emit('wake') // anything committed while we were away
     } catch (err) {
+      if (this.stopped) return
       this.log.warn({ err: (err as Error).message }, 'event notifications unavailable; readers poll')
       this.retry(client)
     }
@@ -65,7 +70,7 @@ export class Notifier extends EventEmitter {
     if (this.stopped || (this.client !== null && this.client !== client)) return
     this.client = null
     client.end().catch(() => {})
-    const delay = Math.min(30_000, 100 * 2 ** this.attempt++) * (0.5 + Math.random() / 2)
+    const delay = backoff(this.attempt++)
     clearTimeout(this.timer)
     this.timer = setTimeout(() => { void this.connect() }, delay)
   }

@@ -3,6 +3,8 @@
 //   gpumesh:host:<id>                 JSON of a host heard from recently, expiring
 // GPU-seconds counted while Redis is away are kept and added on recovery.
 import type { Redis } from 'ioredis'
+import { Loop } from '../../common/daemon/loop.js'
+import type { Startable } from '../../common/daemon/startable.js'
 import type { Logger } from '../../common/log.js'
 import type { Pool } from '../store/db.js'
 
@@ -11,23 +13,28 @@ export const HOST_KEY = (id: string) => `gpumesh:host:${id}`
 const USAGE_TTL_S = 8 * 86400
 const MAX_BACKLOG = 100_000
 
-export class UsageRecorder {
-  private timer: NodeJS.Timeout | undefined
+export class UsageRecorder implements Startable {
+  private readonly loop: Loop
   private last = Date.now()
   /** "<pool>\t<minute>" -> GPU-seconds not yet in Redis. */
   private readonly backlog = new Map<string, number>()
   private failing = false
 
-  constructor (private readonly pool: Pool, private readonly redis: Redis, private readonly log: Logger, private readonly intervalMs = 10_000, private readonly hostTtlS = 30) {}
-
-  start (): void {
-    this.last = Date.now()
-    this.timer = setInterval(() => { void this.tick() }, this.intervalMs)
+  constructor (private readonly pool: Pool, private readonly redis: Redis, private readonly log: Logger, intervalMs = 10_000, private readonly hostTtlS = 30) {
+    this.loop = new Loop(async () => { await this.tick() }, { name: 'usage statistics', everyMs: intervalMs, immediate: false, log })
   }
 
+  start (): void {
+    if (this.loop.running) return
+    this.last = Date.now()
+    this.loop.start()
+  }
+
+  /** After the tick in flight, one more: the time up to now is counted too. */
   async stop (): Promise<void> {
-    clearInterval(this.timer)
-    await this.tick()
+    const wasRunning = this.loop.running
+    await this.loop.stop()
+    if (wasRunning) await this.tick()
   }
 
   async tick (): Promise<void> {

@@ -2,6 +2,8 @@
 // (from now on; what came before is in each session's welcome) and turns
 // placement and host events into assign, stop and drain frames for the
 // agents whose sessions are on this coordinator.
+import { Loop } from '../../common/daemon/loop.js'
+import type { Startable } from '../../common/daemon/startable.js'
 import type { Logger } from '../../common/log.js'
 import type { CoordinatorFrame } from '../../protocol/control.js'
 import type { Notifier } from '../events/notifier.js'
@@ -16,66 +18,62 @@ export interface Deliverable {
   close: (code: string, message: string) => void
 }
 
-export class Dispatcher {
-  private running = false
-  private readonly abort = new AbortController()
-  private loop: Promise<void> | null = null
+export class Dispatcher implements Startable {
+  private readonly loop: Loop
+  private cursor = 0
 
   constructor (
     private readonly pool: Pool,
-    private readonly notifier: Notifier,
+    notifier: Notifier,
     private readonly sessionOf: (hostId: string) => Deliverable | undefined,
     private readonly onRevoked: (peerId: string) => void,
     private readonly log: Logger
-  ) {}
+  ) {
+    this.loop = new Loop(async () => await this.deliver(), { name: 'dispatcher', everyMs: 1000, wait: notifier.wait.bind(notifier), log })
+  }
 
   async start (): Promise<void> {
-    this.running = true
-    const from = await lastEventId(this.pool)
-    this.loop = this.run(from)
+    this.cursor = await lastEventId(this.pool)
+    this.loop.start()
   }
 
   async stop (): Promise<void> {
-    this.running = false
-    this.abort.abort()
-    await this.loop
+    await this.loop.stop()
   }
 
-  private async run (from: number): Promise<void> {
-    let cursor = from
-    while (this.running) {
-      try {
-        const events = await readEvents(this.pool, cursor, 500)
-        const assign: Array<{ host: string, placement: string }> = []
-        for (const e of events) {
-          cursor = e.id
-          const host = typeof e.data.host === 'string' ? e.data.host : e.subject.id
-          const session = this.sessionOf(host)
-          if (e.type === 'host.revoked') {
-            if (typeof e.data.peerId === 'string') this.onRevoked(e.data.peerId)
-            session?.close('ERR_REVOKED', 'this host was revoked')
-          } else if (session === undefined) {
-            continue
-          } else if (e.type === 'placement.created') {
-            assign.push({ host, placement: e.subject.id })
-          } else if (e.type === 'placement.stopped' || e.type === 'placement.lost') {
-            const reason = typeof e.data.reason === 'string' ? e.data.reason : 'stopped by the coordinator'
-            void session.send({ v: 1, type: 'stop', epoch: session.epoch, placementId: e.subject.id, reason }).catch(() => {})
-          } else if (e.type === 'host.state-changed' && e.data.to === 'draining') {
-            void session.send({ v: 1, type: 'drain', epoch: session.epoch, reason: typeof e.data.reason === 'string' ? e.data.reason : 'drained by an operator' }).catch(() => {})
-          }
+  /** One batch of events; 0 when another may be waiting already. */
+  private async deliver (): Promise<number | undefined> {
+    try {
+      const events = await readEvents(this.pool, this.cursor, 500)
+      const assign: Array<{ host: string, placement: string }> = []
+      for (const e of events) {
+        this.cursor = e.id
+        const host = typeof e.data.host === 'string' ? e.data.host : e.subject.id
+        const session = this.sessionOf(host)
+        if (e.type === 'host.revoked') {
+          if (typeof e.data.peerId === 'string') this.onRevoked(e.data.peerId)
+          session?.close('ERR_REVOKED', 'this host was revoked')
+        } else if (session === undefined) {
+          continue
+        } else if (e.type === 'placement.created') {
+          assign.push({ host, placement: e.subject.id })
+        } else if (e.type === 'placement.stopped' || e.type === 'placement.lost') {
+          const reason = typeof e.data.reason === 'string' ? e.data.reason : 'stopped by the coordinator'
+          void session.send({ v: 1, type: 'stop', epoch: session.epoch, placementId: e.subject.id, reason }).catch(() => {})
+        } else if (e.type === 'host.state-changed' && e.data.to === 'draining') {
+          void session.send({ v: 1, type: 'drain', epoch: session.epoch, reason: typeof e.data.reason === 'string' ? e.data.reason : 'drained by an operator' }).catch(() => {})
         }
-        if (assign.length > 0) {
-          for (const a of await assignmentsByIds(this.pool, assign.map((x) => x.placement))) {
-            const session = this.sessionOf(assign.find((x) => x.placement === a.placementId)?.host ?? '')
-            if (session !== undefined) void session.send({ v: 1, type: 'assign', epoch: session.epoch, placement: a }).catch(() => {})
-          }
-        }
-        if (events.length < 500) await this.notifier.wait(1000, this.abort.signal)
-      } catch (err) {
-        this.log.warn({ err: (err as Error).message }, 'dispatcher: database unavailable; retrying')
-        await this.notifier.wait(1000, this.abort.signal)
       }
+      if (assign.length > 0) {
+        for (const a of await assignmentsByIds(this.pool, assign.map((x) => x.placement))) {
+          const session = this.sessionOf(assign.find((x) => x.placement === a.placementId)?.host ?? '')
+          if (session !== undefined) void session.send({ v: 1, type: 'assign', epoch: session.epoch, placement: a }).catch(() => {})
+        }
+      }
+      return events.length < 500 ? undefined : 0
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'dispatcher: database unavailable; retrying')
+      return undefined
     }
   }
 }

@@ -5,6 +5,9 @@
 // if one can, it stays suspect (alive, but not talking to us) and is probed
 // again. A heartbeat or a new session makes it ready.
 import { randomUUID } from 'node:crypto'
+import { Loop } from '../../common/daemon/loop.js'
+import { sleep } from '../../common/daemon/sleep.js'
+import type { Startable } from '../../common/daemon/startable.js'
 import type { Logger } from '../../common/log.js'
 import type { Probe } from '../../protocol/control.js'
 import type { Pool } from '../store/db.js'
@@ -35,12 +38,14 @@ export interface LivenessOptions {
 
 interface Tracked { state: 'ok' | 'suspect' | 'down', session: Probeable | null, since: number }
 
-export class Liveness {
+export class Liveness implements Startable {
   private readonly hosts = new Map<string, Tracked>()
   private readonly waiting = new Map<string, (reachable: boolean) => void>()
   /** Each host's last state write: the next one waits for it (see mark). */
   private readonly writes = new Map<string, Promise<void>>()
-  private timer: NodeJS.Timeout | undefined
+  private readonly loop: Loop
+  /** Aborted by stop(): ends the waits of suspect hosts' probing. */
+  private readonly abort = new AbortController()
   private stopped = false
   readonly suspectAfterMs: number
   readonly probeTimeoutMs: number
@@ -48,16 +53,18 @@ export class Liveness {
   constructor (private readonly pool: Pool, private readonly sessions: () => Probeable[], private readonly log: Logger, private readonly o: LivenessOptions) {
     this.suspectAfterMs = o.suspectAfterMs ?? Math.round(o.heartbeatMs * 1.5)
     this.probeTimeoutMs = o.probeTimeoutMs ?? 800
+    this.loop = new Loop(() => { this.sweep() }, { name: 'liveness sweep', everyMs: Math.max(50, Math.round(o.heartbeatMs / 4)), immediate: false, log })
   }
 
   start (): void {
-    this.timer = setInterval(() => { this.sweep() }, Math.max(50, Math.round(this.o.heartbeatMs / 4)))
+    this.loop.start()
   }
 
-  stop (): void {
+  async stop (): Promise<void> {
     this.stopped = true
-    clearInterval(this.timer)
+    this.abort.abort()
     for (const resolve of this.waiting.values()) resolve(false)
+    await this.loop.stop()
   }
 
   /** A session was established or a heartbeat arrived. */
@@ -113,7 +120,7 @@ export class Liveness {
         return
       }
       // Alive but not talking to us: do not move its work; look again shortly.
-      await new Promise((resolve) => setTimeout(resolve, this.o.heartbeatMs * 2))
+      await sleep(this.o.heartbeatMs * 2, this.abort.signal)
     }
   }
 
@@ -139,7 +146,7 @@ export class Liveness {
         this.waiting.delete(requestId)
       }
     }))
-    if (peers.length === 0) await new Promise((resolve) => setTimeout(resolve, this.probeTimeoutMs))
+    if (peers.length === 0) await sleep(this.probeTimeoutMs, this.abort.signal)
     return answers.filter((a) => a).length
   }
 

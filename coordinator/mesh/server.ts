@@ -5,6 +5,7 @@
 import { join } from 'node:path'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { Loop } from '../../common/daemon/loop.js'
 import type { Logger } from '../../common/log.js'
 import { createClusterKey, readClusterKey } from '../../common/mesh/cluster-key.js'
 import { loadOrCreateIdentity } from '../../common/mesh/identity.js'
@@ -35,7 +36,7 @@ export class MeshServer {
   private node!: MeshNode
   private dispatcher!: Dispatcher
   private liveness!: Liveness
-  private touchTimer: NodeJS.Timeout | undefined
+  private touch: Loop | undefined
   readonly heartbeatMs: number
 
   constructor (private readonly pool: Pool, private readonly notifier: Notifier, private readonly log: Logger, private readonly o: MeshServerOptions) {
@@ -91,15 +92,16 @@ export class MeshServer {
     this.dispatcher = new Dispatcher(this.pool, this.notifier, (hostId) => this.sessions.get(hostId), (peerId) => { void this.revoke(peerId) }, this.log)
     await this.dispatcher.start()
     this.liveness.start()
-    this.touchTimer = setInterval(() => {
-      touchHosts(this.pool, [...this.sessions.keys()]).catch((err: Error) => this.log.warn({ err: err.message }, 'cannot record heartbeats'))
-    }, TOUCH_EVERY_MS)
+    this.touch = new Loop(async () => {
+      await touchHosts(this.pool, [...this.sessions.keys()]).catch((err: Error) => this.log.warn({ err: err.message }, 'cannot record heartbeats'))
+    }, { name: 'heartbeat recording', everyMs: TOUCH_EVERY_MS, immediate: false, log: this.log })
+    this.touch.start()
     this.log.info({ peerId: this.peerId, multiaddrs: this.multiaddrs() }, 'mesh listening')
   }
 
   async stop (): Promise<void> {
-    clearInterval(this.touchTimer)
-    this.liveness?.stop()
+    await this.touch?.stop()
+    await this.liveness?.stop()
     await this.dispatcher?.stop()
     await this.node?.stop()
   }

@@ -1,25 +1,30 @@
 // On the leader: a host that no coordinator has heard from for a while (its
 // agent never came back after a coordinator restart, or its coordinator
 // died with the session) is declared down, so its work moves elsewhere.
+import { Loop } from '../../common/daemon/loop.js'
+import type { Startable } from '../../common/daemon/startable.js'
 import type { Logger } from '../../common/log.js'
 import type { Pool } from '../store/db.js'
 import { setLiveness } from '../store/lifecycle.js'
 
-export class StaleHosts {
-  private timer: NodeJS.Timeout | undefined
+export class StaleHosts implements Startable {
+  private readonly loop: Loop
   private since = 0
 
-  constructor (private readonly pool: Pool, private readonly log: Logger, private readonly afterSeconds: number) {}
-
-  start (): void {
-    if (this.afterSeconds <= 0) return
-    // A new leader gives agents a full period to reconnect before judging.
-    this.since = Date.now()
-    this.timer = setInterval(() => { void this.sweep() }, Math.min(5000, this.afterSeconds * 500))
+  constructor (private readonly pool: Pool, private readonly log: Logger, private readonly afterSeconds: number) {
+    this.loop = new Loop(async () => { await this.sweep() }, { name: 'stale host sweep', everyMs: Math.min(5000, afterSeconds * 500), immediate: false, log })
   }
 
-  stop (): void {
-    clearInterval(this.timer)
+  start (): void {
+    if (this.afterSeconds <= 0 || this.loop.running) return
+    // A new leader gives agents a full period to reconnect before judging.
+    this.since = Date.now()
+    this.loop.start()
+  }
+
+  /** Resolves once a sweep in flight has ended: a deposed leader writes nothing after this. */
+  async stop (): Promise<void> {
+    await this.loop.stop()
   }
 
   private async sweep (): Promise<void> {

@@ -3,6 +3,8 @@
 // workloads are decided as their events arrive; the whole pending queue is
 // walked again (a page per pass) only when capacity may have changed, so a
 // queue of unplaceable work costs nothing between changes.
+import { Loop } from '../../common/daemon/loop.js'
+import type { Startable } from '../../common/daemon/startable.js'
 import type { Logger } from '../../common/log.js'
 import type { WorkloadSpec } from '../../protocol/workload.js'
 import type { Notifier } from '../events/notifier.js'
@@ -31,43 +33,40 @@ export function replicasNeeded (spec: WorkloadSpec): number {
   return spec.kind === 'endpoint' ? spec.replicas : spec.kind === 'recipe' ? spec.hosts : 1
 }
 
-export class SchedulerLoop {
+export class SchedulerLoop implements Startable {
   private readonly cache: SnapshotCache
-  private running = false
-  private abort = new AbortController()
-  private loop: Promise<void> | null = null
+  private readonly loop: Loop
+  /** The run the cache belongs to: a new leadership term starts from the database. */
+  private term: AbortSignal | null = null
   /** Where the walk of the pending queue has got to; null when there is no walk. */
   private scan: { after: [string, string] | null } | null = null
 
-  constructor (private readonly pool: Pool, private readonly notifier: Notifier, private readonly log: Logger, private readonly metrics: Metrics) {
+  constructor (private readonly pool: Pool, notifier: Notifier, private readonly log: Logger, private readonly metrics: Metrics) {
     this.cache = new SnapshotCache(snapshotSource(pool))
+    this.loop = new Loop(async (signal) => await this.tick(signal), { name: 'scheduling', everyMs: IDLE_WAIT_MS, wait: notifier.wait.bind(notifier), log })
   }
 
   start (): void {
-    if (this.running) return
-    this.running = true
-    this.abort = new AbortController()
-    this.cache.invalidate()
-    this.scan = null
-    this.loop = this.run()
+    this.loop.start()
   }
 
   async stop (): Promise<void> {
-    this.running = false
-    this.abort.abort()
-    await this.loop
+    await this.loop.stop()
   }
 
-  private async run (): Promise<void> {
-    while (this.running) {
-      try {
-        const busy = await this.pass()
-        if (!busy) await this.notifier.wait(IDLE_WAIT_MS, this.abort.signal)
-      } catch (err) {
-        this.log.error({ err: (err as Error).message }, 'scheduling pass failed; retrying')
-        this.cache.invalidate()
-        await this.notifier.wait(IDLE_WAIT_MS, this.abort.signal)
-      }
+  /** Passes back to back while there is work; otherwise wait for an event (or a second). */
+  private async tick (term: AbortSignal): Promise<number | undefined> {
+    if (this.term !== term) {
+      this.term = term
+      this.cache.invalidate()
+      this.scan = null
+    }
+    try {
+      return await this.pass() ? 0 : undefined
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'scheduling pass failed; retrying')
+      this.cache.invalidate()
+      return undefined
     }
   }
 

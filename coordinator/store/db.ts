@@ -1,16 +1,16 @@
 // The PostgreSQL connection pool and the version check done before anything
 // else touches the database.
 import pg from 'pg'
+import { ConfigError } from '../../common/config-error.js'
 
 export type Pool = pg.Pool
 export type Client = pg.PoolClient
 
 export const MIN_SERVER_VERSION_NUM = 160000
 
-export class DatabaseVersionError extends Error {
-  readonly code = 'ERR_DATABASE_VERSION'
+export class DatabaseVersionError extends ConfigError {
   constructor (found: string) {
-    super(`PostgreSQL 16 or newer is required; the server at DATABASE_URL is ${found}`)
+    super(`PostgreSQL 16 or newer is required; the server at DATABASE_URL is ${found}`, { code: 'ERR_DATABASE_VERSION' })
     this.name = 'DatabaseVersionError'
   }
 }

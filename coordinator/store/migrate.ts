@@ -1,6 +1,7 @@
 // Forward-only numbered migrations (graphile-worker / pg-boss style): each in
 // its own transaction, all under one advisory lock so coordinators starting
 // together apply them once; a database newer than this code is refused.
+import { ConfigError } from '../../common/config-error.js'
 import type { Logger } from '../../common/log.js'
 import type { Pool } from './db.js'
 import { MIGRATIONS } from './migrations/index.js'
@@ -8,10 +9,9 @@ import { MIGRATIONS } from './migrations/index.js'
 /** pg_advisory_lock key: "gpumesh:migrate" folded to an int. */
 const MIGRATION_LOCK = 0x67706d31
 
-export class DatabaseNewerError extends Error {
-  readonly code = 'ERR_DATABASE_NEWER'
+export class DatabaseNewerError extends ConfigError {
   constructor (found: number, known: number) {
-    super(`the database is at migration ${found} but this coordinator knows only up to ${known}: run a newer gpumesh-coordinator`)
+    super(`the database is at migration ${found} but this coordinator knows only up to ${known}: run a newer gpumesh-coordinator`, { code: 'ERR_DATABASE_NEWER' })
     this.name = 'DatabaseNewerError'
   }
 }

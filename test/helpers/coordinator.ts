@@ -33,6 +33,8 @@ export interface TestCoordinatorOptions {
   listen?: string[]
   /** An existing state dir (same identity and cluster key: a restart); kept at teardown. */
   stateDir?: string
+  /** Serve the API over HTTPS with these PEM files. */
+  tls?: { certFile: string, keyFile: string }
 }
 
 export async function startTestCoordinator (t: Test, options: TestCoordinatorOptions = {}): Promise<TestCoordinator> {
@@ -51,7 +53,8 @@ export async function startTestCoordinator (t: Test, options: TestCoordinatorOpt
     staleHostSeconds: options.staleHostSeconds ?? 0,
     ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
     ...(options.clusterKeyFile === undefined ? {} : { clusterKeyFile: options.clusterKeyFile }),
-    ...(options.redisUrl === undefined ? {} : { redisUrl: options.redisUrl })
+    ...(options.redisUrl === undefined ? {} : { redisUrl: options.redisUrl }),
+    ...(options.tls === undefined ? {} : { tls: options.tls })
   }, log)
   let stopped = false
   const stop = async () => { if (!stopped) { stopped = true; await c.stop() } }

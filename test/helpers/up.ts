@@ -18,6 +18,8 @@ export interface Up {
   pools: Pool[]
   pid: number
   stderr: () => string
+  /** Closes the reading ends of its stdout and stderr (as a `tee` that died does): its next write there fails. */
+  closeOutput: () => void
   /** SIGINT, then its exit code (null: it had to be killed after `ms`). */
   interrupt: (ms?: number) => Promise<number | null>
 }
@@ -51,6 +53,7 @@ export async function startUp (t: Test, node: string, cli: string, args: string[
     stateDir,
     pid: child.pid as number,
     stderr: () => stderr,
+    closeOutput: () => { child.stdout.destroy(); child.stderr.destroy() },
     interrupt: async (ms = 60_000) => {
       child.kill('SIGINT')
       const timer = setTimeout(() => child.kill('SIGKILL'), ms)

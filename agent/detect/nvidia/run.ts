@@ -20,13 +20,15 @@ export interface SmiOptions {
   timeoutMs: number
   /** Largest output accepted; -q -x of a 72-GPU rack is a few MB. */
   maxBytes?: number
+  /** The child's environment (default: this process's); LC_ALL=C is laid over it. */
+  env?: NodeJS.ProcessEnv
 }
 
-/** Where nvidia-smi is: `override` if given, else the first executable on PATH; null when absent. */
-export async function findNvidiaSmi (override: string | undefined, path = process.env.PATH ?? ''): Promise<string | null> {
+/** Where nvidia-smi is: `override` if given, else the first executable on `path` (default: the PATH children get); null when absent. */
+export async function findNvidiaSmi (override: string | undefined, path?: string): Promise<string | null> {
   const candidates = override !== undefined && override !== ''
     ? [override]
-    : path.split(delimiter).filter((d) => isAbsolute(d)).map((d) => join(d, 'nvidia-smi'))
+    : (path ?? process.env.PATH ?? '').split(delimiter).filter((d) => isAbsolute(d)).map((d) => join(d, 'nvidia-smi'))
   for (const c of candidates) {
     try {
       await access(c, constants.X_OK)
@@ -36,11 +38,11 @@ export async function findNvidiaSmi (override: string | undefined, path = proces
   return null
 }
 
-export function nvidiaSmi ({ binary, timeoutMs, maxBytes = 32 * 1024 * 1024 }: SmiOptions): SmiRunner {
+export function nvidiaSmi ({ binary, timeoutMs, maxBytes = 32 * 1024 * 1024, env = process.env }: SmiOptions): SmiRunner {
   return async (args) => await new Promise<string>((resolve, reject) => {
     // node's own child_process rather than execa: detect is a short-lived
     // command and execa alone adds ~15 MB of RSS to it.
-    const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } })
+    const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...env, LC_ALL: 'C' } })
     const stdout: Buffer[] = []
     const stderr: Buffer[] = []
     let size = 0

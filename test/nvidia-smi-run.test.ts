@@ -1,7 +1,7 @@
 // nvidia-smi calls through the test double: exit codes, hangs, garbage and
 // empty output each become a typed error, and parsers reject what is not
 // the command's output.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
@@ -69,26 +69,46 @@ t.test('a non-zero exit with output reports what it printed', async (t) => {
 })
 
 t.test('findNvidiaSmi: override, PATH, absent', async (t) => {
-  t.equal(await findNvidiaSmi(NVIDIA_SMI_DOUBLE), NVIDIA_SMI_DOUBLE)
-  t.equal(await findNvidiaSmi('/nonexistent/nvidia-smi'), null)
-  t.equal(await findNvidiaSmi(join(NVIDIA_SMI_DOUBLE, '..')), null, 'a directory is not an executable')
-  t.equal(await findNvidiaSmi(undefined, join(NVIDIA_SMI_DOUBLE, '..')), NVIDIA_SMI_DOUBLE)
-  t.equal(await findNvidiaSmi(undefined, '/nonexistent:relative/dir'), null)
+  // A PATH folder holding an executable named nvidia-smi (the replay, linked).
+  const bin = mkdtempSync(join(tmpdir(), 'gpumesh-path-'))
+  t.teardown(() => rmSync(bin, { recursive: true, force: true }))
+  symlinkSync(NVIDIA_SMI_DOUBLE, join(bin, 'nvidia-smi'))
+  const cases: Array<[string, Promise<string | null>, string | null]> = [
+    ['an executable override', findNvidiaSmi(NVIDIA_SMI_DOUBLE), NVIDIA_SMI_DOUBLE],
+    ['a missing override', findNvidiaSmi('/nonexistent/nvidia-smi'), null],
+    ['a directory is not an executable', findNvidiaSmi(bin), null],
+    ['the first on PATH', findNvidiaSmi(undefined, `/nonexistent:${bin}`), join(bin, 'nvidia-smi')],
+    ['relative PATH entries are ignored', findNvidiaSmi(undefined, '/nonexistent:relative/dir'), null]
+  ]
+  const wrong = []
+  for (const [name, found, want] of cases) if (await found !== want) wrong.push({ name, found: await found, want })
+  t.same(wrong, [], 'where nvidia-smi is found')
 })
 
 t.test('parsers reject output that is not theirs', async (t) => {
   const garbage = ['', '\n\n', 'Segmentation fault (core dumped)\n', capture('h100-1x-L-1.txt').replace(/GPU/g, 'XPU'), '\u001b[31m###\u001b[0m\n']
-  const parsers = { parseTopo, parseList, parseNvlink, parseQueryGpu: (o: string) => parseQueryGpu(o), parseQueryXml, parseQueryText, parseTable }
-  for (const [name, parse] of Object.entries(parsers)) {
-    for (const g of garbage) t.throws(() => parse(g), ParseError, `${name} rejects ${JSON.stringify(g.slice(0, 30))}`)
-  }
+  const parsers: Record<string, (output: string) => unknown> = { parseTopo, parseList, parseNvlink, parseQueryGpu: (o) => parseQueryGpu(o), parseQueryXml, parseQueryText, parseTable }
+  const cases: Array<[string, () => unknown]> = Object.entries(parsers).flatMap(([name, parse]) =>
+    garbage.map((g): [string, () => unknown] => [`${name} on ${JSON.stringify(g.slice(0, 30))}`, () => parse(g)]))
   // Each parser also rejects another command's real output.
-  t.throws(() => parseTopo(capture('h100-1x-L-1.txt')), ParseError)
-  t.throws(() => parseList(capture('h100-8x-topo-m-1.txt')), ParseError)
-  t.throws(() => parseQueryXml(capture('h200-1x-q-mig-1.txt')), ParseError)
-  t.throws(() => parseQueryText(capture('a100-sxm4-80gb-1x-q-x-1.xml')), ParseError)
-  t.throws(() => parseTable(capture('h100-4x-topo-m-1.txt')), ParseError)
-  t.throws(() => parseQueryGpu('Field "compute_cap" is not a valid field to query.\n'), ParseError)
+  cases.push(
+    ['parseTopo on -L', () => parseTopo(capture('h100-1x-L-1.txt'))],
+    ['parseList on topo -m', () => parseList(capture('h100-8x-topo-m-1.txt'))],
+    ['parseQueryXml on -q', () => parseQueryXml(capture('h200-1x-q-mig-1.txt'))],
+    ['parseQueryText on -q -x', () => parseQueryText(capture('a100-sxm4-80gb-1x-q-x-1.xml'))],
+    ['parseTable on topo -m', () => parseTable(capture('h100-4x-topo-m-1.txt'))],
+    ['parseQueryGpu on an error message', () => parseQueryGpu('Field "compute_cap" is not a valid field to query.\n')]
+  )
+  const accepted: string[] = []
+  for (const [name, parse] of cases) {
+    try {
+      parse()
+      accepted.push(`${name}: accepted`)
+    } catch (err) {
+      if (!(err instanceof ParseError)) accepted.push(`${name}: threw ${String(err)} instead of a ParseError`)
+    }
+  }
+  t.same(accepted, [], 'every parser refuses garbage and other commands\' output with a ParseError')
 })
 
 t.test('a topology row with lost cells keeps only what can be placed', async (t) => {

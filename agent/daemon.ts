@@ -51,59 +51,104 @@ export interface Agent {
   stop: () => Promise<void>
 }
 
-export async function startAgent (o: AgentOptions): Promise<Agent> {
+export async function startAgent(o: AgentOptions): Promise<Agent> {
   await mkdir(o.stateDir, { recursive: true, mode: 0o700 })
   const clusterKey = await readClusterKey(o.clusterKeyFile)
   const privateKey = await loadOrCreateIdentity(join(o.stateDir, 'peer.key'))
   const state = await AgentState.load(o.stateDir)
-  let facts = o.facts ?? await detectInSubprocess(o.detect)
+  let facts = o.facts ?? (await detectInSubprocess(o.detect))
   const name = o.name ?? facts.hostname
   const started = new Started(o.log)
   try {
-    const runtime = createRuntime({ stateDir: o.stateDir, ...(o.docker === undefined ? {} : { docker: o.docker }), ...(o.stopGraceMs === undefined ? {} : { stopGraceMs: o.stopGraceMs }) })
+    const runtime = createRuntime({
+      stateDir: o.stateDir,
+      ...(o.docker === undefined ? {} : { docker: o.docker }),
+      ...(o.stopGraceMs === undefined ? {} : { stopGraceMs: o.stopGraceMs })
+    })
     started.add('runtime', runtime.close)
     const adopted = await runtime.recover()
-    if (adopted.length > 0) o.log.info({ placements: adopted.map((p) => `${p.placementId}:${p.state}`) }, 're-adopted placements from the state directory')
+    if (adopted.length > 0)
+      o.log.info(
+        { placements: adopted.map((p) => `${p.placementId}:${p.state}`) },
+        're-adopted placements from the state directory'
+      )
 
     // No bootstrap module: its dial races ours and one of the two connections is later closed under the session.
-    const node = await createMeshNode({ privateKey, listen: o.listen, clusterKey, mdns: o.mdns ?? false, role: 'agent' })
-    started.add('mesh node', async () => { await node.stop() })
+    const node = await createMeshNode({
+      privateKey,
+      listen: o.listen,
+      clusterKey,
+      mdns: o.mdns ?? false,
+      role: 'agent'
+    })
+    started.add('mesh node', async () => {
+      await node.stop()
+    })
     // Attaches to session placements, from the coordinator only.
-    const sessions = await started.start('session relay', new SessionRelay({ node, runtime, stateDir: o.stateDir, coordinators: o.coordinators, log: o.log }))
-    const membership = await started.start('membership', new Membership(node, { name, pool: facts.pool.key, gpus: facts.gpus.length }, o.log))
+    const sessions = await started.start(
+      'session relay',
+      new SessionRelay({ node, runtime, stateDir: o.stateDir, coordinators: o.coordinators, log: o.log })
+    )
+    const membership = await started.start(
+      'membership',
+      new Membership(node, { name, pool: facts.pool.key, gpus: facts.gpus.length }, o.log)
+    )
     const binary = o.facts === undefined ? await findNvidiaSmi(o.detect.nvidiaSmi, o.detect.env?.PATH) : null
-    const usage = await started.start('GPU usage', new UsageSampler(binary === null ? null : nvidiaSmi({ binary, timeoutMs: o.detect.timeoutMs, ...(o.detect.env === undefined ? {} : { env: o.detect.env }) })))
-    const control = await started.start('control session', new ControlClient({
-      node,
-      runtime,
-      state,
-      log: o.log,
-      coordinators: o.coordinators,
-      name,
-      agentVersion: o.detect.agentVersion,
-      ...(o.joinToken === undefined ? {} : { joinToken: o.joinToken }),
-      facts: () => facts,
-      usage: () => usage.current()
-    }))
+    const usage = await started.start(
+      'GPU usage',
+      new UsageSampler(
+        binary === null
+          ? null
+          : nvidiaSmi({
+              binary,
+              timeoutMs: o.detect.timeoutMs,
+              ...(o.detect.env === undefined ? {} : { env: o.detect.env })
+            })
+      )
+    )
+    const control = await started.start(
+      'control session',
+      new ControlClient({
+        node,
+        runtime,
+        state,
+        log: o.log,
+        coordinators: o.coordinators,
+        name,
+        agentVersion: o.detect.agentVersion,
+        ...(o.joinToken === undefined ? {} : { joinToken: o.joinToken }),
+        facts: () => facts,
+        usage: () => usage.current()
+      })
+    )
 
     if (o.facts === undefined) {
       // Only the GPUs are looked at each period (a few nvidia-smi calls, in this process); the
       // host sources (systeminformation: tens of subprocesses) run again only when the GPUs changed.
-      await started.start('re-detection', new Loop(async () => {
-        try {
-          const gpusOnly = await detect({ ...o.detect, hostSources: [] })
-          if (JSON.stringify([gpusOnly.gpus, gpusOnly.pool]) === JSON.stringify([facts.gpus, facts.pool])) return
-          const next = await detectInSubprocess(o.detect)
-          facts = next
-          o.log.warn({ pool: next.pool.key, gpus: next.gpus.length }, 'host facts changed')
-          membership.setPool(next.pool.key)
-          await control.sendFacts(next)
-        } catch (err) {
-          o.log.warn({ err: (err as Error).message }, 're-detection failed')
-        }
-      }, { name: 're-detection', everyMs: o.detectIntervalMs ?? 60_000, immediate: false, log: o.log }))
+      await started.start(
+        're-detection',
+        new Loop(
+          async () => {
+            try {
+              const gpusOnly = await detect({ ...o.detect, hostSources: [] })
+              if (JSON.stringify([gpusOnly.gpus, gpusOnly.pool]) === JSON.stringify([facts.gpus, facts.pool])) return
+              const next = await detectInSubprocess(o.detect)
+              facts = next
+              o.log.warn({ pool: next.pool.key, gpus: next.gpus.length }, 'host facts changed')
+              membership.setPool(next.pool.key)
+              await control.sendFacts(next)
+            } catch (err) {
+              o.log.warn({ err: (err as Error).message }, 're-detection failed')
+            }
+          },
+          { name: 're-detection', everyMs: o.detectIntervalMs ?? 60_000, immediate: false, log: o.log }
+        )
+      )
     }
-    o.log.info({ peerId: node.peerId.toString(), name, pool: facts.pool.key, listen: node.getMultiaddrs().map(String) }, 'agent started')
+    o.log.info(
+      { peerId: node.peerId.toString(), name, pool: facts.pool.key, listen: node.getMultiaddrs().map(String) },
+      'agent started'
+    )
 
     return {
       node,
@@ -113,7 +158,9 @@ export async function startAgent (o: AgentOptions): Promise<Agent> {
       sessions,
       facts: () => facts,
       // In reverse: re-detection, control, usage, membership, sessions, the node, the runtime (workloads keep running).
-      stop: async () => { await started.stop() }
+      stop: async () => {
+        await started.stop()
+      }
     }
   } catch (err) {
     await started.stop()

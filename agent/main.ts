@@ -10,14 +10,23 @@ import { schemaErrors } from '../protocol/validate.js'
 import { VERSION } from '../common/version.js'
 import { detect, type DetectOptions } from './detect/detect.js'
 
+interface DetectFlags {
+  nvidiaSmi?: string
+  smiTimeout: number
+  poolLabel?: string
+  json?: boolean
+}
 
-
-interface DetectFlags { nvidiaSmi?: string, smiTimeout: number, poolLabel?: string, json?: boolean }
-
-const detectOptions = (cmd: Command) => cmd
-  .addOption(new Option('--nvidia-smi <path>', 'nvidia-smi to run (default: from PATH)').env('GPUMESH_NVIDIA_SMI'))
-  .addOption(new Option('--smi-timeout <ms>', 'deadline for each nvidia-smi call').env('GPUMESH_NVIDIA_SMI_TIMEOUT_MS').argParser(positiveInt).default(10_000))
-  .addOption(new Option('--pool-label <label>', 'operator label appended to the pool key').env('GPUMESH_POOL_LABEL'))
+const detectOptions = (cmd: Command) =>
+  cmd
+    .addOption(new Option('--nvidia-smi <path>', 'nvidia-smi to run (default: from PATH)').env('GPUMESH_NVIDIA_SMI'))
+    .addOption(
+      new Option('--smi-timeout <ms>', 'deadline for each nvidia-smi call')
+        .env('GPUMESH_NVIDIA_SMI_TIMEOUT_MS')
+        .argParser(positiveInt)
+        .default(10_000)
+    )
+    .addOption(new Option('--pool-label <label>', 'operator label appended to the pool key').env('GPUMESH_POOL_LABEL'))
 
 const toDetectOptions = (o: DetectFlags): DetectOptions => ({
   env: process.env,
@@ -31,22 +40,28 @@ const program = new Command('gpumesh-agent')
   .description('gpumesh host agent: detects GPUs, joins the mesh, runs placements')
   .version(VERSION)
   .showHelpAfterError()
-  .exitOverride((err) => { process.exit(err.exitCode === 0 ? 0 : EXIT_CONFIG) })
+  .exitOverride((err) => {
+    process.exit(err.exitCode === 0 ? 0 : EXIT_CONFIG)
+  })
 
 detectOptions(program.command('detect'))
-  .description("print this host's facts (GPUs, topology, NICs, disks, pool key, warnings) and exit; exits 0 even without a GPU driver")
+  .description(
+    "print this host's facts (GPUs, topology, NICs, disks, pool key, warnings) and exit; exits 0 even without a GPU driver"
+  )
   .option('--json', 'print the HostFacts document instead of the summary')
   .action(async (o: DetectFlags) => {
     const facts = await detect(toDetectOptions(o))
     const errors = schemaErrors(HostFacts, facts)
     if (errors.length > 0) {
-      process.stderr.write(`gpumesh-agent: detected facts do not match the HostFacts schema (a bug):\n  ${errors.join('\n  ')}\n`)
+      process.stderr.write(
+        `gpumesh-agent: detected facts do not match the HostFacts schema (a bug):\n  ${errors.join('\n  ')}\n`
+      )
       process.exitCode = EXIT_SOFTWARE
       return
     }
     // Loaded only when used: `detect` is short-lived and its memory is a budget.
     const { renderFacts } = o.json === true ? { renderFacts: null } : await import('../common/render-facts.js')
-    process.stdout.write(renderFacts === null ? JSON.stringify(facts, null, 2) + '\n' : renderFacts(facts))
+    process.stdout.write(renderFacts === null ? `${JSON.stringify(facts, null, 2)}\n` : renderFacts(facts))
   })
 
 interface RunFlags extends DetectFlags {
@@ -61,22 +76,54 @@ interface RunFlags extends DetectFlags {
   docker?: string
 }
 
-
 detectOptions(program.command('run', { isDefault: true }))
   .description('run the agent daemon in the foreground until SIGTERM/SIGINT: join the mesh, enroll, run placements')
-  .addOption(new Option('--state-dir <dir>', 'state folder: peer key, enrollment, placements and their logs').env('GPUMESH_STATE_DIR').default('/var/lib/gpumesh/agent'))
-  .addOption(new Option('--listen <multiaddrs>', 'libp2p listen addresses, comma-separated').env('GPUMESH_LISTEN').argParser(multiaddrs).default(['/ip4/0.0.0.0/tcp/7472'], '/ip4/0.0.0.0/tcp/7472'))
-  .addOption(new Option('--coordinator <multiaddrs>', 'coordinator multiaddr(s) ending in /p2p/<peer id>').env('GPUMESH_COORDINATOR').argParser(multiaddrs))
-  .addOption(new Option('--cluster-key-file <path>', 'the cluster\'s private-network key (swarm.key)').env('GPUMESH_CLUSTER_KEY_FILE'))
-  .addOption(new Option('--join-token <token>', 'one-time enrollment token (first start only)').env('GPUMESH_JOIN_TOKEN'))
-  .addOption(new Option('--node-name <name>', 'name the host registers under (default: hostname)').env('GPUMESH_NODE_NAME'))
+  .addOption(
+    new Option('--state-dir <dir>', 'state folder: peer key, enrollment, placements and their logs')
+      .env('GPUMESH_STATE_DIR')
+      .default('/var/lib/gpumesh/agent')
+  )
+  .addOption(
+    new Option('--listen <multiaddrs>', 'libp2p listen addresses, comma-separated')
+      .env('GPUMESH_LISTEN')
+      .argParser(multiaddrs)
+      .default(['/ip4/0.0.0.0/tcp/7472'], '/ip4/0.0.0.0/tcp/7472')
+  )
+  .addOption(
+    new Option('--coordinator <multiaddrs>', 'coordinator multiaddr(s) ending in /p2p/<peer id>')
+      .env('GPUMESH_COORDINATOR')
+      .argParser(multiaddrs)
+  )
+  .addOption(
+    new Option('--cluster-key-file <path>', "the cluster's private-network key (swarm.key)").env(
+      'GPUMESH_CLUSTER_KEY_FILE'
+    )
+  )
+  .addOption(
+    new Option('--join-token <token>', 'one-time enrollment token (first start only)').env('GPUMESH_JOIN_TOKEN')
+  )
+  .addOption(
+    new Option('--node-name <name>', 'name the host registers under (default: hostname)').env('GPUMESH_NODE_NAME')
+  )
   .addOption(new Option('--no-mdns', 'do not discover peers by multicast DNS').env('GPUMESH_NO_MDNS'))
-  .addOption(new Option('--detect-interval <seconds>', 're-detect period').env('GPUMESH_DETECT_INTERVAL').argParser(positiveInt).default(60))
-  .addOption(new Option('--docker <path>', 'docker client for placements with driver docker (default: docker from PATH)').env('GPUMESH_DOCKER'))
+  .addOption(
+    new Option('--detect-interval <seconds>', 're-detect period')
+      .env('GPUMESH_DETECT_INTERVAL')
+      .argParser(positiveInt)
+      .default(60)
+  )
+  .addOption(
+    new Option('--docker <path>', 'docker client for placements with driver docker (default: docker from PATH)').env(
+      'GPUMESH_DOCKER'
+    )
+  )
   .action(async (o: RunFlags) => {
     const { createLogger, loggerSettings } = await import('../common/log.js')
     const log = createLogger('gpumesh-agent', loggerSettings(process.env))
-    const missing = [o.coordinator === undefined ? 'GPUMESH_COORDINATOR (--coordinator)' : null, o.clusterKeyFile === undefined ? 'GPUMESH_CLUSTER_KEY_FILE (--cluster-key-file)' : null].filter((m) => m !== null)
+    const missing = [
+      o.coordinator === undefined ? 'GPUMESH_COORDINATOR (--coordinator)' : null,
+      o.clusterKeyFile === undefined ? 'GPUMESH_CLUSTER_KEY_FILE (--cluster-key-file)' : null
+    ].filter((m) => m !== null)
     if (missing.length > 0) {
       log.fatal(`cannot start: set ${missing.join(' and ')}`)
       process.exitCode = EXIT_CONFIG

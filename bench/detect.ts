@@ -8,7 +8,7 @@ import { AGENT, MACHINES, NVIDIA_SMI_DOUBLE } from '../test/helpers/fixtures.js'
 
 const TIME = '/usr/bin/time'
 
-export async function run (args: string[]): Promise<Record<string, unknown>> {
+export async function run(args: string[]): Promise<Record<string, unknown>> {
   const machine = args[0] ?? 'h100-8x-nv18-nics'
   const runs = Number(args[1] ?? 10)
   if (!existsSync(TIME)) throw new Error(`${TIME} is needed for peak RSS (Debian package "time")`)
@@ -45,7 +45,7 @@ export async function run (args: string[]): Promise<Record<string, unknown>> {
   }
 }
 
-function median (xs: number[]): number {
+function median(xs: number[]): number {
   const m = Math.floor(xs.length / 2)
-  return xs.length % 2 === 1 ? xs[m] as number : ((xs[m - 1] as number) + (xs[m] as number)) / 2
+  return xs.length % 2 === 1 ? (xs[m] as number) : ((xs[m - 1] as number) + (xs[m] as number)) / 2
 }

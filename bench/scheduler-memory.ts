@@ -7,7 +7,7 @@ import { scheduleAll } from '../coordinator/scheduler/place.js'
 import type { Decision, Snapshot } from '../coordinator/scheduler/types.js'
 import { buildFleet, buildWorkloads } from '../test/helpers/fleet.js'
 
-export async function run (args: string[]): Promise<Record<string, unknown>> {
+export async function run(args: string[]): Promise<Record<string, unknown>> {
   const hosts = Number(args[0] ?? 10_000)
   const workloads = Number(args[1] ?? 50_000)
   const seed = Number(args[2] ?? 1)
@@ -44,20 +44,25 @@ export async function run (args: string[]): Promise<Record<string, unknown>> {
     partial,
     pending: workloads - placed,
     gpus_free_before: fleet.hosts.filter((h) => h.schedulable).reduce((n, h) => n + h.free.size, 0),
-    gpus_requested: stream.reduce((n, w) => n + w.spec.gpus * (w.spec.kind === 'endpoint' ? w.spec.replicas : w.spec.kind === 'recipe' ? w.spec.hosts : 1), 0),
+    gpus_requested: stream.reduce(
+      (n, w) =>
+        n + w.spec.gpus * (w.spec.kind === 'endpoint' ? w.spec.replicas : w.spec.kind === 'recipe' ? w.spec.hosts : 1),
+      0
+    ),
     gpus_assigned: decisions.reduce((n, d) => n + d.assignments.reduce((m, a) => m + a.gpus.length, 0), 0),
     node: process.version
   }
 }
 
 /** A benchmark of a scheduler that double-books would measure nothing. */
-function checkNoDoubleBooking (snapshot: Snapshot, decisions: Decision[]): void {
+function checkNoDoubleBooking(snapshot: Snapshot, decisions: Decision[]): void {
   const free = new Map(snapshot.hosts.map((h) => [h.id, new Set(h.free)]))
   for (const d of decisions) {
     for (const a of d.assignments) {
       const f = free.get(a.hostId)
       for (const g of a.gpus) {
-        if (f?.delete(g) !== true) throw new Error(`GPU ${g} of ${a.hostId} assigned twice or not free (${d.workloadId})`)
+        if (f?.delete(g) !== true)
+          throw new Error(`GPU ${g} of ${a.hostId} assigned twice or not free (${d.workloadId})`)
       }
     }
   }

@@ -10,9 +10,12 @@ export class CliError extends Error {
 
 /** The API answered with a problem+json document. */
 export class ProblemError extends CliError {
-  constructor (readonly problem: Problem) {
+  constructor(readonly problem: Problem) {
     // The API repeats the title as the detail when it has nothing to add.
-    const detail = problem.detail === undefined || problem.detail === '' || problem.detail === problem.title ? '' : `: ${problem.detail}`
+    const detail =
+      problem.detail === undefined || problem.detail === '' || problem.detail === problem.title
+        ? ''
+        : `: ${problem.detail}`
     super(`${problem.title}${detail} [${problem.code}]`)
     this.name = 'ProblemError'
   }
@@ -20,7 +23,10 @@ export class ProblemError extends CliError {
 
 /** An HTTP error without a problem+json body (a proxy, or not the coordinator at all). */
 export class HttpError extends CliError {
-  constructor (readonly status: number, message: string) {
+  constructor(
+    readonly status: number,
+    message: string
+  ) {
     super(message)
     this.name = 'HttpError'
   }
@@ -28,13 +34,19 @@ export class HttpError extends CliError {
 
 /** No HTTP answer at all: the address is wrong or the coordinator is down. */
 export class UnreachableError extends CliError {
-  constructor (readonly api: string, readonly reason: string) {
+  constructor(
+    readonly api: string,
+    readonly reason: string
+  ) {
     super(`cannot reach the coordinator at ${api} (${reason}); is gpumesh-coordinator running? set GPUMESH_API`)
     this.name = 'UnreachableError'
   }
 }
 
-export interface Page<T> { items: T[], nextCursor: string | null }
+export interface Page<T> {
+  items: T[]
+  nextCursor: string | null
+}
 
 export interface ClientOptions {
   api: string
@@ -48,18 +60,23 @@ export interface ClientOptions {
 const DEFAULT_TIMEOUT_MS = 30_000
 
 /** Why fetch failed, from undici's wrapped cause (ECONNREFUSED, ENOTFOUND, ...). */
-export function networkReason (err: unknown): string {
-  if (err instanceof Error && (err.name === 'TimeoutError')) return 'no answer in time'
+export function networkReason(err: unknown): string {
+  if (err instanceof Error && err.name === 'TimeoutError') return 'no answer in time'
   const cause = err instanceof Error ? (err as Error & { cause?: unknown }).cause : undefined
-  const c = (cause ?? err) as { code?: unknown, message?: unknown, errors?: unknown }
+  const c = (cause ?? err) as { code?: unknown; message?: unknown; errors?: unknown }
   // Happy-eyeballs connects (localhost → ::1 and 127.0.0.1) fail as an AggregateError with an empty message.
-  const first = Array.isArray(c.errors) ? c.errors[0] as { message?: unknown } | undefined : undefined
-  const message = typeof c.message === 'string' && c.message !== '' ? c.message : typeof first?.message === 'string' ? first.message : ''
+  const first = Array.isArray(c.errors) ? (c.errors[0] as { message?: unknown } | undefined) : undefined
+  const message =
+    typeof c.message === 'string' && c.message !== ''
+      ? c.message
+      : typeof first?.message === 'string'
+        ? first.message
+        : ''
   if (message !== '') return message
   return typeof c.code === 'string' ? c.code : String(err)
 }
 
-function isProblem (v: unknown): v is Problem {
+function isProblem(v: unknown): v is Problem {
   const p = v as Partial<Problem> | null
   return typeof p === 'object' && p !== null && typeof p.title === 'string' && typeof p.code === 'string'
 }
@@ -70,7 +87,7 @@ export class ApiClient {
   readonly #pageSize: number | undefined
   readonly #timeoutMs: number
 
-  constructor (options: ClientOptions) {
+  constructor(options: ClientOptions) {
     this.api = options.api.replace(/\/+$/, '')
     this.#token = options.token
     this.#pageSize = options.pageSize
@@ -78,8 +95,15 @@ export class ApiClient {
   }
 
   /** fetch with the bearer token; network failures become UnreachableError, HTTP errors stay responses. */
-  async fetch (path: string, init: { method?: string, body?: unknown, headers?: Record<string, string>, signal?: AbortSignal } = {}): Promise<Response> {
-    const headers: Record<string, string> = { accept: 'application/json', ...init.headers, authorization: `Bearer ${this.#token}` }
+  async fetch(
+    path: string,
+    init: { method?: string; body?: unknown; headers?: Record<string, string>; signal?: AbortSignal } = {}
+  ): Promise<Response> {
+    const headers: Record<string, string> = {
+      accept: 'application/json',
+      ...init.headers,
+      authorization: `Bearer ${this.#token}`
+    }
     if (init.body !== undefined) headers['content-type'] = 'application/json'
     try {
       return await fetch(this.api + path, {
@@ -96,30 +120,39 @@ export class ApiClient {
   }
 
   /** The error an unsuccessful response stands for: its problem+json, or the status and a bit of the body. */
-  async errorFrom (res: Response): Promise<CliError> {
+  async errorFrom(res: Response): Promise<CliError> {
     const text = await res.text().catch(() => '')
     let body: unknown
-    try { body = JSON.parse(text) } catch {}
+    try {
+      body = JSON.parse(text)
+    } catch {}
     if (isProblem(body)) return new ProblemError(body)
     const snippet = text.replace(/\s+/g, ' ').trim().slice(0, 200)
-    return new HttpError(res.status, `HTTP ${res.status} ${res.statusText} from ${this.api}${snippet === '' ? '' : `: ${snippet}`} (is GPUMESH_API the coordinator's admin API?)`)
+    return new HttpError(
+      res.status,
+      `HTTP ${res.status} ${res.statusText} from ${this.api}${snippet === '' ? '' : `: ${snippet}`} (is GPUMESH_API the coordinator's admin API?)`
+    )
   }
 
-  async request<T> (method: string, path: string, body?: unknown): Promise<T> {
+  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     const res = await this.fetch(path, { method, body })
     if (!res.ok) throw await this.errorFrom(res)
     try {
-      return await res.json() as T
+      return (await res.json()) as T
     } catch (err) {
       if (err instanceof Error && err.name === 'TimeoutError') throw new UnreachableError(this.api, networkReason(err))
-      throw new CliError(`the answer to ${method} ${path} from ${this.api} is not JSON (is GPUMESH_API the coordinator's admin API?)`)
+      throw new CliError(
+        `the answer to ${method} ${path} from ${this.api} is not JSON (is GPUMESH_API the coordinator's admin API?)`
+      )
     }
   }
 
-  get<T> (path: string): Promise<T> { return this.request<T>('GET', path) }
+  get<T>(path: string): Promise<T> {
+    return this.request<T>('GET', path)
+  }
 
   /** Every item of a paginated list, following nextCursor through all pages. */
-  async list<T> (path: string): Promise<T[]> {
+  async list<T>(path: string): Promise<T[]> {
     const items: T[] = []
     const seen = new Set<string>()
     let cursor: string | null = null
@@ -140,7 +173,7 @@ export class ApiClient {
 }
 
 /** Whether trying again later may succeed: no answer, or the server's own trouble (5xx). */
-export function isTransient (err: unknown): boolean {
+export function isTransient(err: unknown): boolean {
   if (err instanceof UnreachableError) return true
   if (err instanceof ProblemError) return err.problem.status >= 500
   if (err instanceof HttpError) return err.status >= 500

@@ -3,7 +3,7 @@
 // command is one call (or one paginated walk) of the admin HTTP API.
 // Exit status: 0 done, 1 the API or the network said no, 2 bad usage,
 // 78 bad configuration (gpumesh up).
-import { Command, CommanderError, Option } from 'commander'
+import { Command, type CommanderError, Option } from 'commander'
 import { EXIT_CONFIG } from '../common/cli.js'
 import { isConfigError } from '../common/config-error.js'
 import { survivingLostOutput } from '../common/daemon/stdio.js'
@@ -33,15 +33,24 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 const program = new Command('gpumesh')
   .description('gpumesh admin CLI: hosts, pools, workloads, placements, events and tokens of a gpumesh coordinator')
   .version(VERSION)
-  .addOption(new Option('--api <url>', 'admin API of the coordinator').env('GPUMESH_API').default(DEFAULT_API).argParser(apiUrl))
-  .addOption(new Option('--token <token>', 'API bearer token (default: the coordinator\'s admin.token in $GPUMESH_STATE_DIR or /var/lib/gpumesh/coordinator, when readable)').env('GPUMESH_TOKEN'))
+  .addOption(
+    new Option('--api <url>', 'admin API of the coordinator').env('GPUMESH_API').default(DEFAULT_API).argParser(apiUrl)
+  )
+  .addOption(
+    new Option(
+      '--token <token>',
+      "API bearer token (default: the coordinator's admin.token in $GPUMESH_STATE_DIR or /var/lib/gpumesh/coordinator, when readable)"
+    ).env('GPUMESH_TOKEN')
+  )
   .option('--json', 'print API resources as JSON (lists: every item, all pages) instead of tables')
   // For tests and for APIs behind proxies with small response limits.
   .addOption(new Option('--page-size <n>', 'items per list request').argParser(positiveInt).hideHelp())
   .configureHelp({ showGlobalOptions: true })
   .showHelpAfterError('(add --help for usage)')
   // Settings above are inherited by the subcommands defined below.
-  .exitOverride((err: CommanderError) => { process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE) })
+  .exitOverride((err: CommanderError) => {
+    process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE)
+  })
 
 hostCommands(program)
 poolCommands(program)
@@ -56,11 +65,11 @@ try {
   await program.parseAsync(process.argv)
 } catch (err) {
   if (err instanceof CliError) {
-    process.stderr.write(redact(`error: ${err.message}`) + '\n')
+    process.stderr.write(`${redact(`error: ${err.message}`)}\n`)
   } else {
     const e = err as Error
-    process.stderr.write(redact(`error: ${e.message ?? String(err)}`) + '\n')
-    if (process.env.GPUMESH_DEBUG !== undefined && e.stack !== undefined) process.stderr.write(redact(e.stack) + '\n')
+    process.stderr.write(`${redact(`error: ${e.message ?? String(err)}`)}\n`)
+    if (process.env.GPUMESH_DEBUG !== undefined && e.stack !== undefined) process.stderr.write(`${redact(e.stack)}\n`)
   }
   process.exitCode = isConfigError(err) ? EXIT_CONFIG : EXIT_FAILED
 }

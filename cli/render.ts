@@ -9,17 +9,17 @@ const FINISHED = new Set(['exited', 'failed', 'stopped', 'lost'])
 
 export const shortId = (id: string): string => id.slice(0, 8)
 
-export function json (value: unknown): string {
-  return JSON.stringify(value, null, 2) + '\n'
+export function json(value: unknown): string {
+  return `${JSON.stringify(value, null, 2)}\n`
 }
 
-export function truncate (s: string, max: number): string {
+export function truncate(s: string, max: number): string {
   const one = s.replace(/\s+/g, ' ')
   return one.length <= max ? one : `${one.slice(0, max - 1)}…`
 }
 
 /** "42s", "5m", "3h", "12d": how long ago `iso` was, relative to `now`. */
-export function ago (iso: string, now = Date.now()): string {
+export function ago(iso: string, now = Date.now()): string {
   const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000))
   if (Number.isNaN(s)) return '?'
   if (s < 120) return `${s}s`
@@ -29,29 +29,46 @@ export function ago (iso: string, now = Date.now()): string {
 }
 
 /** An ISO timestamp to the second, UTC ("2025-01-31 12:00:00Z"). */
-export function when (iso: string): string {
+export function when(iso: string): string {
   const d = new Date(iso)
-  return Number.isNaN(d.getTime()) ? iso : d.toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z')
+  return Number.isNaN(d.getTime())
+    ? iso
+    : d
+        .toISOString()
+        .replace('T', ' ')
+        .replace(/\.\d+Z$/, 'Z')
 }
 
 const gpuIndices = (gpus: number[]): string => (gpus.length === 0 ? '-' : gpus.join(','))
 
-function withBlock (text: string, body: string): string {
-  return `${text}\n${body.split('\n').map((l) => (l === '' ? l : `  ${l}`)).join('\n')}`
+function withBlock(text: string, body: string): string {
+  return `${text}\n${body
+    .split('\n')
+    .map((l) => (l === '' ? l : `  ${l}`))
+    .join('\n')}`
 }
 
-function fields (rows: Array<[string, string | number | null]>): string {
+function fields(rows: Array<[string, string | number | null]>): string {
   const width = Math.max(...rows.map(([k]) => k.length)) + 2
   return rows.map(([k, v]) => `${`${k}:`.padEnd(width)}${v === null || v === '' ? '-' : v}`).join('\n')
 }
 
-export function hostsTable (hosts: Host[], now = Date.now()): string {
-  return table(['ID', 'NAME', 'POOL', 'STATE', 'GPUS FREE', 'AGENT', 'LAST SEEN'], hosts.map((h) => [
-    shortId(h.id), h.name, h.pool, h.state, `${h.freeGpus.length}/${h.gpuCount}`, h.agentVersion, `${ago(h.lastSeenAt, now)} ago`
-  ])) + '\n'
+export function hostsTable(hosts: Host[], now = Date.now()): string {
+  return `${table(
+    ['ID', 'NAME', 'POOL', 'STATE', 'GPUS FREE', 'AGENT', 'LAST SEEN'],
+    hosts.map((h) => [
+      shortId(h.id),
+      h.name,
+      h.pool,
+      h.state,
+      `${h.freeGpus.length}/${h.gpuCount}`,
+      h.agentVersion,
+      `${ago(h.lastSeenAt, now)} ago`
+    ])
+  )}\n`
 }
 
-export function hostDetail (h: Host, now = Date.now()): string {
+export function hostDetail(h: Host, now = Date.now()): string {
   const head = fields([
     ['ID', h.id],
     ['Name', h.name],
@@ -66,18 +83,27 @@ export function hostDetail (h: Host, now = Date.now()): string {
   return `${head}\n\n${withBlock('Facts', renderFacts(h.facts))}`
 }
 
-function labels (l: Record<string, string>): string | null {
+function labels(l: Record<string, string>): string | null {
   const entries = Object.entries(l)
   return entries.length === 0 ? null : entries.map(([k, v]) => `${k}=${v}`).join(',')
 }
 
-export function poolsTable (pools: Pool[]): string {
-  return table(['KEY', 'KIND', 'HOSTS', 'READY', 'GPUS FREE/TOTAL', 'LARGEST FREE BLOCK', 'LABELS'], pools.map((p) => [
-    p.key, p.kind, p.hostCount, p.readyHosts, `${p.gpus.free}/${p.gpus.total}`, p.largestFreeBlock, labels(p.labels)
-  ])) + '\n'
+export function poolsTable(pools: Pool[]): string {
+  return `${table(
+    ['KEY', 'KIND', 'HOSTS', 'READY', 'GPUS FREE/TOTAL', 'LARGEST FREE BLOCK', 'LABELS'],
+    pools.map((p) => [
+      p.key,
+      p.kind,
+      p.hostCount,
+      p.readyHosts,
+      `${p.gpus.free}/${p.gpus.total}`,
+      p.largestFreeBlock,
+      labels(p.labels)
+    ])
+  )}\n`
 }
 
-export function poolDetail (p: Pool): string {
+export function poolDetail(p: Pool): string {
   const head = fields([
     ['Key', p.key],
     ['Kind', p.kind],
@@ -87,35 +113,57 @@ export function poolDetail (p: Pool): string {
     ['Largest free block', `${p.largestFreeBlock} GPU${p.largestFreeBlock === 1 ? '' : 's'} on one host`]
   ])
   const hosts = p.hosts ?? []
-  const list = hosts.length === 0
-    ? '  none'
-    : table(['ID', 'NAME', 'STATE', 'GPUS FREE', 'FREE INDICES'], hosts.map((h) => [shortId(h.id), h.name, h.state, `${h.freeGpus.length}/${h.gpuCount}`, gpuIndices(h.freeGpus)]))
+  const list =
+    hosts.length === 0
+      ? '  none'
+      : table(
+          ['ID', 'NAME', 'STATE', 'GPUS FREE', 'FREE INDICES'],
+          hosts.map((h) => [
+            shortId(h.id),
+            h.name,
+            h.state,
+            `${h.freeGpus.length}/${h.gpuCount}`,
+            gpuIndices(h.freeGpus)
+          ])
+        )
   return `${head}\n\n${hosts.length === 0 ? `Hosts\n${list}` : withBlock('Hosts', list)}\n`
 }
 
 /** Placements the spec asks for: replicas, gang hosts, or the one session. */
-export function desiredPlacements (w: Workload): number {
+export function desiredPlacements(w: Workload): number {
   const s = w.spec
   return s.kind === 'endpoint' ? s.replicas : s.kind === 'recipe' ? s.hosts : 1
 }
 
-function placementCount (w: Workload): string {
+function placementCount(w: Workload): string {
   const active = w.placements.filter((p) => !FINISHED.has(p.state)).length
   return `${active}/${desiredPlacements(w)}`
 }
 
-export function workloadsTable (workloads: Workload[], now = Date.now()): string {
-  return table(['ID', 'NAME', 'KIND', 'STATE', 'PLACEMENTS', 'AGE', 'REASON'], workloads.map((w) => [
-    shortId(w.id), w.name, w.kind, w.state, placementCount(w), ago(w.createdAt, now), w.reason === null ? null : truncate(w.reason, 80)
-  ])) + '\n'
+export function workloadsTable(workloads: Workload[], now = Date.now()): string {
+  return `${table(
+    ['ID', 'NAME', 'KIND', 'STATE', 'PLACEMENTS', 'AGE', 'REASON'],
+    workloads.map((w) => [
+      shortId(w.id),
+      w.name,
+      w.kind,
+      w.state,
+      placementCount(w),
+      ago(w.createdAt, now),
+      w.reason === null ? null : truncate(w.reason, 80)
+    ])
+  )}\n`
 }
 
-export function workloadDetail (w: Workload, now = Date.now()): string {
+export function workloadDetail(w: Workload, now = Date.now()): string {
   const s = w.spec
   const where = s.kind === 'endpoint' ? s.pools.join(', ') : s.pool
-  const shape = s.kind === 'endpoint'
-    ? `${s.replicas} replica${s.replicas === 1 ? '' : 's'} × ${s.gpus} GPU${s.gpus === 1 ? '' : 's'}`
-    : s.kind === 'recipe' ? `${s.hosts} host${s.hosts === 1 ? '' : 's'} × ${s.gpus} GPU${s.gpus === 1 ? '' : 's'} (all or nothing)` : `${s.gpus} GPU${s.gpus === 1 ? '' : 's'} on one host`
+  const shape =
+    s.kind === 'endpoint'
+      ? `${s.replicas} replica${s.replicas === 1 ? '' : 's'} × ${s.gpus} GPU${s.gpus === 1 ? '' : 's'}`
+      : s.kind === 'recipe'
+        ? `${s.hosts} host${s.hosts === 1 ? '' : 's'} × ${s.gpus} GPU${s.gpus === 1 ? '' : 's'} (all or nothing)`
+        : `${s.gpus} GPU${s.gpus === 1 ? '' : 's'} on one host`
   const head = fields([
     ['ID', w.id],
     ['Name', w.name],
@@ -124,34 +172,55 @@ export function workloadDetail (w: Workload, now = Date.now()): string {
     ['Reason', w.reason],
     [s.kind === 'endpoint' ? 'Pools' : 'Pool', where],
     ['Shape', shape],
-    ['Run', `${s.run.driver}${s.run.image === undefined ? '' : ` ${s.run.image}`}: ${truncate(s.run.command.join(' '), 100)}`],
+    [
+      'Run',
+      `${s.run.driver}${s.run.image === undefined ? '' : ` ${s.run.image}`}: ${truncate(s.run.command.join(' '), 100)}`
+    ],
     ['Created', `${when(w.createdAt)} (${ago(w.createdAt, now)} ago)`],
     ['Updated', when(w.updatedAt)]
   ])
-  const list = w.placements.length === 0
-    ? 'Placements\n  none'
-    : withBlock('Placements', placementRows(w.placements, null))
+  const list =
+    w.placements.length === 0 ? 'Placements\n  none' : withBlock('Placements', placementRows(w.placements, null))
   return `${head}\n\n${list}\n`
 }
 
-function placementRows (placements: Placement[], workloadNames: Map<string, string> | null): string {
-  const head = ['ID', ...(workloadNames === null ? [] : ['WORKLOAD']), 'REPLICA', 'HOST', 'GPUS', 'STATE', 'EXIT', 'REASON']
-  return table(head, placements.map((p) => [
-    shortId(p.id),
-    ...(workloadNames === null ? [] : [workloadNames.get(p.workloadId) ?? shortId(p.workloadId)]),
-    p.replica, p.hostName, gpuIndices(p.gpus), p.state, p.exitCode, p.reason === null ? null : truncate(p.reason, 60)
-  ]))
+function placementRows(placements: Placement[], workloadNames: Map<string, string> | null): string {
+  const head = [
+    'ID',
+    ...(workloadNames === null ? [] : ['WORKLOAD']),
+    'REPLICA',
+    'HOST',
+    'GPUS',
+    'STATE',
+    'EXIT',
+    'REASON'
+  ]
+  return table(
+    head,
+    placements.map((p) => [
+      shortId(p.id),
+      ...(workloadNames === null ? [] : [workloadNames.get(p.workloadId) ?? shortId(p.workloadId)]),
+      p.replica,
+      p.hostName,
+      gpuIndices(p.gpus),
+      p.state,
+      p.exitCode,
+      p.reason === null ? null : truncate(p.reason, 60)
+    ])
+  )
 }
 
-export function placementsTable (placements: Placement[], workloadNames: Map<string, string>): string {
-  return placementRows(placements, workloadNames) + '\n'
+export function placementsTable(placements: Placement[], workloadNames: Map<string, string>): string {
+  return `${placementRows(placements, workloadNames)}\n`
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 /** The event's data in one short line: `key=value ...`, ids shortened like the tables'. */
-export function shortData (data: Record<string, unknown>, max = 100): string {
-  const parts = Object.entries(data).map(([k, v]) => `${k}=${typeof v === 'string' ? (UUID.test(v) ? shortId(v) : v) : JSON.stringify(v)}`)
+export function shortData(data: Record<string, unknown>, max = 100): string {
+  const parts = Object.entries(data).map(
+    ([k, v]) => `${k}=${typeof v === 'string' ? (UUID.test(v) ? shortId(v) : v) : JSON.stringify(v)}`
+  )
   return parts.length === 0 ? '-' : truncate(parts.join(' '), max)
 }
 
@@ -161,15 +230,18 @@ export function shortData (data: Record<string, unknown>, max = 100): string {
  */
 const EVENT_COLUMNS = [8, 22, 22, 30] as const
 
-function eventColumns (cells: [string, string, string, string, string]): string {
-  return cells.map((c, i) => (i < EVENT_COLUMNS.length ? c.padEnd((EVENT_COLUMNS[i] ?? 0) - 2) : c)).join('  ').trimEnd() + '\n'
+function eventColumns(cells: [string, string, string, string, string]): string {
+  return `${cells
+    .map((c, i) => (i < EVENT_COLUMNS.length ? c.padEnd((EVENT_COLUMNS[i] ?? 0) - 2) : c))
+    .join('  ')
+    .trimEnd()}\n`
 }
 
-export function eventHeader (): string {
+export function eventHeader(): string {
   return eventColumns(['ID', 'TIME', 'TYPE', 'SUBJECT', 'DATA'])
 }
 
-export function eventLine (e: Event): string {
+export function eventLine(e: Event): string {
   const subjectId = UUID.test(e.subject.id) ? shortId(e.subject.id) : e.subject.id
   return eventColumns([String(e.id), when(e.at), e.type, `${e.subject.kind}/${subjectId}`, shortData(e.data)])
 }

@@ -8,38 +8,46 @@ import { CliError } from './client.js'
 import { jsonSyntaxProblem } from './json-syntax.js'
 
 export class SpecSyntaxError extends CliError {
-  constructor (readonly source: string, readonly line: number, readonly column: number, message: string, context = '') {
+  constructor(
+    readonly source: string,
+    readonly line: number,
+    readonly column: number,
+    message: string,
+    context = ''
+  ) {
     super(`${source}: line ${line}, column ${column}: ${message}${context === '' ? '' : `\n${context}`}`)
     this.name = 'SpecSyntaxError'
   }
 }
 
-async function readStdin (): Promise<string> {
+async function readStdin(): Promise<string> {
   const chunks: Buffer[] = []
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
   return Buffer.concat(chunks).toString('utf8')
 }
 
 /** The text of `file`, or of standard input for `-`. */
-export async function readSpecText (file: string): Promise<{ text: string, source: string }> {
+export async function readSpecText(file: string): Promise<{ text: string; source: string }> {
   if (file === '-') return { text: await readStdin(), source: '<stdin>' }
   try {
     return { text: await readFile(file, 'utf8'), source: file }
   } catch (err) {
     const e = err as NodeJS.ErrnoException
-    throw new CliError(`cannot read ${file}: ${e.code === 'ENOENT' ? 'no such file' : e.code === 'EISDIR' ? 'it is a folder' : e.code ?? e.message}`)
+    throw new CliError(
+      `cannot read ${file}: ${e.code === 'ENOENT' ? 'no such file' : e.code === 'EISDIR' ? 'it is a folder' : (e.code ?? e.message)}`
+    )
   }
 }
 
 /** 1-based line and column of a character offset. */
-function position (text: string, offset: number): { line: number, column: number } {
+function position(text: string, offset: number): { line: number; column: number } {
   const before = text.slice(0, Math.max(0, Math.min(offset, text.length)))
   const lines = before.split(/\r\n|\r|\n/)
   return { line: lines.length, column: (lines[lines.length - 1]?.length ?? 0) + 1 }
 }
 
 /** The offending line with a caret under the column, indented; long lines (minified JSON) are cut around it. */
-function caret (text: string, line: number, column: number): string {
+function caret(text: string, line: number, column: number): string {
   const src = text.split(/\r\n|\r|\n/)[line - 1]
   if (src === undefined) return ''
   const from = src.length > 100 ? Math.max(0, column - 60) : 0
@@ -47,21 +55,28 @@ function caret (text: string, line: number, column: number): string {
   return `  ${shown}\n  ${' '.repeat(Math.max(0, column - 1 - from + (from > 0 ? 1 : 0)))}^`
 }
 
-function parseJson (text: string, source: string): unknown {
+function parseJson(text: string, source: string): unknown {
   try {
     return JSON.parse(text)
   } catch (err) {
     const located = jsonSyntaxProblem(text)
     const where = position(text, located?.offset ?? text.trimEnd().length)
     const what = located?.message ?? (err as Error).message
-    throw new SpecSyntaxError(source, where.line, where.column, `invalid JSON: ${what}`, caret(text, where.line, where.column))
+    throw new SpecSyntaxError(
+      source,
+      where.line,
+      where.column,
+      `invalid JSON: ${what}`,
+      caret(text, where.line, where.column)
+    )
   }
 }
 
-function parseYaml (text: string, source: string): unknown {
+function parseYaml(text: string, source: string): unknown {
   const lineCounter = new LineCounter()
   const docs = parseAllDocuments(text, { lineCounter, prettyErrors: true })
-  if (!Array.isArray(docs) || docs.length === 0) throw new SpecSyntaxError(source, 1, 1, 'the file holds no workload spec')
+  if (!Array.isArray(docs) || docs.length === 0)
+    throw new SpecSyntaxError(source, 1, 1, 'the file holds no workload spec')
   for (const doc of docs) {
     const err = doc.errors[0]
     if (err !== undefined) {
@@ -74,7 +89,12 @@ function parseYaml (text: string, source: string): unknown {
   if (docs.length > 1) {
     const second = docs[1]?.range[0] ?? 0
     const pos = lineCounter.linePos(second)
-    throw new SpecSyntaxError(source, pos.line, pos.col, `one workload spec per file, but this file has ${docs.length} YAML documents`)
+    throw new SpecSyntaxError(
+      source,
+      pos.line,
+      pos.col,
+      `one workload spec per file, but this file has ${docs.length} YAML documents`
+    )
   }
   return docs[0]?.toJS({ maxAliasCount: 100 })
 }
@@ -83,7 +103,7 @@ function parseYaml (text: string, source: string): unknown {
  * The spec in `text`. `.json` files are JSON, `.yaml`/`.yml` YAML; anything
  * else (stdin included) is JSON when it looks like JSON and parses, else YAML.
  */
-export function parseSpec (raw: string, source: string): Record<string, unknown> {
+export function parseSpec(raw: string, source: string): Record<string, unknown> {
   // Editors on some systems save a byte-order mark, which JSON.parse refuses.
   const text = raw.startsWith('\uFEFF') ? raw.slice(1) : raw
   const ext = extname(source).toLowerCase()
@@ -95,12 +115,22 @@ export function parseSpec (raw: string, source: string): Record<string, unknown>
       value = JSON.parse(text)
     } catch {
       // YAML flow style ({name: x}) also starts with a brace; if it is not that either, the JSON error says more.
-      try { value = parseYaml(text, source) } catch { value = parseJson(text, source) }
+      try {
+        value = parseYaml(text, source)
+      } catch {
+        value = parseJson(text, source)
+      }
     }
   } else value = parseYaml(text, source)
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    const got = value === null || value === undefined ? 'nothing' : Array.isArray(value) ? 'a list' : `a ${typeof value}`
-    throw new SpecSyntaxError(source, 1, 1, `expected one workload spec (a mapping with name, kind, run, ...), got ${got}`)
+    const got =
+      value === null || value === undefined ? 'nothing' : Array.isArray(value) ? 'a list' : `a ${typeof value}`
+    throw new SpecSyntaxError(
+      source,
+      1,
+      1,
+      `expected one workload spec (a mapping with name, kind, run, ...), got ${got}`
+    )
   }
   return value as Record<string, unknown>
 }

@@ -6,18 +6,18 @@ import { EXIT_CONFIG } from './cli.js'
 export class ConfigError extends Error {
   readonly code: string
 
-  constructor (message: string, options: { code?: string, cause?: unknown } = {}) {
+  constructor(message: string, options: { code?: string; cause?: unknown } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause })
     this.name = 'ConfigError'
     this.code = options.code ?? 'ERR_CONFIG'
   }
 }
 
-export function isConfigError (err: unknown): err is ConfigError {
+export function isConfigError(err: unknown): err is ConfigError {
   return err instanceof ConfigError
 }
 
 /** The exit status for an error that ended a start: 78 for configuration, else `otherwise`. */
-export function exitCodeFor (err: unknown, otherwise = 1): number {
+export function exitCodeFor(err: unknown, otherwise = 1): number {
   return isConfigError(err) ? EXIT_CONFIG : otherwise
 }

@@ -15,7 +15,7 @@ export interface Notifier {
 }
 
 /** `env`: the daemon's environment (NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID), passed by its main. */
-export function systemdNotifier (env: NodeJS.ProcessEnv, binary = 'systemd-notify'): Notifier {
+export function systemdNotifier(env: NodeJS.ProcessEnv, binary = 'systemd-notify'): Notifier {
   const socket = env.NOTIFY_SOCKET
   let timer: NodeJS.Timeout | undefined
   const send = (...args: string[]) => {
@@ -24,16 +24,28 @@ export function systemdNotifier (env: NodeJS.ProcessEnv, binary = 'systemd-notif
     child.on('error', () => {}) // no systemd-notify: nothing to tell
   }
   return {
-    ready: (status) => { send('--ready', `--status=${status}`) },
-    stopping: () => { clearInterval(timer); send('STOPPING=1') },
+    ready: (status) => {
+      send('--ready', `--status=${status}`)
+    },
+    stopping: () => {
+      clearInterval(timer)
+      send('STOPPING=1')
+    },
     watchdog: (healthy) => {
       const usec = Number(env.WATCHDOG_USEC)
       if (!Number.isFinite(usec) || usec <= 0) return
       const pid = Number(env.WATCHDOG_PID)
       if (Number.isInteger(pid) && pid > 0 && pid !== process.pid) return
-      timer = setInterval(() => { if (healthy()) send('WATCHDOG=1') }, Math.max(100, usec / 2000))
+      timer = setInterval(
+        () => {
+          if (healthy()) send('WATCHDOG=1')
+        },
+        Math.max(100, usec / 2000)
+      )
       timer.unref()
     },
-    close: () => { clearInterval(timer) }
+    close: () => {
+      clearInterval(timer)
+    }
   }
 }

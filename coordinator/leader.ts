@@ -19,16 +19,25 @@ export class Leadership extends EventEmitter implements Startable {
   /** When the election loop last ran (the systemd watchdog's evidence). */
   lastTick = Date.now()
 
-  constructor (private readonly url: string, private readonly log: Logger, retryMs = 1000) {
+  constructor(
+    private readonly url: string,
+    private readonly log: Logger,
+    retryMs = 1000
+  ) {
     super()
-    this.loop = new Loop(async (signal) => { await this.tick(signal) }, { name: 'leader election', everyMs: retryMs, log })
+    this.loop = new Loop(
+      async (signal) => {
+        await this.tick(signal)
+      },
+      { name: 'leader election', everyMs: retryMs, log }
+    )
   }
 
-  start (): void {
+  start(): void {
     this.loop.start()
   }
 
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     const ended = this.loop.stop()
     this.setLeader(false)
     // Ending the connection also ends an attempt in flight (a connect or a query), which stop() then awaits.
@@ -38,16 +47,21 @@ export class Leadership extends EventEmitter implements Startable {
     await ended
   }
 
-  private async tick (signal: AbortSignal): Promise<void> {
+  private async tick(signal: AbortSignal): Promise<void> {
     this.lastTick = Date.now()
     let client = this.client
     try {
       if (client === null) {
         const fresh = new pg.Client({ connectionString: this.url, application_name: 'gpumesh-leader', keepAlive: true })
         client = fresh
-        fresh.on('error', () => { this.drop(fresh) })
+        fresh.on('error', () => {
+          this.drop(fresh)
+        })
         await fresh.connect()
-        if (signal.aborted) { await fresh.end().catch(() => {}); return }
+        if (signal.aborted) {
+          await fresh.end().catch(() => {})
+          return
+        }
         this.client = fresh
       }
       if (this.leader) {
@@ -63,13 +77,13 @@ export class Leadership extends EventEmitter implements Startable {
     }
   }
 
-  private drop (client: pg.Client): void {
+  private drop(client: pg.Client): void {
     if (this.client === client) this.client = null
     client.end().catch(() => {})
     this.setLeader(false)
   }
 
-  private setLeader (leader: boolean): void {
+  private setLeader(leader: boolean): void {
     if (this.leader === leader) return
     this.leader = leader
     this.log.info({ leader }, leader ? 'became leader: scheduling' : 'no longer leader')

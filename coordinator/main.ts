@@ -10,10 +10,12 @@ import { systemdNotifier } from '../common/systemd.js'
 import { VERSION } from '../common/version.js'
 import { parseListen, startCoordinator } from './server.js'
 
-
-
-function listenAddress (value: string): string {
-  try { parseListen(value) } catch (err) { throw new InvalidArgumentError((err as Error).message) }
+function listenAddress(value: string): string {
+  try {
+    parseListen(value)
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message)
+  }
   return value
 }
 
@@ -40,23 +42,74 @@ const program = new Command('gpumesh-coordinator')
   .description('gpumesh coordinator: PostgreSQL state, GPU scheduler, Redis events, admin API')
   .version(VERSION)
   .showHelpAfterError()
-  .exitOverride((err) => { process.exit(err.exitCode === 0 ? 0 : EXIT_CONFIG) })
+  .exitOverride((err) => {
+    process.exit(err.exitCode === 0 ? 0 : EXIT_CONFIG)
+  })
 
-program.command('run', { isDefault: true })
+program
+  .command('run', { isDefault: true })
   .description('run the coordinator in the foreground until SIGTERM/SIGINT')
-  .addOption(new Option('--state-dir <dir>', 'state folder (embedded PostgreSQL, admin token, coordinator.json)').env('GPUMESH_STATE_DIR').default('/var/lib/gpumesh/coordinator'))
-  .addOption(new Option('--api-listen <host:port>', 'admin HTTP address').env('GPUMESH_API_LISTEN').default('127.0.0.1:7470').argParser(listenAddress))
-  .addOption(new Option('--listen <multiaddrs>', 'libp2p listen addresses, comma-separated').env('GPUMESH_LISTEN').argParser(multiaddrs).default(['/ip4/0.0.0.0/tcp/7471'], '/ip4/0.0.0.0/tcp/7471'))
-  .addOption(new Option('--cluster-key-file <path>', 'private-network key (swarm.key); unset = <state>/cluster.key, created on first start').env('GPUMESH_CLUSTER_KEY_FILE'))
+  .addOption(
+    new Option('--state-dir <dir>', 'state folder (embedded PostgreSQL, admin token, coordinator.json)')
+      .env('GPUMESH_STATE_DIR')
+      .default('/var/lib/gpumesh/coordinator')
+  )
+  .addOption(
+    new Option('--api-listen <host:port>', 'admin HTTP address')
+      .env('GPUMESH_API_LISTEN')
+      .default('127.0.0.1:7470')
+      .argParser(listenAddress)
+  )
+  .addOption(
+    new Option('--listen <multiaddrs>', 'libp2p listen addresses, comma-separated')
+      .env('GPUMESH_LISTEN')
+      .argParser(multiaddrs)
+      .default(['/ip4/0.0.0.0/tcp/7471'], '/ip4/0.0.0.0/tcp/7471')
+  )
+  .addOption(
+    new Option(
+      '--cluster-key-file <path>',
+      'private-network key (swarm.key); unset = <state>/cluster.key, created on first start'
+    ).env('GPUMESH_CLUSTER_KEY_FILE')
+  )
   .addOption(new Option('--database-url <url>', 'external PostgreSQL 16+; unset = embedded').env('DATABASE_URL'))
   .addOption(new Option('--redis-url <url>', 'Redis for events and usage statistics; unset = none').env('REDIS_URL'))
-  .addOption(new Option('--admin-token <token>', 'bootstrap admin token; unset = generated into <state>/admin.token').env('GPUMESH_ADMIN_TOKEN'))
-  .addOption(new Option('--leader-retry <ms>', 'how often a follower tries to take the scheduler lock').env('GPUMESH_LEADER_RETRY_MS').argParser(positiveInt).default(1000))
-  .addOption(new Option('--heartbeat-ms <ms>', 'agents\' heartbeat period; failure detection follows it').env('GPUMESH_HEARTBEAT_MS').argParser(positiveInt).default(1000))
-  .addOption(new Option('--stale-host-seconds <s>', 'a host no coordinator has heard from for this long is down (0 = never)').env('GPUMESH_STALE_HOST_SECONDS').argParser(nonNegativeInt).default(60))
-  .addOption(new Option('--tls-cert <file>', 'PEM certificate: serve the API and session attach over HTTPS/wss (with --tls-key)').env('GPUMESH_TLS_CERT'))
+  .addOption(
+    new Option('--admin-token <token>', 'bootstrap admin token; unset = generated into <state>/admin.token').env(
+      'GPUMESH_ADMIN_TOKEN'
+    )
+  )
+  .addOption(
+    new Option('--leader-retry <ms>', 'how often a follower tries to take the scheduler lock')
+      .env('GPUMESH_LEADER_RETRY_MS')
+      .argParser(positiveInt)
+      .default(1000)
+  )
+  .addOption(
+    new Option('--heartbeat-ms <ms>', "agents' heartbeat period; failure detection follows it")
+      .env('GPUMESH_HEARTBEAT_MS')
+      .argParser(positiveInt)
+      .default(1000)
+  )
+  .addOption(
+    new Option('--stale-host-seconds <s>', 'a host no coordinator has heard from for this long is down (0 = never)')
+      .env('GPUMESH_STALE_HOST_SECONDS')
+      .argParser(nonNegativeInt)
+      .default(60)
+  )
+  .addOption(
+    new Option(
+      '--tls-cert <file>',
+      'PEM certificate: serve the API and session attach over HTTPS/wss (with --tls-key)'
+    ).env('GPUMESH_TLS_CERT')
+  )
   .addOption(new Option('--tls-key <file>', 'PEM private key of --tls-cert').env('GPUMESH_TLS_KEY'))
-  .addOption(new Option('--allow-insecure [on]', 'serve session attach over plain ws to other machines (without TLS)').env('GPUMESH_ALLOW_INSECURE').argParser(onOff).default(false))
+  .addOption(
+    new Option('--allow-insecure [on]', 'serve session attach over plain ws to other machines (without TLS)')
+      .env('GPUMESH_ALLOW_INSECURE')
+      .argParser(onOff)
+      .default(false)
+  )
   .action(async (o: Flags) => {
     const log = createLogger('gpumesh-coordinator', loggerSettings(process.env))
     log.info({ version: VERSION, stateDir: o.stateDir }, 'gpumesh-coordinator starting')
@@ -64,21 +117,25 @@ program.command('run', { isDefault: true })
     try {
       const cert = o.tlsCert ?? ''
       const key = o.tlsKey ?? ''
-      if ((cert === '') !== (key === '')) throw new ConfigError('set both --tls-cert and --tls-key (GPUMESH_TLS_CERT and GPUMESH_TLS_KEY), or neither')
-      coordinator = await startCoordinator({
-        stateDir: o.stateDir,
-        apiListen: o.apiListen,
-        listen: o.listen,
-        leaderRetryMs: o.leaderRetry,
-        heartbeatMs: o.heartbeatMs,
-        staleHostSeconds: o.staleHostSeconds,
-        tls: cert === '' ? null : { certFile: cert, keyFile: key },
-        allowInsecure: o.allowInsecure === true,
-        ...(o.clusterKeyFile === undefined ? {} : { clusterKeyFile: o.clusterKeyFile }),
-        ...(o.databaseUrl === undefined ? {} : { databaseUrl: o.databaseUrl }),
-        ...(o.redisUrl === undefined ? {} : { redisUrl: o.redisUrl }),
-        ...(o.adminToken === undefined ? {} : { adminToken: o.adminToken })
-      }, log)
+      if ((cert === '') !== (key === ''))
+        throw new ConfigError('set both --tls-cert and --tls-key (GPUMESH_TLS_CERT and GPUMESH_TLS_KEY), or neither')
+      coordinator = await startCoordinator(
+        {
+          stateDir: o.stateDir,
+          apiListen: o.apiListen,
+          listen: o.listen,
+          leaderRetryMs: o.leaderRetry,
+          heartbeatMs: o.heartbeatMs,
+          staleHostSeconds: o.staleHostSeconds,
+          tls: cert === '' ? null : { certFile: cert, keyFile: key },
+          allowInsecure: o.allowInsecure === true,
+          ...(o.clusterKeyFile === undefined ? {} : { clusterKeyFile: o.clusterKeyFile }),
+          ...(o.databaseUrl === undefined ? {} : { databaseUrl: o.databaseUrl }),
+          ...(o.redisUrl === undefined ? {} : { redisUrl: o.redisUrl }),
+          ...(o.adminToken === undefined ? {} : { adminToken: o.adminToken })
+        },
+        log
+      )
     } catch (err) {
       log.fatal({ err: (err as Error).message, code: (err as { code?: string }).code }, 'cannot start')
       process.exitCode = exitCodeFor(err)

@@ -15,36 +15,74 @@ export interface Metrics {
 }
 
 /** `sessions`: agents connected to this coordinator now. */
-export function createMetrics (pool: Pool, sessions: () => number = () => 0): Metrics {
+export function createMetrics(pool: Pool, sessions: () => number = () => 0): Metrics {
   const registry = new client.Registry()
   client.collectDefaultMetrics({ register: registry, prefix: 'gpumesh_' })
   // prom-client names three gauges *_total, a suffix Prometheus keeps for
   // counters (promtool check metrics refuses them); each is the sum of the
   // by-type gauge beside it (gpumesh_nodejs_active_handles{type}, ...).
-  for (const kind of ['handles', 'requests', 'resources']) registry.removeSingleMetric(`gpumesh_nodejs_active_${kind}_total`)
+  for (const kind of ['handles', 'requests', 'resources'])
+    registry.removeSingleMetric(`gpumesh_nodejs_active_${kind}_total`)
   const m: Metrics = {
     registry,
-    httpRequests: new client.Counter({ name: 'gpumesh_http_requests_total', help: 'Admin API requests', labelNames: ['method', 'route', 'status'], registers: [registry] }),
-    httpDuration: new client.Histogram({ name: 'gpumesh_http_request_duration_seconds', help: 'Admin API request latency', labelNames: ['method', 'route'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5], registers: [registry] }),
-    schedulerDecisions: new client.Counter({ name: 'gpumesh_scheduler_decisions_total', help: 'Scheduling decisions by result (placed, partial, pending)', labelNames: ['result'], registers: [registry] }),
-    schedulerPass: new client.Histogram({ name: 'gpumesh_scheduler_pass_duration_seconds', help: 'One scheduling pass: snapshot, decide, persist', buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: [registry] }),
-    leader: new client.Gauge({ name: 'gpumesh_leader', help: '1 when this coordinator holds the scheduler lock', registers: [registry] }),
-    eventsRelayed: new client.Counter({ name: 'gpumesh_events_relayed_total', help: 'Outbox events published to the Redis stream', registers: [registry] }),
-    redisUp: new client.Gauge({ name: 'gpumesh_redis_up', help: '1 when the last Redis command succeeded', registers: [registry] })
+    httpRequests: new client.Counter({
+      name: 'gpumesh_http_requests_total',
+      help: 'Admin API requests',
+      labelNames: ['method', 'route', 'status'],
+      registers: [registry]
+    }),
+    httpDuration: new client.Histogram({
+      name: 'gpumesh_http_request_duration_seconds',
+      help: 'Admin API request latency',
+      labelNames: ['method', 'route'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+      registers: [registry]
+    }),
+    schedulerDecisions: new client.Counter({
+      name: 'gpumesh_scheduler_decisions_total',
+      help: 'Scheduling decisions by result (placed, partial, pending)',
+      labelNames: ['result'],
+      registers: [registry]
+    }),
+    schedulerPass: new client.Histogram({
+      name: 'gpumesh_scheduler_pass_duration_seconds',
+      help: 'One scheduling pass: snapshot, decide, persist',
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [registry]
+    }),
+    leader: new client.Gauge({
+      name: 'gpumesh_leader',
+      help: '1 when this coordinator holds the scheduler lock',
+      registers: [registry]
+    }),
+    eventsRelayed: new client.Counter({
+      name: 'gpumesh_events_relayed_total',
+      help: 'Outbox events published to the Redis stream',
+      registers: [registry]
+    }),
+    redisUp: new client.Gauge({
+      name: 'gpumesh_redis_up',
+      help: '1 when the last Redis command succeeded',
+      registers: [registry]
+    })
   }
   new client.Gauge({
     name: 'gpumesh_agent_sessions',
     help: 'Agents with a control session on this coordinator',
     registers: [registry],
-    collect () { this.set(sessions()) }
+    collect() {
+      this.set(sessions())
+    }
   })
   new client.Gauge({
     name: 'gpumesh_hosts',
     help: 'Hosts by state',
     labelNames: ['state'],
     registers: [registry],
-    async collect () {
-      const { rows } = await pool.query<{ state: string, n: number }>('select state, count(*)::int as n from hosts where revoked_at is null group by state')
+    async collect() {
+      const { rows } = await pool.query<{ state: string; n: number }>(
+        'select state, count(*)::int as n from hosts where revoked_at is null group by state'
+      )
       this.reset()
       for (const r of rows) this.set({ state: r.state }, r.n)
     }
@@ -54,11 +92,12 @@ export function createMetrics (pool: Pool, sessions: () => number = () => 0): Me
     help: 'GPUs by pool and allocation',
     labelNames: ['pool', 'allocation'],
     registers: [registry],
-    async collect () {
-      const { rows } = await pool.query<{ pool: string, total: number, allocated: number }>(
+    async collect() {
+      const { rows } = await pool.query<{ pool: string; total: number; allocated: number }>(
         `select h.pool_key as pool, sum(h.gpu_count)::int as total,
            (select count(*) from gpu_allocations a join hosts x on x.id = a.host_id where a.active and x.pool_key = h.pool_key)::int as allocated
-         from hosts h where h.revoked_at is null group by h.pool_key`)
+         from hosts h where h.revoked_at is null group by h.pool_key`
+      )
       this.reset()
       for (const r of rows) {
         this.set({ pool: r.pool, allocation: 'allocated' }, r.allocated)
@@ -71,8 +110,10 @@ export function createMetrics (pool: Pool, sessions: () => number = () => 0): Me
     help: 'Workloads by state',
     labelNames: ['state'],
     registers: [registry],
-    async collect () {
-      const { rows } = await pool.query<{ state: string, n: number }>("select state, count(*)::int as n from workloads where state <> 'deleted' group by state")
+    async collect() {
+      const { rows } = await pool.query<{ state: string; n: number }>(
+        "select state, count(*)::int as n from workloads where state <> 'deleted' group by state"
+      )
       this.reset()
       for (const r of rows) this.set({ state: r.state }, r.n)
     }

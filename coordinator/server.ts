@@ -41,7 +41,7 @@ export interface CoordinatorOptions {
   /** A host not heard from by any coordinator for this long is down (0 = never; hosts registered without an agent). */
   staleHostSeconds?: number
   /** PEM certificate and key files (--tls-cert/--tls-key, GPUMESH_TLS_CERT/GPUMESH_TLS_KEY): the API (and session attach) is served over HTTPS/wss. Default: none. */
-  tls?: { certFile: string, keyFile: string } | null
+  tls?: { certFile: string; keyFile: string } | null
   /** Serve session attach over plain ws to non-loopback clients (--allow-insecure, GPUMESH_ALLOW_INSECURE=1). */
   allowInsecure?: boolean
 }
@@ -58,14 +58,15 @@ export interface Coordinator {
   stop: () => Promise<void>
 }
 
-export function parseListen (listen: string): { host: string, port: number } {
+export function parseListen(listen: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(listen)
   const port = Number(m?.[3])
-  if (m === null || port > 65535) throw new ConfigError(`GPUMESH_API_LISTEN must be host:port (e.g. 127.0.0.1:7470), not ${JSON.stringify(listen)}`)
-  return { host: m[1] ?? m[2] as string, port }
+  if (m === null || port > 65535)
+    throw new ConfigError(`GPUMESH_API_LISTEN must be host:port (e.g. 127.0.0.1:7470), not ${JSON.stringify(listen)}`)
+  return { host: m[1] ?? (m[2] as string), port }
 }
 
-export async function startCoordinator (options: CoordinatorOptions, log: Logger): Promise<Coordinator> {
+export async function startCoordinator(options: CoordinatorOptions, log: Logger): Promise<Coordinator> {
   const listen = parseListen(options.apiListen)
   await mkdir(options.stateDir, { recursive: true, mode: 0o750 })
   const started = new Started(log)
@@ -77,10 +78,15 @@ export async function startCoordinator (options: CoordinatorOptions, log: Logger
       url = embedded.url
     }
     const pool = createPool(url)
-    started.add('database pool', async () => { await pool.end() })
+    started.add('database pool', async () => {
+      await pool.end()
+    })
     const version = await checkServerVersion(pool)
     await migrate(pool, log)
-    log.info({ postgres: version, embedded: options.databaseUrl === undefined || options.databaseUrl === '' }, 'database ready')
+    log.info(
+      { postgres: version, embedded: options.databaseUrl === undefined || options.databaseUrl === '' },
+      'database ready'
+    )
     const bootstrap = await ensureBootstrapToken(pool, options.stateDir, options.adminToken)
     if (bootstrap.file !== null) log.info({ file: bootstrap.file }, 'bootstrap admin token is in this file')
 
@@ -89,8 +95,12 @@ export async function startCoordinator (options: CoordinatorOptions, log: Logger
       const r = createRedis(options.redisUrl)
       redis = r
       r.on('error', () => {}) // reported by the relay and /readyz, not per reconnect attempt
-      r.connect().catch((err: Error) => log.warn({ err: err.message }, 'Redis not reachable yet; events wait in PostgreSQL'))
-      started.add('Redis', () => { r.disconnect() })
+      r.connect().catch((err: Error) =>
+        log.warn({ err: err.message }, 'Redis not reachable yet; events wait in PostgreSQL')
+      )
+      started.add('Redis', () => {
+        r.disconnect()
+      })
     }
 
     const notifier = await started.start('notifier', new Notifier(url, log))
@@ -110,16 +120,21 @@ export async function startCoordinator (options: CoordinatorOptions, log: Logger
     const stale = new StaleHosts(pool, log, options.staleHostSeconds ?? 60)
     const relay = redis === null ? null : new RedisRelay(pool, redis, notifier, log, metrics)
     const usage = redis === null ? null : new UsageRecorder(pool, redis, log, options.usageIntervalMs)
-    const leaderServices = group([
-      ['scheduler', scheduler],
-      ['stale hosts', stale],
-      ...(relay === null ? [] : [['Redis relay', relay] as [string, Startable]]),
-      ...(usage === null ? [] : [['usage statistics', usage] as [string, Startable]])
-    ], log)
+    const leaderServices = group(
+      [
+        ['scheduler', scheduler],
+        ['stale hosts', stale],
+        ...(relay === null ? [] : [['Redis relay', relay] as [string, Startable]]),
+        ...(usage === null ? [] : [['usage statistics', usage] as [string, Startable]])
+      ],
+      log
+    )
     const leadership = new Leadership(url, log, options.leaderRetryMs)
     leadership.on('elected', () => {
       metrics.leader.set(1)
-      leaderServices.start().catch((err: Error) => log.error({ err: err.message }, 'cannot start the leader\'s services'))
+      leaderServices
+        .start()
+        .catch((err: Error) => log.error({ err: err.message }, "cannot start the leader's services"))
     })
     leadership.on('deposed', () => {
       metrics.leader.set(0)
@@ -130,9 +145,13 @@ export async function startCoordinator (options: CoordinatorOptions, log: Logger
 
     const tls = options.tls ?? null
     const allowInsecure = options.allowInsecure ?? false
-    const https = tls === null ? undefined : { cert: await readTlsFile(tls.certFile), key: await readTlsFile(tls.keyFile) }
+    const https =
+      tls === null ? undefined : { cert: await readTlsFile(tls.certFile), key: await readTlsFile(tls.keyFile) }
     if (https === undefined && !isLoopback(listen.host)) {
-      log.warn({ listen: options.apiListen }, `the admin API is plain HTTP on a non-loopback address: set --tls-cert and --tls-key (GPUMESH_TLS_CERT, GPUMESH_TLS_KEY); session attach from other machines is refused${allowInsecure ? ' unless --allow-insecure (GPUMESH_ALLOW_INSECURE=1), which is set' : ''}`)
+      log.warn(
+        { listen: options.apiListen },
+        `the admin API is plain HTTP on a non-loopback address: set --tls-cert and --tls-key (GPUMESH_TLS_CERT, GPUMESH_TLS_KEY); session attach from other machines is refused${allowInsecure ? ' unless --allow-insecure (GPUMESH_ALLOW_INSECURE=1), which is set' : ''}`
+      )
     }
     const hub = new AttachHub()
     const attach = {
@@ -146,32 +165,54 @@ export async function startCoordinator (options: CoordinatorOptions, log: Logger
         log
       }
     }
-    const app = await buildApp({ pool, redis, notifier, metrics, log, attach, ...(https === undefined ? {} : { https }) })
+    const app = await buildApp({
+      pool,
+      redis,
+      notifier,
+      metrics,
+      log,
+      attach,
+      ...(https === undefined ? {} : { https })
+    })
     await app.listen({ host: listen.host, port: listen.port })
-    started.add('admin API', async () => { await app.close() })
+    started.add('admin API', async () => {
+      await app.close()
+    })
     const address = app.server.address()
     const port = typeof address === 'object' && address !== null ? address.port : listen.port
     const api = `${https === undefined ? 'http' : 'https'}://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${port}`
     await writeReady(options.stateDir, { api, peerId: mesh.peerId, multiaddrs: mesh.multiaddrs() })
     log.info({ api, peerId: mesh.peerId }, 'gpumesh-coordinator ready')
-    return { api, pool, leadership, scheduler, mesh, stop: async () => { await started.stop() } }
+    return {
+      api,
+      pool,
+      leadership,
+      scheduler,
+      mesh,
+      stop: async () => {
+        await started.stop()
+      }
+    }
   } catch (err) {
     await started.stop()
     throw err
   }
 }
 
-async function readTlsFile (file: string): Promise<Buffer> {
+async function readTlsFile(file: string): Promise<Buffer> {
   try {
     return await readFile(file)
   } catch (err) {
-    throw new ConfigError(`cannot read the TLS file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err })
+    throw new ConfigError(
+      `cannot read the TLS file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      { cause: err }
+    )
   }
 }
 
 /** <state>/coordinator.json, written atomically once the coordinator serves. */
-async function writeReady (stateDir: string, info: Record<string, unknown>): Promise<void> {
+async function writeReady(stateDir: string, info: Record<string, unknown>): Promise<void> {
   const file = join(stateDir, 'coordinator.json')
-  await writeFile(`${file}.tmp`, JSON.stringify(info, null, 2) + '\n', { mode: 0o644 })
+  await writeFile(`${file}.tmp`, `${JSON.stringify(info, null, 2)}\n`, { mode: 0o644 })
   await rename(`${file}.tmp`, file)
 }

@@ -11,18 +11,30 @@ const Timestamp = Type.String({ format: 'date-time' })
 export const MAX_JOIN_TOKEN_USES = 100_000
 const Uuid = Type.String({ format: 'uuid' })
 
-export const Problem = Type.Object({
-  type: Type.String(),
-  title: Type.String(),
-  status: Type.Integer(),
-  detail: Type.Optional(Type.String()),
-  instance: Type.Optional(Type.String()),
-  code: Type.String()
-}, { $id: 'Problem' })
+export const Problem = Type.Object(
+  {
+    type: Type.String(),
+    title: Type.String(),
+    status: Type.Integer(),
+    detail: Type.Optional(Type.String()),
+    instance: Type.Optional(Type.String()),
+    code: Type.String()
+  },
+  { $id: 'Problem' }
+)
 
 export const HostState = Literals('ready', 'suspect', 'down', 'draining', 'cordoned', 'quarantined')
 export const PoolKind = Literals('static', 'inference', 'training')
-export const PlacementState = Literals('assigned', 'starting', 'running', 'stopping', 'exited', 'failed', 'stopped', 'lost')
+export const PlacementState = Literals(
+  'assigned',
+  'starting',
+  'running',
+  'stopping',
+  'exited',
+  'failed',
+  'stopped',
+  'lost'
+)
 export const WorkloadState = Literals('pending', 'placed', 'completed', 'failed', 'deleted')
 export const Role = Literals('admin', 'operator', 'viewer')
 
@@ -41,7 +53,13 @@ export const Host = Type.Object({
   facts: HostFacts
 })
 
-export const PoolHost = Type.Object({ id: Uuid, name: Type.String(), state: HostState, gpuCount: Type.Integer(), freeGpus: Type.Array(Type.Integer()) })
+export const PoolHost = Type.Object({
+  id: Uuid,
+  name: Type.String(),
+  state: HostState,
+  gpuCount: Type.Integer(),
+  freeGpus: Type.Array(Type.Integer())
+})
 
 export const Pool = Type.Object({
   key: Type.String(),
@@ -56,10 +74,15 @@ export const Pool = Type.Object({
   hosts: Type.Optional(Type.Array(PoolHost))
 })
 
-export const PoolPatch = Type.Object({
-  kind: Type.Optional(PoolKind),
-  labels: Type.Optional(Type.Record(Type.String({ maxLength: 63 }), Type.String({ maxLength: 256 }), { maxProperties: 64 }))
-}, { additionalProperties: false, minProperties: 1 })
+export const PoolPatch = Type.Object(
+  {
+    kind: Type.Optional(PoolKind),
+    labels: Type.Optional(
+      Type.Record(Type.String({ maxLength: 63 }), Type.String({ maxLength: 256 }), { maxProperties: 64 })
+    )
+  },
+  { additionalProperties: false, minProperties: 1 }
+)
 
 export const Placement = Type.Object({
   id: Uuid,
@@ -96,29 +119,54 @@ export const Event = Type.Object({
   at: Timestamp
 })
 
-export const HostAction = Type.Object({ reason: Type.Optional(Type.String({ maxLength: 512 })) }, { additionalProperties: false })
+export const HostAction = Type.Object(
+  { reason: Type.Optional(Type.String({ maxLength: 512 })) },
+  { additionalProperties: false }
+)
 
-export const TokenCreate = Type.Object({
-  role: Role,
-  name: Type.String({ minLength: 1, maxLength: 128 })
-}, { additionalProperties: false })
+export const TokenCreate = Type.Object(
+  {
+    role: Role,
+    name: Type.String({ minLength: 1, maxLength: 128 })
+  },
+  { additionalProperties: false }
+)
 
 export const Token = Type.Object({ id: Uuid, name: Type.String(), role: Role, token: Type.String() })
 
-export const JoinTokenCreate = Type.Object({
-  pool: Type.Optional(Type.String({ pattern: POOL_KEY_PATTERN })),
-  ttlSeconds: Type.Optional(Type.Integer({ minimum: 60, maximum: 30 * 86400, description: 'default 86400' })),
-  uses: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_JOIN_TOKEN_USES, description: 'how many hosts may enroll with it; default 1' }))
-}, { additionalProperties: false })
+export const JoinTokenCreate = Type.Object(
+  {
+    pool: Type.Optional(Type.String({ pattern: POOL_KEY_PATTERN })),
+    ttlSeconds: Type.Optional(Type.Integer({ minimum: 60, maximum: 30 * 86400, description: 'default 86400' })),
+    uses: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: MAX_JOIN_TOKEN_USES,
+        description: 'how many hosts may enroll with it; default 1'
+      })
+    )
+  },
+  { additionalProperties: false }
+)
 
-export const JoinToken = Type.Object({ id: Uuid, token: Type.String(), expiresAt: Timestamp, pool: Nullable(Type.String()), uses: Type.Integer() })
+export const JoinToken = Type.Object({
+  id: Uuid,
+  token: Type.String(),
+  expiresAt: Timestamp,
+  pool: Nullable(Type.String()),
+  uses: Type.Integer()
+})
 
-export const ListQuery = Type.Object({
-  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'default 100' })),
-  cursor: Type.Optional(Type.String({ maxLength: 512 }))
-}, { additionalProperties: false })
+export const ListQuery = Type.Object(
+  {
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'default 100' })),
+    cursor: Type.Optional(Type.String({ maxLength: 512 }))
+  },
+  { additionalProperties: false }
+)
 
-export const Page = <T extends TSchema>(item: T) => Type.Object({ items: Type.Array(item), nextCursor: Nullable(Type.String()) })
+export const Page = <T extends TSchema>(item: T) =>
+  Type.Object({ items: Type.Array(item), nextCursor: Nullable(Type.String()) })
 
 export const IdParams = Type.Object({ id: Uuid })
 export const KeyParams = Type.Object({ key: Type.String({ pattern: POOL_KEY_PATTERN }) })

@@ -14,132 +14,170 @@ export const CONTROL_VERSION = 1
 export const MAX_FRAME_BYTES = 4 * 1024 * 1024
 
 export const ACK_AFTER_MS = 2000
-export function agentSilenceMs (heartbeatMs: number): number {
+export function agentSilenceMs(heartbeatMs: number): number {
   return Math.max(3 * ACK_AFTER_MS, 5 * heartbeatMs)
 }
 
 export const CLUSTER_TOPIC = 'gpumesh/cluster/1'
 export const poolTopic = (pool: string) => `gpumesh/pool/${pool}/1`
 
-
 /** What a placement's process is doing, as the agent reports it. */
 export const RunState = Literals('starting', 'running', 'exited', 'failed', 'stopped', 'lost')
 
 /** Everything an agent needs to run one placement. */
-export const Assignment = Type.Object({
-  placementId: Type.String({ format: 'uuid' }),
-  workloadId: Type.String({ format: 'uuid' }),
-  workloadName: Type.String(),
-  replica: Type.Integer({ minimum: 0 }),
-  gpus: Type.Array(Type.Integer({ minimum: 0 })),
-  run: Run,
-  /** Extra environment from the coordinator: GPUMESH_RANK, GPUMESH_WORLD_SIZE, MASTER_ADDR, MASTER_PORT for gangs. */
-  env: Type.Record(Type.String(), Type.String()),
-  /** Set for session workloads only: run the command in a pseudo-terminal that `gpumesh attach` reaches. */
-  session: Type.Optional(SessionSettings)
-}, { additionalProperties: false })
+export const Assignment = Type.Object(
+  {
+    placementId: Type.String({ format: 'uuid' }),
+    workloadId: Type.String({ format: 'uuid' }),
+    workloadName: Type.String(),
+    replica: Type.Integer({ minimum: 0 }),
+    gpus: Type.Array(Type.Integer({ minimum: 0 })),
+    run: Run,
+    /** Extra environment from the coordinator: GPUMESH_RANK, GPUMESH_WORLD_SIZE, MASTER_ADDR, MASTER_PORT for gangs. */
+    env: Type.Record(Type.String(), Type.String()),
+    /** Set for session workloads only: run the command in a pseudo-terminal that `gpumesh attach` reaches. */
+    session: Type.Optional(SessionSettings)
+  },
+  { additionalProperties: false }
+)
 
-export const RunningPlacement = Type.Object({
-  placementId: Type.String({ format: 'uuid' }),
-  state: RunState,
-  exitCode: Nullable(Type.Integer()),
-  reason: Nullable(Type.String())
-}, { additionalProperties: false })
+export const RunningPlacement = Type.Object(
+  {
+    placementId: Type.String({ format: 'uuid' }),
+    state: RunState,
+    exitCode: Nullable(Type.Integer()),
+    reason: Nullable(Type.String())
+  },
+  { additionalProperties: false }
+)
 
-export const GpuUsage = Type.Object({
-  index: Type.Integer({ minimum: 0 }),
-  utilizationPct: Nullable(Type.Number({ minimum: 0, maximum: 100 })),
-  memoryUsedMiB: Nullable(Type.Integer({ minimum: 0 }))
-}, { additionalProperties: false })
+export const GpuUsage = Type.Object(
+  {
+    index: Type.Integer({ minimum: 0 }),
+    utilizationPct: Nullable(Type.Number({ minimum: 0, maximum: 100 })),
+    memoryUsedMiB: Nullable(Type.Integer({ minimum: 0 }))
+  },
+  { additionalProperties: false }
+)
 
 // Agent -> coordinator
-export const Hello = Type.Object({
-  v: Type.Literal(CONTROL_VERSION),
-  type: Type.Literal('hello'),
-  name: Type.String({ minLength: 1, maxLength: 253 }),
-  agentVersion: Type.String(),
-  /** Required the first time (enrollment); the peer id is the credential after that. */
-  joinToken: Type.Optional(Type.String({ maxLength: 256 })),
-  facts: HostFacts,
-  /** What the agent runs now (after a restart: what it re-adopted). */
-  running: Type.Array(RunningPlacement),
-  /** Highest coordinator epoch this agent has obeyed; a coordinator behind it is refused. */
-  epoch: Type.Integer({ minimum: 0 })
-}, { additionalProperties: false })
+export const Hello = Type.Object(
+  {
+    v: Type.Literal(CONTROL_VERSION),
+    type: Type.Literal('hello'),
+    name: Type.String({ minLength: 1, maxLength: 253 }),
+    agentVersion: Type.String(),
+    /** Required the first time (enrollment); the peer id is the credential after that. */
+    joinToken: Type.Optional(Type.String({ maxLength: 256 })),
+    facts: HostFacts,
+    /** What the agent runs now (after a restart: what it re-adopted). */
+    running: Type.Array(RunningPlacement),
+    /** Highest coordinator epoch this agent has obeyed; a coordinator behind it is refused. */
+    epoch: Type.Integer({ minimum: 0 })
+  },
+  { additionalProperties: false }
+)
 
-export const Heartbeat = Type.Object({
-  v: Type.Literal(CONTROL_VERSION),
-  type: Type.Literal('heartbeat'),
-  seq: Type.Integer({ minimum: 0 }),
-  gpus: Type.Array(GpuUsage)
-}, { additionalProperties: false })
+export const Heartbeat = Type.Object(
+  {
+    v: Type.Literal(CONTROL_VERSION),
+    type: Type.Literal('heartbeat'),
+    seq: Type.Integer({ minimum: 0 }),
+    gpus: Type.Array(GpuUsage)
+  },
+  { additionalProperties: false }
+)
 
-export const Status = Type.Object({
-  v: Type.Literal(CONTROL_VERSION),
-  type: Type.Literal('status'),
-  placement: RunningPlacement
-}, { additionalProperties: false })
+export const Status = Type.Object(
+  {
+    v: Type.Literal(CONTROL_VERSION),
+    type: Type.Literal('status'),
+    placement: RunningPlacement
+  },
+  { additionalProperties: false }
+)
 
-export const FactsUpdate = Type.Object({
-  v: Type.Literal(CONTROL_VERSION),
-  type: Type.Literal('facts'),
-  facts: HostFacts
-}, { additionalProperties: false })
+export const FactsUpdate = Type.Object(
+  {
+    v: Type.Literal(CONTROL_VERSION),
+    type: Type.Literal('facts'),
+    facts: HostFacts
+  },
+  { additionalProperties: false }
+)
 
-export const ProbeResult = Type.Object({
-  v: Type.Literal(CONTROL_VERSION),
-  type: Type.Literal('probe-result'),
-  requestId: Type.String({ maxLength: 64 }),
-  target: Type.String({ maxLength: 128 }),
-  reachable: Type.Boolean(),
-  rttMs: Nullable(Type.Number({ minimum: 0 }))
-}, { additionalProperties: false })
+export const ProbeResult = Type.Object(
+  {
+    v: Type.Literal(CONTROL_VERSION),
+    type: Type.Literal('probe-result'),
+    requestId: Type.String({ maxLength: 64 }),
+    target: Type.String({ maxLength: 128 }),
+    reachable: Type.Boolean(),
+    rttMs: Nullable(Type.Number({ minimum: 0 }))
+  },
+  { additionalProperties: false }
+)
 
 export const AgentFrame = Type.Union([Hello, Heartbeat, Status, FactsUpdate, ProbeResult])
 
 // Coordinator -> agent
-export const Welcome = Type.Object({
-  v: Type.Literal(CONTROL_VERSION),
-  type: Type.Literal('welcome'),
-  hostId: Type.String({ format: 'uuid' }),
-  /** Raised at every registration; the agent ignores frames from lower epochs. */
-  epoch: Type.Integer({ minimum: 1 }),
-  heartbeatMs: Type.Integer({ minimum: 100 }),
-  /** The authoritative list: anything else the agent runs is stopped (fencing). */
-  placements: Type.Array(Assignment)
-}, { additionalProperties: false })
+export const Welcome = Type.Object(
+  {
+    v: Type.Literal(CONTROL_VERSION),
+    type: Type.Literal('welcome'),
+    hostId: Type.String({ format: 'uuid' }),
+    /** Raised at every registration; the agent ignores frames from lower epochs. */
+    epoch: Type.Integer({ minimum: 1 }),
+    heartbeatMs: Type.Integer({ minimum: 100 }),
+    /** The authoritative list: anything else the agent runs is stopped (fencing). */
+    placements: Type.Array(Assignment)
+  },
+  { additionalProperties: false }
+)
 
-export const Assign = Type.Object({
-  v: Type.Literal(CONTROL_VERSION),
-  type: Type.Literal('assign'),
-  epoch: Type.Integer({ minimum: 1 }),
-  placement: Assignment
-}, { additionalProperties: false })
+export const Assign = Type.Object(
+  {
+    v: Type.Literal(CONTROL_VERSION),
+    type: Type.Literal('assign'),
+    epoch: Type.Integer({ minimum: 1 }),
+    placement: Assignment
+  },
+  { additionalProperties: false }
+)
 
-export const Stop = Type.Object({
-  v: Type.Literal(CONTROL_VERSION),
-  type: Type.Literal('stop'),
-  epoch: Type.Integer({ minimum: 1 }),
-  placementId: Type.String({ format: 'uuid' }),
-  reason: Type.String()
-}, { additionalProperties: false })
+export const Stop = Type.Object(
+  {
+    v: Type.Literal(CONTROL_VERSION),
+    type: Type.Literal('stop'),
+    epoch: Type.Integer({ minimum: 1 }),
+    placementId: Type.String({ format: 'uuid' }),
+    reason: Type.String()
+  },
+  { additionalProperties: false }
+)
 
-export const Drain = Type.Object({
-  v: Type.Literal(CONTROL_VERSION),
-  type: Type.Literal('drain'),
-  epoch: Type.Integer({ minimum: 1 }),
-  reason: Type.String()
-}, { additionalProperties: false })
+export const Drain = Type.Object(
+  {
+    v: Type.Literal(CONTROL_VERSION),
+    type: Type.Literal('drain'),
+    epoch: Type.Integer({ minimum: 1 }),
+    reason: Type.String()
+  },
+  { additionalProperties: false }
+)
 
-export const Probe = Type.Object({
-  v: Type.Literal(CONTROL_VERSION),
-  type: Type.Literal('probe'),
-  requestId: Type.String({ maxLength: 64 }),
-  /** Peer id to reach, and where it was last seen. */
-  target: Type.String({ maxLength: 128 }),
-  multiaddrs: Type.Array(Type.String({ maxLength: 512 }), { maxItems: 16 }),
-  timeoutMs: Type.Integer({ minimum: 100, maximum: 30_000 })
-}, { additionalProperties: false })
+export const Probe = Type.Object(
+  {
+    v: Type.Literal(CONTROL_VERSION),
+    type: Type.Literal('probe'),
+    requestId: Type.String({ maxLength: 64 }),
+    /** Peer id to reach, and where it was last seen. */
+    target: Type.String({ maxLength: 128 }),
+    multiaddrs: Type.Array(Type.String({ maxLength: 512 }), { maxItems: 16 }),
+    timeoutMs: Type.Integer({ minimum: 100, maximum: 30_000 })
+  },
+  { additionalProperties: false }
+)
 
 /**
  * The agent's evidence that the coordinator still hears it. Sent in answer to a heartbeat when
@@ -147,30 +185,39 @@ export const Probe = Type.Object({
  * an encrypted write and a yamux window update); an agent that hears nothing for
  * agentSilenceMs() drops the connection and dials again.
  */
-export const HeartbeatAck = Type.Object({
-  v: Type.Literal(CONTROL_VERSION),
-  type: Type.Literal('heartbeat-ack'),
-  seq: Type.Integer({ minimum: 0 })
-}, { additionalProperties: false })
+export const HeartbeatAck = Type.Object(
+  {
+    v: Type.Literal(CONTROL_VERSION),
+    type: Type.Literal('heartbeat-ack'),
+    seq: Type.Integer({ minimum: 0 })
+  },
+  { additionalProperties: false }
+)
 
-export const ErrorFrame = Type.Object({
-  v: Type.Literal(CONTROL_VERSION),
-  type: Type.Literal('error'),
-  code: Type.String(),
-  message: Type.String()
-}, { additionalProperties: false })
+export const ErrorFrame = Type.Object(
+  {
+    v: Type.Literal(CONTROL_VERSION),
+    type: Type.Literal('error'),
+    code: Type.String(),
+    message: Type.String()
+  },
+  { additionalProperties: false }
+)
 
 export const CoordinatorFrame = Type.Union([Welcome, HeartbeatAck, Assign, Stop, Drain, Probe, ErrorFrame])
 
 /** Gossiped by every agent on the cluster and its pool topic. */
-export const Announcement = Type.Object({
-  v: Type.Literal(CONTROL_VERSION),
-  peerId: Type.String(),
-  name: Type.String(),
-  pool: Type.String(),
-  gpus: Type.Integer({ minimum: 0 }),
-  at: Type.Integer()
-}, { additionalProperties: false })
+export const Announcement = Type.Object(
+  {
+    v: Type.Literal(CONTROL_VERSION),
+    peerId: Type.String(),
+    name: Type.String(),
+    pool: Type.String(),
+    gpus: Type.Integer({ minimum: 0 }),
+    at: Type.Integer()
+  },
+  { additionalProperties: false }
+)
 
 export type RunState = Static<typeof RunState>
 export type Assignment = Static<typeof Assignment>

@@ -3,7 +3,7 @@
 // Each is documented in docs/api.md "Errors"; a test keeps the two in step.
 export const ERRORS = {
   UNAUTHORIZED: { status: 401, title: 'Missing, unknown or revoked bearer token' },
-  FORBIDDEN: { status: 403, title: 'This token\'s role may not do this' },
+  FORBIDDEN: { status: 403, title: "This token's role may not do this" },
   NOT_FOUND: { status: 404, title: 'No such resource' },
   VALIDATION: { status: 400, title: 'The request does not match the schema' },
   BAD_BODY: { status: 400, title: 'The body is not valid UTF-8 JSON' },
@@ -12,7 +12,7 @@ export const ERRORS = {
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Send application/json' },
   NAME_TAKEN: { status: 409, title: 'A live workload already has this name' },
   UNKNOWN_POOL: { status: 422, title: 'No such pool' },
-  POOL_KIND: { status: 422, title: 'The pool\'s kind does not run this workload kind' },
+  POOL_KIND: { status: 422, title: "The pool's kind does not run this workload kind" },
   NOT_ENOUGH_GPUS: { status: 422, title: 'More GPUs per host than any host of the pool has' },
   NOT_ATTACHABLE: { status: 409, title: 'The workload has no running session to attach to' },
   INSECURE_TRANSPORT: { status: 403, title: 'Attach needs TLS (wss) from a non-loopback address' },

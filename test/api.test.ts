@@ -7,10 +7,19 @@ import { addHost, startTestCoordinator, type TestCoordinator } from './helpers/c
 import { Mismatches } from './helpers/mismatches.js'
 
 const run = { driver: 'process', command: ['python3', 'serve.py'] }
-const session = (name: string, extra: Record<string, unknown> = {}) => ({ name, kind: 'session', pool: 'h100-80gb-8x-nvlink', gpus: 1, run, ...extra })
+const session = (name: string, extra: Record<string, unknown> = {}) => ({
+  name,
+  kind: 'session',
+  pool: 'h100-80gb-8x-nvlink',
+  gpus: 1,
+  run,
+  ...extra
+})
 
-async function counts (c: TestCoordinator): Promise<{ workloads: number, events: number }> {
-  const { rows } = await c.pool.query<{ w: number, e: number }>('select (select count(*) from workloads)::int as w, (select count(*) from events)::int as e')
+async function counts(c: TestCoordinator): Promise<{ workloads: number; events: number }> {
+  const { rows } = await c.pool.query<{ w: number; e: number }>(
+    'select (select count(*) from workloads)::int as w, (select count(*) from events)::int as e'
+  )
   return { workloads: rows[0]?.w ?? -1, events: rows[0]?.e ?? -1 }
 }
 
@@ -34,12 +43,19 @@ t.test('authentication and roles', async (t) => {
   const denied = await c.call('POST', '/v1/workloads', session('w1'), v)
   t.equal(denied.status, 403, 'viewer cannot mutate')
   t.equal(denied.body.code, 'FORBIDDEN')
-  t.equal((await c.call('POST', '/v1/tokens', { role: 'admin', name: 'x' }, operator)).status, 403, 'operator cannot mint tokens')
+  t.equal(
+    (await c.call('POST', '/v1/tokens', { role: 'admin', name: 'x' }, operator)).status,
+    403,
+    'operator cannot mint tokens'
+  )
   t.equal((await c.call('POST', '/v1/join-tokens', {}, operator)).status, 403, 'operator cannot mint join tokens')
   t.equal((await c.call('POST', '/v1/workloads', session('w1'), operator)).status, 201, 'operator creates workloads')
 
   const { rows } = await c.pool.query<{ token_hash: Buffer }>('select token_hash from api_tokens')
-  t.ok(rows.every((r) => r.token_hash.length === 32 && !r.token_hash.toString('utf8').includes('gmt_')), 'only SHA-256 hashes are stored')
+  t.ok(
+    rows.every((r) => r.token_hash.length === 32 && !r.token_hash.toString('utf8').includes('gmt_')),
+    'only SHA-256 hashes are stored'
+  )
 
   const join = await c.call('POST', '/v1/join-tokens', { pool: 'h100-80gb-8x-nvlink', ttlSeconds: 600 })
   t.equal(join.status, 201)
@@ -62,7 +78,12 @@ t.test('bad input: 4xx problem+json and nothing written', async (t) => {
     ['empty command', session('a', { run: { driver: 'process', command: [] } }), 400, 'VALIDATION'],
     ['unknown pool', session('a', { pool: 'tpu-v5-8x' }), 422, 'UNKNOWN_POOL'],
     ['more GPUs than any host has', session('a', { gpus: 16 }), 422, 'NOT_ENOUGH_GPUS'],
-    ['endpoint on a pool it may not use', { name: 'e', kind: 'endpoint', replicas: 1, gpus: 1, pools: ['l40s-48gb-1x'], run }, 201, ''],
+    [
+      'endpoint on a pool it may not use',
+      { name: 'e', kind: 'endpoint', replicas: 1, gpus: 1, pools: ['l40s-48gb-1x'], run },
+      201,
+      ''
+    ],
     ['not JSON', '{"name": "a",', 400, 'BAD_BODY'],
     ['JSON array', '[1,2]', 400, 'VALIDATION']
   ]
@@ -82,25 +103,59 @@ t.test('bad input: 4xx problem+json and nothing written', async (t) => {
 
   // The training-only pool refuses endpoints.
   await c.call('PATCH', '/v1/pools/l40s-48gb-1x', { kind: 'training' })
-  const kind = await c.call('POST', '/v1/workloads', { name: 'e2', kind: 'endpoint', replicas: 1, gpus: 1, pools: ['l40s-48gb-1x'], run })
+  const kind = await c.call('POST', '/v1/workloads', {
+    name: 'e2',
+    kind: 'endpoint',
+    replicas: 1,
+    gpus: 1,
+    pools: ['l40s-48gb-1x'],
+    run
+  })
   t.equal(kind.status, 422)
   t.equal(kind.body.code, 'POOL_KIND')
 
-  const dup = await c.call('POST', '/v1/workloads', { name: 'e', kind: 'endpoint', replicas: 1, gpus: 1, pools: ['h100-80gb-8x-nvlink'], run })
+  const dup = await c.call('POST', '/v1/workloads', {
+    name: 'e',
+    kind: 'endpoint',
+    replicas: 1,
+    gpus: 1,
+    pools: ['h100-80gb-8x-nvlink'],
+    run
+  })
   t.equal(dup.status, 409)
   t.equal(dup.body.code, 'NAME_TAKEN')
 
   // Raw requests for what fetch's JSON helper would not send.
   const raw = async (body: Buffer | string, type = 'application/json') => {
-    const r = await fetch(`${c.api}/v1/workloads`, { method: 'POST', headers: { authorization: 'Bearer gmt_test-admin-token-0123456789abcdef', 'content-type': type }, body })
-    return { status: r.status, body: await r.json() as { code: string } }
+    const r = await fetch(`${c.api}/v1/workloads`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer gmt_test-admin-token-0123456789abcdef', 'content-type': type },
+      body
+    })
+    return { status: r.status, body: (await r.json()) as { code: string } }
   }
-  const invalidUtf8 = Buffer.concat([Buffer.from('{"name":"'), Buffer.from([0xc3, 0x28]), Buffer.from('","kind":"session"}')])
+  const invalidUtf8 = Buffer.concat([
+    Buffer.from('{"name":"'),
+    Buffer.from([0xc3, 0x28]),
+    Buffer.from('","kind":"session"}')
+  ])
   t.match(await raw(invalidUtf8), { status: 400, body: { code: 'BAD_BODY' } }, 'invalid UTF-8')
-  t.match(await raw(JSON.stringify({ ...session('huge'), run: { driver: 'process', command: ['x'.repeat(2 * 1024 * 1024)] } })), { status: 413, body: { code: 'PAYLOAD_TOO_LARGE' } }, 'oversize body')
-  t.match(await raw('name=a', 'application/x-www-form-urlencoded'), { status: 415, body: { code: 'UNSUPPORTED_MEDIA_TYPE' } })
+  t.match(
+    await raw(
+      JSON.stringify({ ...session('huge'), run: { driver: 'process', command: ['x'.repeat(2 * 1024 * 1024)] } })
+    ),
+    { status: 413, body: { code: 'PAYLOAD_TOO_LARGE' } },
+    'oversize body'
+  )
+  t.match(await raw('name=a', 'application/x-www-form-urlencoded'), {
+    status: 415,
+    body: { code: 'UNSUPPORTED_MEDIA_TYPE' }
+  })
   t.match(await c.call('GET', '/v1/workloads/not-a-uuid'), { status: 400, body: { code: 'VALIDATION' } })
-  t.match(await c.call('GET', '/v1/workloads/00000000-0000-4000-8000-000000000000'), { status: 404, body: { code: 'NOT_FOUND' } })
+  t.match(await c.call('GET', '/v1/workloads/00000000-0000-4000-8000-000000000000'), {
+    status: 404,
+    body: { code: 'NOT_FOUND' }
+  })
   t.match(await c.call('GET', '/v1/nothing-here'), { status: 404, body: { code: 'NOT_FOUND' } })
   t.match(await c.call('GET', '/v1/hosts?limit=0'), { status: 400, body: { code: 'VALIDATION' } })
   t.match(await c.call('GET', '/v1/hosts?cursor=garbage'), { status: 400, body: { code: 'INVALID_CURSOR' } })
@@ -119,13 +174,20 @@ t.test('cursor pagination returns every item once', async (t) => {
   let pages = 0
   const statuses: number[] = []
   do {
-    const r: { status: number, body: { items: Array<{ name: string }>, nextCursor: string | null } } = await c.call('GET', `/v1/workloads?limit=3${cursor === null ? '' : `&cursor=${cursor}`}`)
+    const r: { status: number; body: { items: Array<{ name: string }>; nextCursor: string | null } } = await c.call(
+      'GET',
+      `/v1/workloads?limit=3${cursor === null ? '' : `&cursor=${cursor}`}`
+    )
     statuses.push(r.status)
     seen.push(...r.body.items.map((w) => w.name))
     cursor = r.body.nextCursor
     pages++
   } while (cursor !== null && pages < 10)
-  t.same({ seen, statuses }, { seen: ['w0', 'w1', 'w2', 'w3', 'w4', 'w5', 'w6'], statuses: [200, 200, 200] }, 'three pages, every item once, in order')
+  t.same(
+    { seen, statuses },
+    { seen: ['w0', 'w1', 'w2', 'w3', 'w4', 'w5', 'w6'], statuses: [200, 200, 200] },
+    'three pages, every item once, in order'
+  )
 })
 
 t.test('OpenAPI, health, metrics', async (t) => {
@@ -133,17 +195,48 @@ t.test('OpenAPI, health, metrics', async (t) => {
   const api = await c.call('GET', '/openapi.json', undefined, null)
   t.equal(api.status, 200)
   t.equal(api.body.openapi, '3.1.0')
-  const paths = ['/v1/hosts', '/v1/hosts/{id}', '/v1/hosts/{id}/cordon', '/v1/pools', '/v1/pools/{key}', '/v1/workloads', '/v1/workloads/{id}', '/v1/placements', '/v1/events', '/v1/tokens', '/v1/join-tokens']
-  t.same(paths.filter((path) => !(path in api.body.paths)), [], 'every route is documented')
+  const paths = [
+    '/v1/hosts',
+    '/v1/hosts/{id}',
+    '/v1/hosts/{id}/cordon',
+    '/v1/pools',
+    '/v1/pools/{key}',
+    '/v1/workloads',
+    '/v1/workloads/{id}',
+    '/v1/placements',
+    '/v1/events',
+    '/v1/tokens',
+    '/v1/join-tokens'
+  ]
+  t.same(
+    paths.filter((path) => !(path in api.body.paths)),
+    [],
+    'every route is documented'
+  )
   const post = api.body.paths['/v1/workloads'].post
-  t.ok(post.requestBody !== undefined && post.responses['201'] !== undefined && post.responses['422'] !== undefined, 'schemas for body and each status')
+  t.ok(
+    post.requestBody !== undefined && post.responses['201'] !== undefined && post.responses['422'] !== undefined,
+    'schemas for body and each status'
+  )
   t.same(await c.call('GET', '/livez', undefined, null).then((r) => r.body), { status: 'ok' })
   t.match(await c.call('GET', '/readyz', undefined, null), { status: 200, body: { checks: { postgres: 'ok' } } })
   await c.call('GET', '/v1/pools')
   const metrics = await c.call('GET', '/metrics', undefined, null)
   t.equal(metrics.status, 200)
-  const names = ['gpumesh_http_requests_total', 'gpumesh_hosts', 'gpumesh_gpus', 'gpumesh_workloads', 'gpumesh_leader 1', 'gpumesh_agent_sessions 0', 'gpumesh_process_cpu_seconds_total']
-  t.same(names.filter((name) => !(metrics.body as string).includes(name)), [], 'every expected metric is exported')
+  const names = [
+    'gpumesh_http_requests_total',
+    'gpumesh_hosts',
+    'gpumesh_gpus',
+    'gpumesh_workloads',
+    'gpumesh_leader 1',
+    'gpumesh_agent_sessions 0',
+    'gpumesh_process_cpu_seconds_total'
+  ]
+  t.same(
+    names.filter((name) => !(metrics.body as string).includes(name)),
+    [],
+    'every expected metric is exported'
+  )
   t.notMatch(metrics.body, /^(?!gpumesh_|#)[a-z]/m, 'every metric is prefixed gpumesh_')
 })
 
@@ -151,7 +244,15 @@ t.test('every error code is in the catalog of docs/api.md with its status', asyn
   const { readFileSync } = await import('node:fs')
   const { ROOT } = await import('./helpers/fixtures.js')
   const doc = readFileSync(`${ROOT}/docs/api.md`, 'utf8')
-  const rows = new Set(doc.split('\n').map((line) => /^\| `([A-Z_]+)` \| (\d{3}) \|/.exec(line)).filter((m) => m !== null).map((m) => `${m[1]} ${m[2]}`))
-  const undocumented = Object.entries(ERRORS).map(([code, { status }]) => `${code} ${status}`).filter((row) => !rows.has(row))
+  const rows = new Set(
+    doc
+      .split('\n')
+      .map((line) => /^\| `([A-Z_]+)` \| (\d{3}) \|/.exec(line))
+      .filter((m) => m !== null)
+      .map((m) => `${m[1]} ${m[2]}`)
+  )
+  const undocumented = Object.entries(ERRORS)
+    .map(([code, { status }]) => `${code} ${status}`)
+    .filter((row) => !rows.has(row))
   t.same(undocumented, [], 'codes (with status) missing from the table in docs/api.md "Errors"')
 })

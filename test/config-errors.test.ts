@@ -26,23 +26,77 @@ t.test('configuration errors exit 78 from the agent, the coordinator and gpumesh
   const databaseUrl = await freshDatabase(t)
   const coordinator = ['/ip4/127.0.0.1/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN']
 
-  const cases: Array<{ name: string, argv: string[], env?: Record<string, string>, says: RegExp }> = [
-    { name: 'agent: no coordinator, no cluster key', argv: [AGENT, 'run'], env: { GPUMESH_STATE_DIR: join(dir, 'agent-none') }, says: /GPUMESH_COORDINATOR.*GPUMESH_CLUSTER_KEY_FILE/ },
-    { name: 'agent: a file that is not a cluster key', argv: [AGENT, 'run', '--coordinator', coordinator[0] as string, '--cluster-key-file', notAKey], env: { GPUMESH_STATE_DIR: join(dir, 'agent-badkey') }, says: /is not a cluster key/ },
-    { name: 'agent: a corrupt agent.json', argv: [AGENT, 'run', '--coordinator', coordinator[0] as string, '--cluster-key-file', key], env: { GPUMESH_STATE_DIR: corruptState }, says: /agent\.json is corrupt.*Move it aside/ },
+  const cases: Array<{ name: string; argv: string[]; env?: Record<string, string>; says: RegExp }> = [
+    {
+      name: 'agent: no coordinator, no cluster key',
+      argv: [AGENT, 'run'],
+      env: { GPUMESH_STATE_DIR: join(dir, 'agent-none') },
+      says: /GPUMESH_COORDINATOR.*GPUMESH_CLUSTER_KEY_FILE/
+    },
+    {
+      name: 'agent: a file that is not a cluster key',
+      argv: [AGENT, 'run', '--coordinator', coordinator[0] as string, '--cluster-key-file', notAKey],
+      env: { GPUMESH_STATE_DIR: join(dir, 'agent-badkey') },
+      says: /is not a cluster key/
+    },
+    {
+      name: 'agent: a corrupt agent.json',
+      argv: [AGENT, 'run', '--coordinator', coordinator[0] as string, '--cluster-key-file', key],
+      env: { GPUMESH_STATE_DIR: corruptState },
+      says: /agent\.json is corrupt.*Move it aside/
+    },
     { name: 'agent: an unknown option', argv: [AGENT, 'run', '--no-such-option'], says: /unknown option/ },
-    { name: 'coordinator: a file that is not a cluster key', argv: [COORDINATOR, '--database-url', databaseUrl, '--api-listen', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0', '--cluster-key-file', notAKey], env: { GPUMESH_STATE_DIR: join(dir, 'coordinator-badkey') }, says: /is not a cluster key/ },
-    { name: 'coordinator: a TLS certificate without its key', argv: [COORDINATOR, '--tls-cert', notAKey], env: { GPUMESH_STATE_DIR: join(dir, 'coordinator-tls') }, says: /set both --tls-cert and --tls-key/ },
-    { name: 'coordinator: an API address that is not host:port', argv: [COORDINATOR, '--api-listen', 'nowhere'], says: /must be host:port/ },
-    { name: 'gpumesh up: an unknown simulated machine', argv: [CLI, 'up', '--state-dir', join(dir, 'up-machine'), '--simulate', '1', '--machines', 'dgx-9000'], says: /unknown simulated machine dgx-9000/ },
-    { name: 'gpumesh up: an API address that is not host:port', argv: [CLI, 'up', '--state-dir', join(dir, 'up-listen'), '--api-listen', 'nowhere', '--no-local-agent'], says: /must be host:port/ }
+    {
+      name: 'coordinator: a file that is not a cluster key',
+      argv: [
+        COORDINATOR,
+        '--database-url',
+        databaseUrl,
+        '--api-listen',
+        '127.0.0.1:0',
+        '--listen',
+        '/ip4/127.0.0.1/tcp/0',
+        '--cluster-key-file',
+        notAKey
+      ],
+      env: { GPUMESH_STATE_DIR: join(dir, 'coordinator-badkey') },
+      says: /is not a cluster key/
+    },
+    {
+      name: 'coordinator: a TLS certificate without its key',
+      argv: [COORDINATOR, '--tls-cert', notAKey],
+      env: { GPUMESH_STATE_DIR: join(dir, 'coordinator-tls') },
+      says: /set both --tls-cert and --tls-key/
+    },
+    {
+      name: 'coordinator: an API address that is not host:port',
+      argv: [COORDINATOR, '--api-listen', 'nowhere'],
+      says: /must be host:port/
+    },
+    {
+      name: 'gpumesh up: an unknown simulated machine',
+      argv: [CLI, 'up', '--state-dir', join(dir, 'up-machine'), '--simulate', '1', '--machines', 'dgx-9000'],
+      says: /unknown simulated machine dgx-9000/
+    },
+    {
+      name: 'gpumesh up: an API address that is not host:port',
+      argv: [CLI, 'up', '--state-dir', join(dir, 'up-listen'), '--api-listen', 'nowhere', '--no-local-agent'],
+      says: /must be host:port/
+    }
   ]
   const mismatches: string[] = []
   for (const c of cases) {
-    const r = await execa(process.execPath, c.argv, { env: cleanEnv({ GPUMESH_NVIDIA_SMI: '/nonexistent', ...c.env }), extendEnv: false, reject: false, timeout: 60_000 })
+    const r = await execa(process.execPath, c.argv, {
+      env: cleanEnv({ GPUMESH_NVIDIA_SMI: '/nonexistent', ...c.env }),
+      extendEnv: false,
+      reject: false,
+      timeout: 60_000
+    })
     const output = `${String(r.stdout)}\n${String(r.stderr)}`
-    if (r.exitCode !== 78) mismatches.push(`${c.name}: exit ${String(r.exitCode)}, want 78 (output: ${output.trim().slice(-400)})`)
-    else if (!c.says.test(output)) mismatches.push(`${c.name}: output does not match ${String(c.says)}: ${output.trim().slice(-400)}`)
+    if (r.exitCode !== 78)
+      mismatches.push(`${c.name}: exit ${String(r.exitCode)}, want 78 (output: ${output.trim().slice(-400)})`)
+    else if (!c.says.test(output))
+      mismatches.push(`${c.name}: output does not match ${String(c.says)}: ${output.trim().slice(-400)}`)
   }
   t.same(mismatches, [])
 })

@@ -13,16 +13,36 @@ t.test('hosts form pools; workloads are placed topology-aware and best-fit', asy
 
   const pools = await c.call('GET', '/v1/pools')
   t.equal(pools.status, 200)
-  t.same(pools.body.items.map((p: { key: string }) => p.key), ['b200-180gb-8x-nvlink', 'h100-80gb-8x-nvlink'])
-  t.match(pools.body.items[1], { kind: 'static', hostCount: 2, readyHosts: 2, gpus: { total: 16, free: 16 }, largestFreeBlock: 8 })
+  t.same(
+    pools.body.items.map((p: { key: string }) => p.key),
+    ['b200-180gb-8x-nvlink', 'h100-80gb-8x-nvlink']
+  )
+  t.match(pools.body.items[1], {
+    kind: 'static',
+    hostCount: 2,
+    readyHosts: 2,
+    gpus: { total: 16, free: 16 },
+    largestFreeBlock: 8
+  })
 
-  const created = await c.call('POST', '/v1/workloads', { name: 'sft', kind: 'recipe', pool: 'h100-80gb-8x-nvlink', hosts: 1, gpus: 4, run })
+  const created = await c.call('POST', '/v1/workloads', {
+    name: 'sft',
+    kind: 'recipe',
+    pool: 'h100-80gb-8x-nvlink',
+    hosts: 1,
+    gpus: 4,
+    run
+  })
   t.equal(created.status, 201)
   t.equal(created.body.state, 'pending')
-  const placed = await eventually(async () => {
-    const w = await c.call('GET', `/v1/workloads/${created.body.id as string}`)
-    return w.body.state === 'placed' ? w.body : undefined
-  }, 10_000, 'the recipe to be placed')
+  const placed = await eventually(
+    async () => {
+      const w = await c.call('GET', `/v1/workloads/${created.body.id as string}`)
+      return w.body.state === 'placed' ? w.body : undefined
+    },
+    10_000,
+    'the recipe to be placed'
+  )
   t.equal(placed.placements.length, 1)
   const p = placed.placements[0]
   t.ok([h1, h2].includes(p.hostId))
@@ -30,7 +50,13 @@ t.test('hosts form pools; workloads are placed topology-aware and best-fit', asy
   t.equal(placed.reason, null)
 
   // Best fit: the next 4-GPU session goes to the host already half used.
-  const second = await c.call('POST', '/v1/workloads', { name: 'dev', kind: 'session', pool: 'h100-80gb-8x-nvlink', gpus: 4, run: { driver: 'process', command: ['bash'] } })
+  const second = await c.call('POST', '/v1/workloads', {
+    name: 'dev',
+    kind: 'session',
+    pool: 'h100-80gb-8x-nvlink',
+    gpus: 4,
+    run: { driver: 'process', command: ['bash'] }
+  })
   const s = await eventually(async () => {
     const w = await c.call('GET', `/v1/workloads/${second.body.id as string}`)
     return w.body.state === 'placed' ? w.body : undefined
@@ -39,7 +65,14 @@ t.test('hosts form pools; workloads are placed topology-aware and best-fit', asy
   t.same(s.placements[0].gpus, [4, 5, 6, 7])
 
   // Too big for what is free: pending, with a reason a person understands.
-  const big = await c.call('POST', '/v1/workloads', { name: 'big', kind: 'recipe', pool: 'h100-80gb-8x-nvlink', hosts: 2, gpus: 8, run })
+  const big = await c.call('POST', '/v1/workloads', {
+    name: 'big',
+    kind: 'recipe',
+    pool: 'h100-80gb-8x-nvlink',
+    hosts: 2,
+    gpus: 8,
+    run
+  })
   t.equal(big.status, 201)
   const pending = await eventually(async () => {
     const w = await c.call('GET', `/v1/workloads/${big.body.id as string}`)
@@ -66,7 +99,13 @@ t.test('cordoned hosts get nothing new', async (t) => {
   t.equal(cordon.status, 200)
   t.equal(cordon.body.state, 'cordoned')
   t.equal(cordon.body.stateReason, 'maintenance')
-  const w = await c.call('POST', '/v1/workloads', { name: 'x', kind: 'session', pool: 'h100-80gb-8x-nvlink', gpus: 1, run })
+  const w = await c.call('POST', '/v1/workloads', {
+    name: 'x',
+    kind: 'session',
+    pool: 'h100-80gb-8x-nvlink',
+    gpus: 1,
+    run
+  })
   const pending = await eventually(async () => {
     const r = await c.call('GET', `/v1/workloads/${w.body.id as string}`)
     return r.body.reason !== 'waiting for the scheduler' ? r.body : undefined
@@ -74,8 +113,12 @@ t.test('cordoned hosts get nothing new', async (t) => {
   t.equal(pending.state, 'pending')
   t.match(pending.reason, /cordoned/)
   await c.call('POST', `/v1/hosts/${h}/uncordon`)
-  await eventually(async () => {
-    const r = await c.call('GET', `/v1/workloads/${w.body.id as string}`)
-    return r.body.state === 'placed' ? true : undefined
-  }, 10_000, 'placement after uncordon')
+  await eventually(
+    async () => {
+      const r = await c.call('GET', `/v1/workloads/${w.body.id as string}`)
+      return r.body.state === 'placed' ? true : undefined
+    },
+    10_000,
+    'placement after uncordon'
+  )
 })

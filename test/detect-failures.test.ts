@@ -28,7 +28,11 @@ t.test('driver not loaded (every call exits 9): one warning, no fallback calls',
 })
 
 t.test('a hanging call is cut at the deadline; the rest still counts', async (t) => {
-  const dir = makeMachine(t, { 'L.txt': { capture: 'h100-1x-L-1.txt' }, 'nvlink-s.txt': { capture: 'h100-1x-nvlink-s-1.txt' }, 'topo-m.txt.hang': '' })
+  const dir = makeMachine(t, {
+    'L.txt': { capture: 'h100-1x-L-1.txt' },
+    'nvlink-s.txt': { capture: 'h100-1x-nvlink-s-1.txt' },
+    'topo-m.txt.hang': ''
+  })
   const started = Date.now()
   const { facts } = await detectJson(t, dir, { GPUMESH_NVIDIA_SMI_TIMEOUT_MS: '400' })
   t.ok(Date.now() - started < 10_000, 'detect does not wait for the hung call')
@@ -49,12 +53,16 @@ t.test('binary garbage and empty output become warnings', async (t) => {
   t.ok(warned(facts, 'source.failed', 'nvidia-smi --query-gpu', /not text/), 'garbage reported')
   t.ok(warned(facts, 'source.failed', /nvidia-smi -L/, /empty output/), 'empty output reported')
   t.equal(facts.gpus.length, 8, 'GPUs known from the topology')
-  t.same(facts.gpus.map((g) => g.name), Array(8).fill(null), 'names are not invented')
+  t.same(
+    facts.gpus.map((g) => g.name),
+    Array(8).fill(null),
+    'names are not invented'
+  )
   t.equal(facts.pool.key, 'gpu-8x-nvlink')
   t.ok(warned(facts, 'gpu.unidentified'))
 })
 
-t.test('another command\'s output where topo -m belongs is rejected, not misread', async (t) => {
+t.test("another command's output where topo -m belongs is rejected, not misread", async (t) => {
   const dir = makeMachine(t, { 'L.txt': { capture: 'h100-1x-L-1.txt' }, 'topo-m.txt': { capture: 'h100-1x-L-1.txt' } })
   const { facts } = await detectJson(t, dir)
   t.same(facts.topology.labels, [])
@@ -63,7 +71,10 @@ t.test('another command\'s output where topo -m belongs is rejected, not misread
 })
 
 t.test('the readable summary', async (t) => {
-  const dir = makeMachine(t, { 'L.txt': { capture: 'h100-1x-L-1.txt' }, 'topo-m.txt': { capture: 'h100-sxm-8x-topo-m-1.txt' } })
+  const dir = makeMachine(t, {
+    'L.txt': { capture: 'h100-1x-L-1.txt' },
+    'topo-m.txt': { capture: 'h100-sxm-8x-topo-m-1.txt' }
+  })
   const r = await runDetect(t, dir, [])
   t.equal(r.exitCode, 0)
   t.match(r.stdout, /^Pool\s+\S+$/m)

@@ -34,17 +34,27 @@ const CASES: Record<string, MachineCase> = {
   'h100-8x-nv18-nics': {
     key: 'h100-80gb-8x-nvlink',
     count: 8,
-    gpus: { ...all(8, { name: H100 }), 0: { name: H100, uuid: 'GPU-deb02430-f8f0-88a9-2871-7cc1acc99eee', numaNode: 0, cpuAffinity: '0-47,96-143' }, 4: { numaNode: 1, cpuAffinity: '48-95,144-191' } },
+    gpus: {
+      ...all(8, { name: H100 }),
+      0: { name: H100, uuid: 'GPU-deb02430-f8f0-88a9-2871-7cc1acc99eee', numaNode: 0, cpuAffinity: '0-47,96-143' },
+      4: { numaNode: 1, cpuAffinity: '48-95,144-191' }
+    },
     domains: [[0, 1, 2, 3, 4, 5, 6, 7]],
     nics: { NIC0: ['mlx5_0', [0], 'PIX'], NIC3: ['mlx5_3', [3], 'PIX'], NIC7: ['mlx5_7', [7], 'PIX'] },
-    cells: [['GPU0', 'GPU5', 'NV18'], ['GPU0', 'NIC4', 'SYS']],
+    cells: [
+      ['GPU0', 'GPU5', 'NV18'],
+      ['GPU0', 'NIC4', 'SYS']
+    ],
     warnings: ['source.failed']
   },
   'h100-8x-nv18': {
     key: 'h100-80gb-8x-nvlink',
     count: 8,
     // The author snipped every GPU's link list: links unknown, not "none".
-    gpus: { ...all(8, { name: H100, nvlink: null, cpuAffinity: '0-63', numaNode: 0 }), 7: { uuid: 'GPU-5534d557-2a95-300a-81e6-7b626d87378a' } },
+    gpus: {
+      ...all(8, { name: H100, nvlink: null, cpuAffinity: '0-63', numaNode: 0 }),
+      7: { uuid: 'GPU-5534d557-2a95-300a-81e6-7b626d87378a' }
+    },
     domains: [[0, 1, 2, 3, 4, 5, 6, 7]],
     nics: {},
     warnings: ['source.partial']
@@ -52,7 +62,11 @@ const CASES: Record<string, MachineCase> = {
   'a100-8x-nv12': {
     key: 'a100-80gb-8x-nvlink',
     count: 8,
-    gpus: { ...all(8, { name: A100, memoryMiB: 81920 }), 0: { uuid: 'GPU-55748b5b-32df-bbd9-d0f6-f50980c12af8', numaNode: 0, cpuAffinity: '0-31,64-95' }, 7: { numaNode: 1, cpuAffinity: '32-63,96-127' } },
+    gpus: {
+      ...all(8, { name: A100, memoryMiB: 81920 }),
+      0: { uuid: 'GPU-55748b5b-32df-bbd9-d0f6-f50980c12af8', numaNode: 0, cpuAffinity: '0-31,64-95' },
+      7: { numaNode: 1, cpuAffinity: '32-63,96-127' }
+    },
     domains: [[0, 1, 2, 3, 4, 5, 6, 7]],
     nics: { NIC0: ['mlx5_0', [0, 1], 'PXB'], NIC5: ['mlx5_5', [4, 5], 'PXB'] },
     cells: [['GPU3', 'GPU4', 'NV12']],
@@ -89,7 +103,12 @@ const CASES: Record<string, MachineCase> = {
     key: 'gb200-4x-nvlink',
     count: 4,
     gpus: {
-      0: { name: 'NVIDIA GB200', nvlink: { active: 18, total: 18, bandwidthGBs: 956.25 }, cpuAffinity: '0-35', numaNode: 0 },
+      0: {
+        name: 'NVIDIA GB200',
+        nvlink: { active: 18, total: 18, bandwidthGBs: 956.25 },
+        cpuAffinity: '0-35',
+        numaNode: 0
+      },
       // GPU 1's link list is cut ("..."); GPUs 2 and 3 have an empty CPU affinity cell.
       1: { name: 'NVIDIA GB200', nvlink: null },
       2: { name: null, cpuAffinity: null, numaNode: 1 },
@@ -135,7 +154,15 @@ const CASES: Record<string, MachineCase> = {
   'h200-1x': {
     key: 'h200-141gb-1x',
     count: 1,
-    gpus: { 0: { name: 'NVIDIA H200', memoryMiB: 143771, nvlink: NV18_H100, mig: { mode: 'disabled', devices: [] }, cpuAffinity: '0-23' } },
+    gpus: {
+      0: {
+        name: 'NVIDIA H200',
+        memoryMiB: 143771,
+        nvlink: NV18_H100,
+        mig: { mode: 'disabled', devices: [] },
+        cpuAffinity: '0-23'
+      }
+    },
     driver: '580.173.02',
     cuda: '13.0',
     warnings: []
@@ -143,7 +170,15 @@ const CASES: Record<string, MachineCase> = {
   'h100-1x': {
     key: 'h100-80gb-1x',
     count: 1,
-    gpus: { 0: { name: H100, memoryMiB: 81559, pciBusId: '00000000:00:09.0', nvlink: NV18_H100, mig: { mode: 'disabled', devices: [] } } },
+    gpus: {
+      0: {
+        name: H100,
+        memoryMiB: 81559,
+        pciBusId: '00000000:00:09.0',
+        nvlink: NV18_H100,
+        mig: { mode: 'disabled', devices: [] }
+      }
+    },
     driver: '590.48.01',
     cuda: '13.1',
     warnings: []
@@ -159,7 +194,11 @@ const CASES: Record<string, MachineCase> = {
   'h100-4x-nv18': {
     key: 'h100-80gb-4x-nvlink',
     count: 4,
-    gpus: { ...all(4, { name: H100, memoryMiB: 81559 }), 0: { pciBusId: '00000000:06:00.0' }, 3: { pciBusId: '00000000:09:00.0' } },
+    gpus: {
+      ...all(4, { name: H100, memoryMiB: 81559 }),
+      0: { pciBusId: '00000000:06:00.0' },
+      3: { pciBusId: '00000000:09:00.0' }
+    },
     domains: [[0, 1, 2, 3]],
     nics: { NIC0: ['mlx5_0', [0, 1, 2, 3], 'PHB'] },
     driver: '560.35.05',
@@ -169,10 +208,18 @@ const CASES: Record<string, MachineCase> = {
   'b200-8x': {
     key: 'b200-180gb-8x-nvlink',
     count: 8,
-    gpus: { ...all(8, { name: 'NVIDIA B200', memoryMiB: 183359 }), 0: { pciBusId: '00000000:1B:00.0' }, 7: { pciBusId: '00000000:DF:00.0', numaNode: 1 } },
+    gpus: {
+      ...all(8, { name: 'NVIDIA B200', memoryMiB: 183359 }),
+      0: { pciBusId: '00000000:1B:00.0' },
+      7: { pciBusId: '00000000:DF:00.0', numaNode: 1 }
+    },
     domains: [[0, 1, 2, 3, 4, 5, 6, 7]],
     // The damaged paste: cells that lost their separator are null, the NIC mapping still holds.
-    cells: [['GPU2', 'NIC8', null], ['GPU2', 'NIC10', 'SYS'], ['NIC8', 'GPU2', 'PXB']],
+    cells: [
+      ['GPU2', 'NIC8', null],
+      ['GPU2', 'NIC10', 'SYS'],
+      ['NIC8', 'GPU2', 'PXB']
+    ],
     nics: { NIC8: ['mlx5_8', [2], 'PXB'], NIC10: ['mlx5_10', [4], 'PXB'] },
     driver: '570.158.01',
     cuda: '12.9',
@@ -194,13 +241,15 @@ const CASES: Record<string, MachineCase> = {
 }
 
 t.test('every machine folder has a case', async (t) => {
-  const folders = readdirSync(MACHINES, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name)
+  const folders = readdirSync(MACHINES, { withFileTypes: true })
+    .filter((d) => d.isDirectory())
+    .map((d) => d.name)
   t.same(folders.sort(), Object.keys(CASES).sort())
 })
 
 const POLICY = ['gpu.end-of-life', 'gpu.unsupported', 'gpu.mixed', 'gpu.unidentified']
 
-async function checkMachine (t: Test, m: Mismatches, name: string, c: MachineCase): Promise<void> {
+async function checkMachine(t: Test, m: Mismatches, name: string, c: MachineCase): Promise<void> {
   const run = await runDetect(t, machine(name))
   m.check(name, `detect exits 0 (stderr: ${run.stderr.slice(0, 300)})`, run.exitCode, 0)
   if (run.exitCode !== 0) return
@@ -208,14 +257,25 @@ async function checkMachine (t: Test, m: Mismatches, name: string, c: MachineCas
   m.check(name, 'valid HostFacts', schemaErrors(HostFacts, facts), [])
   m.check(name, 'pool key', facts.pool.key, c.key)
   m.check(name, 'GPU count', facts.gpus.length, c.count)
-  m.check(name, 'GPUs in index order', facts.gpus.map((g) => g.index), Array.from({ length: c.count }, (_, i) => i))
+  m.check(
+    name,
+    'GPUs in index order',
+    facts.gpus.map((g) => g.index),
+    Array.from({ length: c.count }, (_, i) => i)
+  )
   for (const [i, want] of Object.entries(c.gpus ?? {})) {
     const got = facts.gpus[Number(i)]
-    for (const [field, value] of Object.entries(want)) m.check(name, `GPU ${i} ${field}`, got?.[field as keyof Gpu], value)
+    for (const [field, value] of Object.entries(want))
+      m.check(name, `GPU ${i} ${field}`, got?.[field as keyof Gpu], value)
   }
   if (c.domains !== undefined) m.check(name, 'NVLink domains', facts.topology.nvlinkDomains, c.domains)
   for (const [label, [device, nearest, link]] of Object.entries(c.nics ?? {})) {
-    m.check(name, `NIC ${label}`, facts.topology.nics.find((n) => n.label === label), { label, name: device, nearestGpus: nearest, link })
+    m.check(
+      name,
+      `NIC ${label}`,
+      facts.topology.nics.find((n) => n.label === label),
+      { label, name: device, nearestGpus: nearest, link }
+    )
   }
   for (const [row, col, cell] of c.cells ?? []) {
     const { labels, matrix } = facts.topology
@@ -225,8 +285,18 @@ async function checkMachine (t: Test, m: Mismatches, name: string, c: MachineCas
   if (c.cuda !== undefined) m.check(name, 'CUDA version', facts.cudaVersion, c.cuda)
   // storage.small depends on the test machine; of the policy warnings, exactly the expected ones.
   const codes = new Set(facts.warnings.map((w) => w.code).filter((code) => code !== 'storage.small'))
-  m.check(name, 'expected warnings present', c.warnings.filter((code) => !codes.has(code)), [])
-  m.check(name, 'no unexpected policy warning', POLICY.filter((code) => codes.has(code) && !c.warnings.includes(code)), [])
+  m.check(
+    name,
+    'expected warnings present',
+    c.warnings.filter((code) => !codes.has(code)),
+    []
+  )
+  m.check(
+    name,
+    'no unexpected policy warning',
+    POLICY.filter((code) => codes.has(code) && !c.warnings.includes(code)),
+    []
+  )
 }
 
 t.test('detect --json on every fixture machine', async (t) => {
@@ -237,9 +307,22 @@ t.test('detect --json on every fixture machine', async (t) => {
 
 t.test('fallback calls only when identity is incomplete', async (t) => {
   const complete = await detectJson(t, makeMachine(t, { 'q-x.xml': { capture: 'a100-sxm4-80gb-1x-q-x-1.xml' } }))
-  t.same(complete.calls.sort(), ['--query-gpu=index,uuid,name,memory.total,pci.bus_id,driver_version,mig.mode.current --format=csv', '-L', '-q -x', 'nvlink -s', 'topo -m'].sort(), 'the five contract calls, nothing else')
+  t.same(
+    complete.calls.sort(),
+    [
+      '--query-gpu=index,uuid,name,memory.total,pci.bus_id,driver_version,mig.mode.current --format=csv',
+      '-L',
+      '-q -x',
+      'nvlink -s',
+      'topo -m'
+    ].sort(),
+    'the five contract calls, nothing else'
+  )
   const partial = await detectJson(t, machine('h200-1x-mig'))
-  t.ok(partial.calls.includes('-q') && partial.calls.includes(''), 'no -q -x (no CUDA version): -q and the summary table are asked')
+  t.ok(
+    partial.calls.includes('-q') && partial.calls.includes(''),
+    'no -q -x (no CUDA version): -q and the summary table are asked'
+  )
   t.equal(partial.facts.cudaVersion, '13.1')
 })
 

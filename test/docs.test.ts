@@ -8,22 +8,24 @@ import { ROOT } from './helpers/fixtures.js'
 
 const README_MAX_LINES = 200
 
-function docFiles (): string[] {
-  const docs = readdirSync(join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)
+function docFiles(): string[] {
+  const docs = readdirSync(join(ROOT, 'docs'))
+    .filter((f) => f.endsWith('.md'))
+    .map((f) => `docs/${f}`)
   return ['README.md', 'CONTRIBUTING.md', ...docs.sort()]
 }
 
 /** Markdown without fenced code blocks, where `#` starts no heading. */
-function withoutFences (text: string): string {
+function withoutFences(text: string): string {
   return text.replace(/^(```|~~~)[^\n]*\n[\s\S]*?^\1[^\n]*$/gm, '')
 }
 
 /** ... and without inline code, where link syntax means nothing. */
-function prose (text: string): string {
+function prose(text: string): string {
   return withoutFences(text).replace(/`[^`\n]*`/g, '')
 }
 
-function linkTargets (text: string): string[] {
+function linkTargets(text: string): string[] {
   const body = prose(text)
   const inline = [...body.matchAll(/\]\(\s*<?([^)\s>]+)>?(?:\s+"[^"]*")?\s*\)/g)].map((m) => m[1] ?? '')
   const reference = [...body.matchAll(/^\s*\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)/gm)].map((m) => m[1] ?? '')
@@ -31,12 +33,16 @@ function linkTargets (text: string): string[] {
 }
 
 /** Heading anchors as GitHub generates them (duplicates get -1, -2, ...). */
-function anchors (text: string): Set<string> {
+function anchors(text: string): Set<string> {
   const seen = new Map<string, number>()
   const out = new Set<string>()
   for (const m of withoutFences(text).matchAll(/^#{1,6}\s+(.+?)\s*#*\s*$/gm)) {
     const heading = (m[1] ?? '').replace(/\[([^\]]*)\]\([^)]*\)/g, '$1')
-    const base = heading.toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, '').trim().replace(/\s/g, '-')
+    const base = heading
+      .toLowerCase()
+      .replace(/[^\p{L}\p{N}\s_-]/gu, '')
+      .trim()
+      .replace(/\s/g, '-')
     const n = seen.get(base) ?? 0
     seen.set(base, n + 1)
     out.add(n === 0 ? base : `${base}-${n}`)
@@ -44,7 +50,7 @@ function anchors (text: string): Set<string> {
   return out
 }
 
-function brokenLinks (file: string): string[] {
+function brokenLinks(file: string): string[] {
   const text = readFileSync(join(ROOT, file), 'utf8')
   const broken: string[] = []
   for (const target of linkTargets(text)) {
@@ -59,7 +65,11 @@ function brokenLinks (file: string): string[] {
       broken.push(`${file}: ${target} (outside the repository)`)
     } else if (!existsSync(absolute)) {
       broken.push(`${file}: ${target} (no such file)`)
-    } else if (fragment !== undefined && absolute.endsWith('.md') && !anchors(readFileSync(absolute, 'utf8')).has(fragment)) {
+    } else if (
+      fragment !== undefined &&
+      absolute.endsWith('.md') &&
+      !anchors(readFileSync(absolute, 'utf8')).has(fragment)
+    ) {
       broken.push(`${file}: ${target} (no such heading)`)
     }
   }
@@ -80,13 +90,21 @@ t.test(`README.md has at most ${README_MAX_LINES} lines`, async (t) => {
 
 t.test('the link checker finds what it must', async (t) => {
   const sample = [
-    '# A `code` title (v2)', '## Same', '## Same',
+    '# A `code` title (v2)',
+    '## Same',
+    '## Same',
     '[ok](#a-code-title-v2) [dup](#same-1) [web](https://example.org) ![img](x.png "t")',
-    '```', '[in code](nowhere.md)', '```', '`[inline](nowhere.md)`',
+    '```',
+    '[in code](nowhere.md)',
+    '```',
+    '`[inline](nowhere.md)`',
     '[ref]: ../outside.md'
   ].join('\n')
-  t.same({ targets: linkTargets(sample), anchors: [...anchors(sample)] }, {
-    targets: ['#a-code-title-v2', '#same-1', 'https://example.org', 'x.png', '../outside.md'],
-    anchors: ['a-code-title-v2', 'same', 'same-1']
-  })
+  t.same(
+    { targets: linkTargets(sample), anchors: [...anchors(sample)] },
+    {
+      targets: ['#a-code-title-v2', '#same-1', 'https://example.org', 'x.png', '../outside.md'],
+      anchors: ['a-code-title-v2', 'same', 'same-1']
+    }
+  )
 })

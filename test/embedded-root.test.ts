@@ -8,7 +8,8 @@ import t from 'tap'
 import { call, spawnCoordinator } from './helpers/coordinator-process.js'
 
 t.test('as root, a state dir under a 0700 parent starts, keeps its data and stops cleanly', async (t) => {
-  if (process.getuid?.() !== 0) throw new Error('this test needs root (CI runs as root): embedded PostgreSQL as root is what it checks')
+  if (process.getuid?.() !== 0)
+    throw new Error('this test needs root (CI runs as root): embedded PostgreSQL as root is what it checks')
   const home = mkdtempSync(join(tmpdir(), 'gpumesh-home-'))
   chmodSync(home, 0o700)
   const stateDir = join(home, 'clone', '.state', 'coordinator')
@@ -27,14 +28,19 @@ t.test('as root, a state dir under a 0700 parent starts, keeps its data and stop
   const firstCode = await firstExit
 
   const second = await spawnCoordinator(t, {}, stateDir)
-  const withToken = await fetch(`${second.api}/v1/pools`, { headers: { authorization: `Bearer ${token.body?.token as string}` } })
+  const withToken = await fetch(`${second.api}/v1/pools`, {
+    headers: { authorization: `Bearer ${token.body?.token as string}` }
+  })
   const secondExit = new Promise<number | null>((resolve) => second.child.once('exit', (code) => resolve(code)))
   second.child.kill('SIGTERM')
-  t.same({
-    tokenCreated: token.status,
-    firstExit: firstCode,
-    linked: lstatSync(join(stateDir, 'postgres')).isSymbolicLink(),
-    tokenWorksAfterRestart: withToken.status,
-    secondExit: await secondExit
-  }, { tokenCreated: 201, firstExit: 0, linked: true, tokenWorksAfterRestart: 200, secondExit: 0 })
+  t.same(
+    {
+      tokenCreated: token.status,
+      firstExit: firstCode,
+      linked: lstatSync(join(stateDir, 'postgres')).isSymbolicLink(),
+      tokenWorksAfterRestart: withToken.status,
+      secondExit: await secondExit
+    },
+    { tokenCreated: 201, firstExit: 0, linked: true, tokenWorksAfterRestart: 200, secondExit: 0 }
+  )
 })

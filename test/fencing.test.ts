@@ -19,7 +19,7 @@ import { eventually, factsFor } from './helpers/coordinator.js'
 const HOST_ID = '00000000-0000-4000-8000-0000000000a1'
 const WORKLOAD_ID = '00000000-0000-4000-8000-0000000000b1'
 
-function assignment (n: number, script: string): Assignment {
+function assignment(n: number, script: string): Assignment {
   return {
     placementId: `00000000-0000-4000-8000-00000000000${n}`,
     workloadId: WORKLOAD_ID,
@@ -31,26 +31,42 @@ function assignment (n: number, script: string): Assignment {
   }
 }
 
-function isAlive (pid: number): boolean {
-  try { process.kill(pid, 0); return true } catch { return false }
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
 }
 
 t.test('a partitioned agent: new epoch on heal, its stale copy killed, an old-epoch assignment refused', async (t) => {
   const clusterKeyFile = join(mkdtempSync(join(tmpdir(), 'gpumesh-fencing-')), 'cluster.key')
-  const coordinator = await createMeshNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], clusterKey: await createClusterKey(clusterKeyFile), role: 'coordinator' })
-  t.teardown(async () => { await coordinator.stop(); rmSync(dirname(clusterKeyFile), { recursive: true, force: true }) })
+  const coordinator = await createMeshNode({
+    privateKey: await generateKeyPair('Ed25519'),
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    clusterKey: await createClusterKey(clusterKeyFile),
+    role: 'coordinator'
+  })
+  t.teardown(async () => {
+    await coordinator.stop()
+    rmSync(dirname(clusterKeyFile), { recursive: true, force: true })
+  })
 
   const stale = assignment(1, 'echo $$; exec sleep 600')
   const oldEpoch = assignment(2, 'echo old-epoch; exec sleep 600')
   const current = assignment(3, 'echo current; exec sleep 600')
-  const hellos: Array<{ epoch: number, running: string[] }> = []
+  const hellos: Array<{ epoch: number; running: string[] }> = []
   let healed = false
   await coordinator.handle(CONTROL_PROTOCOL, (stream) => {
     void (async () => {
       const channel = new FrameChannel(stream, AgentFrame, CoordinatorFrame)
       const hello = await channel.receive()
       if (hello?.type !== 'hello') return
-      hellos.push({ epoch: hello.epoch, running: hello.running.filter((p) => p.state === 'running').map((p) => p.placementId) })
+      hellos.push({
+        epoch: hello.epoch,
+        running: hello.running.filter((p) => p.state === 'running').map((p) => p.placementId)
+      })
       if (hellos.length === 1) {
         // Before the partition: epoch 1, one placement. Then silence: heartbeats go unanswered.
         await channel.send({ v: 1, type: 'welcome', hostId: HOST_ID, epoch: 1, heartbeatMs: 200, placements: [stale] })
@@ -84,21 +100,56 @@ t.test('a partitioned agent: new epoch on heal, its stale copy killed, an old-ep
   t.teardown(async () => {
     await agent.stop()
     // Workloads outlive agents by design; the test's own are ended here.
-    for (const p of agent.runtime.list()) if (p.state === 'running' || p.state === 'starting') await agent.runtime.stop(p.placementId, 'test over').catch(() => {})
+    for (const p of agent.runtime.list())
+      if (p.state === 'running' || p.state === 'starting')
+        await agent.runtime.stop(p.placementId, 'test over').catch(() => {})
     rmSync(stateDir, { recursive: true, force: true })
   })
   const state = (id: string) => agent.runtime.list().find((p) => p.placementId === id)?.state
-  const log = (id: string) => { try { return readFileSync(join(stateDir, 'placements', id, 'stdout.log'), 'utf8') } catch { return '' } }
+  const log = (id: string) => {
+    try {
+      return readFileSync(join(stateDir, 'placements', id, 'stdout.log'), 'utf8')
+    } catch {
+      return ''
+    }
+  }
 
-  const pid = await eventually(() => (state(stale.placementId) === 'running' && /^\d+$/m.test(log(stale.placementId)) ? Number(log(stale.placementId).trim()) : undefined), 15_000, 'the placement of epoch 1 to run')
+  const pid = await eventually(
+    () =>
+      state(stale.placementId) === 'running' && /^\d+$/m.test(log(stale.placementId))
+        ? Number(log(stale.placementId).trim())
+        : undefined,
+    15_000,
+    'the placement of epoch 1 to run'
+  )
   t.ok(isAlive(pid), `its process ${pid} runs`)
 
-  await eventually(() => (healed ? true : undefined), 30_000, 'the agent to give up the silent session and say hello again')
-  t.same(hellos[1], { epoch: 1, running: [stale.placementId] }, 'through the partition it kept epoch 1 and its placement running')
-  await eventually(() => (state(current.placementId) === 'running' ? true : undefined), 15_000, 'the assignment of epoch 2 to run')
-  await eventually(() => (state(stale.placementId) === 'stopped' ? true : undefined), 15_000, 'the stale copy, not on the list of epoch 2, to be stopped (fenced)')
+  await eventually(
+    () => (healed ? true : undefined),
+    30_000,
+    'the agent to give up the silent session and say hello again'
+  )
+  t.same(
+    hellos[1],
+    { epoch: 1, running: [stale.placementId] },
+    'through the partition it kept epoch 1 and its placement running'
+  )
+  await eventually(
+    () => (state(current.placementId) === 'running' ? true : undefined),
+    15_000,
+    'the assignment of epoch 2 to run'
+  )
+  await eventually(
+    () => (state(stale.placementId) === 'stopped' ? true : undefined),
+    15_000,
+    'the stale copy, not on the list of epoch 2, to be stopped (fenced)'
+  )
   t.notOk(isAlive(pid), `its process ${pid} is gone`)
   t.equal(state(oldEpoch.placementId), undefined, 'the assignment from epoch 1 was refused: never started')
   t.equal(log(oldEpoch.placementId), '', 'and never ran')
-  t.same(JSON.parse(readFileSync(join(stateDir, 'agent.json'), 'utf8')), { hostId: HOST_ID, epoch: 2 }, 'the agent obeys epoch 2 now, on disk too')
+  t.same(
+    JSON.parse(readFileSync(join(stateDir, 'agent.json'), 'utf8')),
+    { hostId: HOST_ID, epoch: 2 },
+    'the agent obeys epoch 2 now, on disk too'
+  )
 })

@@ -12,7 +12,7 @@ import { rdma } from '../agent/detect/sources/rdma.js'
 import { HostFacts } from '../protocol/host-facts.js'
 import { schemaErrors } from '../protocol/validate.js'
 
-function sysfs (t: Test, files: Record<string, string>): string {
+function sysfs(t: Test, files: Record<string, string>): string {
   const root = mkdtempSync(join(tmpdir(), 'gpumesh-sysfs-'))
   t.teardown(() => rmSync(root, { recursive: true, force: true }))
   for (const [path, content] of Object.entries(files)) {
@@ -29,7 +29,8 @@ t.test('every host source answers on this machine with its own part', async (t) 
   const wrong: string[] = []
   for (const source of HOST_SOURCES) {
     const fragment = await source.fingerprint(ctx())
-    if (fragment.host === undefined || Object.keys(fragment.host).length === 0) wrong.push(`${source.name} contributes no host facts`)
+    if (fragment.host === undefined || Object.keys(fragment.host).length === 0)
+      wrong.push(`${source.name} contributes no host facts`)
     if (fragment.inventory !== undefined) wrong.push(`${source.name} says something about GPUs`)
   }
   t.same(wrong, [], 'each source contributes host facts and nothing about GPUs')
@@ -42,14 +43,25 @@ t.test('host facts agree with the kernel', async (t) => {
   const facts = await detect({ agentVersion: 'test', timeoutMs: 1000, nvidiaSmi: '/nonexistent' })
   t.same(schemaErrors(HostFacts, facts), [])
   t.equal(facts.cpu.logicalCores, cpus().length)
-  t.ok(facts.memoryBytes !== null && Math.abs(facts.memoryBytes - totalmem()) < totalmem() * 0.01, 'memory within 1 % of os.totalmem()')
-  t.ok(facts.disks.some((d) => d.mount === '/' && d.sizeBytes > 0), 'the root filesystem is a local disk')
+  t.ok(
+    facts.memoryBytes !== null && Math.abs(facts.memoryBytes - totalmem()) < totalmem() * 0.01,
+    'memory within 1 % of os.totalmem()'
+  )
+  t.ok(
+    facts.disks.some((d) => d.mount === '/' && d.sizeBytes > 0),
+    'the root filesystem is a local disk'
+  )
   t.ok(facts.cpu.numaNodes !== null && facts.cpu.numaNodes >= 1, 'at least one NUMA node')
   t.equal(facts.os.platform, 'linux')
 })
 
 t.test('NUMA nodes from sysfs', async (t) => {
-  const root = sysfs(t, { 'devices/system/node/node0/cpulist': '0-47', 'devices/system/node/node1/cpulist': '48-95', 'devices/system/node/possible': '0-1', 'devices/system/node/power/': '' })
+  const root = sysfs(t, {
+    'devices/system/node/node0/cpulist': '0-47',
+    'devices/system/node/node1/cpulist': '48-95',
+    'devices/system/node/possible': '0-1',
+    'devices/system/node/power/': ''
+  })
   t.same(await numa.fingerprint(ctx(root)), { host: { cpu: { numaNodes: 2 } } })
   await t.rejects(numa.fingerprint(ctx(sysfs(t, {}))), 'no sysfs: the source fails (and becomes a warning)')
 })
@@ -73,12 +85,29 @@ t.test('RDMA devices from sysfs (InfiniBand and RoCE)', async (t) => {
 })
 
 t.test('a failing source is a warning; the others still count', async (t) => {
-  const broken: Fingerprinter = { name: 'broken', fingerprint: async () => { throw new Error('permission denied reading /dev/mem') } }
+  const broken: Fingerprinter = {
+    name: 'broken',
+    fingerprint: async () => {
+      throw new Error('permission denied reading /dev/mem')
+    }
+  }
   const good: Fingerprinter = { name: 'good', fingerprint: async () => ({ host: { memoryBytes: 42 } }) }
-  const facts = await detect({ agentVersion: 'test', timeoutMs: 1000, nvidiaSmi: '/nonexistent', hostSources: [broken, good] })
+  const facts = await detect({
+    agentVersion: 'test',
+    timeoutMs: 1000,
+    nvidiaSmi: '/nonexistent',
+    hostSources: [broken, good]
+  })
   t.same(schemaErrors(HostFacts, facts), [])
   t.equal(facts.memoryBytes, 42)
-  t.ok(facts.warnings.some((w) => w.code === 'source.failed' && w.source === 'broken' && w.message === 'permission denied reading /dev/mem'))
+  t.ok(
+    facts.warnings.some(
+      (w) => w.code === 'source.failed' && w.source === 'broken' && w.message === 'permission denied reading /dev/mem'
+    )
+  )
   t.same(facts.disks, [], 'a missing source leaves its facts empty')
-  t.notOk(facts.warnings.some((w) => w.code === 'storage.small'), 'unknown disks: no storage verdict')
+  t.notOk(
+    facts.warnings.some((w) => w.code === 'storage.small'),
+    'unknown disks: no storage verdict'
+  )
 })

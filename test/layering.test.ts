@@ -21,7 +21,7 @@ const ALLOWED: Record<string, string[]> = {
 
 const IMPORT = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)'(\.{1,2}\/[^']+)'/g
 
-function sources (dir: string): string[] {
+function sources(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((d) => {
     const p = join(dir, d.name)
     if (d.isDirectory()) return d.name === 'node_modules' ? [] : sources(p)
@@ -30,9 +30,9 @@ function sources (dir: string): string[] {
 }
 
 /** The layer a repository path belongs to: its top folder (test/helpers apart). */
-function layer (path: string): string {
+function layer(path: string): string {
   const [top, second] = path.split('/')
-  return top === 'test' && second === 'helpers' ? 'test/helpers' : top ?? ''
+  return top === 'test' && second === 'helpers' ? 'test/helpers' : (top ?? '')
 }
 
 t.test('every relative import stays inside the layers its folder may use', async (t) => {
@@ -61,8 +61,9 @@ t.test('every relative import stays inside the layers its folder may use', async
  * the other way), and the scheduler apart from its loop is pure: no store,
  * no I/O, no packages.
  */
-const PURE_SCHEDULER = (path: string): boolean => path.startsWith('coordinator/scheduler/') && path !== 'coordinator/scheduler/loop.ts'
-const ROOMS: Array<{ room: (path: string) => boolean, name: string, may: (target: string) => boolean }> = [
+const PURE_SCHEDULER = (path: string): boolean =>
+  path.startsWith('coordinator/scheduler/') && path !== 'coordinator/scheduler/loop.ts'
+const ROOMS: Array<{ room: (path: string) => boolean; name: string; may: (target: string) => boolean }> = [
   {
     room: (p) => p.startsWith('coordinator/store/'),
     name: 'coordinator/store/ imports only protocol/, common/, store/ and the pure scheduler',
@@ -76,19 +77,24 @@ const ROOMS: Array<{ room: (path: string) => boolean, name: string, may: (target
 ]
 const ANY_IMPORT = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)'([^']+)'/g
 
-t.test('inside the coordinator, store/ stands below http/, events/ and the scheduling loop; the scheduler is pure', async (t) => {
-  const violations: string[] = []
-  for (const file of sources(join(ROOT, 'coordinator'))) {
-    const from = relative(ROOT, file)
-    const rooms = ROOMS.filter((r) => r.room(from))
-    for (const m of readFileSync(file, 'utf8').matchAll(ANY_IMPORT)) {
-      const spec = m[1] as string
-      const target = spec.startsWith('.') ? relative(ROOT, resolve(dirname(file), spec)).replace(/\.js$/, '.ts') : `package ${spec}`
-      for (const r of rooms) {
-        const packageOk = !PURE_SCHEDULER(from) && !spec.startsWith('.')
-        if (!packageOk && !r.may(target)) violations.push(`${from} imports ${target} (${r.name})`)
+t.test(
+  'inside the coordinator, store/ stands below http/, events/ and the scheduling loop; the scheduler is pure',
+  async (t) => {
+    const violations: string[] = []
+    for (const file of sources(join(ROOT, 'coordinator'))) {
+      const from = relative(ROOT, file)
+      const rooms = ROOMS.filter((r) => r.room(from))
+      for (const m of readFileSync(file, 'utf8').matchAll(ANY_IMPORT)) {
+        const spec = m[1] as string
+        const target = spec.startsWith('.')
+          ? relative(ROOT, resolve(dirname(file), spec)).replace(/\.js$/, '.ts')
+          : `package ${spec}`
+        for (const r of rooms) {
+          const packageOk = !PURE_SCHEDULER(from) && !spec.startsWith('.')
+          if (!packageOk && !r.may(target)) violations.push(`${from} imports ${target} (${r.name})`)
+        }
       }
     }
+    t.same(violations, [], 'imports that cross a room of the coordinator the wrong way')
   }
-  t.same(violations, [], 'imports that cross a room of the coordinator the wrong way')
-})
+)

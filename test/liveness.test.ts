@@ -21,12 +21,16 @@ const session = (hostId: string): Probeable => ({
 
 t.test('a host heard from right after it went suspect ends ready in the database, not suspect', async (t) => {
   const pool = createPool(await freshDatabase(t))
-  t.teardown(async () => { await pool.end() })
+  t.teardown(async () => {
+    await pool.end()
+  })
   await migrate(pool)
   const ids: string[] = []
   for (let i = 0; i < 40; i++) ids.push(await addHost(pool, 'l40s-1x', `flapping-${i}`))
   const liveness = new Liveness(pool, () => [], createLogger('liveness', { level: 'silent' }), { heartbeatMs: 1000 })
-  t.teardown(async () => { await liveness.stop() })
+  t.teardown(async () => {
+    await liveness.stop()
+  })
   // A connection reset (suspect: written) and, at once, the agent's new session (ready: written):
   // two writes of one host in flight together, as in a reconnect storm.
   for (const id of ids) {
@@ -35,12 +39,24 @@ t.test('a host heard from right after it went suspect ends ready in the database
     liveness.lost(first, 'connection reset')
     liveness.heard(session(id))
   }
-  t.ok(ids.every((id) => liveness.state(id) === 'ok'), 'in memory every host is ok')
+  t.ok(
+    ids.every((id) => liveness.state(id) === 'ok'),
+    'in memory every host is ok'
+  )
   // Each host's two writes are done when both of its events are (a write that changes nothing adds none).
-  const count = async () => (await pool.query<{ n: number }>("select count(*)::int as n from events where type = 'host.state-changed'")).rows[0]?.n ?? 0
+  const count = async () =>
+    (await pool.query<{ n: number }>("select count(*)::int as n from events where type = 'host.state-changed'")).rows[0]
+      ?.n ?? 0
   const settled = Date.now() + 10_000
-  while (await count() < 2 * ids.length && Date.now() < settled) await new Promise((resolve) => setTimeout(resolve, 100))
+  while ((await count()) < 2 * ids.length && Date.now() < settled)
+    await new Promise((resolve) => setTimeout(resolve, 100))
   t.equal(await count(), 2 * ids.length, 'each host went suspect and then ready again, as events')
-  const states = (await pool.query<{ state: string }>('select state from hosts where id = any($1::uuid[])', [ids])).rows.map((r) => r.state)
-  t.same(states.filter((s) => s !== 'ready'), [], 'and the database agrees: no host left suspect')
+  const states = (
+    await pool.query<{ state: string }>('select state from hosts where id = any($1::uuid[])', [ids])
+  ).rows.map((r) => r.state)
+  t.same(
+    states.filter((s) => s !== 'ready'),
+    [],
+    'and the database agrees: no host left suspect'
+  )
 })

@@ -19,25 +19,56 @@ t.test('coordinator restart: agents reconnect, work keeps running, nothing runs 
     await startTestAgent(t, first, 'h100-8x-nv18-nics', 'node-b', { joinToken: await joinToken(first) })
   ]
   await eventually(async () => (agents.every((a) => a.control.hostId !== null) ? true : undefined))
-  const w = await first.call('POST', '/v1/workloads', { name: 'chat', kind: 'endpoint', replicas: 2, gpus: 8, pools: ['h100-80gb-8x-nvlink'], run: { driver: 'process', command: ['sh', '-c', 'exec sleep 120'] } })
-  const placed = await eventually(async () => {
-    const r = (await first.call('GET', `/v1/workloads/${w.body.id as string}`)).body
-    return r.placements.length === 2 && r.placements.every((p: { state: string }) => p.state === 'running') ? r : undefined
-  }, 15_000, 'both replicas running')
+  const w = await first.call('POST', '/v1/workloads', {
+    name: 'chat',
+    kind: 'endpoint',
+    replicas: 2,
+    gpus: 8,
+    pools: ['h100-80gb-8x-nvlink'],
+    run: { driver: 'process', command: ['sh', '-c', 'exec sleep 120'] }
+  })
+  const placed = await eventually(
+    async () => {
+      const r = (await first.call('GET', `/v1/workloads/${w.body.id as string}`)).body
+      return r.placements.length === 2 && r.placements.every((p: { state: string }) => p.state === 'running')
+        ? r
+        : undefined
+    },
+    15_000,
+    'both replicas running'
+  )
   const ids = placed.placements.map((p: { id: string }) => p.id).sort()
 
   await first.stop()
-  await eventually(async () => (agents.every((a) => a.control.connectedAt === 0) ? true : undefined), 10_000, 'the agents to notice')
-  t.ok(agents.every((a) => a.runtime.list().filter((p) => p.state === 'running').length === 1), 'work keeps running while the coordinator is away')
+  await eventually(
+    async () => (agents.every((a) => a.control.connectedAt === 0) ? true : undefined),
+    10_000,
+    'the agents to notice'
+  )
+  t.ok(
+    agents.every((a) => a.runtime.list().filter((p) => p.state === 'running').length === 1),
+    'work keeps running while the coordinator is away'
+  )
 
   const second = await startTestCoordinator(t, { stateDir, listen, databaseUrl: first.databaseUrl })
   t.equal(second.mesh.peerId, first.mesh.peerId, 'same identity after a restart')
-  await eventually(async () => (agents.every((a) => a.control.connectedAt > 0) ? true : undefined), 15_000, 'the agents to reconnect by themselves')
+  await eventually(
+    async () => (agents.every((a) => a.control.connectedAt > 0) ? true : undefined),
+    15_000,
+    'the agents to reconnect by themselves'
+  )
   const after = (await second.call('GET', `/v1/workloads/${w.body.id as string}`)).body
   t.same(after.placements.map((p: { id: string }) => p.id).sort(), ids, 'the same placements, no new ones')
   t.ok(after.placements.every((p: { state: string }) => p.state === 'running'))
   t.equal(after.state, 'placed')
-  t.same(agents.map((a) => a.runtime.list().map((p) => p.state)), agents.map(() => ['running']), 'each agent ran its replica once, and it runs')
+  t.same(
+    agents.map((a) => a.runtime.list().map((p) => p.state)),
+    agents.map(() => ['running']),
+    'each agent ran its replica once, and it runs'
+  )
   const hosts = (await second.call('GET', '/v1/hosts')).body.items as Array<{ state: string }>
-  t.ok(hosts.every((h) => h.state === 'ready'), 'hosts ready again')
+  t.ok(
+    hosts.every((h) => h.state === 'ready'),
+    'hosts ready again'
+  )
 })

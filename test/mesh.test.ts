@@ -20,26 +20,46 @@ import { joinToken, startTestAgent, type TestAgent } from './helpers/mesh.js'
 
 const sh = (script: string) => ({ driver: 'process', command: ['sh', '-c', script] })
 
-async function hosts (c: TestCoordinator): Promise<Array<{ id: string, name: string, state: string, pool: string, peerId: string }>> {
+async function hosts(
+  c: TestCoordinator
+): Promise<Array<{ id: string; name: string; state: string; pool: string; peerId: string }>> {
   return (await c.call('GET', '/v1/hosts')).body.items
 }
 
-async function workloadWhen (c: TestCoordinator, id: string, ok: (w: any) => boolean, ms = 15_000, what = 'workload state'): Promise<any> {
-  return await eventually(async () => {
-    const w = (await c.call('GET', `/v1/workloads/${id}`)).body
-    return ok(w) ? w : undefined
-  }, ms, what)
+async function workloadWhen(
+  c: TestCoordinator,
+  id: string,
+  ok: (w: any) => boolean,
+  ms = 15_000,
+  what = 'workload state'
+): Promise<any> {
+  return await eventually(
+    async () => {
+      const w = (await c.call('GET', `/v1/workloads/${id}`)).body
+      return ok(w) ? w : undefined
+    },
+    ms,
+    what
+  )
 }
 
-function log (agent: TestAgent, placementId: string): string {
-  try { return readFileSync(join(agent.stateDir, 'placements', placementId, 'stdout.log'), 'utf8') } catch { return '' }
+function log(agent: TestAgent, placementId: string): string {
+  try {
+    return readFileSync(join(agent.stateDir, 'placements', placementId, 'stdout.log'), 'utf8')
+  } catch {
+    return ''
+  }
 }
 
 t.test('enrollment: join tokens are one-time, pool-bound, and the peer id is the credential after', async (t) => {
   const c = await startTestCoordinator(t)
   const token = await joinToken(c)
   const a = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { joinToken: token })
-  await eventually(async () => ((await hosts(c)).some((h) => h.name === 'node-a') ? true : undefined), 10_000, 'node-a enrolled')
+  await eventually(
+    async () => ((await hosts(c)).some((h) => h.name === 'node-a') ? true : undefined),
+    10_000,
+    'node-a enrolled'
+  )
   const host = (await hosts(c)).find((h) => h.name === 'node-a')
   t.equal(host?.peerId, a.node.peerId.toString(), 'registered under its peer id')
   t.equal(host?.pool, 'h100-80gb-8x-nvlink')
@@ -50,46 +70,109 @@ t.test('enrollment: join tokens are one-time, pool-bound, and the peer id is the
   const d = await startTestAgent(t, c, 'l40s-1x', 'node-d')
   // A token bound to another pool: refused.
   const e = await startTestAgent(t, c, 'l40s-1x', 'node-e', { joinToken: await joinToken(c, 'h100-80gb-8x-nvlink') })
-  const refusals = await eventually(() => ([b, d, e].every((x) => x.control.refusal !== null) ? [b, d, e].map((x) => `${x.name}: ${x.control.refusal?.code ?? ''}`) : undefined), 10_000, 'the three agents to be refused')
-  t.same(refusals, ['node-b: ERR_JOIN_TOKEN', 'node-d: ERR_UNKNOWN_PEER', 'node-e: ERR_POOL_MISMATCH'], 'each refused for its reason')
+  const refusals = await eventually(
+    () =>
+      [b, d, e].every((x) => x.control.refusal !== null)
+        ? [b, d, e].map((x) => `${x.name}: ${x.control.refusal?.code ?? ''}`)
+        : undefined,
+    10_000,
+    'the three agents to be refused'
+  )
+  t.same(
+    refusals,
+    ['node-b: ERR_JOIN_TOKEN', 'node-d: ERR_UNKNOWN_PEER', 'node-e: ERR_POOL_MISMATCH'],
+    'each refused for its reason'
+  )
   t.same((await hosts(c)).map((h) => h.name).sort(), ['node-a'], 'only the agent with a valid token joined')
-  t.same([b, d, e].filter((x) => x.control.hostId !== null).map((x) => x.name), [], 'none of them was welcomed')
+  t.same(
+    [b, d, e].filter((x) => x.control.hostId !== null).map((x) => x.name),
+    [],
+    'none of them was welcomed'
+  )
 
   // Restart of the enrolled agent (same state dir, so same key): no token needed.
   await a.stop()
   const again = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { stateDir: a.stateDir })
-  await eventually(async () => (again.control.hostId === host?.id ? true : undefined), 10_000, 'the restarted agent to rejoin as the same host')
+  await eventually(
+    async () => (again.control.hostId === host?.id ? true : undefined),
+    10_000,
+    'the restarted agent to rejoin as the same host'
+  )
   t.equal((await hosts(c)).length, 1, 'still one host')
 })
 
 t.test('a peer without the cluster key cannot even connect', async (t) => {
   const c = await startTestCoordinator(t)
   const wrongKey = new TextEncoder().encode(`/key/swarm/psk/1.0.0/\n/base16/\n${'0f'.repeat(32)}\n`)
-  const outsider = await createMeshNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], clusterKey: wrongKey, role: 'agent' })
-  t.teardown(async () => { await outsider.stop() })
+  const outsider = await createMeshNode({
+    privateKey: await generateKeyPair('Ed25519'),
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    clusterKey: wrongKey,
+    role: 'agent'
+  })
+  t.teardown(async () => {
+    await outsider.stop()
+  })
   // The handshake itself fails (pnet), at once: not the dial's timeout (an AbortError) running out.
-  await t.rejects(outsider.dialProtocol(multiaddr(c.mesh.multiaddrs()[0] as string), CONTROL_PROTOCOL, { signal: AbortSignal.timeout(30_000) }), { name: 'EncryptionFailedError' })
+  await t.rejects(
+    outsider.dialProtocol(multiaddr(c.mesh.multiaddrs()[0] as string), CONTROL_PROTOCOL, {
+      signal: AbortSignal.timeout(30_000)
+    }),
+    { name: 'EncryptionFailedError' }
+  )
 })
 
 t.test('placements run with the GPU environment; exits and deletions are reported', async (t) => {
   const c = await startTestCoordinator(t)
   const a = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { joinToken: await joinToken(c) })
   await eventually(async () => (a.control.hostId !== null ? true : undefined))
-  const w = await c.call('POST', '/v1/workloads', { name: 'env', kind: 'session', pool: 'h100-80gb-8x-nvlink', gpus: 4, run: sh('echo "cuda=$CUDA_VISIBLE_DEVICES nvidia=$NVIDIA_VISIBLE_DEVICES workload=$GPUMESH_WORKLOAD placement=$GPUMESH_PLACEMENT_ID"; exit 0') })
+  const w = await c.call('POST', '/v1/workloads', {
+    name: 'env',
+    kind: 'session',
+    pool: 'h100-80gb-8x-nvlink',
+    gpus: 4,
+    run: sh(
+      'echo "cuda=$CUDA_VISIBLE_DEVICES nvidia=$NVIDIA_VISIBLE_DEVICES workload=$GPUMESH_WORKLOAD placement=$GPUMESH_PLACEMENT_ID"; exit 0'
+    )
+  })
   const done = await workloadWhen(c, w.body.id, (x) => x.state === 'completed', 15_000, 'the session to finish')
   const p = done.placements[0]
   t.match(p, { state: 'exited', exitCode: 0, gpus: [0, 1, 2, 3] })
   t.equal(log(a, p.id).trim(), `cuda=0,1,2,3 nvidia=0,1,2,3 workload=env placement=${p.id as string}`)
 
   // A long-running endpoint replica, then DELETE: the agent stops it.
-  const ep = await c.call('POST', '/v1/workloads', { name: 'serve', kind: 'endpoint', replicas: 1, gpus: 2, pools: ['h100-80gb-8x-nvlink'], run: sh('echo up; exec sleep 60') })
-  const running = await workloadWhen(c, ep.body.id, (x) => x.placements[0]?.state === 'running', 15_000, 'the replica to run')
+  const ep = await c.call('POST', '/v1/workloads', {
+    name: 'serve',
+    kind: 'endpoint',
+    replicas: 1,
+    gpus: 2,
+    pools: ['h100-80gb-8x-nvlink'],
+    run: sh('echo up; exec sleep 60')
+  })
+  const running = await workloadWhen(
+    c,
+    ep.body.id,
+    (x) => x.placements[0]?.state === 'running',
+    15_000,
+    'the replica to run'
+  )
   const pid = running.placements[0].id as string
   t.equal((await c.call('DELETE', `/v1/workloads/${ep.body.id as string}`)).status, 200)
-  await eventually(async () => (a.runtime.list().find((x) => x.placementId === pid)?.state === 'stopped' ? true : undefined), 15_000, 'the agent to stop the deleted replica')
+  await eventually(
+    async () => (a.runtime.list().find((x) => x.placementId === pid)?.state === 'stopped' ? true : undefined),
+    15_000,
+    'the agent to stop the deleted replica'
+  )
 
   // A failing recipe with restart "never" ends failed with the exit code in the reason.
-  const bad = await c.call('POST', '/v1/workloads', { name: 'bad', kind: 'recipe', pool: 'h100-80gb-8x-nvlink', hosts: 1, gpus: 1, run: sh('exit 3') })
+  const bad = await c.call('POST', '/v1/workloads', {
+    name: 'bad',
+    kind: 'recipe',
+    pool: 'h100-80gb-8x-nvlink',
+    hosts: 1,
+    gpus: 1,
+    run: sh('exit 3')
+  })
   const failed = await workloadWhen(c, bad.body.id, (x) => x.state === 'failed', 15_000, 'the recipe to fail')
   t.match(failed.reason, /exited with code 3/)
 })
@@ -102,9 +185,20 @@ t.test('a 2-host recipe gets ranks, world size and the rank-0 address', async (t
     await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-b', { joinToken: await token() })
   ]
   await eventually(async () => (agents.every((a) => a.control.hostId !== null) ? true : undefined))
-  const w = await c.call('POST', '/v1/workloads', { name: 'sft', kind: 'recipe', pool: 'h100-80gb-8x-nvlink', hosts: 2, gpus: 8, run: sh('echo "rank=$GPUMESH_RANK world=$GPUMESH_WORLD_SIZE master=$MASTER_ADDR:$MASTER_PORT cuda=$CUDA_VISIBLE_DEVICES"') })
+  const w = await c.call('POST', '/v1/workloads', {
+    name: 'sft',
+    kind: 'recipe',
+    pool: 'h100-80gb-8x-nvlink',
+    hosts: 2,
+    gpus: 8,
+    run: sh(
+      'echo "rank=$GPUMESH_RANK world=$GPUMESH_WORLD_SIZE master=$MASTER_ADDR:$MASTER_PORT cuda=$CUDA_VISIBLE_DEVICES"'
+    )
+  })
   const done = await workloadWhen(c, w.body.id, (x) => x.state === 'completed', 20_000, 'the gang to finish')
-  const lines = done.placements.map((p: any) => log(agents.find((a) => a.control.hostId === p.hostId) as TestAgent, p.id).trim()).sort()
+  const lines = done.placements
+    .map((p: any) => log(agents.find((a) => a.control.hostId === p.hostId) as TestAgent, p.id).trim())
+    .sort()
   t.match(lines[0], /^rank=0 world=2 master=127\.0\.0\.1:\d{5} cuda=0,1,2,3,4,5,6,7$/)
   t.match(lines[1], /^rank=1 world=2 master=127\.0\.0\.1:\d{5} cuda=0,1,2,3,4,5,6,7$/)
   t.equal(lines[0].split(' ')[2], lines[1].split(' ')[2], 'both ranks meet at the same master address and port')
@@ -114,20 +208,49 @@ t.test('a crashed agent is detected, its endpoint replica moves, the stale copy 
   const c = await startTestCoordinator(t, { heartbeatMs: 500 })
   const names = ['node-a', 'node-b', 'node-c']
   const agents: TestAgent[] = []
-  for (const n of names) agents.push(await startTestAgent(t, c, 'h100-8x-nv18-nics', n, { joinToken: await joinToken(c) }))
+  for (const n of names)
+    agents.push(await startTestAgent(t, c, 'h100-8x-nv18-nics', n, { joinToken: await joinToken(c) }))
   await eventually(async () => (agents.every((a) => a.control.hostId !== null) ? true : undefined))
-  const w = await c.call('POST', '/v1/workloads', { name: 'chat', kind: 'endpoint', replicas: 1, gpus: 8, pools: ['h100-80gb-8x-nvlink'], run: sh('exec sleep 120') })
-  const first = await workloadWhen(c, w.body.id, (x) => x.placements[0]?.state === 'running', 15_000, 'the replica to run')
+  const w = await c.call('POST', '/v1/workloads', {
+    name: 'chat',
+    kind: 'endpoint',
+    replicas: 1,
+    gpus: 8,
+    pools: ['h100-80gb-8x-nvlink'],
+    run: sh('exec sleep 120')
+  })
+  const first = await workloadWhen(
+    c,
+    w.body.id,
+    (x) => x.placements[0]?.state === 'running',
+    15_000,
+    'the replica to run'
+  )
   const victim = agents.find((a) => a.control.hostId === first.placements[0].hostId) as TestAgent
   await victim.crash()
   // How fast is a bench figure (bench mesh: down_detect_ms); here only that it happens.
-  const moved = await workloadWhen(c, w.body.id, (x) => x.placements.some((p: any) => p.state === 'running' && p.hostId !== victim.control.hostId), 30_000, 'the replica to be placed elsewhere')
+  const moved = await workloadWhen(
+    c,
+    w.body.id,
+    (x) => x.placements.some((p: any) => p.state === 'running' && p.hostId !== victim.control.hostId),
+    30_000,
+    'the replica to be placed elsewhere'
+  )
   t.equal(moved.placements.find((p: any) => p.id === first.placements[0].id)?.state, 'lost', 'the old replica is lost')
   t.equal((await hosts(c)).find((h) => h.name === victim.name)?.state, 'down')
   // The crashed agent comes back (same state dir): its old process is still running; the coordinator's list fences it.
   const back = await startTestAgent(t, c, 'h100-8x-nv18-nics', victim.name, { stateDir: victim.stateDir })
-  await eventually(async () => (back.runtime.list().find((p) => p.placementId === first.placements[0].id)?.state === 'stopped' ? true : undefined), 15_000, 'the stale replica to be stopped')
-  await eventually(async () => ((await hosts(c)).find((h) => h.name === victim.name)?.state === 'ready' ? true : undefined), 10_000, 'the host to be ready again')
+  await eventually(
+    async () =>
+      back.runtime.list().find((p) => p.placementId === first.placements[0].id)?.state === 'stopped' ? true : undefined,
+    15_000,
+    'the stale replica to be stopped'
+  )
+  await eventually(
+    async () => ((await hosts(c)).find((h) => h.name === victim.name)?.state === 'ready' ? true : undefined),
+    10_000,
+    'the host to be ready again'
+  )
 })
 
 t.test('bad frames get an error and close that stream only', async (t) => {
@@ -135,24 +258,50 @@ t.test('bad frames get an error and close that stream only', async (t) => {
   const a = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { joinToken: await joinToken(c) })
   await eventually(async () => (a.control.hostId !== null ? true : undefined))
   const clusterKey = readFileSync(join(c.stateDir, 'cluster.key'))
-  const rogue = await createMeshNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], clusterKey, role: 'agent' })
-  t.teardown(async () => { await rogue.stop() })
+  const rogue = await createMeshNode({
+    privateKey: await generateKeyPair('Ed25519'),
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    clusterKey,
+    role: 'agent'
+  })
+  t.teardown(async () => {
+    await rogue.stop()
+  })
   const target = multiaddr(c.mesh.multiaddrs()[0] as string)
   const answers: string[] = []
-  for (const bytes of [new TextEncoder().encode('not json'), new TextEncoder().encode('{"v":99,"type":"hello"}'), new TextEncoder().encode('{"v":1,"type":"heartbeat","seq":1,"gpus":[]}'), new TextEncoder().encode('{"v":1,"type":"hello","name":"x"}')]) {
+  for (const bytes of [
+    new TextEncoder().encode('not json'),
+    new TextEncoder().encode('{"v":99,"type":"hello"}'),
+    new TextEncoder().encode('{"v":1,"type":"heartbeat","seq":1,"gpus":[]}'),
+    new TextEncoder().encode('{"v":1,"type":"hello","name":"x"}')
+  ]) {
     const lp = lpStream(await rogue.dialProtocol(target, CONTROL_PROTOCOL))
     await lp.write(bytes)
-    const reply = JSON.parse(new TextDecoder().decode((await lp.read({ signal: AbortSignal.timeout(5000) })).subarray())) as { type: string, code: string }
+    const reply = JSON.parse(
+      new TextDecoder().decode((await lp.read({ signal: AbortSignal.timeout(5000) })).subarray())
+    ) as { type: string; code: string }
     answers.push(`${reply.type}:${reply.code}`)
   }
   t.same(answers, ['error:ERR_FRAME_JSON', 'error:ERR_FRAME_VERSION', 'error:ERR_FRAME_SHAPE', 'error:ERR_FRAME_SHAPE'])
   const big = lpStream(await rogue.dialProtocol(target, CONTROL_PROTOCOL))
   // The coordinator refuses the frame from its length prefix and resets the stream: the write may fail half-way.
   void big.write(new Uint8Array(5 * 1024 * 1024)).catch(() => {})
-  const refused = JSON.parse(new TextDecoder().decode((await big.read({ signal: AbortSignal.timeout(10_000) })).subarray())) as { type: string, code: string }
-  t.same([refused.type, refused.code], ['error', 'ERR_FRAME_TOO_LARGE'], 'a frame over the limit is refused as too large')
+  const refused = JSON.parse(
+    new TextDecoder().decode((await big.read({ signal: AbortSignal.timeout(10_000) })).subarray())
+  ) as { type: string; code: string }
+  t.same(
+    [refused.type, refused.code],
+    ['error', 'ERR_FRAME_TOO_LARGE'],
+    'a frame over the limit is refused as too large'
+  )
   // The real agent's session is unaffected.
-  const w = await c.call('POST', '/v1/workloads', { name: 'still', kind: 'session', pool: 'h100-80gb-8x-nvlink', gpus: 1, run: sh('exit 0') })
+  const w = await c.call('POST', '/v1/workloads', {
+    name: 'still',
+    kind: 'session',
+    pool: 'h100-80gb-8x-nvlink',
+    gpus: 1,
+    run: sh('exit 0')
+  })
   await workloadWhen(c, w.body.id, (x) => x.state === 'completed', 15_000, 'the good agent to keep working')
   t.equal((await hosts(c)).length, 1, 'the rogue peer registered nothing')
 })
@@ -168,10 +317,22 @@ t.test('revocation: the peer id stops being a credential', async (t) => {
   // It cannot come back: its identity (the agent's own key file) is refused at the connection already
   // (the coordinator's gater closes it once the handshake names the peer).
   await a.stop()
-  const same = await createMeshNode({ privateKey: await loadOrCreateIdentity(join(a.stateDir, 'peer.key')), listen: ['/ip4/127.0.0.1/tcp/0'], clusterKey: readFileSync(join(c.stateDir, 'cluster.key')), role: 'agent' })
-  t.teardown(async () => { await same.stop() })
+  const same = await createMeshNode({
+    privateKey: await loadOrCreateIdentity(join(a.stateDir, 'peer.key')),
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    clusterKey: readFileSync(join(c.stateDir, 'cluster.key')),
+    role: 'agent'
+  })
+  t.teardown(async () => {
+    await same.stop()
+  })
   t.equal(same.peerId.toString(), a.node.peerId.toString(), 'the revoked identity')
-  await t.rejects(same.dialProtocol(multiaddr(c.mesh.multiaddrs()[0] as string), CONTROL_PROTOCOL, { signal: AbortSignal.timeout(30_000) }), { name: 'UnexpectedEOFError' })
+  await t.rejects(
+    same.dialProtocol(multiaddr(c.mesh.multiaddrs()[0] as string), CONTROL_PROTOCOL, {
+      signal: AbortSignal.timeout(30_000)
+    }),
+    { name: 'UnexpectedEOFError' }
+  )
 })
 
 t.test('changed GPUs quarantine the host instead of shrinking its pool', async (t) => {
@@ -180,7 +341,11 @@ t.test('changed GPUs quarantine the host instead of shrinking its pool', async (
   await eventually(async () => (a.control.hostId !== null ? true : undefined))
   const facts = a.facts()
   await a.control.sendFacts({ ...facts, gpus: facts.gpus.slice(0, 7) })
-  const host = await eventually(async () => (await hosts(c)).find((h) => h.state === 'quarantined'), 10_000, 'quarantine')
+  const host = await eventually(
+    async () => (await hosts(c)).find((h) => h.state === 'quarantined'),
+    10_000,
+    'quarantine'
+  )
   t.equal(host.name, 'node-a')
   const events = (await c.pool.query<{ type: string }>("select type from events where type = 'host.quarantined'")).rows
   t.equal(events.length, 1, 'an event says so')
@@ -191,91 +356,176 @@ t.test('gossip: agents of a pool see each other, through the coordinator when th
   const a = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { joinToken: await joinToken(c) })
   const b = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-b', { joinToken: await joinToken(c) })
   const l = await startTestAgent(t, c, 'l40s-1x', 'node-l', { joinToken: await joinToken(c) })
-  const view = await eventually(async () => {
-    const v = a.membership.view('h100-80gb-8x-nvlink')
-    return v.some((m) => m.name === 'node-b') ? v : undefined
-  }, 20_000, 'node-a to hear node-b')
-  t.same(view.map((m) => m.name), ['node-b'], 'its pool: the other H100 host, not itself')
-  await eventually(async () => (a.membership.view().some((m) => m.name === 'node-l') ? true : undefined), 20_000, 'the cluster view to include the L40S host')
+  const view = await eventually(
+    async () => {
+      const v = a.membership.view('h100-80gb-8x-nvlink')
+      return v.some((m) => m.name === 'node-b') ? v : undefined
+    },
+    20_000,
+    'node-a to hear node-b'
+  )
+  t.same(
+    view.map((m) => m.name),
+    ['node-b'],
+    'its pool: the other H100 host, not itself'
+  )
+  await eventually(
+    async () => (a.membership.view().some((m) => m.name === 'node-l') ? true : undefined),
+    20_000,
+    'the cluster view to include the L40S host'
+  )
   t.notOk(l.membership.view('l40s-48gb-1x').length > 0, 'the L40S pool has no other member')
   t.equal(b.membership.view('h100-80gb-8x-nvlink')[0]?.name, 'node-a')
 })
 
-t.test('liveness in the control session: the coordinator acks a heartbeat only after 2 s of saying nothing', async (t) => {
-  const c = await startTestCoordinator(t)
-  const clusterKey = readFileSync(join(c.stateDir, 'cluster.key'))
-  const raw = await createMeshNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], clusterKey, role: 'agent' })
-  t.teardown(async () => { await raw.stop() })
-  const channel = new FrameChannel(await raw.dialProtocol(multiaddr(c.mesh.multiaddrs()[0] as string), CONTROL_PROTOCOL), CoordinatorFrame, AgentFrame)
-  await channel.send({ v: 1, type: 'hello', name: 'raw-agent', agentVersion: 'test', facts: { ...await factsFor('l40s-1x'), hostname: 'raw-agent' }, running: [], epoch: 0, joinToken: await joinToken(c) })
-  const welcome = await channel.receive(AbortSignal.timeout(5000))
-  t.equal(welcome?.type, 'welcome', 'enrolled')
-  const welcomedAt = Date.now()
-  // Heartbeats four times a second (a silent agent would soon be suspect and dropped); every frame
-  // the coordinator sends back is recorded with when it came.
-  let seq = 0
-  const beat = setInterval(() => { void channel.send({ v: 1, type: 'heartbeat', seq: seq++, gpus: [] }).catch(() => {}) }, 250)
-  t.teardown(() => { clearInterval(beat) })
-  const heard: Array<{ at: number, frame: { type: string, seq?: number } }> = []
-  while (heard.length < 3) {
-    const frame = await channel.receive(AbortSignal.timeout(30_000))
-    if (frame === null) break
-    heard.push({ at: Date.now(), frame })
+t.test(
+  'liveness in the control session: the coordinator acks a heartbeat only after 2 s of saying nothing',
+  async (t) => {
+    const c = await startTestCoordinator(t)
+    const clusterKey = readFileSync(join(c.stateDir, 'cluster.key'))
+    const raw = await createMeshNode({
+      privateKey: await generateKeyPair('Ed25519'),
+      listen: ['/ip4/127.0.0.1/tcp/0'],
+      clusterKey,
+      role: 'agent'
+    })
+    t.teardown(async () => {
+      await raw.stop()
+    })
+    const channel = new FrameChannel(
+      await raw.dialProtocol(multiaddr(c.mesh.multiaddrs()[0] as string), CONTROL_PROTOCOL),
+      CoordinatorFrame,
+      AgentFrame
+    )
+    await channel.send({
+      v: 1,
+      type: 'hello',
+      name: 'raw-agent',
+      agentVersion: 'test',
+      facts: { ...(await factsFor('l40s-1x')), hostname: 'raw-agent' },
+      running: [],
+      epoch: 0,
+      joinToken: await joinToken(c)
+    })
+    const welcome = await channel.receive(AbortSignal.timeout(5000))
+    t.equal(welcome?.type, 'welcome', 'enrolled')
+    const welcomedAt = Date.now()
+    // Heartbeats four times a second (a silent agent would soon be suspect and dropped); every frame
+    // the coordinator sends back is recorded with when it came.
+    let seq = 0
+    const beat = setInterval(() => {
+      void channel.send({ v: 1, type: 'heartbeat', seq: seq++, gpus: [] }).catch(() => {})
+    }, 250)
+    t.teardown(() => {
+      clearInterval(beat)
+    })
+    const heard: Array<{ at: number; frame: { type: string; seq?: number } }> = []
+    while (heard.length < 3) {
+      const frame = await channel.receive(AbortSignal.timeout(30_000))
+      if (frame === null) break
+      heard.push({ at: Date.now(), frame })
+    }
+    clearInterval(beat)
+    t.same(
+      heard.map((h) => h.frame.type),
+      ['heartbeat-ack', 'heartbeat-ack', 'heartbeat-ack'],
+      'nothing but acks'
+    )
+    const gaps = heard.map((h, i) => h.at - (i === 0 ? welcomedAt : (heard[i - 1] as { at: number }).at))
+    t.same(
+      gaps.filter((g) => g < ACK_AFTER_MS - 50),
+      [],
+      `each ack only after ${ACK_AFTER_MS} ms of the coordinator's silence (${gaps.join(', ')} ms)`
+    )
+    const acked = heard.map((h) => h.frame.seq ?? -1)
+    t.ok(
+      acked.every((n, i) => n < seq && (i === 0 || n - (acked[i - 1] as number) > 1)),
+      `not one ack per heartbeat: acks for heartbeats ${acked.join(', ')} of ${seq} sent`
+    )
   }
-  clearInterval(beat)
-  t.same(heard.map((h) => h.frame.type), ['heartbeat-ack', 'heartbeat-ack', 'heartbeat-ack'], 'nothing but acks')
-  const gaps = heard.map((h, i) => h.at - (i === 0 ? welcomedAt : (heard[i - 1] as { at: number }).at))
-  t.same(gaps.filter((g) => g < ACK_AFTER_MS - 50), [], `each ack only after ${ACK_AFTER_MS} ms of the coordinator's silence (${gaps.join(', ')} ms)`)
-  const acked = heard.map((h) => h.frame.seq ?? -1)
-  t.ok(acked.every((n, i) => n < seq && (i === 0 || n - (acked[i - 1] as number) > 1)), `not one ack per heartbeat: acks for heartbeats ${acked.join(', ')} of ${seq} sent`)
-})
+)
 
-t.test('liveness in the control session: an agent that hears nothing from the coordinator dials a new connection', async (t) => {
-  // A coordinator that welcomes the agent and then stays silent, as one behind a partition does
-  // (the old connection never errors); with `ack` on, it answers heartbeats.
-  const clusterKeyFile = join(mkdtempSync(join(tmpdir(), 'gpumesh-silent-')), 'cluster.key')
-  const silent = await createMeshNode({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], clusterKey: await createClusterKey(clusterKeyFile), role: 'coordinator' })
-  t.teardown(async () => { await silent.stop(); rmSync(dirname(clusterKeyFile), { recursive: true, force: true }) })
-  const hellos: number[] = []
-  let ack = false
-  const acked: number[] = []
-  let epoch = 0
-  await silent.handle(CONTROL_PROTOCOL, (stream) => {
-    void (async () => {
-      const channel = new FrameChannel(stream, AgentFrame, CoordinatorFrame)
-      for (let frame = await channel.receive(); frame !== null; frame = await channel.receive()) {
-        if (frame.type === 'hello') {
-          hellos.push(Date.now())
-          await channel.send({ v: 1, type: 'welcome', hostId: '00000000-0000-4000-8000-000000000001', epoch: ++epoch, heartbeatMs: 200, placements: [] })
-        } else if (frame.type === 'heartbeat' && ack) {
-          acked.push(Date.now())
-          await channel.send({ v: 1, type: 'heartbeat-ack', seq: frame.seq })
+t.test(
+  'liveness in the control session: an agent that hears nothing from the coordinator dials a new connection',
+  async (t) => {
+    // A coordinator that welcomes the agent and then stays silent, as one behind a partition does
+    // (the old connection never errors); with `ack` on, it answers heartbeats.
+    const clusterKeyFile = join(mkdtempSync(join(tmpdir(), 'gpumesh-silent-')), 'cluster.key')
+    const silent = await createMeshNode({
+      privateKey: await generateKeyPair('Ed25519'),
+      listen: ['/ip4/127.0.0.1/tcp/0'],
+      clusterKey: await createClusterKey(clusterKeyFile),
+      role: 'coordinator'
+    })
+    t.teardown(async () => {
+      await silent.stop()
+      rmSync(dirname(clusterKeyFile), { recursive: true, force: true })
+    })
+    const hellos: number[] = []
+    let ack = false
+    const acked: number[] = []
+    let epoch = 0
+    await silent.handle(CONTROL_PROTOCOL, (stream) => {
+      void (async () => {
+        const channel = new FrameChannel(stream, AgentFrame, CoordinatorFrame)
+        for (let frame = await channel.receive(); frame !== null; frame = await channel.receive()) {
+          if (frame.type === 'hello') {
+            hellos.push(Date.now())
+            await channel.send({
+              v: 1,
+              type: 'welcome',
+              hostId: '00000000-0000-4000-8000-000000000001',
+              epoch: ++epoch,
+              heartbeatMs: 200,
+              placements: []
+            })
+          } else if (frame.type === 'heartbeat' && ack) {
+            acked.push(Date.now())
+            await channel.send({ v: 1, type: 'heartbeat-ack', seq: frame.seq })
+          }
         }
-      }
-    })().catch(() => {})
-  })
-  const stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-agent-silent-'))
-  const agent = await startAgent({
-    stateDir,
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    coordinators: silent.getMultiaddrs().map(String),
-    clusterKeyFile,
-    name: 'listener',
-    facts: await factsFor('l40s-1x'),
-    detect: { agentVersion: 'test', timeoutMs: 2000 },
-    mdns: false,
-    log: createLogger('agent-listener', { level: 'silent' })
-  })
-  t.teardown(async () => { await agent.stop(); rmSync(stateDir, { recursive: true, force: true }) })
-  const silenceMs = agentSilenceMs(200)
-  await eventually(async () => (hellos.length >= 2 ? true : undefined), silenceMs + 5000, 'the agent to dial again')
-  const gap = (hellos[1] as number) - (hellos[0] as number)
-  t.ok(gap >= silenceMs, `a new session ${gap} ms after the first: not before the coordinator was silent for ${silenceMs} ms`)
-  t.ok(await eventually(async () => (silent.getConnections().length === 1 ? true : undefined), 5000, 'the old connection to close'), 'over a new connection; the old one is closed')
-  ack = true
-  const ackedFrom = Date.now()
-  const before = hellos.length
-  // Heartbeats answered for longer than the agent's silence limit: had it dropped the session, it would have said hello again.
-  await eventually(() => (acked.some((at) => at - ackedFrom > silenceMs + 200) ? true : undefined), silenceMs + 10_000, 'heartbeats past the silence limit')
-  t.equal(hellos.length, before, 'a coordinator that acks keeps the session')
-})
+      })().catch(() => {})
+    })
+    const stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-agent-silent-'))
+    const agent = await startAgent({
+      stateDir,
+      listen: ['/ip4/127.0.0.1/tcp/0'],
+      coordinators: silent.getMultiaddrs().map(String),
+      clusterKeyFile,
+      name: 'listener',
+      facts: await factsFor('l40s-1x'),
+      detect: { agentVersion: 'test', timeoutMs: 2000 },
+      mdns: false,
+      log: createLogger('agent-listener', { level: 'silent' })
+    })
+    t.teardown(async () => {
+      await agent.stop()
+      rmSync(stateDir, { recursive: true, force: true })
+    })
+    const silenceMs = agentSilenceMs(200)
+    await eventually(async () => (hellos.length >= 2 ? true : undefined), silenceMs + 5000, 'the agent to dial again')
+    const gap = (hellos[1] as number) - (hellos[0] as number)
+    t.ok(
+      gap >= silenceMs,
+      `a new session ${gap} ms after the first: not before the coordinator was silent for ${silenceMs} ms`
+    )
+    t.ok(
+      await eventually(
+        async () => (silent.getConnections().length === 1 ? true : undefined),
+        5000,
+        'the old connection to close'
+      ),
+      'over a new connection; the old one is closed'
+    )
+    ack = true
+    const ackedFrom = Date.now()
+    const before = hellos.length
+    // Heartbeats answered for longer than the agent's silence limit: had it dropped the session, it would have said hello again.
+    await eventually(
+      () => (acked.some((at) => at - ackedFrom > silenceMs + 200) ? true : undefined),
+      silenceMs + 10_000,
+      'heartbeats past the silence limit'
+    )
+    t.equal(hellos.length, before, 'a coordinator that acks keeps the session')
+  }
+)

@@ -16,7 +16,7 @@ import { parseTopo } from '../agent/detect/nvidia/parse-topo.js'
 import { ParseError } from '../agent/detect/nvidia/text.js'
 import { NVIDIA_SMI_DOUBLE, capture } from './helpers/fixtures.js'
 
-function machine (t: Test, files: Record<string, string | Buffer>): string {
+function machine(t: Test, files: Record<string, string | Buffer>): string {
   const dir = mkdtempSync(join(tmpdir(), 'gpumesh-smi-'))
   for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), content)
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
@@ -63,9 +63,15 @@ t.test('empty output is an error', async (t) => {
 })
 
 t.test('a non-zero exit with output reports what it printed', async (t) => {
-  machine(t, { 'q-x.xml': 'Unable to determine the device handle for GPU0000:1B:00.0: Unknown Error\n', 'q-x.xml.exit': '15' })
+  machine(t, {
+    'q-x.xml': 'Unable to determine the device handle for GPU0000:1B:00.0: Unknown Error\n',
+    'q-x.xml.exit': '15'
+  })
   const err = await smi()(['-q', '-x']).catch((e: unknown) => e)
-  t.equal((err as SmiError).message, 'exit 15: Unable to determine the device handle for GPU0000:1B:00.0: Unknown Error')
+  t.equal(
+    (err as SmiError).message,
+    'exit 15: Unable to determine the device handle for GPU0000:1B:00.0: Unknown Error'
+  )
 })
 
 t.test('findNvidiaSmi: override, PATH, absent', async (t) => {
@@ -81,15 +87,30 @@ t.test('findNvidiaSmi: override, PATH, absent', async (t) => {
     ['relative PATH entries are ignored', findNvidiaSmi(undefined, '/nonexistent:relative/dir'), null]
   ]
   const wrong = []
-  for (const [name, found, want] of cases) if (await found !== want) wrong.push({ name, found: await found, want })
+  for (const [name, found, want] of cases) if ((await found) !== want) wrong.push({ name, found: await found, want })
   t.same(wrong, [], 'where nvidia-smi is found')
 })
 
 t.test('parsers reject output that is not theirs', async (t) => {
-  const garbage = ['', '\n\n', 'Segmentation fault (core dumped)\n', capture('h100-1x-L-1.txt').replace(/GPU/g, 'XPU'), '\u001b[31m###\u001b[0m\n']
-  const parsers: Record<string, (output: string) => unknown> = { parseTopo, parseList, parseNvlink, parseQueryGpu: (o) => parseQueryGpu(o), parseQueryXml, parseQueryText, parseTable }
+  const garbage = [
+    '',
+    '\n\n',
+    'Segmentation fault (core dumped)\n',
+    capture('h100-1x-L-1.txt').replace(/GPU/g, 'XPU'),
+    '\u001b[31m###\u001b[0m\n'
+  ]
+  const parsers: Record<string, (output: string) => unknown> = {
+    parseTopo,
+    parseList,
+    parseNvlink,
+    parseQueryGpu: (o) => parseQueryGpu(o),
+    parseQueryXml,
+    parseQueryText,
+    parseTable
+  }
   const cases: Array<[string, () => unknown]> = Object.entries(parsers).flatMap(([name, parse]) =>
-    garbage.map((g): [string, () => unknown] => [`${name} on ${JSON.stringify(g.slice(0, 30))}`, () => parse(g)]))
+    garbage.map((g): [string, () => unknown] => [`${name} on ${JSON.stringify(g.slice(0, 30))}`, () => parse(g)])
+  )
   // Each parser also rejects another command's real output.
   cases.push(
     ['parseTopo on -L', () => parseTopo(capture('h100-1x-L-1.txt'))],
@@ -108,11 +129,12 @@ t.test('parsers reject output that is not theirs', async (t) => {
       if (!(err instanceof ParseError)) accepted.push(`${name}: threw ${String(err)} instead of a ParseError`)
     }
   }
-  t.same(accepted, [], 'every parser refuses garbage and other commands\' output with a ParseError')
+  t.same(accepted, [], "every parser refuses garbage and other commands' output with a ParseError")
 })
 
 t.test('a topology row with lost cells keeps only what can be placed', async (t) => {
-  const text = '\tGPU0\tGPU1\tGPU2\tCPU Affinity\tNUMA Affinity\n' +
+  const text =
+    '\tGPU0\tGPU1\tGPU2\tCPU Affinity\tNUMA Affinity\n' +
     'GPU0\t X \tNV4\tSYS\t0-7\t0\n' +
     'GPU1\tNV4\t X \t0-7\t0\n' + // one cell lost after the diagonal
     'GPU2\t X \tSYS\tSYS\t0-7\t0\n' // self cell in the wrong place

@@ -8,19 +8,33 @@ import { derivePool, family, memoryClassGB, sanitizeLabel } from '../agent/detec
 import { policyWarnings } from '../agent/detect/policy.js'
 import { capture } from './helpers/fixtures.js'
 
-const gpu = (index: number, name: string | null, memoryMiB: number | null, nvlink: Gpu['nvlink'] = null): Gpu =>
-  ({ index, name, memoryMiB, uuid: null, pciBusId: null, numaNode: null, cpuAffinity: null, mig: null, nvlink })
-const many = (n: number, name: string, memoryMiB: number) => Array.from({ length: n }, (_, i) => gpu(i, name, memoryMiB))
+const gpu = (index: number, name: string | null, memoryMiB: number | null, nvlink: Gpu['nvlink'] = null): Gpu => ({
+  index,
+  name,
+  memoryMiB,
+  uuid: null,
+  pciBusId: null,
+  numaNode: null,
+  cpuAffinity: null,
+  mig: null,
+  nvlink
+})
+const many = (n: number, name: string, memoryMiB: number) =>
+  Array.from({ length: n }, (_, i) => gpu(i, name, memoryMiB))
 const topologyOf = (file: string): Topology => combineGpus([], parseTopo(capture(file)).value).topology
 const NO_TOPOLOGY: Topology = { labels: [], matrix: [], nvlinkDomains: [], nics: [] }
 
 /** A PCIe host with NVLink bridges on pairs (0-1, 2-3), as printed by topo -m. */
-const BRIDGED_PAIRS = combineGpus([], parseTopo(
-  '\tGPU0\tGPU1\tGPU2\tGPU3\tCPU Affinity\tNUMA Affinity\n' +
-  'GPU0\t X \tNV4\tSYS\tSYS\t0-15\t0\n' +
-  'GPU1\tNV4\t X \tSYS\tSYS\t0-15\t0\n' +
-  'GPU2\tSYS\tSYS\t X \tNV4\t16-31\t1\n' +
-  'GPU3\tSYS\tSYS\tNV4\t X \t16-31\t1\n').value).topology
+const BRIDGED_PAIRS = combineGpus(
+  [],
+  parseTopo(
+    '\tGPU0\tGPU1\tGPU2\tGPU3\tCPU Affinity\tNUMA Affinity\n' +
+      'GPU0\t X \tNV4\tSYS\tSYS\t0-15\t0\n' +
+      'GPU1\tNV4\t X \tSYS\tSYS\t0-15\t0\n' +
+      'GPU2\tSYS\tSYS\t X \tNV4\t16-31\t1\n' +
+      'GPU3\tSYS\tSYS\tNV4\t X \t16-31\t1\n'
+  ).value
+).topology
 
 t.test('family and memory class from the model string and memory size', async (t) => {
   const cases: Array<[string, number | null, string, number | null]> = [
@@ -47,19 +61,40 @@ t.test('family and memory class from the model string and memory size', async (t
 })
 
 t.test('pool keys of real topologies', async (t) => {
-  t.equal(derivePool(many(8, 'NVIDIA H100 80GB HBM3', 81559), topologyOf('h100-sxm-8x-topo-m-1.txt')).key, 'h100-80gb-8x-nvlink')
-  t.equal(derivePool(many(8, 'NVIDIA A100-SXM4-80GB', 81920), topologyOf('a100-sxm4-80gb-8x-topo-m-1.txt')).key, 'a100-80gb-8x-nvlink')
+  t.equal(
+    derivePool(many(8, 'NVIDIA H100 80GB HBM3', 81559), topologyOf('h100-sxm-8x-topo-m-1.txt')).key,
+    'h100-80gb-8x-nvlink'
+  )
+  t.equal(
+    derivePool(many(8, 'NVIDIA A100-SXM4-80GB', 81920), topologyOf('a100-sxm4-80gb-8x-topo-m-1.txt')).key,
+    'a100-80gb-8x-nvlink'
+  )
   t.equal(derivePool(many(4, 'NVIDIA GB200', 189471), topologyOf('gb200-4x-topo-m-1.txt')).key, 'gb200-186gb-4x-nvlink')
-  t.equal(derivePool(many(2, 'NVIDIA GeForce RTX 5090', 32607), topologyOf('rtx5090-2x-topo-m-1.txt')).key, 'rtx-5090-32gb-2x-pcie')
+  t.equal(
+    derivePool(many(2, 'NVIDIA GeForce RTX 5090', 32607), topologyOf('rtx5090-2x-topo-m-1.txt')).key,
+    'rtx-5090-32gb-2x-pcie'
+  )
   t.equal(derivePool(many(4, 'NVIDIA L40S', 46068), BRIDGED_PAIRS).key, 'l40s-48gb-4x-nvlink-partial')
 })
 
 t.test('interconnect without a topology falls back to nvlink -s', async (t) => {
   const linked = { active: 18, total: 18, bandwidthGBs: 478.116 }
   const idle = { active: 0, total: 0, bandwidthGBs: null }
-  t.equal(derivePool([gpu(0, 'NVIDIA H100 80GB HBM3', 81559, linked), gpu(1, 'NVIDIA H100 80GB HBM3', 81559, linked)], NO_TOPOLOGY).interconnect, 'nvlink')
-  t.equal(derivePool([gpu(0, 'NVIDIA L40S', 46068, idle), gpu(1, 'NVIDIA L40S', 46068, idle)], NO_TOPOLOGY).interconnect, 'pcie')
-  t.equal(derivePool([gpu(0, 'NVIDIA L40S', 46068), gpu(1, 'NVIDIA L40S', 46068)], NO_TOPOLOGY).key, 'l40s-48gb-2x-unknown')
+  t.equal(
+    derivePool(
+      [gpu(0, 'NVIDIA H100 80GB HBM3', 81559, linked), gpu(1, 'NVIDIA H100 80GB HBM3', 81559, linked)],
+      NO_TOPOLOGY
+    ).interconnect,
+    'nvlink'
+  )
+  t.equal(
+    derivePool([gpu(0, 'NVIDIA L40S', 46068, idle), gpu(1, 'NVIDIA L40S', 46068, idle)], NO_TOPOLOGY).interconnect,
+    'pcie'
+  )
+  t.equal(
+    derivePool([gpu(0, 'NVIDIA L40S', 46068), gpu(1, 'NVIDIA L40S', 46068)], NO_TOPOLOGY).key,
+    'l40s-48gb-2x-unknown'
+  )
 })
 
 t.test('an unreadable GPU-GPU cell cannot prove PCIe', async (t) => {
@@ -69,12 +104,37 @@ t.test('an unreadable GPU-GPU cell cannot prove PCIe', async (t) => {
 })
 
 t.test('single GPU, no GPU, mixed, unknown, label', async (t) => {
-  t.equal(derivePool([gpu(0, 'NVIDIA H200', 143771)], topologyOf('h200-1x-topo-m-mig-1.txt')).key, 'h200-141gb-1x', 'one GPU has no peer: no interconnect')
-  t.same(derivePool([], NO_TOPOLOGY), { key: 'cpu', family: 'cpu', memoryGB: null, gpuCount: 0, interconnect: 'none', label: null })
+  t.equal(
+    derivePool([gpu(0, 'NVIDIA H200', 143771)], topologyOf('h200-1x-topo-m-mig-1.txt')).key,
+    'h200-141gb-1x',
+    'one GPU has no peer: no interconnect'
+  )
+  t.same(derivePool([], NO_TOPOLOGY), {
+    key: 'cpu',
+    family: 'cpu',
+    memoryGB: null,
+    gpuCount: 0,
+    interconnect: 'none',
+    label: null
+  })
   t.equal(derivePool([], NO_TOPOLOGY, 'Batch Reserved').key, 'cpu-batch-reserved')
-  t.equal(derivePool([gpu(0, 'NVIDIA H100 80GB HBM3', 81559), gpu(1, 'NVIDIA H200', 143771)], NO_TOPOLOGY).key, 'mixed-80gb-2x-unknown', 'mixed models: smallest memory')
-  t.equal(derivePool(many(8, 'x', 0).map((g) => ({ ...g, name: null, memoryMiB: null })), topologyOf('h100-8x-topo-m-1.txt')).key, 'gpu-8x-nvlink', 'unknown model and memory are left out, not guessed')
-  t.equal(derivePool(many(8, 'NVIDIA H100 80GB HBM3', 81559), topologyOf('h100-8x-topo-m-1.txt'), 'ACME/reserved').key, 'h100-80gb-8x-nvlink-acme-reserved')
+  t.equal(
+    derivePool([gpu(0, 'NVIDIA H100 80GB HBM3', 81559), gpu(1, 'NVIDIA H200', 143771)], NO_TOPOLOGY).key,
+    'mixed-80gb-2x-unknown',
+    'mixed models: smallest memory'
+  )
+  t.equal(
+    derivePool(
+      many(8, 'x', 0).map((g) => ({ ...g, name: null, memoryMiB: null })),
+      topologyOf('h100-8x-topo-m-1.txt')
+    ).key,
+    'gpu-8x-nvlink',
+    'unknown model and memory are left out, not guessed'
+  )
+  t.equal(
+    derivePool(many(8, 'NVIDIA H100 80GB HBM3', 81559), topologyOf('h100-8x-topo-m-1.txt'), 'ACME/reserved').key,
+    'h100-80gb-8x-nvlink-acme-reserved'
+  )
   t.equal(sanitizeLabel('  '), null)
   t.equal(sanitizeLabel('--Team.A--'), 'team.a')
 })
@@ -86,7 +146,18 @@ t.test('the same facts always give the same key', async (t) => {
 })
 
 t.test('policy warnings', async (t) => {
-  const codes = (gpus: Gpu[], disks = 1e12) => policyWarnings(gpus, [{ device: '/dev/nvme0n1p1', mount: '/', fsType: 'ext4', sizeBytes: disks, freeBytes: 1, rotational: false, nvme: true }]).map((w) => w.code)
+  const codes = (gpus: Gpu[], disks = 1e12) =>
+    policyWarnings(gpus, [
+      {
+        device: '/dev/nvme0n1p1',
+        mount: '/',
+        fsType: 'ext4',
+        sizeBytes: disks,
+        freeBytes: 1,
+        rotational: false,
+        nvme: true
+      }
+    ]).map((w) => w.code)
   t.same(codes(many(8, 'NVIDIA H100 80GB HBM3', 81559)), [], 'a supported host has no warnings')
   t.same(codes(many(8, 'NVIDIA A100-SXM4-80GB', 81920)), ['gpu.end-of-life'])
   t.same(codes(many(2, 'Tesla T4', 15360)), ['gpu.unsupported'])

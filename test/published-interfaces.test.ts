@@ -15,48 +15,81 @@ const REDOCLY = join(ROOT, 'node_modules/.bin/redocly')
 /** Routes that answer without a bearer token (probes, scrapers, the document itself). */
 const PUBLIC = ['/livez', '/readyz', '/metrics', '/openapi.json']
 
-t.test('/openapi.json passes Redocly CLI\'s recommended rules; public routes say so, the rest carry the bearer scheme', async (t) => {
-  const c = await startTestCoordinator(t)
-  const r = await fetch(`${c.api}/openapi.json`)
-  t.equal(r.status, 200)
-  const doc = await r.json() as { security?: unknown, paths: Record<string, Record<string, { security?: unknown[], operationId?: string }>> }
-  const dir = mkdtempSync(join(tmpdir(), 'gpumesh-openapi-'))
-  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-  const file = join(dir, 'openapi.json')
-  writeFileSync(file, JSON.stringify(doc, null, 2))
-
-  // Warnings count too: the recommended rules name what client generators need.
-  const lint = await execa(REDOCLY, ['lint', '--extends', 'recommended', '--format', 'json', file], { reject: false, cwd: dir, env: { REDOCLY_TELEMETRY: 'off', REDOCLY_SUPPRESS_UPDATE_NOTICE: 'true' } })
-  let problems: string[]
-  try {
-    const report = JSON.parse(lint.stdout) as { problems: Array<{ ruleId: string, severity: string, message: string, location?: Array<{ pointer?: string }> }> }
-    problems = report.problems.map((p) => `${p.severity} ${p.ruleId} at ${p.location?.[0]?.pointer ?? '?'}: ${p.message}`)
-  } catch {
-    problems = [`redocly did not report (exit ${String(lint.exitCode)}): ${lint.stdout.slice(0, 2000)} ${lint.stderr.slice(0, 2000)}`]
-  }
-  t.same({ exitCode: lint.exitCode, problems }, { exitCode: 0, problems: [] }, 'redocly lint --extends recommended')
-
-  const security: string[] = []
-  for (const [path, ops] of Object.entries(doc.paths)) {
-    for (const [method, op] of Object.entries(ops)) {
-      const open = Array.isArray(op.security) && op.security.length === 0
-      if (open !== PUBLIC.includes(path)) security.push(`${method.toUpperCase()} ${path}: ${open ? 'marked unauthenticated' : 'carries the bearer scheme'}`)
+t.test(
+  "/openapi.json passes Redocly CLI's recommended rules; public routes say so, the rest carry the bearer scheme",
+  async (t) => {
+    const c = await startTestCoordinator(t)
+    const r = await fetch(`${c.api}/openapi.json`)
+    t.equal(r.status, 200)
+    const doc = (await r.json()) as {
+      security?: unknown
+      paths: Record<string, Record<string, { security?: unknown[]; operationId?: string }>>
     }
-  }
-  for (const path of PUBLIC) if (doc.paths[path] === undefined) security.push(`${path} is missing from the document`)
-  t.same(security, [], 'operations whose security in the document is not what the route does')
-  t.same(doc.security, [{ bearer: [] }], 'the bearer scheme is the default')
+    const dir = mkdtempSync(join(tmpdir(), 'gpumesh-openapi-'))
+    t.teardown(() => {
+      rmSync(dir, { recursive: true, force: true })
+    })
+    const file = join(dir, 'openapi.json')
+    writeFileSync(file, JSON.stringify(doc, null, 2))
 
-  // What the document says about security is what the server does.
-  const answers = await Promise.all(PUBLIC.flatMap((path) => [path, `${path}?verbose=1`]).map(async (url) => `${url} ${(await fetch(c.api + url)).status}`))
-  t.same(answers, PUBLIC.flatMap((path) => [`${path} 200`, `${path}?verbose=1 400`]), 'public routes answer without a token, and refuse what they do not know (the 4xx they document)')
-})
+    // Warnings count too: the recommended rules name what client generators need.
+    const lint = await execa(REDOCLY, ['lint', '--extends', 'recommended', '--format', 'json', file], {
+      reject: false,
+      cwd: dir,
+      env: { REDOCLY_TELEMETRY: 'off', REDOCLY_SUPPRESS_UPDATE_NOTICE: 'true' }
+    })
+    let problems: string[]
+    try {
+      const report = JSON.parse(lint.stdout) as {
+        problems: Array<{ ruleId: string; severity: string; message: string; location?: Array<{ pointer?: string }> }>
+      }
+      problems = report.problems.map(
+        (p) => `${p.severity} ${p.ruleId} at ${p.location?.[0]?.pointer ?? '?'}: ${p.message}`
+      )
+    } catch {
+      problems = [
+        `redocly did not report (exit ${String(lint.exitCode)}): ${lint.stdout.slice(0, 2000)} ${lint.stderr.slice(0, 2000)}`
+      ]
+    }
+    t.same({ exitCode: lint.exitCode, problems }, { exitCode: 0, problems: [] }, 'redocly lint --extends recommended')
+
+    const security: string[] = []
+    for (const [path, ops] of Object.entries(doc.paths)) {
+      for (const [method, op] of Object.entries(ops)) {
+        const open = Array.isArray(op.security) && op.security.length === 0
+        if (open !== PUBLIC.includes(path))
+          security.push(
+            `${method.toUpperCase()} ${path}: ${open ? 'marked unauthenticated' : 'carries the bearer scheme'}`
+          )
+      }
+    }
+    for (const path of PUBLIC) if (doc.paths[path] === undefined) security.push(`${path} is missing from the document`)
+    t.same(security, [], 'operations whose security in the document is not what the route does')
+    t.same(doc.security, [{ bearer: [] }], 'the bearer scheme is the default')
+
+    // What the document says about security is what the server does.
+    const answers = await Promise.all(
+      PUBLIC.flatMap((path) => [path, `${path}?verbose=1`]).map(
+        async (url) => `${url} ${(await fetch(c.api + url)).status}`
+      )
+    )
+    t.same(
+      answers,
+      PUBLIC.flatMap((path) => [`${path} 200`, `${path}?verbose=1 400`]),
+      'public routes answer without a token, and refuse what they do not know (the 4xx they document)'
+    )
+  }
+)
 
 t.test('/metrics after some traffic passes promtool check metrics', async (t) => {
   const c = await startTestCoordinator(t)
   await addHost(c.pool, 'h100-8x-nv18-nics', 'h1')
   const run = { driver: 'process', command: ['sleep', '1'] }
-  for (const body of [{ name: 'w1', kind: 'session', pool: 'h100-80gb-8x-nvlink', gpus: 1, run }, { name: 'bad', kind: 'session', gpus: 0 }]) await c.call('POST', '/v1/workloads', body)
+  for (const body of [
+    { name: 'w1', kind: 'session', pool: 'h100-80gb-8x-nvlink', gpus: 1, run },
+    { name: 'bad', kind: 'session', gpus: 0 }
+  ])
+    await c.call('POST', '/v1/workloads', body)
   for (const path of ['/v1/hosts', '/v1/pools', '/v1/workloads', '/v1/no-such-route']) await c.call('GET', path)
   const r = await fetch(`${c.api}/metrics`)
   t.equal(r.status, 200)

@@ -3,7 +3,16 @@
 // group), start failures, refused assignments, re-adoption after an agent
 // restart or crash, and the docker driver through test/doubles/docker.
 import { randomUUID } from 'node:crypto'
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { execa } from 'execa'
@@ -23,7 +32,7 @@ const FINAL = new Set(['exited', 'failed', 'stopped', 'lost'])
 const sleep = async (ms: number) => await new Promise((resolve) => setTimeout(resolve, ms))
 
 /** Polls `fn` until it returns a truthy value; fails past the deadline. */
-async function eventually<T> (what: string, fn: () => T | Promise<T>, timeoutMs = 10_000): Promise<NonNullable<T>> {
+async function eventually<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10_000): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const v = await fn()
@@ -34,12 +43,12 @@ async function eventually<T> (what: string, fn: () => T | Promise<T>, timeoutMs 
 }
 
 /** Alive and not a zombie (init here may never reap what is reparented to it). */
-function alive (pid: number): boolean {
+function alive(pid: number): boolean {
   const s = readProcStat(pid)
   return s !== null && s.state !== 'Z'
 }
 
-function scratch (t: Test, prefix = 'gpumesh-runtime-'): string {
+function scratch(t: Test, prefix = 'gpumesh-runtime-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix))
   t.teardown(() => {
     killLeftovers(dir)
@@ -49,7 +58,7 @@ function scratch (t: Test, prefix = 'gpumesh-runtime-'): string {
 }
 
 /** Teardown: SIGKILL the groups of the placements this test started (checked to be our wrappers) and of the docker double's containers. */
-function killLeftovers (dir: string): void {
+function killLeftovers(dir: string): void {
   const groups: number[] = []
   const placements = join(dir, 'placements')
   if (existsSync(placements)) {
@@ -58,7 +67,12 @@ function killLeftovers (dir: string): void {
         try {
           const text = readFileSync(join(placements, id, f), 'utf8')
           const pid = f === 'pid' ? Number(text.trim()) : (JSON.parse(text) as { pid: number | null }).pid
-          if (typeof pid === 'number' && pid > 1 && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(`gpumesh-${id}`)) groups.push(pid)
+          if (
+            typeof pid === 'number' &&
+            pid > 1 &&
+            readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(`gpumesh-${id}`)
+          )
+            groups.push(pid)
         } catch {}
       }
     }
@@ -71,12 +85,14 @@ function killLeftovers (dir: string): void {
     }
   }
   for (const g of groups) {
-    try { process.kill(-g, 'SIGKILL') } catch {}
+    try {
+      process.kill(-g, 'SIGKILL')
+    } catch {}
   }
 }
 
 let serial = 0
-function assignment (over: Partial<Assignment> & { command?: string[] } = {}): Assignment {
+function assignment(over: Partial<Assignment> & { command?: string[] } = {}): Assignment {
   const { command, ...rest } = over
   return {
     placementId: randomUUID(),
@@ -100,7 +116,7 @@ interface Tracked {
   until: (id: string, pred?: (s: RunningPlacement) => boolean, timeoutMs?: number) => Promise<RunningPlacement>
 }
 
-function runtime (t: Test, options: RuntimeOptions): Tracked {
+function runtime(t: Test, options: RuntimeOptions): Tracked {
   const rt = createRuntime(options)
   t.teardown(async () => await rt.close())
   const seen = new Map<string, RunningPlacement[]>()
@@ -122,7 +138,10 @@ function runtime (t: Test, options: RuntimeOptions): Tracked {
         cleanup()
         reject(new Error(`placement ${id}: no such status within ${timeoutMs} ms; saw ${JSON.stringify(statuses(id))}`))
       }, timeoutMs)
-      const cleanup = () => { clearTimeout(timer); waiters.delete(check) }
+      const cleanup = () => {
+        clearTimeout(timer)
+        waiters.delete(check)
+      }
       waiters.add(check)
       check()
     })
@@ -130,13 +149,28 @@ function runtime (t: Test, options: RuntimeOptions): Tracked {
 }
 
 const pdir = (stateDir: string, id: string) => join(stateDir, 'placements', id)
-const readLog = (stateDir: string, id: string, file = 'stdout.log') => readFileSync(join(pdir(stateDir, id), file), 'utf8')
-interface RecordJson { pid: number, startTime: number, state: string, exitCode: number | null, reason: string | null, startedAt: string | null, endedAt: string | null, stopRequested: unknown, assignment: Assignment }
-const readRecordJson = (stateDir: string, id: string) => JSON.parse(readFileSync(join(pdir(stateDir, id), 'placement.json'), 'utf8')) as RecordJson
+const readLog = (stateDir: string, id: string, file = 'stdout.log') =>
+  readFileSync(join(pdir(stateDir, id), file), 'utf8')
+interface RecordJson {
+  pid: number
+  startTime: number
+  state: string
+  exitCode: number | null
+  reason: string | null
+  startedAt: string | null
+  endedAt: string | null
+  stopRequested: unknown
+  assignment: Assignment
+}
+const readRecordJson = (stateDir: string, id: string) =>
+  JSON.parse(readFileSync(join(pdir(stateDir, id), 'placement.json'), 'utf8')) as RecordJson
 
 /** `sh -c 'echo $$ > ready; ...'` style commands write files in their folder: waits for one. */
 const fileIn = async (stateDir: string, id: string, name: string) =>
-  await eventually(`${name} in placement ${id}`, () => existsSync(join(pdir(stateDir, id), name)) && readFileSync(join(pdir(stateDir, id), name), 'utf8'))
+  await eventually(
+    `${name} in placement ${id}`,
+    () => existsSync(join(pdir(stateDir, id), name)) && readFileSync(join(pdir(stateDir, id), name), 'utf8')
+  )
 
 // Agent settings in the agent's own environment must not reach workloads.
 process.env.GPUMESH_JOIN_TOKEN = 'secret-join-token'
@@ -148,10 +182,25 @@ process.env.RUNTIME_TEST_INHERITED = 'from-agent'
 t.test('placement environment: layering, GPU variables win, agent settings dropped', async (t) => {
   const a = assignment({
     gpus: [2, 5],
-    run: { driver: 'process', command: ['x'], env: { CUDA_VISIBLE_DEVICES: '0,1,2,3', NVIDIA_VISIBLE_DEVICES: 'all', CUDA_DEVICE_ORDER: 'FASTEST_FIRST', FOO: 'run', BAR: 'run', GPUMESH_WORKLOAD: 'renamed' } },
+    run: {
+      driver: 'process',
+      command: ['x'],
+      env: {
+        CUDA_VISIBLE_DEVICES: '0,1,2,3',
+        NVIDIA_VISIBLE_DEVICES: 'all',
+        CUDA_DEVICE_ORDER: 'FASTEST_FIRST',
+        FOO: 'run',
+        BAR: 'run',
+        GPUMESH_WORKLOAD: 'renamed'
+      }
+    },
     env: { BAR: 'assignment', GPUMESH_RANK: '1', CUDA_VISIBLE_DEVICES: '7' }
   })
-  const env = placementEnv(a, { PATH: '/bin', FOO: 'agent', GPUMESH_JOIN_TOKEN: 'x', CUDA_VISIBLE_DEVICES: '0' }, 'process')
+  const env = placementEnv(
+    a,
+    { PATH: '/bin', FOO: 'agent', GPUMESH_JOIN_TOKEN: 'x', CUDA_VISIBLE_DEVICES: '0' },
+    'process'
+  )
   t.same(env, {
     PATH: '/bin',
     FOO: 'run',
@@ -175,7 +224,9 @@ t.test('placement environment: layering, GPU variables win, agent settings dropp
 t.test('process: env and logs reach the workload, starting -> running -> exited(0), record on disk', async (t) => {
   const stateDir = scratch(t)
   const { rt, states, until } = runtime(t, { stateDir })
-  const script = 'echo $CUDA_VISIBLE_DEVICES $NVIDIA_VISIBLE_DEVICES $GPUMESH_WORKLOAD $GPUMESH_PLACEMENT_ID $GPUMESH_RANK; ' +
+  const script =
+    'echo $CUDA_VISIBLE_DEVICES $NVIDIA_VISIBLE_DEVICES $GPUMESH_WORKLOAD $GPUMESH_PLACEMENT_ID $GPUMESH_RANK; ' +
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell command, expanded by sh
     'echo "${GPUMESH_JOIN_TOKEN-unset} ${GPUMESH_STATE_DIR-unset} $RUNTIME_TEST_INHERITED $FOO $CUDA_DEVICE_ORDER"; pwd; echo oops >&2'
   const a = assignment({
     gpus: [0, 3],
@@ -187,8 +238,11 @@ t.test('process: env and logs reach the workload, starting -> running -> exited(
   t.same(end, { placementId: a.placementId, state: 'exited', exitCode: 0, reason: null })
   t.same(states(a.placementId), ['starting', 'running', 'exited'])
   const dir = pdir(stateDir, a.placementId)
-  t.equal(readLog(stateDir, a.placementId),
-    `0,3 0,3 ${a.workloadName} ${a.placementId} 1\nunset unset from-agent foo bar PCI_BUS_ID\n${dir}\n`, 'exact values; cwd is the placement folder')
+  t.equal(
+    readLog(stateDir, a.placementId),
+    `0,3 0,3 ${a.workloadName} ${a.placementId} 1\nunset unset from-agent foo bar PCI_BUS_ID\n${dir}\n`,
+    'exact values; cwd is the placement folder'
+  )
   t.equal(readLog(stateDir, a.placementId, 'stderr.log'), 'oops\n')
   const rec = readRecordJson(stateDir, a.placementId)
   t.match(rec, { state: 'exited', exitCode: 0, reason: null, assignment: a })
@@ -206,7 +260,9 @@ t.test('process: env and logs reach the workload, starting -> running -> exited(
 t.test('process: exit codes are reported as they are; logs are appended; arguments keep their quoting', async (t) => {
   const stateDir = scratch(t)
   const { rt, states, until } = runtime(t, { stateDir })
-  const a = assignment({ command: ['sh', '-c', 'printf "%s|" "$@"; echo; exit 3', 'arg0', "it's", 'two words', '$HOME', '"q"'] })
+  const a = assignment({
+    command: ['sh', '-c', 'printf "%s|" "$@"; echo; exit 3', 'arg0', "it's", 'two words', '$HOME', '"q"']
+  })
   await rt.start(a)
   t.same(await until(a.placementId), { placementId: a.placementId, state: 'exited', exitCode: 3, reason: null })
   t.same(states(a.placementId), ['starting', 'running', 'exited'])
@@ -221,14 +277,21 @@ t.test('process: exit codes are reported as they are; logs are appended; argumen
 t.test('stop: SIGTERM to the workload, reported stopped', async (t) => {
   const stateDir = scratch(t)
   const { rt, states, until } = runtime(t, { stateDir, stopGraceMs: 5_000 })
-  const a = assignment({ command: sh('trap "echo term > got-term; exit 0" TERM; echo $$ > ready; while :; do sleep 0.05; done') })
+  const a = assignment({
+    command: sh('trap "echo term > got-term; exit 0" TERM; echo $$ > ready; while :; do sleep 0.05; done')
+  })
   await rt.start(a)
   await fileIn(stateDir, a.placementId, 'ready')
   const began = Date.now()
   await rt.stop(a.placementId, 'workload deleted')
   t.ok(Date.now() - began < 4_000, 'did not need the SIGKILL')
   t.equal(readFileSync(join(pdir(stateDir, a.placementId), 'got-term'), 'utf8'), 'term\n', 'the command got SIGTERM')
-  t.same(await until(a.placementId), { placementId: a.placementId, state: 'stopped', exitCode: 0, reason: 'workload deleted' })
+  t.same(await until(a.placementId), {
+    placementId: a.placementId,
+    state: 'stopped',
+    exitCode: 0,
+    reason: 'workload deleted'
+  })
   t.same(states(a.placementId), ['starting', 'running', 'stopped'])
   t.equal(readRecordJson(stateDir, a.placementId).state, 'stopped')
   await rt.stop(a.placementId, 'again')
@@ -236,33 +299,42 @@ t.test('stop: SIGTERM to the workload, reported stopped', async (t) => {
   t.pass('stopping a stopped or unknown placement resolves')
 })
 
-t.test('stop: a command ignoring SIGTERM is SIGKILLed after the grace; the wrapper records 143 on SIGTERM', async (t) => {
-  const stateDir = scratch(t)
-  const grace = 400
-  const { rt, until } = runtime(t, { stateDir, stopGraceMs: grace })
-  const a = assignment({ command: sh('trap "" TERM; echo $$ > ready; while :; do sleep 0.05; done') })
-  await rt.start(a)
-  const pid = Number(await fileIn(stateDir, a.placementId, 'ready'))
-  const began = Date.now()
-  await rt.stop(a.placementId, 'drain')
-  const took = Date.now() - began
-  t.ok(took >= grace - 20, `waited the grace (${took} ms)`)
-  t.ok(took < grace + 3_000, `then killed it (${took} ms)`)
-  // SIGKILL took the wrapper too, so it wrote nothing; its parent (this runtime) saw the signal.
-  t.match(await until(a.placementId), { state: 'stopped', reason: 'drain', exitCode: 137 }, 'SIGKILLed: 128 + 9')
-  t.notOk(existsSync(join(pdir(stateDir, a.placementId), 'exit-code')), 'no exit code file')
-  t.notOk(alive(pid), 'the command is gone')
+t.test(
+  'stop: a command ignoring SIGTERM is SIGKILLed after the grace; the wrapper records 143 on SIGTERM',
+  async (t) => {
+    const stateDir = scratch(t)
+    const grace = 400
+    const { rt, until } = runtime(t, { stateDir, stopGraceMs: grace })
+    const a = assignment({ command: sh('trap "" TERM; echo $$ > ready; while :; do sleep 0.05; done') })
+    await rt.start(a)
+    const pid = Number(await fileIn(stateDir, a.placementId, 'ready'))
+    const began = Date.now()
+    await rt.stop(a.placementId, 'drain')
+    const took = Date.now() - began
+    t.ok(took >= grace - 20, `waited the grace (${took} ms)`)
+    t.ok(took < grace + 3_000, `then killed it (${took} ms)`)
+    // SIGKILL took the wrapper too, so it wrote nothing; its parent (this runtime) saw the signal.
+    t.match(await until(a.placementId), { state: 'stopped', reason: 'drain', exitCode: 137 }, 'SIGKILLed: 128 + 9')
+    t.notOk(existsSync(join(pdir(stateDir, a.placementId), 'exit-code')), 'no exit code file')
+    t.notOk(alive(pid), 'the command is gone')
 
-  const plain = assignment({ command: ['sleep', '30'] })
-  await rt.start(plain)
-  await rt.stop(plain.placementId, 'scale down')
-  t.same(await until(plain.placementId), { placementId: plain.placementId, state: 'stopped', exitCode: 143, reason: 'scale down' }, '128 + SIGTERM')
-})
+    const plain = assignment({ command: ['sleep', '30'] })
+    await rt.start(plain)
+    await rt.stop(plain.placementId, 'scale down')
+    t.same(
+      await until(plain.placementId),
+      { placementId: plain.placementId, state: 'stopped', exitCode: 143, reason: 'scale down' },
+      '128 + SIGTERM'
+    )
+  }
+)
 
 t.test('stop: the whole process group dies, grandchildren too; a natural end takes leftovers with it', async (t) => {
   const stateDir = scratch(t)
   const { rt, until } = runtime(t, { stateDir, stopGraceMs: 500 })
-  const a = assignment({ command: sh('sleep 60 & echo $! > grandchild; sh -c "trap \\"\\" TERM; sleep 60" & echo $! > stubborn; wait') })
+  const a = assignment({
+    command: sh('sleep 60 & echo $! > grandchild; sh -c "trap \\"\\" TERM; sleep 60" & echo $! > stubborn; wait')
+  })
   await rt.start(a)
   const grandchild = Number(await fileIn(stateDir, a.placementId, 'grandchild'))
   const stubborn = Number(await fileIn(stateDir, a.placementId, 'stubborn'))
@@ -289,7 +361,11 @@ t.test('start failures: missing or non-executable command -> failed with the rea
   const missing = assignment({ command: ['gpumesh-no-such-command', '--flag'] })
   await rt.start(missing)
   const m = await until(missing.placementId)
-  t.match(m, { state: 'failed', exitCode: null, reason: /executable not found: gpumesh-no-such-command is not in PATH .*ENOENT/ })
+  t.match(m, {
+    state: 'failed',
+    exitCode: null,
+    reason: /executable not found: gpumesh-no-such-command is not in PATH .*ENOENT/
+  })
   t.same(states(missing.placementId), ['starting', 'failed'])
   t.equal(readRecordJson(stateDir, missing.placementId).state, 'failed', 'recorded')
 
@@ -347,140 +423,209 @@ t.test('bad input: a non-uuid id or an empty command is refused, never run; a kn
 
 // ------------------------------------------------------------------ restart and recovery
 
-t.test('restart: close() leaves the workload running; a new runtime re-adopts it, sees it exit with its code', async (t) => {
-  const stateDir = scratch(t)
-  const first = runtime(t, { stateDir })
-  const a = assignment({ command: sh('echo $$ > ready; while [ ! -e go ]; do sleep 0.05; done; exit 3') })
-  await first.rt.start(a)
-  await fileIn(stateDir, a.placementId, 'ready')
-  await first.rt.close()
-  const pid = readRecordJson(stateDir, a.placementId).pid
-  // Alive now, and (below) it exits later with its own code 3: close() did not end it.
-  t.ok(alive(pid), 'still running after close()')
-  t.equal(readRecordJson(stateDir, a.placementId).state, 'running')
+t.test(
+  'restart: close() leaves the workload running; a new runtime re-adopts it, sees it exit with its code',
+  async (t) => {
+    const stateDir = scratch(t)
+    const first = runtime(t, { stateDir })
+    const a = assignment({ command: sh('echo $$ > ready; while [ ! -e go ]; do sleep 0.05; done; exit 3') })
+    await first.rt.start(a)
+    await fileIn(stateDir, a.placementId, 'ready')
+    await first.rt.close()
+    const pid = readRecordJson(stateDir, a.placementId).pid
+    // Alive now, and (below) it exits later with its own code 3: close() did not end it.
+    t.ok(alive(pid), 'still running after close()')
+    t.equal(readRecordJson(stateDir, a.placementId).state, 'running')
 
-  const second = runtime(t, { stateDir })
-  const recovered = await second.rt.recover()
-  t.same(recovered, [{ placementId: a.placementId, state: 'running', exitCode: null, reason: null }], 're-adopted as running')
-  t.same(second.rt.list(), recovered)
-  t.same(await second.rt.recover(), recovered, 'recover() again: the same answer, nothing adopted twice')
-  writeFileSync(join(pdir(stateDir, a.placementId), 'go'), '')
-  t.same(await second.until(a.placementId), { placementId: a.placementId, state: 'exited', exitCode: 3, reason: null })
-  t.same(second.states(a.placementId), ['exited'])
-  t.same(first.states(a.placementId), ['starting', 'running'], 'the closed runtime reported nothing more')
-  t.equal(readRecordJson(stateDir, a.placementId).state, 'exited')
+    const second = runtime(t, { stateDir })
+    const recovered = await second.rt.recover()
+    t.same(
+      recovered,
+      [{ placementId: a.placementId, state: 'running', exitCode: null, reason: null }],
+      're-adopted as running'
+    )
+    t.same(second.rt.list(), recovered)
+    t.same(await second.rt.recover(), recovered, 'recover() again: the same answer, nothing adopted twice')
+    writeFileSync(join(pdir(stateDir, a.placementId), 'go'), '')
+    t.same(await second.until(a.placementId), {
+      placementId: a.placementId,
+      state: 'exited',
+      exitCode: 3,
+      reason: null
+    })
+    t.same(second.states(a.placementId), ['exited'])
+    t.same(first.states(a.placementId), ['starting', 'running'], 'the closed runtime reported nothing more')
+    t.equal(readRecordJson(stateDir, a.placementId).state, 'exited')
 
-  // A third agent finds it ended and reported: known, not run again.
-  const third = runtime(t, { stateDir })
-  t.same(await third.rt.recover(), [{ placementId: a.placementId, state: 'exited', exitCode: 3, reason: null }])
-  await third.rt.start(a)
-  t.same(third.states(a.placementId), [], 'no status, no second run')
-})
+    // A third agent finds it ended and reported: known, not run again.
+    const third = runtime(t, { stateDir })
+    t.same(await third.rt.recover(), [{ placementId: a.placementId, state: 'exited', exitCode: 3, reason: null }])
+    await third.rt.start(a)
+    t.same(third.states(a.placementId), [], 'no status, no second run')
+  }
+)
 
-t.test('crash: the agent process is SIGKILLed; the workload lives on and is re-adopted, stopped or seen exiting', async (t) => {
-  const stateDir = scratch(t)
-  const a = assignment({ command: sh('echo $$ > ready; while [ ! -e go ]; do sleep 0.05; done; exit 4') })
-  const b = assignment({ command: sh('trap "echo term > got-term; exit 9" TERM; echo $$ > ready; while :; do sleep 0.05; done') })
-  // The agent: another node process, the workloads' parent until it dies.
-  const code = `
+t.test(
+  'crash: the agent process is SIGKILLed; the workload lives on and is re-adopted, stopped or seen exiting',
+  async (t) => {
+    const stateDir = scratch(t)
+    const a = assignment({ command: sh('echo $$ > ready; while [ ! -e go ]; do sleep 0.05; done; exit 4') })
+    const b = assignment({
+      command: sh('trap "echo term > got-term; exit 9" TERM; echo $$ > ready; while :; do sleep 0.05; done')
+    })
+    // The agent: another node process, the workloads' parent until it dies.
+    const code = `
     const { createRuntime } = await import(process.argv[1])
     const rt = createRuntime({ stateDir: process.argv[2] })
     for (const a of JSON.parse(process.argv[3])) await rt.start(a)
     console.log(JSON.stringify(rt.list()))
     setInterval(() => {}, 60_000)`
-  const agent = execa(process.execPath, ['--input-type=module', '-e', code, RUNTIME_JS, stateDir, JSON.stringify([a, b])], { reject: false, stdin: 'ignore' })
-  const started = await eventually('the agent to start both placements', () => agent.pid !== undefined && existsSync(join(pdir(stateDir, b.placementId), 'ready')))
-  t.ok(started)
-  await eventually('the agent to report them running', () => readRecordJson(stateDir, b.placementId).state === 'running')
-  agent.kill('SIGKILL')
-  const r = await agent
-  t.equal(r.signal, 'SIGKILL', 'the agent is gone')
-  const pidA = readRecordJson(stateDir, a.placementId).pid
-  const pidB = readRecordJson(stateDir, b.placementId).pid
-  t.ok(alive(pidA) && alive(pidB), 'the workloads outlived it')
-  t.not(readProcStat(pidA)?.pgrp, readProcStat(process.pid)?.pgrp, 'in a process group of its own')
+    const agent = execa(
+      process.execPath,
+      ['--input-type=module', '-e', code, RUNTIME_JS, stateDir, JSON.stringify([a, b])],
+      { reject: false, stdin: 'ignore' }
+    )
+    const started = await eventually(
+      'the agent to start both placements',
+      () => agent.pid !== undefined && existsSync(join(pdir(stateDir, b.placementId), 'ready'))
+    )
+    t.ok(started)
+    await eventually(
+      'the agent to report them running',
+      () => readRecordJson(stateDir, b.placementId).state === 'running'
+    )
+    agent.kill('SIGKILL')
+    const r = await agent
+    t.equal(r.signal, 'SIGKILL', 'the agent is gone')
+    const pidA = readRecordJson(stateDir, a.placementId).pid
+    const pidB = readRecordJson(stateDir, b.placementId).pid
+    t.ok(alive(pidA) && alive(pidB), 'the workloads outlived it')
+    t.not(readProcStat(pidA)?.pgrp, readProcStat(process.pid)?.pgrp, 'in a process group of its own')
 
-  const { rt, until, states } = runtime(t, { stateDir, stopGraceMs: 3_000 })
-  const recovered = await rt.recover()
-  t.same(recovered.map((s) => s.state), ['running', 'running'])
-  await rt.stop(b.placementId, 'fenced')
-  t.same(await until(b.placementId), { placementId: b.placementId, state: 'stopped', exitCode: 9, reason: 'fenced' }, 'stop works on a process we are not the parent of')
-  t.equal(readFileSync(join(pdir(stateDir, b.placementId), 'got-term'), 'utf8'), 'term\n')
-  writeFileSync(join(pdir(stateDir, a.placementId), 'go'), '')
-  t.same(await until(a.placementId), { placementId: a.placementId, state: 'exited', exitCode: 4, reason: null }, 'its exit code, read from the wrapper\'s file')
-  t.same(states(a.placementId), ['exited'])
-})
-
-t.test('recovery: ended while no runtime watched -> exited with its code, or lost without one; a reused pid is not adopted', async (t) => {
-  const stateDir = scratch(t)
-  const first = runtime(t, { stateDir })
-  const ends = assignment({ command: sh('echo $$ > ready; while [ ! -e go ]; do sleep 0.05; done; exit 5') })
-  const killed = assignment({ command: ['sleep', '60'] })
-  const reused = assignment({ command: ['sleep', '60'] })
-  const running = assignment({ command: ['sleep', '60'] })
-  for (const a of [ends, killed, reused, running]) await first.rt.start(a)
-  await fileIn(stateDir, ends.placementId, 'ready')
-  await first.rt.close()
-
-  writeFileSync(join(pdir(stateDir, ends.placementId), 'go'), '')
-  await fileIn(stateDir, ends.placementId, 'exit-code')
-  for (const a of [killed, reused]) {
-    const pid = readRecordJson(stateDir, a.placementId).pid
-    process.kill(-pid, 'SIGKILL') // no exit code can be written
-    await eventually(`${pid} to die`, () => !alive(pid))
+    const { rt, until, states } = runtime(t, { stateDir, stopGraceMs: 3_000 })
+    const recovered = await rt.recover()
+    t.same(
+      recovered.map((s) => s.state),
+      ['running', 'running']
+    )
+    await rt.stop(b.placementId, 'fenced')
+    t.same(
+      await until(b.placementId),
+      { placementId: b.placementId, state: 'stopped', exitCode: 9, reason: 'fenced' },
+      'stop works on a process we are not the parent of'
+    )
+    t.equal(readFileSync(join(pdir(stateDir, b.placementId), 'got-term'), 'utf8'), 'term\n')
+    writeFileSync(join(pdir(stateDir, a.placementId), 'go'), '')
+    t.same(
+      await until(a.placementId),
+      { placementId: a.placementId, state: 'exited', exitCode: 4, reason: null },
+      "its exit code, read from the wrapper's file"
+    )
+    t.same(states(a.placementId), ['exited'])
   }
-  // The reused pid: a live process that is not ours (the test's own, unrelated).
-  const stranger = execa('sleep', ['60'], { reject: false, detached: true, stdin: 'ignore' })
-  t.teardown(() => { stranger.kill('SIGKILL') })
-  const strangerPid = stranger.pid as number
-  const file = join(pdir(stateDir, reused.placementId), 'placement.json')
-  writeFileSync(file, JSON.stringify({ ...readRecordJson(stateDir, reused.placementId), pid: strangerPid }))
+)
 
-  const second = runtime(t, { stateDir })
-  const recovered = await second.rt.recover()
-  const byId = new Map(recovered.map((s) => [s.placementId, s]))
-  t.same(byId.get(ends.placementId), { placementId: ends.placementId, state: 'exited', exitCode: 5, reason: null })
-  t.match(byId.get(killed.placementId), { state: 'lost', exitCode: null, reason: /is gone and no exit code was recorded/ })
-  t.match(byId.get(reused.placementId), { state: 'lost', exitCode: null, reason: new RegExp(`pid ${strangerPid} now belongs to another process`) })
-  t.same(byId.get(running.placementId), { placementId: running.placementId, state: 'running', exitCode: null, reason: null })
-  t.ok(alive(strangerPid), 'the stranger was neither adopted nor signalled')
-  t.same(second.states(ends.placementId), ['exited'], 'ends found at recovery are emitted as status too')
-  t.same(second.states(running.placementId), [], 'still running: nothing changed')
-  t.equal(readRecordJson(stateDir, killed.placementId).state, 'lost', 'recorded')
+t.test(
+  'recovery: ended while no runtime watched -> exited with its code, or lost without one; a reused pid is not adopted',
+  async (t) => {
+    const stateDir = scratch(t)
+    const first = runtime(t, { stateDir })
+    const ends = assignment({ command: sh('echo $$ > ready; while [ ! -e go ]; do sleep 0.05; done; exit 5') })
+    const killed = assignment({ command: ['sleep', '60'] })
+    const reused = assignment({ command: ['sleep', '60'] })
+    const running = assignment({ command: ['sleep', '60'] })
+    for (const a of [ends, killed, reused, running]) await first.rt.start(a)
+    await fileIn(stateDir, ends.placementId, 'ready')
+    await first.rt.close()
 
-  await second.rt.stop(running.placementId, 'done')
-  t.match(await second.until(running.placementId), { state: 'stopped', exitCode: 143 })
-})
+    writeFileSync(join(pdir(stateDir, ends.placementId), 'go'), '')
+    await fileIn(stateDir, ends.placementId, 'exit-code')
+    for (const a of [killed, reused]) {
+      const pid = readRecordJson(stateDir, a.placementId).pid
+      process.kill(-pid, 'SIGKILL') // no exit code can be written
+      await eventually(`${pid} to die`, () => !alive(pid))
+    }
+    // The reused pid: a live process that is not ours (the test's own, unrelated).
+    const stranger = execa('sleep', ['60'], { reject: false, detached: true, stdin: 'ignore' })
+    t.teardown(() => {
+      stranger.kill('SIGKILL')
+    })
+    const strangerPid = stranger.pid as number
+    const file = join(pdir(stateDir, reused.placementId), 'placement.json')
+    writeFileSync(file, JSON.stringify({ ...readRecordJson(stateDir, reused.placementId), pid: strangerPid }))
 
-t.test('recovery: a stop cut short by a restart is finished; a placement recorded as starting is found by its wrapper', async (t) => {
-  const stateDir = scratch(t)
-  const first = runtime(t, { stateDir, stopGraceMs: 60_000 })
-  const stubborn = assignment({ command: sh('trap "" TERM; echo $$ > ready; while :; do sleep 0.05; done') })
-  const unrecorded = assignment({ command: sh('echo $$ > ready; while [ ! -e go ]; do sleep 0.05; done; exit 6') })
-  await first.rt.start(stubborn)
-  await first.rt.start(unrecorded)
-  await fileIn(stateDir, stubborn.placementId, 'ready')
-  await fileIn(stateDir, unrecorded.placementId, 'ready')
-  const stopping = first.rt.stop(stubborn.placementId, 'fenced')
-  await eventually('the stop to be recorded', () => readRecordJson(stateDir, stubborn.placementId).stopRequested !== null)
-  await first.rt.close()
-  await stopping // abandoned by close(), resolves
-  const pid = readRecordJson(stateDir, stubborn.placementId).pid
-  t.ok(alive(pid), 'the closed runtime did not SIGKILL it')
-  // As if the agent had died between starting the process and recording its pid.
-  const rec = readRecordJson(stateDir, unrecorded.placementId)
-  writeFileSync(join(pdir(stateDir, unrecorded.placementId), 'placement.json'), JSON.stringify({ ...rec, state: 'starting', pid: null, startTime: null, bootId: null, startedAt: null }))
+    const second = runtime(t, { stateDir })
+    const recovered = await second.rt.recover()
+    const byId = new Map(recovered.map((s) => [s.placementId, s]))
+    t.same(byId.get(ends.placementId), { placementId: ends.placementId, state: 'exited', exitCode: 5, reason: null })
+    t.match(byId.get(killed.placementId), {
+      state: 'lost',
+      exitCode: null,
+      reason: /is gone and no exit code was recorded/
+    })
+    t.match(byId.get(reused.placementId), {
+      state: 'lost',
+      exitCode: null,
+      reason: new RegExp(`pid ${strangerPid} now belongs to another process`)
+    })
+    t.same(byId.get(running.placementId), {
+      placementId: running.placementId,
+      state: 'running',
+      exitCode: null,
+      reason: null
+    })
+    t.ok(alive(strangerPid), 'the stranger was neither adopted nor signalled')
+    t.same(second.states(ends.placementId), ['exited'], 'ends found at recovery are emitted as status too')
+    t.same(second.states(running.placementId), [], 'still running: nothing changed')
+    t.equal(readRecordJson(stateDir, killed.placementId).state, 'lost', 'recorded')
 
-  const second = runtime(t, { stateDir, stopGraceMs: 300 })
-  const recovered = await second.rt.recover()
-  t.same(recovered.find((s) => s.placementId === unrecorded.placementId)?.state, 'running', 'found through its pid file and $0')
-  t.same(second.states(unrecorded.placementId), ['running'])
-  t.equal(readRecordJson(stateDir, unrecorded.placementId).pid, rec.pid)
-  t.match(await second.until(stubborn.placementId), { state: 'stopped', reason: 'fenced' }, 'the stop was finished')
-  t.notOk(alive(pid))
-  writeFileSync(join(pdir(stateDir, unrecorded.placementId), 'go'), '')
-  t.match(await second.until(unrecorded.placementId), { state: 'exited', exitCode: 6 })
-})
+    await second.rt.stop(running.placementId, 'done')
+    t.match(await second.until(running.placementId), { state: 'stopped', exitCode: 143 })
+  }
+)
+
+t.test(
+  'recovery: a stop cut short by a restart is finished; a placement recorded as starting is found by its wrapper',
+  async (t) => {
+    const stateDir = scratch(t)
+    const first = runtime(t, { stateDir, stopGraceMs: 60_000 })
+    const stubborn = assignment({ command: sh('trap "" TERM; echo $$ > ready; while :; do sleep 0.05; done') })
+    const unrecorded = assignment({ command: sh('echo $$ > ready; while [ ! -e go ]; do sleep 0.05; done; exit 6') })
+    await first.rt.start(stubborn)
+    await first.rt.start(unrecorded)
+    await fileIn(stateDir, stubborn.placementId, 'ready')
+    await fileIn(stateDir, unrecorded.placementId, 'ready')
+    const stopping = first.rt.stop(stubborn.placementId, 'fenced')
+    await eventually(
+      'the stop to be recorded',
+      () => readRecordJson(stateDir, stubborn.placementId).stopRequested !== null
+    )
+    await first.rt.close()
+    await stopping // abandoned by close(), resolves
+    const pid = readRecordJson(stateDir, stubborn.placementId).pid
+    t.ok(alive(pid), 'the closed runtime did not SIGKILL it')
+    // As if the agent had died between starting the process and recording its pid.
+    const rec = readRecordJson(stateDir, unrecorded.placementId)
+    writeFileSync(
+      join(pdir(stateDir, unrecorded.placementId), 'placement.json'),
+      JSON.stringify({ ...rec, state: 'starting', pid: null, startTime: null, bootId: null, startedAt: null })
+    )
+
+    const second = runtime(t, { stateDir, stopGraceMs: 300 })
+    const recovered = await second.rt.recover()
+    t.same(
+      recovered.find((s) => s.placementId === unrecorded.placementId)?.state,
+      'running',
+      'found through its pid file and $0'
+    )
+    t.same(second.states(unrecorded.placementId), ['running'])
+    t.equal(readRecordJson(stateDir, unrecorded.placementId).pid, rec.pid)
+    t.match(await second.until(stubborn.placementId), { state: 'stopped', reason: 'fenced' }, 'the stop was finished')
+    t.notOk(alive(pid))
+    writeFileSync(join(pdir(stateDir, unrecorded.placementId), 'go'), '')
+    t.match(await second.until(unrecorded.placementId), { state: 'exited', exitCode: 6 })
+  }
+)
 
 t.test('recovery: an unreadable record is reported lost; a record that never got a process is failed', async (t) => {
   const stateDir = scratch(t)
@@ -489,21 +634,42 @@ t.test('recovery: an unreadable record is reported lost; a record that never got
   writeFileSync(join(pdir(stateDir, broken), 'placement.json'), '{"version":')
   const never = assignment()
   mkdirSync(pdir(stateDir, never.placementId), { recursive: true })
-  writeFileSync(join(pdir(stateDir, never.placementId), 'placement.json'), JSON.stringify({
-    version: 1, assignment: never, state: 'starting', exitCode: null, reason: null, pid: null, startTime: null, bootId: null, container: null, createdAt: new Date().toISOString(), startedAt: null, endedAt: null, stopRequested: null
-  }))
+  writeFileSync(
+    join(pdir(stateDir, never.placementId), 'placement.json'),
+    JSON.stringify({
+      version: 1,
+      assignment: never,
+      state: 'starting',
+      exitCode: null,
+      reason: null,
+      pid: null,
+      startTime: null,
+      bootId: null,
+      container: null,
+      createdAt: new Date().toISOString(),
+      startedAt: null,
+      endedAt: null,
+      stopRequested: null
+    })
+  )
   mkdirSync(join(stateDir, 'placements', 'not-a-placement'))
   const { rt } = runtime(t, { stateDir })
   const recovered = await rt.recover()
-  t.match(recovered.find((s) => s.placementId === broken), { state: 'lost', reason: /unreadable placement.json/ })
-  t.match(recovered.find((s) => s.placementId === never.placementId), { state: 'failed', reason: /never ran/ })
+  t.match(
+    recovered.find((s) => s.placementId === broken),
+    { state: 'lost', reason: /unreadable placement.json/ }
+  )
+  t.match(
+    recovered.find((s) => s.placementId === never.placementId),
+    { state: 'failed', reason: /never ran/ }
+  )
   t.equal(recovered.length, 2)
 })
 
 // ------------------------------------------------------------------ docker
 
 /** Parses one line of the double's log: shell-quoted arguments. */
-function parseQuoted (line: string): string[] {
+function parseQuoted(line: string): string[] {
   const out: string[] = []
   let cur: string | null = null
   for (let i = 0; i < line.length; i++) {
@@ -525,7 +691,7 @@ function parseQuoted (line: string): string[] {
   return out
 }
 
-function dockerDouble (t: Test, stateDir: string) {
+function dockerDouble(t: Test, stateDir: string) {
   const state = join(stateDir, 'docker')
   mkdirSync(state)
   const log = join(stateDir, 'docker.log')
@@ -535,7 +701,7 @@ function dockerDouble (t: Test, stateDir: string) {
     delete process.env.DOCKER_DOUBLE_STATE
     delete process.env.DOCKER_DOUBLE_LOG
   })
-  return { calls: () => existsSync(log) ? readFileSync(log, 'utf8').split('\n').slice(0, -1).map(parseQuoted) : [] }
+  return { calls: () => (existsSync(log) ? readFileSync(log, 'utf8').split('\n').slice(0, -1).map(parseQuoted) : []) }
 }
 
 t.test('docker: exact docker run argv, env in the container, exit code', async (t) => {
@@ -544,49 +710,95 @@ t.test('docker: exact docker run argv, env in the container, exit code', async (
   const { rt, states, until } = runtime(t, { stateDir, docker: DOCKER_DOUBLE })
   const a = assignment({
     gpus: [2, 3],
-    run: { driver: 'docker', image: 'registry.example/llm:1.2', command: ['sh', '-c', 'env | sort; exit 4'], env: { HF_HOME: '/data/hf', QUOTED: "it's \"x\"" } },
+    run: {
+      driver: 'docker',
+      image: 'registry.example/llm:1.2',
+      command: ['sh', '-c', 'env | sort; exit 4'],
+      env: { HF_HOME: '/data/hf', QUOTED: 'it\'s "x"' }
+    },
     env: { GPUMESH_RANK: '0', GPUMESH_WORLD_SIZE: '2', MASTER_ADDR: '10.0.0.1', MASTER_PORT: '29500' }
   })
   await rt.start(a)
-  t.same(await until(a.placementId), { placementId: a.placementId, state: 'exited', exitCode: 4, reason: null }, "the container's exit code")
+  t.same(
+    await until(a.placementId),
+    { placementId: a.placementId, state: 'exited', exitCode: 4, reason: null },
+    "the container's exit code"
+  )
   t.same(states(a.placementId), ['starting', 'running', 'exited'])
   const name = `gpumesh-${a.placementId}`
-  t.same(docker.calls(), [[
-    'run', '--rm', '--name', name, '--gpus', '"device=2,3"',
-    '-e', 'CUDA_VISIBLE_DEVICES=0,1',
-    '-e', 'NVIDIA_VISIBLE_DEVICES=2,3',
-    '-e', 'CUDA_DEVICE_ORDER=PCI_BUS_ID',
-    '-e', `GPUMESH_WORKLOAD=${a.workloadName}`,
-    '-e', `GPUMESH_PLACEMENT_ID=${a.placementId}`,
-    '-e', 'HF_HOME=/data/hf',
-    '-e', 'QUOTED=it\'s "x"',
-    '-e', 'GPUMESH_RANK=0',
-    '-e', 'GPUMESH_WORLD_SIZE=2',
-    '-e', 'MASTER_ADDR=10.0.0.1',
-    '-e', 'MASTER_PORT=29500',
-    'registry.example/llm:1.2', 'sh', '-c', 'env | sort; exit 4'
-  ]], 'docker run argv, with --gpus in double quotes')
-  const env = readLog(stateDir, a.placementId).split('\n').filter((l) => l !== '' && !l.startsWith('PWD=') && !l.startsWith('PATH='))
-  t.same(env, [
-    'CUDA_DEVICE_ORDER=PCI_BUS_ID',
-    'CUDA_VISIBLE_DEVICES=0,1',
-    `GPUMESH_PLACEMENT_ID=${a.placementId}`,
-    'GPUMESH_RANK=0',
-    `GPUMESH_WORKLOAD=${a.workloadName}`,
-    'GPUMESH_WORLD_SIZE=2',
-    'HF_HOME=/data/hf',
-    'MASTER_ADDR=10.0.0.1',
-    'MASTER_PORT=29500',
-    'NVIDIA_VISIBLE_DEVICES=2,3',
-    'QUOTED=it\'s "x"'
-  ], "the container's environment: the placement's variables, nothing of the agent's")
+  t.same(
+    docker.calls(),
+    [
+      [
+        'run',
+        '--rm',
+        '--name',
+        name,
+        '--gpus',
+        '"device=2,3"',
+        '-e',
+        'CUDA_VISIBLE_DEVICES=0,1',
+        '-e',
+        'NVIDIA_VISIBLE_DEVICES=2,3',
+        '-e',
+        'CUDA_DEVICE_ORDER=PCI_BUS_ID',
+        '-e',
+        `GPUMESH_WORKLOAD=${a.workloadName}`,
+        '-e',
+        `GPUMESH_PLACEMENT_ID=${a.placementId}`,
+        '-e',
+        'HF_HOME=/data/hf',
+        '-e',
+        'QUOTED=it\'s "x"',
+        '-e',
+        'GPUMESH_RANK=0',
+        '-e',
+        'GPUMESH_WORLD_SIZE=2',
+        '-e',
+        'MASTER_ADDR=10.0.0.1',
+        '-e',
+        'MASTER_PORT=29500',
+        'registry.example/llm:1.2',
+        'sh',
+        '-c',
+        'env | sort; exit 4'
+      ]
+    ],
+    'docker run argv, with --gpus in double quotes'
+  )
+  const env = readLog(stateDir, a.placementId)
+    .split('\n')
+    .filter((l) => l !== '' && !l.startsWith('PWD=') && !l.startsWith('PATH='))
+  t.same(
+    env,
+    [
+      'CUDA_DEVICE_ORDER=PCI_BUS_ID',
+      'CUDA_VISIBLE_DEVICES=0,1',
+      `GPUMESH_PLACEMENT_ID=${a.placementId}`,
+      'GPUMESH_RANK=0',
+      `GPUMESH_WORKLOAD=${a.workloadName}`,
+      'GPUMESH_WORLD_SIZE=2',
+      'HF_HOME=/data/hf',
+      'MASTER_ADDR=10.0.0.1',
+      'MASTER_PORT=29500',
+      'NVIDIA_VISIBLE_DEVICES=2,3',
+      'QUOTED=it\'s "x"'
+    ],
+    "the container's environment: the placement's variables, nothing of the agent's"
+  )
 })
 
-t.test('docker: no GPUs -> no --gpus; docker from the options (the agent\'s --docker / GPUMESH_DOCKER)', async (t) => {
+t.test("docker: no GPUs -> no --gpus; docker from the options (the agent's --docker / GPUMESH_DOCKER)", async (t) => {
   const stateDir = scratch(t)
   const docker = dockerDouble(t, stateDir)
   const { rt, until } = runtime(t, { stateDir, docker: DOCKER_DOUBLE })
-  const a = assignment({ run: { driver: 'docker', image: 'alpine:3', command: ['sh', '-c', 'echo "[$CUDA_VISIBLE_DEVICES] [$NVIDIA_VISIBLE_DEVICES]"'] } })
+  const a = assignment({
+    run: {
+      driver: 'docker',
+      image: 'alpine:3',
+      command: ['sh', '-c', 'echo "[$CUDA_VISIBLE_DEVICES] [$NVIDIA_VISIBLE_DEVICES]"']
+    }
+  })
   await rt.start(a)
   t.match(await until(a.placementId), { state: 'exited', exitCode: 0 })
   const [call] = docker.calls()
@@ -599,11 +811,22 @@ t.test('docker: stop is docker stop -t <grace s>; a missing image or docker fail
   const stateDir = scratch(t)
   const docker = dockerDouble(t, stateDir)
   const { rt, states, until } = runtime(t, { stateDir, docker: DOCKER_DOUBLE, stopGraceMs: 1_000 })
-  const a = assignment({ run: { driver: 'docker', image: 'img', command: ['sh', '-c', 'trap "echo term; exit 0" TERM; echo up; while :; do sleep 0.05; done'] } })
+  const a = assignment({
+    run: {
+      driver: 'docker',
+      image: 'img',
+      command: ['sh', '-c', 'trap "echo term; exit 0" TERM; echo up; while :; do sleep 0.05; done']
+    }
+  })
   await rt.start(a)
   await eventually('the container to be up', () => readLog(stateDir, a.placementId) === 'up\n')
   await rt.stop(a.placementId, 'workload deleted')
-  t.same(await until(a.placementId), { placementId: a.placementId, state: 'stopped', exitCode: 0, reason: 'workload deleted' })
+  t.same(await until(a.placementId), {
+    placementId: a.placementId,
+    state: 'stopped',
+    exitCode: 0,
+    reason: 'workload deleted'
+  })
   t.same(states(a.placementId), ['starting', 'running', 'stopped'])
   t.same(docker.calls().slice(1), [['stop', '-t', '1', `gpumesh-${a.placementId}`]])
   t.equal(readLog(stateDir, a.placementId), 'up\nterm\n', 'the container got SIGTERM')
@@ -611,7 +834,11 @@ t.test('docker: stop is docker stop -t <grace s>; a missing image or docker fail
   const before = docker.calls().length
   const noImage = assignment({ run: { driver: 'docker', command: ['serve'] } })
   await rt.start(noImage)
-  t.match(await until(noImage.placementId), { state: 'failed', exitCode: null, reason: /docker driver needs run.image/ })
+  t.match(await until(noImage.placementId), {
+    state: 'failed',
+    exitCode: null,
+    reason: /docker driver needs run.image/
+  })
   const optionImage = assignment({ run: { driver: 'docker', image: '--privileged', command: ['serve'] } })
   await rt.start(optionImage)
   t.match(await until(optionImage.placementId), { state: 'failed', reason: /invalid run.image/ })
@@ -627,14 +854,20 @@ t.test('docker: stop falls back to the client when docker stop fails', async (t)
   const stateDir = scratch(t)
   dockerDouble(t, stateDir)
   const { rt, until } = runtime(t, { stateDir, docker: DOCKER_DOUBLE, stopGraceMs: 1_000 })
-  const a = assignment({ run: { driver: 'docker', image: 'img', command: ['sh', '-c', 'echo up; while :; do sleep 0.05; done'] } })
+  const a = assignment({
+    run: { driver: 'docker', image: 'img', command: ['sh', '-c', 'echo up; while :; do sleep 0.05; done'] }
+  })
   await rt.start(a)
   await eventually('the container to be up', () => readLog(stateDir, a.placementId) === 'up\n')
   // The daemon "forgets" the container: docker stop says no such container.
   const pidFile = join(stateDir, 'docker', `gpumesh-${a.placementId}.pid`)
   const container = readFileSync(pidFile, 'utf8')
   rmSync(pidFile)
-  t.teardown(() => { try { process.kill(-Number(container), 'SIGKILL') } catch {} })
+  t.teardown(() => {
+    try {
+      process.kill(-Number(container), 'SIGKILL')
+    } catch {}
+  })
   await rt.stop(a.placementId, 'drain')
   t.match(await until(a.placementId), { state: 'stopped', reason: 'drain' })
   t.notOk(alive(Number(readRecordJson(stateDir, a.placementId).pid)), 'the client is gone')
@@ -645,7 +878,13 @@ t.test('docker: after a restart, a container whose client died is watched throug
   const docker = dockerDouble(t, stateDir)
   const first = runtime(t, { stateDir, docker: DOCKER_DOUBLE })
   const go = join(stateDir, 'go')
-  const a = assignment({ run: { driver: 'docker', image: 'img', command: ['sh', '-c', `echo up; while [ ! -e ${go} ]; do sleep 0.05; done; exit 7`] } })
+  const a = assignment({
+    run: {
+      driver: 'docker',
+      image: 'img',
+      command: ['sh', '-c', `echo up; while [ ! -e ${go} ]; do sleep 0.05; done; exit 7`]
+    }
+  })
   const live = assignment({ run: { driver: 'docker', image: 'img', command: ['sleep', '60'] } })
   await first.rt.start(a)
   await first.rt.start(live)
@@ -657,12 +896,30 @@ t.test('docker: after a restart, a container whose client died is watched throug
 
   const second = runtime(t, { stateDir, docker: DOCKER_DOUBLE, stopGraceMs: 1_000 })
   const recovered = await second.rt.recover()
-  t.same(recovered.map((s) => s.state), ['running', 'running'])
-  t.ok(docker.calls().some((c) => c[0] === 'inspect' && c.includes(`gpumesh-${a.placementId}`)), 'asked docker about the container')
-  t.notOk(docker.calls().some((c) => c[0] === 'inspect' && c.includes(`gpumesh-${live.placementId}`)), 'not about the one whose client lives')
-  t.ok(await eventually('docker wait', () => docker.calls().some((c) => c[0] === 'wait' && c[1] === `gpumesh-${a.placementId}`)), 'watching it with docker wait')
+  t.same(
+    recovered.map((s) => s.state),
+    ['running', 'running']
+  )
+  t.ok(
+    docker.calls().some((c) => c[0] === 'inspect' && c.includes(`gpumesh-${a.placementId}`)),
+    'asked docker about the container'
+  )
+  t.notOk(
+    docker.calls().some((c) => c[0] === 'inspect' && c.includes(`gpumesh-${live.placementId}`)),
+    'not about the one whose client lives'
+  )
+  t.ok(
+    await eventually('docker wait', () =>
+      docker.calls().some((c) => c[0] === 'wait' && c[1] === `gpumesh-${a.placementId}`)
+    ),
+    'watching it with docker wait'
+  )
   writeFileSync(go, '')
   t.same(await second.until(a.placementId), { placementId: a.placementId, state: 'exited', exitCode: 7, reason: null })
   await second.rt.stop(live.placementId, 'bye')
-  t.match(await second.until(live.placementId), { state: 'stopped', exitCode: 143, reason: 'bye' }, 'a re-adopted client is stopped with docker stop')
+  t.match(
+    await second.until(live.placementId),
+    { state: 'stopped', exitCode: 143, reason: 'bye' },
+    'a re-adopted client is stopped with docker stop'
+  )
 })

@@ -8,8 +8,10 @@ import { SnapshotIndex } from '../coordinator/scheduler/host-index.js'
 import { placeOn } from '../coordinator/scheduler/place.js'
 import type { Decision, SchedHost } from '../coordinator/scheduler/types.js'
 
-function fingerprint (d: Decision, hosts: Map<string, SchedHost>, index: SnapshotIndex): string {
-  const parts = d.assignments.map((a) => `${hosts.get(a.hostId)?.pool}:${a.gpus.length}:left=${index.free(a.hostId)?.size}`)
+function fingerprint(d: Decision, hosts: Map<string, SchedHost>, index: SnapshotIndex): string {
+  const parts = d.assignments.map(
+    (a) => `${hosts.get(a.hostId)?.pool}:${a.gpus.length}:left=${index.free(a.hostId)?.size}`
+  )
   return `${parts.sort().join(',')}|${d.reason ?? ''}`
 }
 
@@ -30,14 +32,18 @@ t.test('an index updated in place decides like a fresh one', async (t) => {
       live.upsert(copy)
       hosts.set(copy.id, copy)
     } else if (hosts.has(victim.id)) {
-      const changed: SchedHost = { ...victim, schedulable: random() > 0.1, free: new Set(victim.gpus.map((g) => g.index).filter(() => random() > 0.4)) }
+      const changed: SchedHost = {
+        ...victim,
+        schedulable: random() > 0.1,
+        free: new Set(victim.gpus.map((g) => g.index).filter(() => random() > 0.4))
+      }
       live.upsert(changed)
       hosts.set(changed.id, changed)
     }
   }
   const fresh = new SnapshotIndex({ hosts: [...hosts.values()] })
   const stream = buildWorkloads(600, 13, fleet.pools)
-  const differ: Array<{ workload: string, live: string, fresh: string }> = []
+  const differ: Array<{ workload: string; live: string; fresh: string }> = []
   let placed = 0
   for (const w of stream) {
     const a = fingerprint(placeOn(live, w), hosts, live)

@@ -19,23 +19,29 @@ const PCIE4 = hostShape(PCIE_4X_TOPO)
 /** A PCIe host (one NUMA node) with NVLink bridges on pairs 0-2 and 1-3: no index order to lean on. */
 const NV_PAIRS = hostShape(
   '\tGPU0\tGPU1\tGPU2\tGPU3\tCPU Affinity\tNUMA Affinity\n' +
-  'GPU0\t X \tPHB\tNV4\tPHB\t0-31\t0\n' +
-  'GPU1\tPHB\t X \tPHB\tNV4\t0-31\t0\n' +
-  'GPU2\tNV4\tPHB\t X \tPHB\t0-31\t0\n' +
-  'GPU3\tPHB\tNV4\tPHB\t X \t0-31\t0\n')
+    'GPU0\t X \tPHB\tNV4\tPHB\t0-31\t0\n' +
+    'GPU1\tPHB\t X \tPHB\tNV4\t0-31\t0\n' +
+    'GPU2\tNV4\tPHB\t X \tPHB\t0-31\t0\n' +
+    'GPU3\tPHB\tNV4\tPHB\t X \t0-31\t0\n'
+)
 
 /** PCIe distances only, NUMA unknown: GPU0 is PIX to GPU2, GPU1 PXB to GPU3, the rest further. */
 const PCIE_RANKS = hostShape(
   '\tGPU0\tGPU1\tGPU2\tGPU3\n' +
-  'GPU0\t X \tSYS\tPIX\tNODE\n' +
-  'GPU1\tSYS\t X \tNODE\tPXB\n' +
-  'GPU2\tPIX\tNODE\t X \tSYS\n' +
-  'GPU3\tNODE\tPXB\tSYS\t X \n')
+    'GPU0\t X \tSYS\tPIX\tNODE\n' +
+    'GPU1\tSYS\t X \tNODE\tPXB\n' +
+    'GPU2\tPIX\tNODE\t X \tSYS\n' +
+    'GPU3\tNODE\tPXB\tSYS\t X \n'
+)
 
 type Shape = Pick<SchedHost, 'gpus' | 'topology'>
 const RUN = { driver: 'process' as const, command: ['run'] }
 
-function host (id: string, shape: Shape, opts: { pool?: string, kind?: PoolKind, free?: number[], schedulable?: boolean } = {}): SchedHost {
+function host(
+  id: string,
+  shape: Shape,
+  opts: { pool?: string; kind?: PoolKind; free?: number[]; schedulable?: boolean } = {}
+): SchedHost {
   return {
     id,
     name: id,
@@ -48,21 +54,50 @@ function host (id: string, shape: Shape, opts: { pool?: string, kind?: PoolKind,
 }
 const taken = (shape: Shape, busy: number[]) => shape.gpus.map((g) => g.index).filter((g) => !busy.includes(g))
 
-const session = (id: string, pool: string, gpus: number): SchedWorkload =>
-  ({ id, spec: { name: id, kind: 'session', pool, gpus, run: RUN }, placedReplicas: [], usedHosts: [] })
-const recipe = (id: string, pool: string, hosts: number, gpus: number): SchedWorkload =>
-  ({ id, spec: { name: id, kind: 'recipe', pool, hosts, gpus, restart: 'never', run: RUN }, placedReplicas: [], usedHosts: [] })
-const endpoint = (id: string, pools: string[], replicas: number, gpus: number, placed: { replicas?: number[], hosts?: string[] } = {}): SchedWorkload =>
-  ({ id, spec: { name: id, kind: 'endpoint', pools, replicas, gpus, run: RUN }, placedReplicas: placed.replicas ?? [], usedHosts: placed.hosts ?? [] })
+const session = (id: string, pool: string, gpus: number): SchedWorkload => ({
+  id,
+  spec: { name: id, kind: 'session', pool, gpus, run: RUN },
+  placedReplicas: [],
+  usedHosts: []
+})
+const recipe = (id: string, pool: string, hosts: number, gpus: number): SchedWorkload => ({
+  id,
+  spec: { name: id, kind: 'recipe', pool, hosts, gpus, restart: 'never', run: RUN },
+  placedReplicas: [],
+  usedHosts: []
+})
+const endpoint = (
+  id: string,
+  pools: string[],
+  replicas: number,
+  gpus: number,
+  placed: { replicas?: number[]; hosts?: string[] } = {}
+): SchedWorkload => ({
+  id,
+  spec: { name: id, kind: 'endpoint', pools, replicas, gpus, run: RUN },
+  placedReplicas: placed.replicas ?? [],
+  usedHosts: placed.hosts ?? []
+})
 
 const where = (d: Decision) => d.assignments.map((a) => [a.replica, a.hostId, a.gpus] as const)
 
 t.test('GPU choice: NVLink pairs on a PCIe host', async (t) => {
-  t.same(NV_PAIRS.topology.nvlinkDomains, [[0, 2], [1, 3]], 'the hand-written text parses to two pairs')
+  t.same(
+    NV_PAIRS.topology.nvlinkDomains,
+    [
+      [0, 2],
+      [1, 3]
+    ],
+    'the hand-written text parses to two pairs'
+  )
   const h = host('a', NV_PAIRS)
   t.same(chooseGpus(h, 2), [0, 2], 'two GPUs: an NVLink pair, not the two lowest indices')
   t.same(chooseGpus(host('a', NV_PAIRS, { free: [1, 2, 3] }), 2), [1, 3], 'a broken pair is not used for two')
-  t.same(chooseGpus(host('a', NV_PAIRS, { free: [1, 2, 3] }), 1), [2], 'one GPU: the leftover of the broken pair (best fit keeps 1-3 whole)')
+  t.same(
+    chooseGpus(host('a', NV_PAIRS, { free: [1, 2, 3] }), 1),
+    [2],
+    'one GPU: the leftover of the broken pair (best fit keeps 1-3 whole)'
+  )
   t.same(chooseGpus(h, 3), [0, 1, 2], 'three: a pair plus one')
   t.same(chooseGpus(h, 4), [0, 1, 2, 3])
   t.equal(chooseGpus(h, 5), null, 'more than the free GPUs')
@@ -72,12 +107,27 @@ t.test('GPU choice: NVLink pairs on a PCIe host', async (t) => {
 
 t.test('GPU choice: NUMA halves of NV18 hosts (H100 SXM, A100, GB200)', async (t) => {
   t.same(H100.topology.nvlinkDomains, [[0, 1, 2, 3, 4, 5, 6, 7]], 'one NVSwitch domain')
-  t.same(H100.gpus.map((g) => g.numaNode), [0, 0, 0, 0, 1, 1, 1, 1])
+  t.same(
+    H100.gpus.map((g) => g.numaNode),
+    [0, 0, 0, 0, 1, 1, 1, 1]
+  )
   t.same(chooseGpus(host('a', H100), 4), [0, 1, 2, 3], '4 GPUs on one NUMA node')
-  t.same(chooseGpus(host('a', H100, { free: taken(H100, [1]) }), 4), [4, 5, 6, 7], 'the whole NUMA node that still has 4')
-  t.same(chooseGpus(host('a', H100, { free: taken(H100, [1]) }), 2), [0, 2], 'best fit: the fuller node, the other stays whole')
+  t.same(
+    chooseGpus(host('a', H100, { free: taken(H100, [1]) }), 4),
+    [4, 5, 6, 7],
+    'the whole NUMA node that still has 4'
+  )
+  t.same(
+    chooseGpus(host('a', H100, { free: taken(H100, [1]) }), 2),
+    [0, 2],
+    'best fit: the fuller node, the other stays whole'
+  )
   t.same(chooseGpus(host('a', H100, { free: taken(H100, [0, 1, 4]) }), 3), [5, 6, 7])
-  t.same(chooseGpus(host('a', H100, { free: taken(H100, [0, 4]) }), 5), [1, 2, 3, 5, 6], 'across nodes when no node holds the request')
+  t.same(
+    chooseGpus(host('a', H100, { free: taken(H100, [0, 4]) }), 5),
+    [1, 2, 3, 5, 6],
+    'across nodes when no node holds the request'
+  )
   t.same(chooseGpus(host('a', H100), 8), [0, 1, 2, 3, 4, 5, 6, 7])
   t.equal(gpuChoice(host('a', H100), 4)?.score, 0, 'one domain, one node: perfect')
   t.ok((gpuChoice(host('a', H100), 5)?.score ?? 0) > 0, 'five spans both nodes')
@@ -85,7 +135,11 @@ t.test('GPU choice: NUMA halves of NV18 hosts (H100 SXM, A100, GB200)', async (t
   t.same(A100.topology.nvlinkDomains, [[0, 1, 2, 3, 4, 5, 6, 7]])
   t.same(chooseGpus(host('a', A100, { free: taken(A100, [0, 5]) }), 3), [1, 2, 3])
 
-  t.same(GB200.gpus.map((g) => g.numaNode), [0, 0, 1, 1], 'GB200 tray: two GPUs per Grace')
+  t.same(
+    GB200.gpus.map((g) => g.numaNode),
+    [0, 0, 1, 1],
+    'GB200 tray: two GPUs per Grace'
+  )
   t.same(chooseGpus(host('a', GB200, { free: [1, 2, 3] }), 2), [2, 3])
   t.same(chooseGpus(host('a', GB200, { free: [1, 2, 3] }), 1), [1])
 })
@@ -93,13 +147,22 @@ t.test('GPU choice: NUMA halves of NV18 hosts (H100 SXM, A100, GB200)', async (t
 t.test('GPU choice: PCIe distance (RTX 5090 PHB, PXB pairs, unreadable cells)', async (t) => {
   t.same(RTX5090.topology.nvlinkDomains, [])
   t.same(chooseGpus(host('a', RTX5090), 2), [0, 1])
-  t.ok((gpuChoice(host('a', RTX5090), 2)?.score ?? 0) > (gpuChoice(host('a', GB200), 2)?.score ?? Infinity), 'PHB scores worse than NVLink')
+  t.ok(
+    (gpuChoice(host('a', RTX5090), 2)?.score ?? 0) > (gpuChoice(host('a', GB200), 2)?.score ?? Infinity),
+    'PHB scores worse than NVLink'
+  )
   t.same(chooseGpus(host('a', PCIE4), 2), [0, 1], 'the PXB pair of one NUMA node')
   t.same(chooseGpus(host('a', PCIE4, { free: [1, 2, 3] }), 2), [2, 3])
   t.same(chooseGpus(host('a', PCIE_RANKS), 2), [0, 2], 'PIX beats PXB beats NODE beats SYS')
   t.same(chooseGpus(host('a', PCIE_RANKS, { free: [1, 2, 3] }), 2), [1, 3], 'PXB')
   t.same(chooseGpus(host('a', PCIE_RANKS, { free: [1, 2] }), 2), [1, 2])
-  const damaged = { ...PCIE_RANKS, topology: { ...PCIE_RANKS.topology, matrix: PCIE_RANKS.topology.matrix.map((row) => row.map((c) => (c === 'PIX' ? null : c))) } }
+  const damaged = {
+    ...PCIE_RANKS,
+    topology: {
+      ...PCIE_RANKS.topology,
+      matrix: PCIE_RANKS.topology.matrix.map((row) => row.map((c) => (c === 'PIX' ? null : c)))
+    }
+  }
   t.same(chooseGpus(host('a', damaged), 2), [1, 3], 'an unreadable cell counts as SYS')
   t.same(chooseGpus(host('a', PCIE_RANKS, { free: [] }), 0), [])
 })
@@ -111,17 +174,37 @@ t.test('GPU choice: deterministic on a 72-GPU host', async (t) => {
   const b = chooseGpus(host72(), 40)
   t.same(a, b, 'same input, same output')
   t.equal(a?.length, 40)
-  const nvl = { ...big, free: new Set(big.gpus.map((g) => g.index)), topology: { ...big.topology, nvlinkDomains: [big.gpus.map((g) => g.index)] } }
-  t.same(chooseGpus(nvl, 18), Array.from({ length: 18 }, (_, i) => i), 'one domain: the first NUMA node')
+  const nvl = {
+    ...big,
+    free: new Set(big.gpus.map((g) => g.index)),
+    topology: { ...big.topology, nvlinkDomains: [big.gpus.map((g) => g.index)] }
+  }
+  t.same(
+    chooseGpus(nvl, 18),
+    Array.from({ length: 18 }, (_, i) => i),
+    'one domain: the first NUMA node'
+  )
 })
 
 t.test('best fit across hosts: fewest free left, then topology, then id', async (t) => {
-  const snap: Snapshot = { hosts: [host('a', H100), host('b', H100, { free: [5, 6, 7] }), host('c', H100, { free: taken(H100, [0]) })] }
+  const snap: Snapshot = {
+    hosts: [host('a', H100), host('b', H100, { free: [5, 6, 7] }), host('c', H100, { free: taken(H100, [0]) })]
+  }
   t.same(where(decide(session('s', 'p', 2), snap)), [[0, 'b', [5, 6]]], 'the fullest host that fits')
   t.same(where(decide(session('s', 'p', 4), snap)), [[0, 'c', [4, 5, 6, 7]]])
   t.same(where(decide(session('s', 'p', 8), snap)), [[0, 'a', [0, 1, 2, 3, 4, 5, 6, 7]]])
-  const tie: Snapshot = { hosts: [host('a', H100, { free: [0, 1, 4, 5] }), host('b', H100, { free: [4, 5, 6, 7] }), host('c', H100, { free: [0, 1, 2, 3] })] }
-  t.same(where(decide(session('s', 'p', 4), tie)), [[0, 'b', [4, 5, 6, 7]]], 'same free count: one NUMA node beats the lower id')
+  const tie: Snapshot = {
+    hosts: [
+      host('a', H100, { free: [0, 1, 4, 5] }),
+      host('b', H100, { free: [4, 5, 6, 7] }),
+      host('c', H100, { free: [0, 1, 2, 3] })
+    ]
+  }
+  t.same(
+    where(decide(session('s', 'p', 4), tie)),
+    [[0, 'b', [4, 5, 6, 7]]],
+    'same free count: one NUMA node beats the lower id'
+  )
   t.same(where(decide(session('s', 'p', 1), tie)), [[0, 'a', [0]]], 'same score: lower id')
 })
 
@@ -133,32 +216,95 @@ t.test('endpoints: spread, co-location as a last resort, two pools, partial plac
       host('b1', GB200, { pool: 'b', kind: 'static' })
     ]
   }
-  t.same(where(decide(endpoint('e', ['a'], 2, 2), snap)), [[0, 'a2', [0, 1]], [1, 'a1', [0, 1]]], 'one replica per host')
-  t.same(where(decide(endpoint('e', ['a'], 3, 2), snap)), [[0, 'a2', [0, 1]], [1, 'a1', [0, 1]], [2, 'a2', [2, 3]]], 'co-located once every host has one')
-  t.same(where(decide(endpoint('e', ['a', 'b'], 3, 2), snap)), [[0, 'a2', [0, 1]], [1, 'a1', [0, 1]], [2, 'b1', [0, 1]]], 'a fresh host of the next pool before co-locating')
-  t.same(where(decide(endpoint('e', ['b', 'a'], 2, 2), snap)), [[0, 'b1', [0, 1]], [1, 'a2', [0, 1]]], 'pools in the order given')
-  t.same(where(decide(endpoint('e', ['a'], 2, 4, { replicas: [0], hosts: ['a2'] }), snap)), [[1, 'a1', [0, 1, 2, 3]]], 'only the missing replicas, away from used hosts')
-  t.same(decide(endpoint('e', ['a'], 2, 4, { replicas: [0, 1], hosts: ['a2', 'a1'] }), snap), { workloadId: 'e', assignments: [], reason: null }, 'nothing missing')
+  t.same(
+    where(decide(endpoint('e', ['a'], 2, 2), snap)),
+    [
+      [0, 'a2', [0, 1]],
+      [1, 'a1', [0, 1]]
+    ],
+    'one replica per host'
+  )
+  t.same(
+    where(decide(endpoint('e', ['a'], 3, 2), snap)),
+    [
+      [0, 'a2', [0, 1]],
+      [1, 'a1', [0, 1]],
+      [2, 'a2', [2, 3]]
+    ],
+    'co-located once every host has one'
+  )
+  t.same(
+    where(decide(endpoint('e', ['a', 'b'], 3, 2), snap)),
+    [
+      [0, 'a2', [0, 1]],
+      [1, 'a1', [0, 1]],
+      [2, 'b1', [0, 1]]
+    ],
+    'a fresh host of the next pool before co-locating'
+  )
+  t.same(
+    where(decide(endpoint('e', ['b', 'a'], 2, 2), snap)),
+    [
+      [0, 'b1', [0, 1]],
+      [1, 'a2', [0, 1]]
+    ],
+    'pools in the order given'
+  )
+  t.same(
+    where(decide(endpoint('e', ['a'], 2, 4, { replicas: [0], hosts: ['a2'] }), snap)),
+    [[1, 'a1', [0, 1, 2, 3]]],
+    'only the missing replicas, away from used hosts'
+  )
+  t.same(
+    decide(endpoint('e', ['a'], 2, 4, { replicas: [0, 1], hosts: ['a2', 'a1'] }), snap),
+    { workloadId: 'e', assignments: [], reason: null },
+    'nothing missing'
+  )
 
   const partial = decide(endpoint('e', ['a', 'b'], 5, 4), snap)
-  t.same(where(partial), [[0, 'a2', [0, 1, 2, 3]], [1, 'a1', [0, 1, 2, 3]], [2, 'b1', [0, 1, 2, 3]], [3, 'a1', [4, 5, 6, 7]]])
-  t.equal(partial.reason, '4 of 5 replicas placed; pool a: 2 hosts, no free GPU, need 4; pool b: 1 host, no free GPU, need 4')
-  const none = decide(endpoint('e', ['a'], 1, 8), { hosts: [host('a2', H100, { pool: 'a', kind: 'inference', free: [0, 1, 2, 3] })] })
+  t.same(where(partial), [
+    [0, 'a2', [0, 1, 2, 3]],
+    [1, 'a1', [0, 1, 2, 3]],
+    [2, 'b1', [0, 1, 2, 3]],
+    [3, 'a1', [4, 5, 6, 7]]
+  ])
+  t.equal(
+    partial.reason,
+    '4 of 5 replicas placed; pool a: 2 hosts, no free GPU, need 4; pool b: 1 host, no free GPU, need 4'
+  )
+  const none = decide(endpoint('e', ['a'], 1, 8), {
+    hosts: [host('a2', H100, { pool: 'a', kind: 'inference', free: [0, 1, 2, 3] })]
+  })
   t.same(none.assignments, [])
   t.equal(none.reason, '0 of 1 replicas placed; pool a: 1 host, largest free block 4 GPUs, need 8')
 })
 
 t.test('pool kinds: endpoints on inference/static, recipes on training/static, sessions anywhere', async (t) => {
   const snap: Snapshot = {
-    hosts: [host('i', GB200, { pool: 'inf', kind: 'inference' }), host('t', GB200, { pool: 'train', kind: 'training' }), host('s', GB200, { pool: 'stat', kind: 'static' })]
+    hosts: [
+      host('i', GB200, { pool: 'inf', kind: 'inference' }),
+      host('t', GB200, { pool: 'train', kind: 'training' }),
+      host('s', GB200, { pool: 'stat', kind: 'static' })
+    ]
   }
-  t.equal(decide(endpoint('e', ['train'], 1, 1), snap).reason, '0 of 1 replicas placed; pool train is a training pool; endpoints run on inference or static pools')
-  t.same(where(decide(endpoint('e', ['train', 'inf'], 1, 1), snap)), [[0, 'i', [0]]], 'a training pool in the list is skipped')
+  t.equal(
+    decide(endpoint('e', ['train'], 1, 1), snap).reason,
+    '0 of 1 replicas placed; pool train is a training pool; endpoints run on inference or static pools'
+  )
+  t.same(
+    where(decide(endpoint('e', ['train', 'inf'], 1, 1), snap)),
+    [[0, 'i', [0]]],
+    'a training pool in the list is skipped'
+  )
   t.same(where(decide(endpoint('e', ['stat'], 1, 1), snap)), [[0, 's', [0]]])
-  t.equal(decide(recipe('r', 'inf', 1, 1), snap).reason, 'pool inf is an inference pool; recipes run on training or static pools')
+  t.equal(
+    decide(recipe('r', 'inf', 1, 1), snap).reason,
+    'pool inf is an inference pool; recipes run on training or static pools'
+  )
   t.same(where(decide(recipe('r', 'train', 1, 1), snap)), [[0, 't', [0]]])
   t.same(where(decide(recipe('r', 'stat', 1, 1), snap)), [[0, 's', [0]]])
-  for (const pool of ['inf', 'train', 'stat']) t.equal(decide(session('x', pool, 1), snap).reason, null, `session on ${pool}`)
+  for (const pool of ['inf', 'train', 'stat'])
+    t.equal(decide(session('x', pool, 1), snap).reason, null, `session on ${pool}`)
 })
 
 t.test('recipes: a gang of distinct hosts, ranks as replicas, all or nothing', async (t) => {
@@ -169,32 +315,59 @@ t.test('recipes: a gang of distinct hosts, ranks as replicas, all or nothing', a
       host('h3', H100, { pool: 'train', kind: 'training' })
     ]
   }
-  t.same(where(decide(recipe('r', 'train', 2, 8), snap)), [[0, 'h1', [0, 1, 2, 3, 4, 5, 6, 7]], [1, 'h3', [0, 1, 2, 3, 4, 5, 6, 7]]])
-  t.same(where(decide(recipe('r', 'train', 3, 4), snap)), [[0, 'h2', [0, 1, 2, 3]], [1, 'h1', [0, 1, 2, 3]], [2, 'h3', [0, 1, 2, 3]]])
+  t.same(where(decide(recipe('r', 'train', 2, 8), snap)), [
+    [0, 'h1', [0, 1, 2, 3, 4, 5, 6, 7]],
+    [1, 'h3', [0, 1, 2, 3, 4, 5, 6, 7]]
+  ])
+  t.same(where(decide(recipe('r', 'train', 3, 4), snap)), [
+    [0, 'h2', [0, 1, 2, 3]],
+    [1, 'h1', [0, 1, 2, 3]],
+    [2, 'h3', [0, 1, 2, 3]]
+  ])
   const short = decide(recipe('r', 'train', 3, 8), snap)
   t.same(short, { workloadId: 'r', assignments: [], reason: 'pool train: 2 hosts with 8 free GPUs, need 3' })
   t.equal(decide(recipe('r', 'train', 4, 1), snap).reason, 'pool train: 3 hosts in all, the gang needs 4')
   const [gang, after] = scheduleAll([recipe('r', 'train', 3, 8), session('s', 'train', 8)], snap)
   t.same(gang?.assignments, [], 'the gang took nothing')
   t.same(where(after as Decision), [[0, 'h1', [0, 1, 2, 3, 4, 5, 6, 7]]], 'so the next workload finds the hosts free')
-  t.same(where(decide({ ...recipe('r', 'train', 2, 8), placedReplicas: [0], usedHosts: ['h1'] }, snap)), [[1, 'h3', [0, 1, 2, 3, 4, 5, 6, 7]]], 'a missing rank joins away from the others')
+  t.same(
+    where(decide({ ...recipe('r', 'train', 2, 8), placedReplicas: [0], usedHosts: ['h1'] }, snap)),
+    [[1, 'h3', [0, 1, 2, 3, 4, 5, 6, 7]]],
+    'a missing rank joins away from the others'
+  )
 })
 
 t.test('sessions: one host, replica 0', async (t) => {
   const snap: Snapshot = { hosts: [host('a', GB200, { free: [0, 1] }), host('b', GB200, { free: [2, 3] })] }
   t.same(where(decide(session('s', 'p', 2), snap)), [[0, 'a', [0, 1]]])
-  t.equal(decide(session('s', 'p', 3), snap).reason, 'pool p: 2 hosts, largest free block 2 GPUs, need 3', 'never split over hosts')
-  t.same(decide({ ...session('s', 'p', 1), placedReplicas: [0], usedHosts: ['a'] }, snap), { workloadId: 's', assignments: [], reason: null })
+  t.equal(
+    decide(session('s', 'p', 3), snap).reason,
+    'pool p: 2 hosts, largest free block 2 GPUs, need 3',
+    'never split over hosts'
+  )
+  t.same(decide({ ...session('s', 'p', 1), placedReplicas: [0], usedHosts: ['a'] }, snap), {
+    workloadId: 's',
+    assignments: [],
+    reason: null
+  })
 })
 
 t.test('unschedulable hosts get nothing', async (t) => {
   const snap: Snapshot = { hosts: [host('a', H100, { schedulable: false }), host('b', H100, { free: [0] })] }
   t.same(where(decide(session('s', 'p', 1), snap)), [[0, 'b', [0]]])
-  t.equal(decide(session('s', 'p', 2), snap).reason, 'pool p: 1 host (and 1 unschedulable), largest free block 1 GPU, need 2')
+  t.equal(
+    decide(session('s', 'p', 2), snap).reason,
+    'pool p: 1 host (and 1 unschedulable), largest free block 1 GPU, need 2'
+  )
   const down: Snapshot = { hosts: [host('a', H100, { schedulable: false }), host('b', H100, { schedulable: false })] }
-  t.equal(decide(session('s', 'p', 1), down).reason, 'pool p: all 2 hosts are unschedulable (cordoned, draining, suspect, down or quarantined)')
-  t.equal(decide(session('s', 'p', 1), { hosts: [host('a', H100, { schedulable: false })] }).reason,
-    'pool p: its only host is unschedulable (cordoned, draining, suspect, down or quarantined)')
+  t.equal(
+    decide(session('s', 'p', 1), down).reason,
+    'pool p: all 2 hosts are unschedulable (cordoned, draining, suspect, down or quarantined)'
+  )
+  t.equal(
+    decide(session('s', 'p', 1), { hosts: [host('a', H100, { schedulable: false })] }).reason,
+    'pool p: its only host is unschedulable (cordoned, draining, suspect, down or quarantined)'
+  )
   t.same(scheduleAll([session('s', 'p', 1)], down)[0]?.assignments, [])
 })
 
@@ -207,13 +380,27 @@ t.test('reasons name the pool and the numbers', async (t) => {
       host('l', PCIE4, { pool: 'l40s-48gb-4x-pcie' })
     ]
   }
-  t.equal(decide(session('s', 'h100-80gb-8x-nvlink', 8), snap).reason, 'pool h100-80gb-8x-nvlink: 3 hosts, largest free block 4 GPUs, need 8')
+  t.equal(
+    decide(session('s', 'h100-80gb-8x-nvlink', 8), snap).reason,
+    'pool h100-80gb-8x-nvlink: 3 hosts, largest free block 4 GPUs, need 8'
+  )
   t.equal(decide(session('s', 'nope', 1), snap).reason, 'pool nope: no such pool (no host has joined it)')
-  t.equal(decide(session('s', 'l40s-48gb-4x-pcie', 8), snap).reason, 'pool l40s-48gb-4x-pcie: its largest host has 4 GPUs, need 8')
-  t.equal(decide(recipe('r', 'h100-80gb-8x-nvlink', 2, 4), snap).reason, 'pool h100-80gb-8x-nvlink: 1 host with 4 free GPUs, need 2')
-  t.equal(decide(recipe('r', 'h100-80gb-8x-nvlink', 2, 8), snap).reason, 'pool h100-80gb-8x-nvlink: 3 hosts, largest free block 4 GPUs, need 2 hosts with 8')
-  t.equal(decide(endpoint('e', ['nope', 'l40s-48gb-4x-pcie'], 1, 8), snap).reason,
-    '0 of 1 replicas placed; pool nope: no such pool (no host has joined it); pool l40s-48gb-4x-pcie: its largest host has 4 GPUs, need 8')
+  t.equal(
+    decide(session('s', 'l40s-48gb-4x-pcie', 8), snap).reason,
+    'pool l40s-48gb-4x-pcie: its largest host has 4 GPUs, need 8'
+  )
+  t.equal(
+    decide(recipe('r', 'h100-80gb-8x-nvlink', 2, 4), snap).reason,
+    'pool h100-80gb-8x-nvlink: 1 host with 4 free GPUs, need 2'
+  )
+  t.equal(
+    decide(recipe('r', 'h100-80gb-8x-nvlink', 2, 8), snap).reason,
+    'pool h100-80gb-8x-nvlink: 3 hosts, largest free block 4 GPUs, need 2 hosts with 8'
+  )
+  t.equal(
+    decide(endpoint('e', ['nope', 'l40s-48gb-4x-pcie'], 1, 8), snap).reason,
+    '0 of 1 replicas placed; pool nope: no such pool (no host has joined it); pool l40s-48gb-4x-pcie: its largest host has 4 GPUs, need 8'
+  )
 })
 
 t.test('decide looks, applyDecision takes', async (t) => {
@@ -230,7 +417,14 @@ t.test('decide looks, applyDecision takes', async (t) => {
   t.same([...(snap.hosts[1] as SchedHost).free], [])
   t.throws(() => applyDecision(snap, d), /GPU 0 of host b is not free/, 'a stale decision is refused')
   t.throws(() => applyDecision(index, d), /not free/)
-  const halfStale: Decision = { workloadId: 'x', assignments: [{ hostId: 'a', gpus: [7], replica: 0 }, { hostId: 'b', gpus: [0], replica: 1 }], reason: null }
+  const halfStale: Decision = {
+    workloadId: 'x',
+    assignments: [
+      { hostId: 'a', gpus: [7], replica: 0 },
+      { hostId: 'b', gpus: [0], replica: 1 }
+    ],
+    reason: null
+  }
   t.throws(() => applyDecision(snap, halfStale), /GPU 0 of host b/)
   t.ok((snap.hosts[0] as SchedHost).free.has(7), 'a stale decision changes nothing, not even its valid part')
 })
@@ -241,16 +435,22 @@ t.test('scheduleAll never assigns a GPU twice and keeps every rule (seeded rando
     const workloads = buildWorkloads(1200, seed * 7, fleet.pools)
     const decisions = scheduleAll(workloads, fleet)
     const problems = check(fleet, workloads, decisions)
-    t.same(problems.slice(0, 5), [], `seed ${seed}: ${decisions.filter((d) => d.reason === null).length} of ${workloads.length} placed`)
+    t.same(
+      problems.slice(0, 5),
+      [],
+      `seed ${seed}: ${decisions.filter((d) => d.reason === null).length} of ${workloads.length} placed`
+    )
   }
 })
 
 t.test('the index picks what a plain scan of the hosts would pick', async (t) => {
   const fleet = buildFleet(200, 11)
   // Workloads with a single placement in a single pool: the scan below is the whole rule for them.
-  const single = (w: SchedWorkload): { pool: string, gpus: number } | null =>
-    w.spec.kind === 'session' || (w.spec.kind === 'recipe' && w.spec.hosts === 1) ? { pool: w.spec.pool, gpus: w.spec.gpus }
-      : w.spec.kind === 'endpoint' && w.spec.replicas === 1 && w.spec.pools.length === 1 ? { pool: w.spec.pools[0] as string, gpus: w.spec.gpus }
+  const single = (w: SchedWorkload): { pool: string; gpus: number } | null =>
+    w.spec.kind === 'session' || (w.spec.kind === 'recipe' && w.spec.hosts === 1)
+      ? { pool: w.spec.pool, gpus: w.spec.gpus }
+      : w.spec.kind === 'endpoint' && w.spec.replicas === 1 && w.spec.pools.length === 1
+        ? { pool: w.spec.pools[0] as string, gpus: w.spec.gpus }
         : null
   const workloads = buildWorkloads(1500, 12, fleet.pools).filter((w) => single(w) !== null)
   const naive = new Map(fleet.hosts.map((h) => [h.id, { ...h, free: new Set(h.free) }]))
@@ -258,14 +458,19 @@ t.test('the index picks what a plain scan of the hosts would pick', async (t) =>
   let differ = 0
   workloads.forEach((w, i) => {
     const d = decisions[i] as Decision
-    const { pool, gpus } = single(w) as { pool: string, gpus: number }
-    let best: { id: string, left: number, score: number, gpus: number[] } | null = null
+    const { pool, gpus } = single(w) as { pool: string; gpus: number }
+    let best: { id: string; left: number; score: number; gpus: number[] } | null = null
     for (const h of naive.values()) {
       if (h.pool !== pool || !h.schedulable || !POOL_KINDS_FOR[w.spec.kind].includes(h.poolKind)) continue
       const c = gpuChoice(h, gpus)
       if (c === null) continue
       const left = h.free.size - gpus
-      if (best === null || left < best.left || (left === best.left && (c.score < best.score || (c.score === best.score && h.id < best.id)))) best = { id: h.id, left, score: c.score, gpus: c.gpus }
+      if (
+        best === null ||
+        left < best.left ||
+        (left === best.left && (c.score < best.score || (c.score === best.score && h.id < best.id)))
+      )
+        best = { id: h.id, left, score: c.score, gpus: c.gpus }
     }
     const expected = best === null ? [] : [[0, best.id, best.gpus]]
     if (JSON.stringify(where(d)) !== JSON.stringify(expected)) differ++
@@ -285,29 +490,42 @@ t.test('same input, same output', async (t) => {
 })
 
 /** Every rule a decision must keep, checked against the snapshot it came from. */
-function check (snapshot: Snapshot, workloads: SchedWorkload[], decisions: Decision[]): string[] {
+function check(snapshot: Snapshot, workloads: SchedWorkload[], decisions: Decision[]): string[] {
   const problems: string[] = []
   const hosts = new Map(snapshot.hosts.map((h) => [h.id, h]))
   const free = new Map(snapshot.hosts.map((h) => [h.id, new Set(h.free)]))
   workloads.forEach((w, i) => {
     const d = decisions[i]
-    if (d === undefined || d.workloadId !== w.id) { problems.push(`${w.id}: no decision`); return }
+    if (d === undefined || d.workloadId !== w.id) {
+      problems.push(`${w.id}: no decision`)
+      return
+    }
     const { spec } = w
     const wanted = spec.kind === 'endpoint' ? spec.replicas : spec.kind === 'recipe' ? spec.hosts : 1
-    if (d.reason === null && d.assignments.length !== wanted) problems.push(`${w.id}: placed without a reason but ${d.assignments.length}/${wanted}`)
-    if (d.reason !== null && spec.kind !== 'endpoint' && d.assignments.length > 0) problems.push(`${w.id}: a gang placed in part`)
-    if (new Set(d.assignments.map((a) => a.replica)).size !== d.assignments.length) problems.push(`${w.id}: a replica twice`)
-    if (spec.kind !== 'endpoint' && new Set(d.assignments.map((a) => a.hostId)).size !== d.assignments.length) problems.push(`${w.id}: a gang host twice`)
+    if (d.reason === null && d.assignments.length !== wanted)
+      problems.push(`${w.id}: placed without a reason but ${d.assignments.length}/${wanted}`)
+    if (d.reason !== null && spec.kind !== 'endpoint' && d.assignments.length > 0)
+      problems.push(`${w.id}: a gang placed in part`)
+    if (new Set(d.assignments.map((a) => a.replica)).size !== d.assignments.length)
+      problems.push(`${w.id}: a replica twice`)
+    if (spec.kind !== 'endpoint' && new Set(d.assignments.map((a) => a.hostId)).size !== d.assignments.length)
+      problems.push(`${w.id}: a gang host twice`)
     for (const a of d.assignments) {
       const h = hosts.get(a.hostId)
-      if (h === undefined || !h.schedulable) { problems.push(`${w.id}: host ${a.hostId} not schedulable`); continue }
+      if (h === undefined || !h.schedulable) {
+        problems.push(`${w.id}: host ${a.hostId} not schedulable`)
+        continue
+      }
       const pools = spec.kind === 'endpoint' ? spec.pools : [spec.pool]
       if (!pools.includes(h.pool)) problems.push(`${w.id}: wrong pool ${h.pool}`)
       if (spec.kind === 'endpoint' && h.poolKind === 'training') problems.push(`${w.id}: endpoint on a training pool`)
       if (spec.kind === 'recipe' && h.poolKind === 'inference') problems.push(`${w.id}: recipe on an inference pool`)
       if (a.replica < 0 || a.replica >= wanted) problems.push(`${w.id}: replica ${a.replica}`)
-      if (a.gpus.length !== spec.gpus || a.gpus.some((g, j) => j > 0 && g <= (a.gpus[j - 1] as number))) problems.push(`${w.id}: gpus ${a.gpus.join(',')}`)
-      for (const g of a.gpus) if (free.get(a.hostId)?.delete(g) !== true) problems.push(`${w.id}: GPU ${g} of ${a.hostId} taken twice or not free`)
+      if (a.gpus.length !== spec.gpus || a.gpus.some((g, j) => j > 0 && g <= (a.gpus[j - 1] as number)))
+        problems.push(`${w.id}: gpus ${a.gpus.join(',')}`)
+      for (const g of a.gpus)
+        if (free.get(a.hostId)?.delete(g) !== true)
+          problems.push(`${w.id}: GPU ${g} of ${a.hostId} taken twice or not free`)
     }
   })
   return problems

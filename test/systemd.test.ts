@@ -21,7 +21,7 @@ const UNITS = ['gpumesh-agent.service', 'gpumesh-coordinator.service']
 const LEVEL_TO_PRIORITY: Record<number, number> = { 60: 2, 50: 3, 40: 4, 30: 6, 20: 7, 10: 7 }
 
 /** stdout lines as journald gets them: `<priority>{pino JSON}`, each priority matching its level. */
-function checkJournalLines (t: Test, output: string): void {
+function checkJournalLines(t: Test, output: string): void {
   const lines = output.split('\n').filter((l) => l !== '')
   t.ok(lines.length > 0, 'it logged')
   const wrong = lines.filter((l) => {
@@ -33,18 +33,26 @@ function checkJournalLines (t: Test, output: string): void {
   t.same(wrong, [], 'every line carries the syslog priority of its level')
 }
 
-async function stopped (t: Test, child: ResultPromise): Promise<void> {
+async function stopped(t: Test, child: ResultPromise): Promise<void> {
   child.kill('SIGTERM')
   const r = await child
   t.equal(r.exitCode, 0, 'exits 0 on SIGTERM')
 }
 
 /** A daemon process with exactly `env`; its stdout collected, killed if the test ends first. */
-function runDaemon (t: Test, args: string[], env: Record<string, string>): { child: ResultPromise, output: () => string } {
+function runDaemon(
+  t: Test,
+  args: string[],
+  env: Record<string, string>
+): { child: ResultPromise; output: () => string } {
   const child = execa(process.execPath, args, { env, extendEnv: false, reject: false, timeout: 60_000 })
   let output = ''
-  child.stdout?.on('data', (d: Buffer) => { output += d.toString() })
-  t.teardown(() => { child.kill('SIGKILL') })
+  child.stdout?.on('data', (d: Buffer) => {
+    output += d.toString()
+  })
+  t.teardown(() => {
+    child.kill('SIGKILL')
+  })
   return { child, output: () => output }
 }
 
@@ -53,21 +61,36 @@ t.test('the agent tells systemd it is ready, pings the watchdog and says when it
   const notify = await notifySocket(t)
   const stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-notify-agent-'))
   t.teardown(() => rmSync(stateDir, { recursive: true, force: true }))
-  const daemon = runDaemon(t, AGENT_RUN, await agentProcessEnv(c, stateDir, 'l40s-1x', {
-    NOTIFY_SOCKET: notify.path,
-    // What systemd sets for WatchdogSec=1s; pings go every half period.
-    WATCHDOG_USEC: '1000000',
-    JOURNAL_STREAM: '8:12345'
-  }))
+  const daemon = runDaemon(
+    t,
+    AGENT_RUN,
+    await agentProcessEnv(c, stateDir, 'l40s-1x', {
+      NOTIFY_SOCKET: notify.path,
+      // What systemd sets for WatchdogSec=1s; pings go every half period.
+      WATCHDOG_USEC: '1000000',
+      JOURNAL_STREAM: '8:12345'
+    })
+  )
   t.match(await notify.next(/READY=1/), /^READY=1\|STATUS=serving as 12D3KooW\w+/, 'READY=1 with a status')
   // Pings keep coming, paced by the half-period timer (never in bursts: a late one is not made up for).
-  const pings = () => notify.received().filter((r) => r.message === 'WATCHDOG=1').map((r) => r.at)
+  const pings = () =>
+    notify
+      .received()
+      .filter((r) => r.message === 'WATCHDOG=1')
+      .map((r) => r.at)
   const at = await eventually(() => (pings().length >= 5 ? pings() : undefined), 60_000, 'five watchdog pings')
   const gaps = at.slice(1).map((ms, i) => Math.round(ms - (at[i] as number)))
-  t.same(gaps.filter((ms) => ms < 250), [], `no two pings closer than a quarter of the period (gaps: ${gaps.join(', ')} ms)`)
+  t.same(
+    gaps.filter((ms) => ms < 250),
+    [],
+    `no two pings closer than a quarter of the period (gaps: ${gaps.join(', ')} ms)`
+  )
   await stopped(t, daemon.child)
   t.ok(notify.messages().includes('STOPPING=1'), 'STOPPING=1 on SIGTERM')
-  t.ok(notify.messages().indexOf('STOPPING=1') > notify.messages().findIndex((m) => m.startsWith('READY=1')), 'after READY')
+  t.ok(
+    notify.messages().indexOf('STOPPING=1') > notify.messages().findIndex((m) => m.startsWith('READY=1')),
+    'after READY'
+  )
   checkJournalLines(t, daemon.output())
 })
 
@@ -75,15 +98,19 @@ t.test('the coordinator is ready once its API serves, and pings the watchdog', a
   const notify = await notifySocket(t)
   const stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-notify-coord-'))
   t.teardown(() => rmSync(stateDir, { recursive: true, force: true }))
-  const daemon = runDaemon(t, [join(ROOT, 'dist/coordinator/main.js'), 'run'], cleanEnv({
-    NOTIFY_SOCKET: notify.path,
-    WATCHDOG_USEC: '1000000',
-    JOURNAL_STREAM: '8:12345',
-    DATABASE_URL: await freshDatabase(t),
-    GPUMESH_STATE_DIR: stateDir,
-    GPUMESH_API_LISTEN: '127.0.0.1:0',
-    GPUMESH_LISTEN: '/ip4/127.0.0.1/tcp/0'
-  }))
+  const daemon = runDaemon(
+    t,
+    [join(ROOT, 'dist/coordinator/main.js'), 'run'],
+    cleanEnv({
+      NOTIFY_SOCKET: notify.path,
+      WATCHDOG_USEC: '1000000',
+      JOURNAL_STREAM: '8:12345',
+      DATABASE_URL: await freshDatabase(t),
+      GPUMESH_STATE_DIR: stateDir,
+      GPUMESH_API_LISTEN: '127.0.0.1:0',
+      GPUMESH_LISTEN: '/ip4/127.0.0.1/tcp/0'
+    })
+  )
   const ready = await notify.next(/READY=1/)
   const api = /STATUS=API on (http:\/\/127\.0\.0\.1:\d+)/.exec(ready)?.[1]
   t.ok(api, `READY=1 names the API (${ready})`)
@@ -102,7 +129,9 @@ t.test('no watchdog ping while the daemon is not healthy', async (t) => {
   let sentHealthy = 0
   let unhealthyTicks = 0
   const n = systemdNotifier({ NOTIFY_SOCKET: notify.path, WATCHDOG_USEC: '200000', PATH: process.env.PATH ?? '' })
-  t.teardown(() => { n.close() })
+  t.teardown(() => {
+    n.close()
+  })
   n.watchdog(() => {
     if (healthy) sentHealthy++
     else unhealthyTicks++
@@ -115,7 +144,11 @@ t.test('no watchdog ping while the daemon is not healthy', async (t) => {
   n.ready('marker')
   await notify.next(/STATUS=marker/, 10_000)
   await eventually(() => (pings() >= sentHealthy ? true : undefined), 10_000, 'the pings sent while healthy')
-  t.equal(pings(), sentHealthy, `one ping per healthy tick, none for the ${unhealthyTicks} unhealthy ones (systemd would restart the daemon)`)
+  t.equal(
+    pings(),
+    sentHealthy,
+    `one ping per healthy tick, none for the ${unhealthyTicks} unhealthy ones (systemd would restart the daemon)`
+  )
   const before = pings()
   healthy = true
   await eventually(() => (pings() > before ? true : undefined), 10_000, 'a ping once healthy again')
@@ -134,13 +167,22 @@ t.test('without NOTIFY_SOCKET nothing is sent', async (t) => {
   const none = systemdNotifier({ PATH: process.env.PATH ?? '', WATCHDOG_USEC: '200000' }, wrapper)
   none.ready('x')
   let ticks = 0
-  none.watchdog(() => { ticks++; return true })
+  none.watchdog(() => {
+    ticks++
+    return true
+  })
   await eventually(() => (ticks >= 3 ? true : undefined), 10_000, 'three healthy watchdog ticks')
   none.stopping()
   const notify = await notifySocket(t)
   systemdNotifier({ NOTIFY_SOCKET: notify.path, PATH: process.env.PATH ?? '' }, wrapper).ready('marker')
   await notify.next(/STATUS=marker/, 10_000)
-  t.same(readFileSync(calls, 'utf8').split('\n').filter((l) => l !== ''), ['--ready --status=marker'], 'only the call made with a socket')
+  t.same(
+    readFileSync(calls, 'utf8')
+      .split('\n')
+      .filter((l) => l !== ''),
+    ['--ready --status=marker'],
+    'only the call made with a socket'
+  )
 })
 
 t.test('journald prefixes map pino levels to syslog priorities', async (t) => {
@@ -155,7 +197,15 @@ t.test('the unit files', async (t) => {
   for (const name of UNITS) {
     const unit = readFileSync(join(ROOT, 'systemd', name), 'utf8')
     const role = name.replace(/^gpumesh-|\.service$/g, '')
-    for (const line of ['Type=notify', 'NotifyAccess=all', 'Restart=on-failure', 'RestartPreventExitStatus=78', `EnvironmentFile=-/etc/gpumesh/${role}.env`, `StateDirectory=gpumesh/${role}`, `ExecStart=/usr/local/bin/gpumesh-${role} run`]) {
+    for (const line of [
+      'Type=notify',
+      'NotifyAccess=all',
+      'Restart=on-failure',
+      'RestartPreventExitStatus=78',
+      `EnvironmentFile=-/etc/gpumesh/${role}.env`,
+      `StateDirectory=gpumesh/${role}`,
+      `ExecStart=/usr/local/bin/gpumesh-${role} run`
+    ]) {
       t.match(unit, new RegExp(`^${line.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}$`, 'm'), `${name}: ${line}`)
     }
     t.match(unit, /^WatchdogSec=\d+s$/m, `${name}: WatchdogSec`)
@@ -167,7 +217,8 @@ t.test('the unit files', async (t) => {
 
 t.test('systemd-analyze verify: no output for either unit', async (t) => {
   const probe = spawnSync('systemd-analyze', ['--version'], { encoding: 'utf8' })
-  if (probe.error !== undefined) throw new Error(`systemd-analyze is not installed (Debian: apt-get install systemd): ${probe.error.message}`)
+  if (probe.error !== undefined)
+    throw new Error(`systemd-analyze is not installed (Debian: apt-get install systemd): ${probe.error.message}`)
   // A root holding systemd's own units (for the targets ours depend on), our units, and the commands they run.
   const root = mkdtempSync(join(tmpdir(), 'gpumesh-verify-'))
   t.teardown(() => rmSync(root, { recursive: true, force: true }))
@@ -185,7 +236,10 @@ t.test('systemd-analyze verify: no output for either unit', async (t) => {
   t.equal(r.stdout + r.stderr, '', 'nothing to say')
   t.equal(r.status, 0)
   // The check can fail: an unknown key is reported (while the exit status stays 0).
-  writeFileSync(join(root, 'etc/systemd/system/gpumesh-agent.service'), readFileSync(join(ROOT, 'systemd/gpumesh-agent.service'), 'utf8').replace('[Service]', '[Service]\nPrivateGPUs=yes'))
+  writeFileSync(
+    join(root, 'etc/systemd/system/gpumesh-agent.service'),
+    readFileSync(join(ROOT, 'systemd/gpumesh-agent.service'), 'utf8').replace('[Service]', '[Service]\nPrivateGPUs=yes')
+  )
   const bad = verify()
   t.match(bad.stdout + bad.stderr, /Unknown key 'PrivateGPUs'/, 'an unknown key is reported')
 })

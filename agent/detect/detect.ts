@@ -31,28 +31,55 @@ export interface DetectOptions {
 /** Most problems one source may add to warnings[]; the rest are counted. */
 const MAX_PROBLEMS_PER_SOURCE = 20
 
-interface Outcome { source: Fingerprinter, fragment?: Fragment, error?: Error }
+interface Outcome {
+  source: Fingerprinter
+  fragment?: Fragment
+  error?: Error
+}
 
-export async function detect (options: DetectOptions): Promise<HostFacts> {
+export async function detect(options: DetectOptions): Promise<HostFacts> {
   const warnings: Warning[] = []
   const binary = await findNvidiaSmi(options.nvidiaSmi, options.env?.PATH)
   if (binary === null) {
-    warnings.push(options.nvidiaSmi !== undefined && options.nvidiaSmi !== ''
-      ? { code: 'nvidia.missing', source: 'nvidia-smi', message: `GPUMESH_NVIDIA_SMI=${options.nvidiaSmi} is not an executable file; no GPUs detected` }
-      : { code: 'nvidia.missing', source: 'nvidia-smi', message: 'nvidia-smi not found on PATH (no NVIDIA driver?); no GPUs detected, this host joins pool "cpu"' })
+    warnings.push(
+      options.nvidiaSmi !== undefined && options.nvidiaSmi !== ''
+        ? {
+            code: 'nvidia.missing',
+            source: 'nvidia-smi',
+            message: `GPUMESH_NVIDIA_SMI=${options.nvidiaSmi} is not an executable file; no GPUs detected`
+          }
+        : {
+            code: 'nvidia.missing',
+            source: 'nvidia-smi',
+            message: 'nvidia-smi not found on PATH (no NVIDIA driver?); no GPUs detected, this host joins pool "cpu"'
+          }
+    )
   }
   const ctx: DetectContext = {
-    smi: binary === null ? null : nvidiaSmi({ binary, timeoutMs: options.timeoutMs, ...(options.env === undefined ? {} : { env: options.env }) }),
+    smi:
+      binary === null
+        ? null
+        : nvidiaSmi({
+            binary,
+            timeoutMs: options.timeoutMs,
+            ...(options.env === undefined ? {} : { env: options.env })
+          }),
     sysfsRoot: options.sysfsRoot ?? '/sys'
   }
-  const nvidiaSources = binary === null ? [] : options.nvidiaSources ?? NVIDIA_SOURCES
+  const nvidiaSources = binary === null ? [] : (options.nvidiaSources ?? NVIDIA_SOURCES)
   // Loaded when used: a GPU-only re-detection (hostSources: []) never needs systeminformation.
   const hostSources = options.hostSources ?? (await import('./sources/index.js')).HOST_SOURCES
   const first = await runAll([...hostSources, ...nvidiaSources.filter((s) => s.fallback !== true)], ctx)
   let outcomes = first
   const driverAnswered = first.some((o) => o.fragment !== undefined && nvidiaSources.includes(o.source))
   if (driverAnswered && incomplete(first, nvidiaSources)) {
-    outcomes = [...first, ...await runAll(nvidiaSources.filter((s) => s.fallback === true), ctx)]
+    outcomes = [
+      ...first,
+      ...(await runAll(
+        nvidiaSources.filter((s) => s.fallback === true),
+        ctx
+      ))
+    ]
   }
 
   const byPriority = (o: Outcome) => nvidiaSources.indexOf(o.source)
@@ -93,18 +120,20 @@ export async function detect (options: DetectOptions): Promise<HostFacts> {
   }
 }
 
-async function runAll (sources: Fingerprinter[], ctx: DetectContext): Promise<Outcome[]> {
-  return await Promise.all(sources.map(async (source): Promise<Outcome> => {
-    try {
-      return { source, fragment: await source.fingerprint(ctx) }
-    } catch (err) {
-      return { source, error: err instanceof Error ? err : new Error(String(err)) }
-    }
-  }))
+async function runAll(sources: Fingerprinter[], ctx: DetectContext): Promise<Outcome[]> {
+  return await Promise.all(
+    sources.map(async (source): Promise<Outcome> => {
+      try {
+        return { source, fragment: await source.fingerprint(ctx) }
+      } catch (err) {
+        return { source, error: err instanceof Error ? err : new Error(String(err)) }
+      }
+    })
+  )
 }
 
 /** A GPU without name, memory or bus id, or no CUDA version: worth the fallback calls. */
-function incomplete (outcomes: Outcome[], nvidiaSources: Fingerprinter[]): boolean {
+function incomplete(outcomes: Outcome[], nvidiaSources: Fingerprinter[]): boolean {
   const inventories: GpuInventory[] = []
   let topo: TopoMatrix | null = null
   for (const o of outcomes) {
@@ -113,10 +142,14 @@ function incomplete (outcomes: Outcome[], nvidiaSources: Fingerprinter[]): boole
     topo ??= o.fragment.topology ?? null
   }
   const { gpus, cudaVersion, driverVersion } = combineGpus(inventories, topo)
-  return cudaVersion === null || driverVersion === null || gpus.some((g) => g.name === null || g.memoryMiB === null || g.pciBusId === null)
+  return (
+    cudaVersion === null ||
+    driverVersion === null ||
+    gpus.some((g) => g.name === null || g.memoryMiB === null || g.pciBusId === null)
+  )
 }
 
-function mergeHost (outcomes: Outcome[]): Partial<HostPart> {
+function mergeHost(outcomes: Outcome[]): Partial<HostPart> {
   const host: Partial<HostPart> = {}
   for (const o of outcomes) {
     const part = o.fragment?.host
@@ -128,7 +161,7 @@ function mergeHost (outcomes: Outcome[]): Partial<HostPart> {
   return host
 }
 
-function sourceWarnings (outcomes: Outcome[]): Warning[] {
+function sourceWarnings(outcomes: Outcome[]): Warning[] {
   const out: Warning[] = []
   // The same failure from several nvidia-smi calls (no driver: exit 9 from
   // each) is one warning naming them all.
@@ -142,9 +175,14 @@ function sourceWarnings (outcomes: Outcome[]): Warning[] {
   for (const [message, names] of failures) out.push({ code: 'source.failed', source: names.join(', '), message })
   for (const o of outcomes) {
     const problems = o.fragment?.problems ?? []
-    for (const message of problems.slice(0, MAX_PROBLEMS_PER_SOURCE)) out.push({ code: 'source.partial', source: o.source.name, message })
+    for (const message of problems.slice(0, MAX_PROBLEMS_PER_SOURCE))
+      out.push({ code: 'source.partial', source: o.source.name, message })
     if (problems.length > MAX_PROBLEMS_PER_SOURCE) {
-      out.push({ code: 'source.partial', source: o.source.name, message: `and ${problems.length - MAX_PROBLEMS_PER_SOURCE} more problems` })
+      out.push({
+        code: 'source.partial',
+        source: o.source.name,
+        message: `and ${problems.length - MAX_PROBLEMS_PER_SOURCE} more problems`
+      })
     }
   }
   return out

@@ -15,20 +15,23 @@ const VENDOR = /^(nvidia|tesla|geforce|quadro)$/i
 const DROPPED = /^(\d+gb|hbm\d*e?|gddr\d+x?|sxm\d*)$/i
 
 /** Name tokens that identify the model; a name cut with "..." loses its last token. */
-export function modelTokens (name: string): string[] {
+export function modelTokens(name: string): string[] {
   // "RTX 4080 ..." lost whole words; "H100 80G..." also lost part of one.
   const cut = /\S\.\.\.$/.test(name)
-  const tokens = name.replace(/\.\.\.$/, '').split(/[\s-]+/).filter((t) => t !== '')
+  const tokens = name
+    .replace(/\.\.\.$/, '')
+    .split(/[\s-]+/)
+    .filter((t) => t !== '')
   if (cut) tokens.pop()
   return tokens.filter((t) => !VENDOR.test(t) && !DROPPED.test(t)).map((t) => t.toLowerCase())
 }
 
-export function family (name: string): string {
+export function family(name: string): string {
   const tokens = modelTokens(name)
   return tokens.length === 0 ? 'gpu' : tokens.join('-').replace(/[^a-z0-9.-]/g, '')
 }
 
-export function memoryClassGB (name: string | null, memoryMiB: number | null): number | null {
+export function memoryClassGB(name: string | null, memoryMiB: number | null): number | null {
   const named = name === null ? null : /(?:^|[\s-])(\d+)GB(?:$|[\s-])/i.exec(name)
   if (named !== null) return Number(named[1])
   if (memoryMiB === null || memoryMiB <= 0) return null
@@ -37,7 +40,7 @@ export function memoryClassGB (name: string | null, memoryMiB: number | null): n
   return Math.ceil(gib / step - 1e-9) * step
 }
 
-export function interconnect (gpus: Gpu[], topology: Topology): Interconnect {
+export function interconnect(gpus: Gpu[], topology: Topology): Interconnect {
   if (gpus.length <= 1) return 'none'
   const indices = gpus.map((g) => g.index)
   if (topology.labels.length > 0) {
@@ -45,7 +48,9 @@ export function interconnect (gpus: Gpu[], topology: Topology): Interconnect {
     if (topology.nvlinkDomains.length > 0) return 'nvlink-partial'
     // A matrix with unreadable GPU-GPU cells cannot prove "no NVLink".
     const gpuCols = topology.labels.flatMap((l, i) => (/^GPU\d+$/.test(l) ? [i] : []))
-    const unreadable = gpuCols.some((r) => gpuCols.some((c) => topology.matrix[r]?.[c] == null && topology.matrix[c]?.[r] == null))
+    const unreadable = gpuCols.some((r) =>
+      gpuCols.some((c) => topology.matrix[r]?.[c] == null && topology.matrix[c]?.[r] == null)
+    )
     return unreadable ? 'unknown' : 'pcie'
   }
   if (gpus.every((g) => (g.nvlink?.active ?? 0) > 0)) return 'nvlink'
@@ -53,18 +58,22 @@ export function interconnect (gpus: Gpu[], topology: Topology): Interconnect {
   return 'unknown'
 }
 
-export function sanitizeLabel (label: string | undefined): string | null {
-  const clean = (label ?? '').toLowerCase().replace(/[^a-z0-9.]+/g, '-').replace(/^[-.]+|-+$/g, '')
+export function sanitizeLabel(label: string | undefined): string | null {
+  const clean = (label ?? '')
+    .toLowerCase()
+    .replace(/[^a-z0-9.]+/g, '-')
+    .replace(/^[-.]+|-+$/g, '')
   return clean === '' ? null : clean
 }
 
-export function derivePool (gpus: Gpu[], topology: Topology, label?: string): PoolAttributes {
+export function derivePool(gpus: Gpu[], topology: Topology, label?: string): PoolAttributes {
   const poolLabel = sanitizeLabel(label)
   const suffix = poolLabel === null ? '' : `-${poolLabel}`
-  if (gpus.length === 0) return { key: `cpu${suffix}`, family: 'cpu', memoryGB: null, gpuCount: 0, interconnect: 'none', label: poolLabel }
+  if (gpus.length === 0)
+    return { key: `cpu${suffix}`, family: 'cpu', memoryGB: null, gpuCount: 0, interconnect: 'none', label: poolLabel }
   const names = [...new Set(gpus.flatMap((g) => (g.name === null ? [] : [g.name])))]
   const families = [...new Set(names.map(family))]
-  const fam = families.length === 0 ? 'gpu' : families.length === 1 ? families[0] as string : 'mixed'
+  const fam = families.length === 0 ? 'gpu' : families.length === 1 ? (families[0] as string) : 'mixed'
   const memories = gpus.map((g) => memoryClassGB(g.name, g.memoryMiB)).filter((m): m is number => m !== null)
   const memoryGB = memories.length === 0 ? null : Math.min(...memories)
   const link = interconnect(gpus, topology)

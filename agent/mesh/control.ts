@@ -11,7 +11,16 @@ import type { Startable } from '../../common/daemon/startable.js'
 import type { Logger } from '../../common/log.js'
 import { FrameChannel } from '../../common/mesh/frames.js'
 import type { MeshNode } from '../../common/mesh/node.js'
-import { agentSilenceMs, AgentFrame, CONTROL_PROTOCOL, CoordinatorFrame, type Assignment, type GpuUsage, type Probe, type RunningPlacement } from '../../protocol/control.js'
+import {
+  agentSilenceMs,
+  AgentFrame,
+  CONTROL_PROTOCOL,
+  CoordinatorFrame,
+  type Assignment,
+  type GpuUsage,
+  type Probe,
+  type RunningPlacement
+} from '../../protocol/control.js'
 import type { HostFacts } from '../../protocol/host-facts.js'
 import type { Runtime } from '../runtime/types.js'
 import type { AgentState } from './state.js'
@@ -50,18 +59,18 @@ export class ControlClient implements Startable {
   lastProgress = Date.now()
   hostId: string | null = null
   /** The coordinator's last refusal of a session (until a welcome): what an operator (or a test) looks at. */
-  refusal: { code: string, message: string } | null = null
+  refusal: { code: string; message: string } | null = null
 
-  constructor (private readonly o: ControlOptions) {}
+  constructor(private readonly o: ControlOptions) {}
 
-  start (): void {
+  start(): void {
     this.running = true
     this.abort = new AbortController()
     this.o.runtime.on('status', this.onStatus)
     this.loop = this.run()
   }
 
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     this.running = false
     this.o.runtime.off('status', this.onStatus)
     clearInterval(this.heartbeat)
@@ -73,11 +82,11 @@ export class ControlClient implements Startable {
   }
 
   /** Re-detected facts, sent when connected (the coordinator quarantines a host whose GPUs changed). */
-  async sendFacts (facts: HostFacts): Promise<void> {
+  async sendFacts(facts: HostFacts): Promise<void> {
     await this.channel?.send({ v: 1, type: 'facts', facts }).catch(() => {})
   }
 
-  private async run (): Promise<void> {
+  private async run(): Promise<void> {
     let attempt = 0
     let next = 0
     while (this.running) {
@@ -86,12 +95,20 @@ export class ControlClient implements Startable {
       let fatal = false
       try {
         const connection = await this.o.node.dial(multiaddr(target))
-        const channel: Channel = new FrameChannel(await connection.newStream(CONTROL_PROTOCOL), CoordinatorFrame, AgentFrame)
+        const channel: Channel = new FrameChannel(
+          await connection.newStream(CONTROL_PROTOCOL),
+          CoordinatorFrame,
+          AgentFrame
+        )
         this.channel = channel
-        fatal = await this.session(channel, (why) => { channel.abort(why); connection.abort(new Error(why)) })
+        fatal = await this.session(channel, (why) => {
+          channel.abort(why)
+          connection.abort(new Error(why))
+        })
         if (Date.now() - this.connectedAt > 10_000) attempt = 0
       } catch (err) {
-        if (attempt === 0) this.o.log.warn({ coordinator: target, err: (err as Error).message }, 'coordinator unreachable; retrying')
+        if (attempt === 0)
+          this.o.log.warn({ coordinator: target, err: (err as Error).message }, 'coordinator unreachable; retrying')
       } finally {
         this.channel = null
         this.connectedAt = 0
@@ -103,7 +120,7 @@ export class ControlClient implements Startable {
   }
 
   /** One session; true when the coordinator refused us for a reason retrying cannot fix. */
-  private async session (channel: Channel, drop: (why: string) => void): Promise<boolean> {
+  private async session(channel: Channel, drop: (why: string) => void): Promise<boolean> {
     const { state, runtime, log } = this.o
     this.lastHeard = Date.now()
     await channel.send({
@@ -129,7 +146,10 @@ export class ControlClient implements Startable {
       }
       if (frame.type === 'welcome') {
         if (frame.epoch <= state.epoch && state.hostId === frame.hostId) {
-          log.warn({ epoch: frame.epoch, known: state.epoch }, 'welcome from a coordinator behind this agent (stale epoch); ignoring it')
+          log.warn(
+            { epoch: frame.epoch, known: state.epoch },
+            'welcome from a coordinator behind this agent (stale epoch); ignoring it'
+          )
           return false
         }
         await state.save({ hostId: frame.hostId, epoch: frame.epoch })
@@ -152,24 +172,39 @@ export class ControlClient implements Startable {
           this.lastProgress = Date.now()
           void channel.send({ v: 1, type: 'heartbeat', seq: seq++, gpus: this.o.usage() }).catch(() => {})
         }, frame.heartbeatMs)
-        log.info({ hostId: frame.hostId, epoch: frame.epoch, placements: frame.placements.length }, 'joined the coordinator')
+        log.info(
+          { hostId: frame.hostId, epoch: frame.epoch, placements: frame.placements.length },
+          'joined the coordinator'
+        )
         continue
       }
-      if (frame.type === 'probe') { void this.probe(channel, frame); continue }
-      if (frame.epoch < state.epoch) { log.warn({ type: frame.type, epoch: frame.epoch }, 'frame from a stale epoch ignored'); continue }
+      if (frame.type === 'probe') {
+        void this.probe(channel, frame)
+        continue
+      }
+      if (frame.epoch < state.epoch) {
+        log.warn({ type: frame.type, epoch: frame.epoch }, 'frame from a stale epoch ignored')
+        continue
+      }
       if (frame.type === 'assign') void this.startWhenFree(frame.placement)
-      else if (frame.type === 'stop') void runtime.stop(frame.placementId, frame.reason).catch((err: Error) => log.warn({ err: err.message }, 'stop failed'))
-      else if (frame.type === 'drain') log.info({ reason: frame.reason }, 'host drained: its placements are being stopped')
+      else if (frame.type === 'stop')
+        void runtime
+          .stop(frame.placementId, frame.reason)
+          .catch((err: Error) => log.warn({ err: err.message }, 'stop failed'))
+      else if (frame.type === 'drain')
+        log.info({ reason: frame.reason }, 'host drained: its placements are being stopped')
     }
   }
 
   /** The coordinator's list is authoritative: stop what is not on it, start what is missing. */
-  private async reconcile (list: Assignment[]): Promise<void> {
+  private async reconcile(list: Assignment[]): Promise<void> {
     const wanted = new Set(list.map((a) => a.placementId))
     for (const p of this.o.runtime.list()) {
       if (!wanted.has(p.placementId) && (p.state === 'running' || p.state === 'starting')) {
-        this.o.log.warn({ placement: p.placementId }, 'not on the coordinator\'s list: stopping it (fenced)')
-        void this.o.runtime.stop(p.placementId, 'fenced: not on the coordinator\'s list after reconnecting').catch(() => {})
+        this.o.log.warn({ placement: p.placementId }, "not on the coordinator's list: stopping it (fenced)")
+        void this.o.runtime
+          .stop(p.placementId, "fenced: not on the coordinator's list after reconnecting")
+          .catch(() => {})
       }
     }
     const known = new Set(this.o.runtime.list().map((p) => p.placementId))
@@ -180,40 +215,65 @@ export class ControlClient implements Startable {
   }
 
   /** GPUs still held by a placement being stopped are waited for: two workloads never share a GPU. */
-  private async startWhenFree (a: Assignment): Promise<void> {
+  private async startWhenFree(a: Assignment): Promise<void> {
     const deadline = Date.now() + 60_000
     for (;;) {
-      const busy = this.o.runtime.list().filter((p) => (p.state === 'running' || p.state === 'starting') && p.placementId !== a.placementId)
-      const holders = busy.filter((p) => this.o.runtime.assignment(p.placementId)?.gpus.some((g) => a.gpus.includes(g)) === true)
+      const busy = this.o.runtime
+        .list()
+        .filter((p) => (p.state === 'running' || p.state === 'starting') && p.placementId !== a.placementId)
+      const holders = busy.filter(
+        (p) => this.o.runtime.assignment(p.placementId)?.gpus.some((g) => a.gpus.includes(g)) === true
+      )
       if (holders.length === 0 || Date.now() > deadline) break
       await sleep(100, this.abort.signal)
       if (this.abort.signal.aborted) return // the agent is stopping; the next one gets the list again
     }
-    await this.o.runtime.start(a).catch((err: Error) => this.o.log.error({ placement: a.placementId, err: err.message }, 'cannot start placement'))
+    await this.o.runtime
+      .start(a)
+      .catch((err: Error) => this.o.log.error({ placement: a.placementId, err: err.message }, 'cannot start placement'))
   }
 
-  private async probe (channel: Channel, p: Probe): Promise<void> {
+  private async probe(channel: Channel, p: Probe): Promise<void> {
     const started = performance.now()
     let reachable = false
     try {
       const peer = peerIdFromString(p.target)
       const signal = AbortSignal.timeout(p.timeoutMs)
       const attempts: Array<Promise<unknown>> = []
-      if (this.o.node.getConnections(peer).length > 0) attempts.push(this.o.node.services.ping.ping(peer as never, { signal }))
+      if (this.o.node.getConnections(peer).length > 0)
+        attempts.push(this.o.node.services.ping.ping(peer as never, { signal }))
       // Also over a new connection: after a partition heals, an old one can stay stalled in TCP
       // retransmission backoff for seconds while the host is perfectly reachable.
       const addr = p.multiaddrs[0]
-      if (addr !== undefined) attempts.push(this.o.node.services.ping.ping(multiaddr(addr.includes('/p2p/') ? addr : `${addr}/p2p/${p.target}`) as never, { signal, force: true } as never))
-      if (attempts.length > 0) { await Promise.any(attempts); reachable = true }
+      if (addr !== undefined)
+        attempts.push(
+          this.o.node.services.ping.ping(
+            multiaddr(addr.includes('/p2p/') ? addr : `${addr}/p2p/${p.target}`) as never,
+            { signal, force: true } as never
+          )
+        )
+      if (attempts.length > 0) {
+        await Promise.any(attempts)
+        reachable = true
+      }
     } catch {}
-    await channel.send({ v: 1, type: 'probe-result', requestId: p.requestId, target: p.target, reachable, rttMs: reachable ? performance.now() - started : null }).catch(() => {})
+    await channel
+      .send({
+        v: 1,
+        type: 'probe-result',
+        requestId: p.requestId,
+        target: p.target,
+        reachable,
+        rttMs: reachable ? performance.now() - started : null
+      })
+      .catch(() => {})
   }
 
   private readonly onStatus = (status: RunningPlacement): void => {
     void this.report(status)
   }
 
-  private async report (status: RunningPlacement | undefined): Promise<void> {
+  private async report(status: RunningPlacement | undefined): Promise<void> {
     if (status === undefined || this.channel === null || this.connectedAt === 0) return
     await this.channel.send({ v: 1, type: 'status', placement: status }).catch(() => {})
   }

@@ -10,36 +10,48 @@ export class AgentState {
   hostId: string | null = null
   epoch = 0
 
-  private constructor (private readonly file: string) {}
+  private constructor(private readonly file: string) {}
 
-  static async load (stateDir: string): Promise<AgentState> {
+  static async load(stateDir: string): Promise<AgentState> {
     const s = new AgentState(join(stateDir, 'agent.json'))
     let text: string
     try {
       text = await readFile(s.file, 'utf8')
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return s // never enrolled
-      throw new ConfigError(`cannot read the agent state file ${s.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err })
+      throw new ConfigError(
+        `cannot read the agent state file ${s.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        { cause: err }
+      )
     }
-    let saved: { hostId?: unknown, epoch?: unknown }
+    let saved: { hostId?: unknown; epoch?: unknown }
     try {
       saved = JSON.parse(text) as typeof saved
       if (saved === null || typeof saved !== 'object') throw new Error('not a JSON object')
       if (saved.hostId !== undefined && typeof saved.hostId !== 'string') throw new Error('hostId is not a string')
-      if (saved.epoch !== undefined && !(typeof saved.epoch === 'number' && Number.isInteger(saved.epoch) && saved.epoch >= 0)) throw new Error('epoch is not a whole number')
+      if (
+        saved.epoch !== undefined &&
+        !(typeof saved.epoch === 'number' && Number.isInteger(saved.epoch) && saved.epoch >= 0)
+      )
+        throw new Error('epoch is not a whole number')
     } catch (err) {
-      throw new ConfigError(`the agent state file ${s.file} is corrupt (${(err as Error).message}); it holds this host's enrollment and fencing epoch. ` +
-        `Move it aside (mv ${s.file} ${s.file}.corrupt) and start the agent again: the coordinator sends the current epoch when the host rejoins (with a new join token if the coordinator no longer knows this host)`, { code: 'ERR_AGENT_STATE', cause: err })
+      throw new ConfigError(
+        `the agent state file ${s.file} is corrupt (${(err as Error).message}); it holds this host's enrollment and fencing epoch. ` +
+          `Move it aside (mv ${s.file} ${s.file}.corrupt) and start the agent again: the coordinator sends the current epoch when the host rejoins (with a new join token if the coordinator no longer knows this host)`,
+        { code: 'ERR_AGENT_STATE', cause: err }
+      )
     }
     if (typeof saved.hostId === 'string') s.hostId = saved.hostId
     if (typeof saved.epoch === 'number') s.epoch = saved.epoch
     return s
   }
 
-  async save (next: { hostId: string, epoch: number }): Promise<void> {
+  async save(next: { hostId: string; epoch: number }): Promise<void> {
     this.hostId = next.hostId
     this.epoch = Math.max(this.epoch, next.epoch)
-    await writeFile(`${this.file}.tmp`, JSON.stringify({ hostId: this.hostId, epoch: this.epoch }) + '\n', { mode: 0o600 })
+    await writeFile(`${this.file}.tmp`, `${JSON.stringify({ hostId: this.hostId, epoch: this.epoch })}\n`, {
+      mode: 0o600
+    })
     await rename(`${this.file}.tmp`, this.file)
   }
 }

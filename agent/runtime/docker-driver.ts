@@ -14,12 +14,12 @@ import type { Assignment } from './types.js'
 export const containerName = (placementId: string) => `gpumesh-${placementId}`
 
 /** The docker executable: the agent's --docker (GPUMESH_DOCKER), else `docker` from PATH. */
-export function dockerCommand (option: string | undefined): string {
+export function dockerCommand(option: string | undefined): string {
   return option !== undefined && option !== '' ? option : 'docker'
 }
 
 /** The arguments of `docker` that run this placement; throws LaunchError when it cannot run. */
-export function dockerRunArgs (a: Assignment): string[] {
+export function dockerRunArgs(a: Assignment): string[] {
   const image = a.run.image
   if (image === undefined || image === '') throw new LaunchError('the docker driver needs run.image (no image given)')
   // An "image" that docker would read as an option (--privileged, -v/:/host)
@@ -36,10 +36,15 @@ export function dockerRunArgs (a: Assignment): string[] {
   return args
 }
 
-const opts = (env: Record<string, string>) => ({ env, extendEnv: false, reject: false, stdin: 'ignore', timeout: 60_000 } as const)
+const opts = (env: Record<string, string>) =>
+  ({ env, extendEnv: false, reject: false, stdin: 'ignore', timeout: 60_000 }) as const
 
 /** Whether docker says the container runs: true/false, or an error text when docker could not tell. */
-export async function containerRunning (docker: string, name: string, env: Record<string, string>): Promise<boolean | string> {
+export async function containerRunning(
+  docker: string,
+  name: string,
+  env: Record<string, string>
+): Promise<boolean | string> {
   const r = await execa(docker, ['inspect', '--type', 'container', '--format', '{{.State.Running}}', name], opts(env))
   if (r.exitCode === 0) return String(r.stdout).trim() === 'true'
   const err = String(r.stderr)
@@ -52,12 +57,12 @@ export async function containerRunning (docker: string, name: string, env: Recor
  * restart): `docker wait` prints its exit code when it ends. Not detached:
  * a watcher ends with the agent, and the next agent starts another.
  */
-export function waitContainer (docker: string, name: string, env: Record<string, string>) {
+export function waitContainer(docker: string, name: string, env: Record<string, string>) {
   return execa(docker, ['wait', name], { env, extendEnv: false, reject: false, stdin: 'ignore', stderr: 'ignore' })
 }
 
 /** Parses `docker wait`'s answer: the exit code, or null. */
-export function waitExitCode (stdout: unknown): number | null {
+export function waitExitCode(stdout: unknown): number | null {
   const t = String(stdout).trim()
   return /^-?\d+$/.test(t) ? Number(t) : null
 }
@@ -70,10 +75,20 @@ export function waitExitCode (stdout: unknown): number | null {
  * then `docker kill` and SIGKILL to the group after the grace.
  * `pgid` is null for a container watched without its client.
  */
-export async function stopContainer (docker: string, name: string, pgid: number | null, graceMs: number, ended: Promise<unknown>, env: Record<string, string>): Promise<void> {
+export async function stopContainer(
+  docker: string,
+  name: string,
+  pgid: number | null,
+  graceMs: number,
+  ended: Promise<unknown>,
+  env: Record<string, string>
+): Promise<void> {
   const seconds = Math.max(0, Math.ceil(graceMs / 1000))
-  const stopped = await execa(docker, ['stop', '-t', String(seconds), name], { ...opts(env), timeout: seconds * 1000 + 30_000 })
-  if (stopped.exitCode === 0 && await within(ended, 10_000)) return
+  const stopped = await execa(docker, ['stop', '-t', String(seconds), name], {
+    ...opts(env),
+    timeout: seconds * 1000 + 30_000
+  })
+  if (stopped.exitCode === 0 && (await within(ended, 10_000))) return
   if (pgid !== null) {
     signalGroup(pgid, 'SIGTERM')
     if (await within(ended, graceMs)) return
@@ -83,7 +98,7 @@ export async function stopContainer (docker: string, name: string, pgid: number 
 }
 
 /** The `docker` driver: the client `docker` runs with the agent's environment minus its GPUMESH_* settings. */
-export function dockerDriver (docker: string, agentEnv: NodeJS.ProcessEnv): Driver {
+export function dockerDriver(docker: string, agentEnv: NodeJS.ProcessEnv): Driver {
   const env = () => agentEnvWithoutSettings(agentEnv)
   return {
     command: async (a, dir) => {

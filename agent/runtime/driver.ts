@@ -21,7 +21,7 @@ export interface Readopted {
 
 export interface Driver {
   /** argv and environment of the command the wrapper runs; a LaunchError says why it cannot run. */
-  command: (a: Assignment, dir: string) => Promise<{ argv: string[], env: Record<string, string> }>
+  command: (a: Assignment, dir: string) => Promise<{ argv: string[]; env: Record<string, string> }>
   /** SIGTERM (or its equivalent), SIGKILL after `graceMs`; `ended` settles when the end has been seen. */
   stop: (target: DriverTarget, graceMs: number, ended: Promise<unknown>) => Promise<void>
   /**

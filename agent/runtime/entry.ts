@@ -7,15 +7,24 @@ import type { RunningPlacement } from './types.js'
 const FINAL: ReadonlySet<RunState> = new Set(['exited', 'failed', 'stopped', 'lost'])
 export const isFinal = (s: RunState) => FINAL.has(s)
 
-export interface Deferred { promise: Promise<void>, resolve: () => void }
-export function deferred (): Deferred {
+export interface Deferred {
+  promise: Promise<void>
+  resolve: () => void
+}
+export function deferred(): Deferred {
   let resolve!: () => void
-  const promise = new Promise<void>((r) => { resolve = r })
+  const promise = new Promise<void>((r) => {
+    resolve = r
+  })
   return { promise, resolve }
 }
 
 /** How the main process ended, when the runtime saw it end (as parent, or through `docker wait`). */
-export interface Ending { exitCode?: number | null, signal?: string | null, detail?: string }
+export interface Ending {
+  exitCode?: number | null
+  signal?: string | null
+  detail?: string
+}
 
 export interface Entry {
   id: string
@@ -34,17 +43,22 @@ export interface Entry {
   watch: 'child' | 'poll' | 'docker-wait' | null
   child: { unref: () => void } | null
   watcher: { kill: () => boolean } | null
-  stopping: { reason: string, killAt: number } | null
+  stopping: { reason: string; killAt: number } | null
   finishing: boolean
   writes: Promise<void>
 }
 
-export function newEntry (id: string, dir: string | null, record: PlacementRecord | null): Entry {
+export function newEntry(id: string, dir: string | null, record: PlacementRecord | null): Entry {
   return {
     id,
     dir,
     record,
-    status: { placementId: id, state: record?.state ?? 'starting', exitCode: record?.exitCode ?? null, reason: record?.reason ?? null },
+    status: {
+      placementId: id,
+      state: record?.state ?? 'starting',
+      exitCode: record?.exitCode ?? null,
+      reason: record?.reason ?? null
+    },
     started: deferred(),
     ended: deferred(),
     pgid: null,

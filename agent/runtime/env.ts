@@ -23,7 +23,7 @@ export const GPU_VARIABLES = ['CUDA_VISIBLE_DEVICES', 'NVIDIA_VISIBLE_DEVICES', 
 /** Agent settings are GPUMESH_*; they are the agent's, not the workload's (join token among them). */
 const isAgentSetting = (name: string) => name.startsWith('GPUMESH_')
 
-export function gpuVariables (gpus: readonly number[], driver: 'process' | 'docker'): Record<string, string> {
+export function gpuVariables(gpus: readonly number[], driver: 'process' | 'docker'): Record<string, string> {
   const host = gpus.join(',')
   return {
     // Inside a container started with --gpus the container sees only its own
@@ -43,7 +43,7 @@ export function gpuVariables (gpus: readonly number[], driver: 'process' | 'dock
  * agent's environment: what a container gets (`docker run -e`), and what is
  * laid over the agent's environment for a process.
  */
-export function placementVariables (a: Assignment, driver: 'process' | 'docker' = a.run.driver): Record<string, string> {
+export function placementVariables(a: Assignment, driver: 'process' | 'docker' = a.run.driver): Record<string, string> {
   const gpus = gpuVariables(a.gpus, driver)
   // Object.entries/fromEntries rather than assignment: a key "__proto__" in
   // run.env is an ordinary variable name, not a prototype to set.
@@ -61,14 +61,18 @@ export function placementVariables (a: Assignment, driver: 'process' | 'docker' 
 }
 
 /** The full environment of a placement's process: the agent's environment (minus GPUMESH_*) under the placement's variables. */
-export function placementEnv (a: Assignment, agentEnv: NodeJS.ProcessEnv, driver: 'process' | 'docker' = a.run.driver): Record<string, string> {
+export function placementEnv(
+  a: Assignment,
+  agentEnv: NodeJS.ProcessEnv,
+  driver: 'process' | 'docker' = a.run.driver
+): Record<string, string> {
   const merged = new Map(Object.entries(agentEnvWithoutSettings(agentEnv)))
   for (const [k, v] of Object.entries(placementVariables(a, driver))) merged.set(k, v)
   return Object.fromEntries(merged)
 }
 
 /** The agent's environment without its GPUMESH_* settings (what the docker client runs with). */
-export function agentEnvWithoutSettings (agentEnv: NodeJS.ProcessEnv): Record<string, string> {
+export function agentEnvWithoutSettings(agentEnv: NodeJS.ProcessEnv): Record<string, string> {
   const merged = new Map<string, string>()
   for (const [k, v] of Object.entries(agentEnv)) if (v !== undefined && !isAgentSetting(k)) merged.set(k, v)
   return Object.fromEntries(merged)

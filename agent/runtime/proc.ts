@@ -18,7 +18,7 @@ export interface ProcStat {
 }
 
 /** /proc/<pid>/stat, or null when there is no such process. */
-export function readProcStat (pid: number): ProcStat | null {
+export function readProcStat(pid: number): ProcStat | null {
   let text: string
   try {
     text = readFileSync(`/proc/${pid}/stat`, 'utf8')
@@ -42,7 +42,7 @@ const dead = (s: ProcStat | null) => s === null || s.state === 'Z' || s.state ==
 
 let cachedBootId: string | null | undefined
 /** This boot's id: start times count from boot, so they only compare within one. */
-export function bootId (): string | null {
+export function bootId(): string | null {
   if (cachedBootId === undefined) {
     try {
       cachedBootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()
@@ -53,23 +53,27 @@ export function bootId (): string | null {
   return cachedBootId
 }
 
-export interface ProcessIdentity { pid: number, startTime: number, bootId: string | null }
+export interface ProcessIdentity {
+  pid: number
+  startTime: number
+  bootId: string | null
+}
 
 /** The identity of a live process, to record right after starting it. */
-export function identify (pid: number): ProcessIdentity | null {
+export function identify(pid: number): ProcessIdentity | null {
   const s = readProcStat(pid)
   return s === null ? null : { pid, startTime: s.startTime, bootId: bootId() }
 }
 
 /** Whether `id` still names a live process: same pid, same start time, same boot, not a zombie. */
-export function isAlive (id: ProcessIdentity): boolean {
+export function isAlive(id: ProcessIdentity): boolean {
   if (id.bootId !== null && bootId() !== null && id.bootId !== bootId()) return false
   const s = readProcStat(id.pid)
   return !dead(s) && s?.startTime === id.startTime
 }
 
 /** Why a recorded identity does not match, for the 'lost' reason; null when it does. */
-export function mismatch (id: ProcessIdentity): string | null {
+export function mismatch(id: ProcessIdentity): string | null {
   if (id.bootId !== null && bootId() !== null && id.bootId !== bootId()) return 'the host rebooted since it started'
   const s = readProcStat(id.pid)
   if (dead(s)) return `process ${id.pid} is gone`
@@ -78,7 +82,7 @@ export function mismatch (id: ProcessIdentity): string | null {
 }
 
 /** The arguments of a live process (NUL-separated in /proc), or null. */
-export function readCmdline (pid: number): string[] | null {
+export function readCmdline(pid: number): string[] | null {
   try {
     const raw = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
     return raw.split('\0').slice(0, -1)
@@ -88,7 +92,7 @@ export function readCmdline (pid: number): string[] | null {
 }
 
 /** Live (non-zombie) processes whose process group is `pgid`. */
-export function groupMembers (pgid: number): number[] {
+export function groupMembers(pgid: number): number[] {
   const out: number[] = []
   let entries: string[]
   try {
@@ -106,7 +110,7 @@ export function groupMembers (pgid: number): number[] {
 }
 
 /** Sends `signal` to process group `pgid`; false when the group is empty. */
-export function signalGroup (pgid: number, signal: NodeJS.Signals): boolean {
+export function signalGroup(pgid: number, signal: NodeJS.Signals): boolean {
   if (!Number.isInteger(pgid) || pgid <= 1) return false // never -0 (our own group) or -1 (everything)
   try {
     process.kill(-pgid, signal)
@@ -117,7 +121,12 @@ export function signalGroup (pgid: number, signal: NodeJS.Signals): boolean {
 }
 
 /** Polls until the group has no live member, the deadline passes or `cancelled()`; true when it emptied. */
-export async function waitGroupEmpty (pgid: number, deadline: number, cancelled: () => boolean = () => false, everyMs = 25): Promise<boolean> {
+export async function waitGroupEmpty(
+  pgid: number,
+  deadline: number,
+  cancelled: () => boolean = () => false,
+  everyMs = 25
+): Promise<boolean> {
   for (;;) {
     if (groupMembers(pgid).length === 0) return true
     if (Date.now() >= deadline || cancelled()) return false

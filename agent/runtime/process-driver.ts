@@ -51,18 +51,19 @@ export const wrapperName = (placementId: string) => `gpumesh-${placementId}`
 // execa's types list file descriptors 3-9 only (literals for `stdio`
 // arrays); any open descriptor works, it goes to spawn() as it is.
 type Fd = 3
-const spawnOptions = (dir: string, env: Record<string, string>, stdout: Fd, stderr: Fd) => ({
-  cwd: dir,
-  env,
-  extendEnv: false,
-  detached: true,
-  cleanup: false,
-  stdin: 'ignore',
-  stdout,
-  stderr,
-  reject: false,
-  buffer: false
-} as const)
+const spawnOptions = (dir: string, env: Record<string, string>, stdout: Fd, stderr: Fd) =>
+  ({
+    cwd: dir,
+    env,
+    extendEnv: false,
+    detached: true,
+    cleanup: false,
+    stdin: 'ignore',
+    stdout,
+    stderr,
+    reject: false,
+    buffer: false
+  }) as const
 
 export interface Launched {
   subprocess: ResultPromise<ReturnType<typeof spawnOptions>>
@@ -72,7 +73,7 @@ export interface Launched {
 export class LaunchError extends Error {}
 
 /** Starts `argv` under the wrapper in `dir`; its pid is also its process group. */
-export function launch (dir: string, placementId: string, argv: string[], env: Record<string, string>): Launched {
+export function launch(dir: string, placementId: string, argv: string[], env: Record<string, string>): Launched {
   const out = openSync(join(dir, STDOUT_FILE), constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o640)
   let err: number
   try {
@@ -83,7 +84,11 @@ export function launch (dir: string, placementId: string, argv: string[], env: R
   }
   let subprocess: Launched['subprocess']
   try {
-    subprocess = execa(SH, ['-c', WRAPPER, wrapperName(placementId), ...argv], spawnOptions(dir, env, out as Fd, err as Fd))
+    subprocess = execa(
+      SH,
+      ['-c', WRAPPER, wrapperName(placementId), ...argv],
+      spawnOptions(dir, env, out as Fd, err as Fd)
+    )
   } finally {
     // spawn() has dup'ed them into the child (synchronously); ours are not needed.
     closeSync(out)
@@ -109,7 +114,7 @@ const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
  * a clear reason when there is no executable to run (ENOENT, EACCES), which
  * the wrapper would otherwise only report as exit 127/126.
  */
-export async function resolveExecutable (command: string, path: string | undefined, cwd: string): Promise<string> {
+export async function resolveExecutable(command: string, path: string | undefined, cwd: string): Promise<string> {
   const check = async (file: string): Promise<'ok' | 'missing' | 'directory' | 'not-executable'> => {
     try {
       const s = await stat(file)
@@ -140,11 +145,16 @@ export async function resolveExecutable (command: string, path: string | undefin
 }
 
 /** Settles true when `p` settles within `ms`, false otherwise. */
-export async function within (p: Promise<unknown>, ms: number): Promise<boolean> {
+export async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined
   const r = await Promise.race([
-    p.then(() => true, () => true),
-    new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), Math.max(0, ms)) })
+    p.then(
+      () => true,
+      () => true
+    ),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), Math.max(0, ms))
+    })
   ])
   clearTimeout(timer)
   return r
@@ -155,14 +165,14 @@ export async function within (p: Promise<unknown>, ms: number): Promise<boolean>
  * it has not ended after `graceMs`. Returns once `ended` settles or the
  * SIGKILL is sent.
  */
-export async function stopProcessGroup (pgid: number, graceMs: number, ended: Promise<unknown>): Promise<void> {
+export async function stopProcessGroup(pgid: number, graceMs: number, ended: Promise<unknown>): Promise<void> {
   signalGroup(pgid, 'SIGTERM')
   if (await within(ended, graceMs)) return
   signalGroup(pgid, 'SIGKILL')
 }
 
 /** The `process` driver; placements get `agentEnv` (the agent's environment, minus its GPUMESH_* settings) under their variables. */
-export function processDriver (agentEnv: NodeJS.ProcessEnv): Driver {
+export function processDriver(agentEnv: NodeJS.ProcessEnv): Driver {
   return {
     command: async (a, dir) => {
       const env = placementEnv(a, agentEnv, 'process')

@@ -9,7 +9,15 @@ import type { Driver } from './driver.js'
 import { newEntry, isFinal, type Ending, type Entry } from './entry.js'
 import { wrapperName } from './process-driver.js'
 import { bootId, isAlive, mismatch, readCmdline, readProcStat, type ProcessIdentity } from './proc.js'
-import { listPlacementDirs, placementDir, readExitCode, readPidFile, readRecord, RECORD_FILE, type PlacementRecord } from './state.js'
+import {
+  listPlacementDirs,
+  placementDir,
+  readExitCode,
+  readPidFile,
+  readRecord,
+  RECORD_FILE,
+  type PlacementRecord
+} from './state.js'
 import type { RunningPlacement } from './types.js'
 import { isUuid } from './validate.js'
 
@@ -19,7 +27,7 @@ export interface RecoveryHost {
   entries: Map<string, Entry>
   driverOf: (r: PlacementRecord) => Driver
   transition: (e: Entry, patch: Partial<PlacementRecord> & { state: RunState }) => Promise<void>
-  end: (e: Entry, final: { state: RunState, exitCode: number | null, reason: string | null }) => Promise<void>
+  end: (e: Entry, final: { state: RunState; exitCode: number | null; reason: string | null }) => Promise<void>
   finish: (e: Entry, how: Ending | null) => Promise<void>
   /** Starts polling /proc for the entries watched by 'poll'. */
   poll: () => void
@@ -28,12 +36,13 @@ export interface RecoveryHost {
 }
 
 /** Every placement of the state directory, adopted or with its end recorded; as they are now. */
-export async function recoverPlacements (host: RecoveryHost): Promise<RunningPlacement[]> {
+export async function recoverPlacements(host: RecoveryHost): Promise<RunningPlacement[]> {
   const out: RunningPlacement[] = []
   for (const name of await listPlacementDirs(host.stateDir)) {
     if (!isUuid(name)) continue
     const known = host.entries.get(name)
-    if (known !== undefined) { // recovered (or started) already: reported as it is now
+    if (known !== undefined) {
+      // recovered (or started) already: reported as it is now
       out.push({ ...known.status })
       continue
     }
@@ -46,7 +55,12 @@ export async function recoverPlacements (host: RecoveryHost): Promise<RunningPla
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue // a folder without a record: nothing was started from it
       const e = newEntry(name, null, null) // unreadable: reported, left as it is on disk
       host.entries.set(name, e)
-      e.status = { placementId: name, state: 'lost', exitCode: null, reason: `unreadable ${RECORD_FILE}: ${(err as Error).message}` }
+      e.status = {
+        placementId: name,
+        state: 'lost',
+        exitCode: null,
+        reason: `unreadable ${RECORD_FILE}: ${(err as Error).message}`
+      }
       e.started.resolve()
       e.ended.resolve()
       host.report({ ...e.status })
@@ -67,9 +81,10 @@ export async function recoverPlacements (host: RecoveryHost): Promise<RunningPla
 }
 
 /** A placement the state directory says is starting or running: adopt it if its process is still ours, report its end otherwise. */
-async function reattach (host: RecoveryHost, e: Entry, r: PlacementRecord): Promise<void> {
+async function reattach(host: RecoveryHost, e: Entry, r: PlacementRecord): Promise<void> {
   const dir = e.dir as string
-  let identity: ProcessIdentity | null = r.pid !== null && r.startTime !== null ? { pid: r.pid, startTime: r.startTime, bootId: r.bootId } : null
+  let identity: ProcessIdentity | null =
+    r.pid !== null && r.startTime !== null ? { pid: r.pid, startTime: r.startTime, bootId: r.bootId } : null
   if (identity === null) {
     // The agent stopped between starting it and recording its pid: the
     // wrapper wrote its pid, and its $0 names the placement.
@@ -84,7 +99,13 @@ async function reattach (host: RecoveryHost, e: Entry, r: PlacementRecord): Prom
     e.pgid = identity.pid
     e.watch = 'poll'
     if (r.state !== 'running' || r.pid !== identity.pid) {
-      await host.transition(e, { state: 'running', pid: identity.pid, startTime: identity.startTime, bootId: identity.bootId, startedAt: r.startedAt ?? new Date().toISOString() })
+      await host.transition(e, {
+        state: 'running',
+        pid: identity.pid,
+        startTime: identity.startTime,
+        bootId: identity.bootId,
+        startedAt: r.startedAt ?? new Date().toISOString()
+      })
     } else {
       e.status = { placementId: e.id, state: 'running', exitCode: null, reason: null }
     }
@@ -101,7 +122,8 @@ async function reattach (host: RecoveryHost, e: Entry, r: PlacementRecord): Prom
     else if (found !== null) {
       e.watch = 'docker-wait'
       e.watcher = found.watcher
-      if (r.state !== 'running') await host.transition(e, { state: 'running', startedAt: r.startedAt ?? new Date().toISOString() })
+      if (r.state !== 'running')
+        await host.transition(e, { state: 'running', startedAt: r.startedAt ?? new Date().toISOString() })
       else e.status = { placementId: e.id, state: 'running', exitCode: null, reason: null }
       e.started.resolve()
       void found.exitCode.then((exitCode) => host.finish(e, { exitCode, detail: 'docker wait gave no exit code' }))
@@ -112,15 +134,20 @@ async function reattach (host: RecoveryHost, e: Entry, r: PlacementRecord): Prom
   // It ended while no runtime was watching.
   if (r.stopRequested !== null) await host.end(e, { state: 'stopped', exitCode: code, reason: r.stopRequested.reason })
   else if (code !== null) await host.end(e, { state: 'exited', exitCode: code, reason: null })
-  else if (r.state === 'starting' && identity === null && r.pid === null) await host.end(e, { state: 'failed', exitCode: null, reason: 'the agent stopped while starting it; it never ran' })
+  else if (r.state === 'starting' && identity === null && r.pid === null)
+    await host.end(e, { state: 'failed', exitCode: null, reason: 'the agent stopped while starting it; it never ran' })
   else {
     const why = identity === null ? 'its process is gone' : (mismatch(identity) ?? 'its process is gone')
-    await host.end(e, { state: 'lost', exitCode: null, reason: `${why} and no exit code was recorded${driverSays === null ? '' : ` (${driverSays})`}` })
+    await host.end(e, {
+      state: 'lost',
+      exitCode: null,
+      reason: `${why} and no exit code was recorded${driverSays === null ? '' : ` (${driverSays})`}`
+    })
   }
 }
 
 /** The adopted processes that ended since the last look (polled every POLL_MS). */
-export function endedSincePolled (entries: Iterable<Entry>): { ended: Entry[], watching: number } {
+export function endedSincePolled(entries: Iterable<Entry>): { ended: Entry[]; watching: number } {
   const ended: Entry[] = []
   let watching = 0
   for (const e of entries) {

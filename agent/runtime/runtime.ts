@@ -47,7 +47,7 @@ class PlacementRuntime extends EventEmitter implements Runtime {
   #isClosed = false
   #poll: NodeJS.Timeout | null = null
 
-  constructor (options: RuntimeOptions) {
+  constructor(options: RuntimeOptions) {
     super()
     this.#stateDir = resolve(options.stateDir)
     this.#graceMs = options.stopGraceMs ?? DEFAULT_STOP_GRACE_MS
@@ -73,23 +73,24 @@ class PlacementRuntime extends EventEmitter implements Runtime {
     const problem = assignmentProblem(assignment)
     const dir = isUuid(id) ? placementDir(this.#stateDir, id) : null
     const now = new Date().toISOString()
-    const record: PlacementRecord | null = dir === null
-      ? null
-      : {
-          version: RECORD_VERSION,
-          assignment,
-          state: 'starting',
-          exitCode: null,
-          reason: null,
-          pid: null,
-          startTime: null,
-          bootId: null,
-          container: assignment.run?.driver === 'docker' ? containerName(id) : null,
-          createdAt: now,
-          startedAt: null,
-          endedAt: null,
-          stopRequested: null
-        }
+    const record: PlacementRecord | null =
+      dir === null
+        ? null
+        : {
+            version: RECORD_VERSION,
+            assignment,
+            state: 'starting',
+            exitCode: null,
+            reason: null,
+            pid: null,
+            startTime: null,
+            bootId: null,
+            container: assignment.run?.driver === 'docker' ? containerName(id) : null,
+            createdAt: now,
+            startedAt: null,
+            endedAt: null,
+            stopRequested: null
+          }
     const entry = newEntry(id, dir, record)
     this.#entries.set(id, entry) // before any await: a concurrent start of the same id is a no-op
     try {
@@ -107,13 +108,29 @@ class PlacementRuntime extends EventEmitter implements Runtime {
       entry.identity = identity
       entry.pgid = identity.pid
       entry.watch = 'child'
-      await this.#transition(entry, { state: 'running', pid: identity.pid, startTime: identity.startTime, bootId: identity.bootId, startedAt: new Date().toISOString() })
+      await this.#transition(entry, {
+        state: 'running',
+        pid: identity.pid,
+        startTime: identity.startTime,
+        bootId: identity.bootId,
+        startedAt: new Date().toISOString()
+      })
       entry.started.resolve()
       // Registered after 'running' is out: an instant exit still reports in order.
-      void subprocess.then((r) => this.#finish(entry, { exitCode: r.exitCode ?? null, signal: r.signal ?? null, detail: r.failed && r.exitCode === undefined && r.signal === undefined ? r.shortMessage : undefined }))
+      void subprocess.then((r) =>
+        this.#finish(entry, {
+          exitCode: r.exitCode ?? null,
+          signal: r.signal ?? null,
+          detail: r.failed && r.exitCode === undefined && r.signal === undefined ? r.shortMessage : undefined
+        })
+      )
     } catch (err) {
       if (entry.child !== null) throw err // cannot happen: nothing after launch throws
-      await this.#end(entry, { state: 'failed', exitCode: null, reason: err instanceof LaunchError ? err.message : `cannot start: ${(err as Error).message}` })
+      await this.#end(entry, {
+        state: 'failed',
+        exitCode: null,
+        reason: err instanceof LaunchError ? err.message : `cannot start: ${(err as Error).message}`
+      })
     }
   }
 
@@ -158,18 +175,21 @@ class PlacementRuntime extends EventEmitter implements Runtime {
   // ---------------------------------------------------------------- internals
 
   /** The command line and environment for the wrapper; throws LaunchError with the reason it cannot run. */
-  async #prepare (a: Assignment, dir: string): Promise<{ argv: string[], env: Record<string, string> }> {
+  async #prepare(a: Assignment, dir: string): Promise<{ argv: string[]; env: Record<string, string> }> {
     const { argv, env } = await this.#driverOf(a).command(a, dir)
     // A session's command runs in a pseudo-terminal that `gpumesh attach` reaches (agent/session/holder.ts).
     if (a.session !== undefined) {
-      if (socketPath(dir).length > MAX_SOCKET_PATH) throw new LaunchError(`session socket path ${socketPath(dir)} is longer than ${MAX_SOCKET_PATH} bytes; use a shorter state directory`)
+      if (socketPath(dir).length > MAX_SOCKET_PATH)
+        throw new LaunchError(
+          `session socket path ${socketPath(dir)} is longer than ${MAX_SOCKET_PATH} bytes; use a shorter state directory`
+        )
       return { argv: [process.execPath, ...holderArgs(a.placementId, a.session, argv)], env }
     }
     return { argv, env }
   }
 
   /** Records a change (placement.json first), then reports it. */
-  async #transition (e: Entry, patch: Partial<PlacementRecord> & { state: RunState }): Promise<void> {
+  async #transition(e: Entry, patch: Partial<PlacementRecord> & { state: RunState }): Promise<void> {
     if (this.#isClosed) return
     if (e.record !== null) Object.assign(e.record, patch)
     e.status = {
@@ -184,32 +204,34 @@ class PlacementRuntime extends EventEmitter implements Runtime {
   }
 
   /** The final transition; settles `started` and `ended`. */
-  async #end (e: Entry, final: { state: RunState, exitCode: number | null, reason: string | null }): Promise<void> {
+  async #end(e: Entry, final: { state: RunState; exitCode: number | null; reason: string | null }): Promise<void> {
     await this.#transition(e, { ...final, endedAt: new Date().toISOString() })
     e.started.resolve()
     e.ended.resolve()
   }
 
-  async #persist (e: Entry): Promise<void> {
+  async #persist(e: Entry): Promise<void> {
     if (e.record === null || e.dir === null || this.#isClosed) return
     const snapshot = structuredClone(e.record)
     const dir = e.dir
     // One write at a time per placement, in order.
-    e.writes = e.writes.then(async () => await writeRecord(dir, snapshot)).catch((err: unknown) => {
-      this.#warn(`cannot write ${join(dir, RECORD_FILE)}: ${(err as Error).message}`)
-    })
+    e.writes = e.writes
+      .then(async () => await writeRecord(dir, snapshot))
+      .catch((err: unknown) => {
+        this.#warn(`cannot write ${join(dir, RECORD_FILE)}: ${(err as Error).message}`)
+      })
     await e.writes
   }
 
-  #warn (message: string): void {
+  #warn(message: string): void {
     if (this.listenerCount('warning') > 0) this.emit('warning', message)
   }
 
-  #driverOf (a: Assignment): Driver {
+  #driverOf(a: Assignment): Driver {
     return a.run.driver === 'docker' ? this.#drivers.docker : this.#drivers.process
   }
 
-  async #driverStop (e: Entry): Promise<void> {
+  async #driverStop(e: Entry): Promise<void> {
     const ended = Promise.race([e.ended.promise, this.#closed.promise])
     const driver = e.record === null ? this.#drivers.process : this.#driverOf(e.record.assignment)
     await driver.stop({ container: e.record?.container ?? null, pgid: e.pgid }, this.#graceMs, ended)
@@ -220,15 +242,27 @@ class PlacementRuntime extends EventEmitter implements Runtime {
     stateDir: '',
     entries: this.#entries,
     driverOf: (r) => this.#driverOf(r.assignment),
-    transition: async (e, patch) => { await this.#transition(e, patch) },
-    end: async (e, final) => { await this.#end(e, final) },
-    finish: async (e, how) => { await this.#finish(e, how) },
-    poll: () => { this.#ensurePolling() },
-    stop: async (id, reason) => { await this.stop(id, reason) },
-    report: (status) => { this.emit('status', status) }
+    transition: async (e, patch) => {
+      await this.#transition(e, patch)
+    },
+    end: async (e, final) => {
+      await this.#end(e, final)
+    },
+    finish: async (e, how) => {
+      await this.#finish(e, how)
+    },
+    poll: () => {
+      this.#ensurePolling()
+    },
+    stop: async (id, reason) => {
+      await this.stop(id, reason)
+    },
+    report: (status) => {
+      this.emit('status', status)
+    }
   }
 
-  #ensurePolling (): void {
+  #ensurePolling(): void {
     if (this.#poll !== null || this.#isClosed) return
     this.#poll = setInterval(() => {
       const { ended, watching } = endedSincePolled(this.#entries.values())
@@ -241,7 +275,7 @@ class PlacementRuntime extends EventEmitter implements Runtime {
   }
 
   /** The main process ended: clear its process group, read how it ended, record and report it. */
-  async #finish (e: Entry, how: Ending | null): Promise<void> {
+  async #finish(e: Entry, how: Ending | null): Promise<void> {
     if (e.finishing || this.#isClosed) return
     e.finishing = true
     e.watch = null
@@ -270,10 +304,15 @@ class PlacementRuntime extends EventEmitter implements Runtime {
     }
     if (e.stopping !== null) await this.#end(e, { state: 'stopped', exitCode, reason: e.stopping.reason })
     else if (exitCode !== null) await this.#end(e, { state: 'exited', exitCode, reason })
-    else await this.#end(e, { state: 'lost', exitCode: null, reason: how?.detail ?? 'its process ended without recording an exit code' })
+    else
+      await this.#end(e, {
+        state: 'lost',
+        exitCode: null,
+        reason: how?.detail ?? 'its process ended without recording an exit code'
+      })
   }
 }
 
-export function createRuntime (options: RuntimeOptions): Runtime {
+export function createRuntime(options: RuntimeOptions): Runtime {
   return new PlacementRuntime(options)
 }

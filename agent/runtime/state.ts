@@ -36,7 +36,7 @@ export interface PlacementRecord {
   startedAt: string | null
   endedAt: string | null
   /** Set when a stop was asked for, so a stop interrupted by an agent restart still ends as 'stopped'. */
-  stopRequested: { reason: string, at: string } | null
+  stopRequested: { reason: string; at: string } | null
 }
 
 export const placementsDir = (stateDir: string) => join(stateDir, 'placements')
@@ -45,7 +45,7 @@ export const placementDir = (stateDir: string, id: string) => join(placementsDir
 let tmpCounter = 0
 
 /** Writes `data` to `file` so that a reader (or a crash) sees the old content or the new, never a mix. */
-export async function writeFileAtomic (file: string, data: string): Promise<void> {
+export async function writeFileAtomic(file: string, data: string): Promise<void> {
   const tmp = `${file}.${process.pid}.${++tmpCounter}.tmp`
   const fh = await open(tmp, 'w', 0o600)
   try {
@@ -62,11 +62,11 @@ export async function writeFileAtomic (file: string, data: string): Promise<void
   }
 }
 
-export async function writeRecord (dir: string, record: PlacementRecord): Promise<void> {
-  await writeFileAtomic(join(dir, RECORD_FILE), JSON.stringify(record, null, 2) + '\n')
+export async function writeRecord(dir: string, record: PlacementRecord): Promise<void> {
+  await writeFileAtomic(join(dir, RECORD_FILE), `${JSON.stringify(record, null, 2)}\n`)
 }
 
-export async function readRecord (dir: string): Promise<PlacementRecord> {
+export async function readRecord(dir: string): Promise<PlacementRecord> {
   const r = JSON.parse(await readFile(join(dir, RECORD_FILE), 'utf8')) as PlacementRecord
   if (r === null || typeof r !== 'object' || r.version !== RECORD_VERSION || typeof r.assignment !== 'object') {
     throw new Error(`unsupported ${RECORD_FILE} (version ${String((r as { version?: unknown } | null)?.version)})`)
@@ -75,7 +75,7 @@ export async function readRecord (dir: string): Promise<PlacementRecord> {
 }
 
 /** The exit status the wrapper recorded, or null when it recorded none (killed before it could). */
-export async function readExitCode (dir: string): Promise<number | null> {
+export async function readExitCode(dir: string): Promise<number | null> {
   let text: string
   try {
     text = await readFile(join(dir, EXIT_FILE), 'utf8')
@@ -87,7 +87,7 @@ export async function readExitCode (dir: string): Promise<number | null> {
 }
 
 /** The pid the wrapper wrote about itself, or null. */
-export async function readPidFile (dir: string): Promise<number | null> {
+export async function readPidFile(dir: string): Promise<number | null> {
   try {
     const t = (await readFile(join(dir, PID_FILE), 'utf8')).trim()
     return /^\d+$/.test(t) ? Number(t) : null
@@ -97,7 +97,7 @@ export async function readPidFile (dir: string): Promise<number | null> {
 }
 
 /** Placement folders under the state directory (names only), leftovers of interrupted writes removed. */
-export async function listPlacementDirs (stateDir: string): Promise<string[]> {
+export async function listPlacementDirs(stateDir: string): Promise<string[]> {
   let names: string[]
   try {
     names = await readdir(placementsDir(stateDir))
@@ -109,7 +109,8 @@ export async function listPlacementDirs (stateDir: string): Promise<string[]> {
   for (const name of names.sort()) {
     const dir = placementDir(stateDir, name)
     try {
-      for (const f of await readdir(dir)) if (f.startsWith(`${RECORD_FILE}.`) && f.endsWith('.tmp')) await rm(join(dir, f), { force: true })
+      for (const f of await readdir(dir))
+        if (f.startsWith(`${RECORD_FILE}.`) && f.endsWith('.tmp')) await rm(join(dir, f), { force: true })
       out.push(name)
     } catch {} // not a folder
   }

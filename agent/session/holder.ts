@@ -25,7 +25,18 @@ import { chmodSync, readdirSync, rmSync } from 'node:fs'
 import { createServer, type Socket } from 'node:net'
 import { constants as osConstants } from 'node:os'
 import pty from '@lydell/node-pty'
-import { encodeControl, encodeData, FrameDecoder, Open, Resize, SESSION_VERSION, SessionFrameError, TAG_DATA, type EndReason, type FromHost } from '../../protocol/session.js'
+import {
+  encodeControl,
+  encodeData,
+  FrameDecoder,
+  Open,
+  Resize,
+  SESSION_VERSION,
+  type SessionFrameError,
+  TAG_DATA,
+  type EndReason,
+  type FromHost
+} from '../../protocol/session.js'
 import { isValid, schemaErrors } from '../../protocol/validate.js'
 import { readProcStat } from '../runtime/proc.js'
 import { SOCKET_FILE } from './paths.js'
@@ -40,26 +51,41 @@ const INPUT_HIGH_WATER = 1024 * 1024
 /** Output gathered into one frame at most (well under MAX_SESSION_FRAME). */
 const MAX_BATCH = 128 * 1024
 
-interface Options { placementId: string, idleSeconds: number, maxSeconds: number, command: string[] }
+interface Options {
+  placementId: string
+  idleSeconds: number
+  maxSeconds: number
+  command: string[]
+}
 
-function parseArgs (argv: string[]): Options {
+function parseArgs(argv: string[]): Options {
   const sep = argv.indexOf('--')
   const flags = argv.slice(0, sep < 0 ? argv.length : sep)
   const command = sep < 0 ? [] : argv.slice(sep + 1)
   const num = (name: string) => {
     const i = flags.indexOf(name)
-    const v = i < 0 ? '0' : flags[i + 1] ?? ''
+    const v = i < 0 ? '0' : (flags[i + 1] ?? '')
     if (!/^\d+$/.test(v)) throw new Error(`${name} must be a whole number of seconds, not ${JSON.stringify(v)}`)
     return Number(v)
   }
   if (command.length === 0) throw new Error('usage: holder.js --placement ID [--idle S] [--max S] -- command [args...]')
   const p = flags.indexOf('--placement')
-  return { placementId: p < 0 ? '' : flags[p + 1] ?? '', idleSeconds: num('--idle'), maxSeconds: num('--max'), command }
+  return {
+    placementId: p < 0 ? '' : (flags[p + 1] ?? ''),
+    idleSeconds: num('--idle'),
+    maxSeconds: num('--max'),
+    command
+  }
 }
 
-interface Attachment { socket: Socket, decoder: FrameDecoder, open: boolean, behindSince: number | null }
+interface Attachment {
+  socket: Socket
+  decoder: FrameDecoder
+  open: boolean
+  behindSince: number | null
+}
 
-function main (o: Options): void {
+function main(o: Options): void {
   const placementId = o.placementId
   const attachments = new Set<Attachment>()
   const scrollback: Buffer[] = []
@@ -81,12 +107,20 @@ function main (o: Options): void {
   // node-pty's master side; its write queue is the terminal's input backlog.
   const master = (term as unknown as { _socket?: Socket })._socket
 
-  const send = (a: Attachment, frame: FromHost) => { if (!a.socket.destroyed) a.socket.write(encodeControl(frame)) }
+  const send = (a: Attachment, frame: FromHost) => {
+    if (!a.socket.destroyed) a.socket.write(encodeControl(frame))
+  }
 
   const updatePause = () => {
     const behind = [...attachments].some((a) => a.behindSince !== null)
-    if (behind && !paused) { term.pause(); paused = true }
-    if (!behind && paused) { term.resume(); paused = false }
+    if (behind && !paused) {
+      term.pause()
+      paused = true
+    }
+    if (!behind && paused) {
+      term.resume()
+      paused = false
+    }
   }
 
   const detach = (a: Attachment) => {
@@ -110,13 +144,14 @@ function main (o: Options): void {
 
   const flush = () => {
     if (pending.length === 0) return
-    const buf = pending.length === 1 ? pending[0] as Buffer : Buffer.concat(pending)
+    const buf = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending)
     pending = []
     pendingBytes = 0
     process.stdout.write(buf) // stdout.log (a file: written synchronously)
     scrollback.push(buf)
     scrollbackBytes += buf.length
-    while (scrollback.length > 1 && scrollbackBytes - (scrollback[0]?.length ?? 0) >= SCROLLBACK) scrollbackBytes -= (scrollback.shift() as Buffer).length
+    while (scrollback.length > 1 && scrollbackBytes - (scrollback[0]?.length ?? 0) >= SCROLLBACK)
+      scrollbackBytes -= (scrollback.shift() as Buffer).length
     const frame = encodeData(buf)
     for (const a of attachments) {
       if (!a.open) continue
@@ -129,9 +164,18 @@ function main (o: Options): void {
   term.onExit(({ exitCode, signal }) => {
     flush()
     exited = true
-    const name = signal === undefined || signal === 0 ? null : Object.entries(osConstants.signals).find(([, n]) => n === signal)?.[0] ?? `SIG${signal}`
+    const name =
+      signal === undefined || signal === 0
+        ? null
+        : (Object.entries(osConstants.signals).find(([, n]) => n === signal)?.[0] ?? `SIG${signal}`)
     const code = name === null ? exitCode : 128 + (signal as number)
-    const frame: FromHost = { v: SESSION_VERSION, type: 'exit', code: Math.min(255, Math.max(0, code)), signal: name, reason: ending ?? 'exited' }
+    const frame: FromHost = {
+      v: SESSION_VERSION,
+      type: 'exit',
+      code: Math.min(255, Math.max(0, code)),
+      signal: name,
+      reason: ending ?? 'exited'
+    }
     process.exitCode = frame.code // also when the loop empties before the goodbyes below are out
     clearInterval(timer)
     server.close()
@@ -139,7 +183,10 @@ function main (o: Options): void {
     const closing = [...attachments].map(async (a) => {
       send(a, frame)
       a.socket.end()
-      await new Promise<void>((resolve) => { a.socket.once('close', () => resolve()); setTimeout(resolve, 2000) })
+      await new Promise<void>((resolve) => {
+        a.socket.once('close', () => resolve())
+        setTimeout(resolve, 2000)
+      })
     })
     void Promise.all(closing).then(() => process.exit(frame.code))
   })
@@ -151,32 +198,51 @@ function main (o: Options): void {
     const session = term.pid
     const members = () => {
       const out: number[] = []
-      for (const e of readProcEntries()) { const s = readProcStat(e); if (s !== null && s.session === session && s.state !== 'Z') out.push(e) }
+      for (const e of readProcEntries()) {
+        const s = readProcStat(e)
+        if (s !== null && s.session === session && s.state !== 'Z') out.push(e)
+      }
       return out
     }
-    for (const pid of members()) try { process.kill(pid, 'SIGHUP') } catch {}
+    for (const pid of members())
+      try {
+        process.kill(pid, 'SIGHUP')
+      } catch {}
     term.resume() // a paused terminal could not even print its way out
     paused = false
-    setTimeout(() => { for (const pid of members()) try { process.kill(pid, 'SIGKILL') } catch {} }, HANGUP_GRACE_MS).unref()
+    setTimeout(() => {
+      for (const pid of members())
+        try {
+          process.kill(pid, 'SIGKILL')
+        } catch {}
+    }, HANGUP_GRACE_MS).unref()
   }
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT'] as const) process.on(sig, () => end('stopped'))
 
   const startedAt = Date.now()
   // Checked here rather than with one long setTimeout: timers overflow past 24.8 days, maxDurationSeconds goes to 30.
-  const timer = setInterval(() => {
-    const now = Date.now()
-    if (o.idleSeconds > 0 && now - lastActivity >= o.idleSeconds * 1000) end('idle-timeout')
-    if (o.maxSeconds > 0 && now - startedAt >= o.maxSeconds * 1000) end('max-duration')
-    for (const a of attachments) {
-      if (a.behindSince !== null && now - a.behindSince > STALL_MS) {
-        // Dropped: what it has queued (bounded) still drains if it ever reads.
-        detach(a)
-        send(a, { v: SESSION_VERSION, type: 'error', code: 'ERR_SLOW_CLIENT', message: `this attach read nothing for ${STALL_MS / 1000} s while the terminal had output for it` })
-        a.socket.end()
-        setTimeout(() => a.socket.destroy(), 30_000).unref()
+  const timer = setInterval(
+    () => {
+      const now = Date.now()
+      if (o.idleSeconds > 0 && now - lastActivity >= o.idleSeconds * 1000) end('idle-timeout')
+      if (o.maxSeconds > 0 && now - startedAt >= o.maxSeconds * 1000) end('max-duration')
+      for (const a of attachments) {
+        if (a.behindSince !== null && now - a.behindSince > STALL_MS) {
+          // Dropped: what it has queued (bounded) still drains if it ever reads.
+          detach(a)
+          send(a, {
+            v: SESSION_VERSION,
+            type: 'error',
+            code: 'ERR_SLOW_CLIENT',
+            message: `this attach read nothing for ${STALL_MS / 1000} s while the terminal had output for it`
+          })
+          a.socket.end()
+          setTimeout(() => a.socket.destroy(), 30_000).unref()
+        }
       }
-    }
-  }, o.idleSeconds > 0 ? Math.min(1000, Math.max(100, o.idleSeconds * 250)) : 1000)
+    },
+    o.idleSeconds > 0 ? Math.min(1000, Math.max(100, o.idleSeconds * 250)) : 1000
+  )
 
   const onFrames = (a: Attachment, chunk: Buffer) => {
     let frames
@@ -188,8 +254,17 @@ function main (o: Options): void {
     }
     for (const f of frames) {
       if (!a.open) {
-        if (f.tag !== 1 || !isValid(Open, f.value)) { refuse(a, `the first frame must be open: ${f.tag === TAG_DATA ? 'got terminal data' : schemaErrors(Open, f.value, 3).join('; ')}`); return }
-        if (f.value.placementId !== placementId) { refuse(a, `this is the terminal of placement ${placementId}, not ${f.value.placementId}`); return }
+        if (f.tag !== 1 || !isValid(Open, f.value)) {
+          refuse(
+            a,
+            `the first frame must be open: ${f.tag === TAG_DATA ? 'got terminal data' : schemaErrors(Open, f.value, 3).join('; ')}`
+          )
+          return
+        }
+        if (f.value.placementId !== placementId) {
+          refuse(a, `this is the terminal of placement ${placementId}, not ${f.value.placementId}`)
+          return
+        }
         a.open = true
         lastActivity = Date.now()
         term.resize(f.value.cols, f.value.rows)
@@ -223,12 +298,18 @@ function main (o: Options): void {
   process.stdout.on('error', () => {})
   rmSync(SOCKET_FILE, { force: true }) // a stale one from a holder that was killed
   const server = createServer((socket) => {
-    if (exited) { socket.destroy(); return }
+    if (exited) {
+      socket.destroy()
+      return
+    }
     const a: Attachment = { socket, decoder: new FrameDecoder(), open: false, behindSince: null }
     attachments.add(a)
     socket.on('data', (chunk) => onFrames(a, chunk))
     socket.on('drain', () => {
-      if (a.behindSince !== null && socket.writableLength <= LOW_WATER) { a.behindSince = null; updatePause() }
+      if (a.behindSince !== null && socket.writableLength <= LOW_WATER) {
+        a.behindSince = null
+        updatePause()
+      }
     })
     socket.on('error', () => {})
     socket.on('close', () => detach(a))
@@ -237,13 +318,19 @@ function main (o: Options): void {
     process.stderr.write(`gpumesh session holder: cannot listen on ${SOCKET_FILE}: ${err.message}\n`)
     end('stopped')
   })
-  server.listen(SOCKET_FILE, () => { try { chmodSync(SOCKET_FILE, 0o600) } catch {} })
+  server.listen(SOCKET_FILE, () => {
+    try {
+      chmodSync(SOCKET_FILE, 0o600)
+    } catch {}
+  })
 }
 
 /** Pids in /proc. */
-function readProcEntries (): number[] {
+function readProcEntries(): number[] {
   try {
-    return readdirSync('/proc').filter((e) => /^\d+$/.test(e)).map(Number)
+    return readdirSync('/proc')
+      .filter((e) => /^\d+$/.test(e))
+      .map(Number)
   } catch {
     return []
   }

@@ -15,6 +15,16 @@ export const socketPath = (placementDir: string) => join(placementDir, SOCKET_FI
 export const HOLDER = fileURLToPath(new URL('./holder.js', import.meta.url))
 
 /** argv (after node) that runs `command` in a pty under the holder, as the terminal of `placementId`. */
-export function holderArgs (placementId: string, settings: SessionSettings, command: string[]): string[] {
-  return [HOLDER, '--placement', placementId, '--idle', String(settings.idleTimeoutSeconds ?? 0), '--max', String(settings.maxDurationSeconds ?? 0), '--', ...command]
+export function holderArgs(placementId: string, settings: SessionSettings, command: string[]): string[] {
+  return [
+    HOLDER,
+    '--placement',
+    placementId,
+    '--idle',
+    String(settings.idleTimeoutSeconds ?? 0),
+    '--max',
+    String(settings.maxDurationSeconds ?? 0),
+    '--',
+    ...command
+  ]
 }

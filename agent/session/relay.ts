@@ -17,7 +17,16 @@ import type { Connection, Stream } from '@libp2p/interface'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import type { Logger } from '../../common/log.js'
 import type { MeshNode } from '../../common/mesh/node.js'
-import { encodeControl, FrameDecoder, Open, SESSION_PROTOCOL, SESSION_VERSION, SessionFrameError, TAG_CONTROL, type SessionErrorCode } from '../../protocol/session.js'
+import {
+  encodeControl,
+  FrameDecoder,
+  Open,
+  SESSION_PROTOCOL,
+  SESSION_VERSION,
+  type SessionFrameError,
+  TAG_CONTROL,
+  type SessionErrorCode
+} from '../../protocol/session.js'
 import { isValid, schemaErrors } from '../../protocol/validate.js'
 import { placementDir } from '../runtime/state.js'
 import type { Runtime } from '../runtime/types.js'
@@ -38,45 +47,59 @@ export interface SessionRelayOptions {
   log: Logger
 }
 
-const bytes = (d: Uint8Array | Uint8ArrayList): Uint8Array => d instanceof Uint8Array ? d : d.subarray()
+const bytes = (d: Uint8Array | Uint8ArrayList): Uint8Array => (d instanceof Uint8Array ? d : d.subarray())
 
 /** Resumes reading a stream unless its readable end is closing (resume() throws then). */
-export function resume (stream: Stream): void {
+export function resume(stream: Stream): void {
   if (stream.readStatus === 'paused') stream.resume()
 }
 
 /** The peer id at the end of a multiaddr (`.../p2p/<id>`), or null. */
-export function peerIdOf (addr: string): string | null {
+export function peerIdOf(addr: string): string | null {
   return /\/p2p\/([^/]+)\/?$/.exec(addr)?.[1] ?? null
 }
 
 export class SessionRelay {
   private readonly allowed: Set<string>
-  private readonly active = new Set<{ stream: Stream, socket: Socket | null }>()
+  private readonly active = new Set<{ stream: Stream; socket: Socket | null }>()
 
-  constructor (private readonly o: SessionRelayOptions) {
+  constructor(private readonly o: SessionRelayOptions) {
     this.allowed = new Set(o.coordinators.map(peerIdOf).filter((p): p is string => p !== null))
   }
 
-  async start (): Promise<void> {
-    await this.o.node.handle(SESSION_PROTOCOL, (stream, connection) => { this.serve(stream, connection) }, { maxInboundStreams: MAX_STREAMS })
+  async start(): Promise<void> {
+    await this.o.node.handle(
+      SESSION_PROTOCOL,
+      (stream, connection) => {
+        this.serve(stream, connection)
+      },
+      { maxInboundStreams: MAX_STREAMS }
+    )
   }
 
   /** Stops accepting attaches and drops the current ones (the sessions themselves go on). */
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     await this.o.node.unhandle(SESSION_PROTOCOL).catch(() => {})
-    for (const a of this.active) { a.socket?.destroy(); a.stream.abort(new Error('agent stopping')) }
+    for (const a of this.active) {
+      a.socket?.destroy()
+      a.stream.abort(new Error('agent stopping'))
+    }
     this.active.clear()
   }
 
-  private serve (stream: Stream, connection: Connection): void {
+  private serve(stream: Stream, connection: Connection): void {
     const peer = connection.remotePeer.toString()
     const refuse = (code: SessionErrorCode, message: string) => {
       this.o.log.warn({ peer, code }, `session attach refused: ${message}`)
-      try { stream.send(encodeControl({ v: SESSION_VERSION, type: 'error', code, message })) } catch {}
+      try {
+        stream.send(encodeControl({ v: SESSION_VERSION, type: 'error', code, message }))
+      } catch {}
       void stream.close({ signal: AbortSignal.timeout(1000) }).catch(() => stream.abort(new Error(message)))
     }
-    if (!this.allowed.has(peer)) { refuse('ERR_FORBIDDEN', 'session streams are accepted from the coordinator only'); return }
+    if (!this.allowed.has(peer)) {
+      refuse('ERR_FORBIDDEN', 'session streams are accepted from the coordinator only')
+      return
+    }
 
     const decoder = new FrameDecoder()
     const timeout = setTimeout(() => refuse('ERR_FRAME', `no open frame within ${OPEN_TIMEOUT_MS} ms`), OPEN_TIMEOUT_MS)
@@ -94,7 +117,10 @@ export class SessionRelay {
       clearTimeout(timeout)
       stream.removeEventListener('message', onFirst)
       if (first.tag !== TAG_CONTROL || !isValid(Open, first.value)) {
-        refuse('ERR_FRAME', `the first frame must be open${first.tag === TAG_CONTROL ? `: ${schemaErrors(Open, first.value, 3).join('; ')}` : ''}`)
+        refuse(
+          'ERR_FRAME',
+          `the first frame must be open${first.tag === TAG_CONTROL ? `: ${schemaErrors(Open, first.value, 3).join('; ')}` : ''}`
+        )
         return
       }
       this.attach(stream, first.value, decoder.takeRest(), refuse)
@@ -102,13 +128,27 @@ export class SessionRelay {
     stream.addEventListener('message', onFirst)
   }
 
-  private attach (stream: Stream, open: Open, rest: Uint8Array, refuse: (code: SessionErrorCode, message: string) => void): void {
+  private attach(
+    stream: Stream,
+    open: Open,
+    rest: Uint8Array,
+    refuse: (code: SessionErrorCode, message: string) => void
+  ): void {
     const id = open.placementId
     const assignment = this.o.runtime.assignment(id)
-    if (assignment === undefined) { refuse('ERR_NOT_FOUND', `placement ${id} is not on this host`); return }
-    if (assignment.session === undefined) { refuse('ERR_NOT_SESSION', `placement ${id} is not a session`); return }
+    if (assignment === undefined) {
+      refuse('ERR_NOT_FOUND', `placement ${id} is not on this host`)
+      return
+    }
+    if (assignment.session === undefined) {
+      refuse('ERR_NOT_SESSION', `placement ${id} is not a session`)
+      return
+    }
     const state = this.o.runtime.list().find((p) => p.placementId === id)?.state
-    if (state !== 'running') { refuse('ERR_NOT_RUNNING', `session ${id} is ${state ?? 'unknown'}, not running`); return }
+    if (state !== 'running') {
+      refuse('ERR_NOT_RUNNING', `session ${id} is ${state ?? 'unknown'}, not running`)
+      return
+    }
 
     stream.pause() // nothing is read until the holder is there to take it
     const path = socketPath(placementDir(resolve(this.o.stateDir), id))
@@ -116,19 +156,28 @@ export class SessionRelay {
     const tryConnect = () => {
       const socket = connect(path)
       let connected = false
-      socket.once('connect', () => { connected = true; this.pipe(stream, socket, open, rest) })
+      socket.once('connect', () => {
+        connected = true
+        this.pipe(stream, socket, open, rest)
+      })
       socket.once('error', (err: NodeJS.ErrnoException) => {
         if (connected) return // after connecting, 'close' handles it
         // Placement 'running' means the holder was started; it listens a moment later.
         const running = this.o.runtime.list().find((p) => p.placementId === id)?.state === 'running'
-        if (running && stream.status === 'open' && Date.now() < deadline && (err.code === 'ENOENT' || err.code === 'ECONNREFUSED')) setTimeout(tryConnect, 50)
+        if (
+          running &&
+          stream.status === 'open' &&
+          Date.now() < deadline &&
+          (err.code === 'ENOENT' || err.code === 'ECONNREFUSED')
+        )
+          setTimeout(tryConnect, 50)
         else refuse('ERR_NOT_RUNNING', `the terminal of session ${id} is not reachable (${err.code ?? err.message})`)
       })
     }
     tryConnect()
   }
 
-  private pipe (stream: Stream, socket: Socket, open: Open, rest: Uint8Array): void {
+  private pipe(stream: Stream, socket: Socket, open: Open, rest: Uint8Array): void {
     const entry = { stream, socket }
     this.active.add(entry)
     socket.write(encodeControl(open))
@@ -139,14 +188,21 @@ export class SessionRelay {
     stream.addEventListener('message', (e) => {
       if (!socket.write(bytes(e.data))) stream.pause()
     })
-    socket.on('drain', () => { resume(stream) })
-    stream.addEventListener('remoteCloseWrite', () => { socket.end() }) // the client detached
+    socket.on('drain', () => {
+      resume(stream)
+    })
+    stream.addEventListener('remoteCloseWrite', () => {
+      socket.end()
+    }) // the client detached
     // holder -> coordinator
     socket.on('data', (chunk) => {
       try {
         if (!stream.send(chunk)) {
           socket.pause()
-          stream.onDrain().then(() => socket.resume(), () => socket.destroy())
+          stream.onDrain().then(
+            () => socket.resume(),
+            () => socket.destroy()
+          )
         }
       } catch {
         socket.destroy()

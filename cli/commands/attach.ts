@@ -23,10 +23,13 @@ const CLOSE_EXITED = 1000
 const DETACH_KEY = 0x1d // Ctrl-]
 const EOT = Buffer.from([0x04]) // Ctrl-D: end of input for the shell on the other side
 
-interface AttachOptions { wait: number }
+interface AttachOptions {
+  wait: number
+}
 
-export function attachCommands (program: Command): void {
-  program.command('attach <workload>')
+export function attachCommands(program: Command): void {
+  program
+    .command('attach <workload>')
     .description('attach this terminal to a session (id or name); Ctrl-] detaches and leaves it running')
     .option('--wait <seconds>', 'how long to wait for a starting session to run', positiveInt, 60)
     .action(async (ref: string, o: AttachOptions, cmd: Command) => {
@@ -39,20 +42,27 @@ export function attachCommands (program: Command): void {
 }
 
 /** Polls until the session's placement runs; a session that ended or cannot be placed is an error. */
-async function waitRunning (get: () => Promise<Workload>, ms: number): Promise<void> {
+async function waitRunning(get: () => Promise<Workload>, ms: number): Promise<void> {
   const deadline = Date.now() + ms
   for (;;) {
     const w = await get()
-    if (w.kind !== 'session') throw new CliError(`${w.name} is ${w.kind === 'endpoint' ? 'an endpoint' : 'a recipe'}; only sessions can be attached`)
+    if (w.kind !== 'session')
+      throw new CliError(
+        `${w.name} is ${w.kind === 'endpoint' ? 'an endpoint' : 'a recipe'}; only sessions can be attached`
+      )
     if (w.placements.some((p) => p.state === 'running')) return
-    if (w.state === 'completed' || w.state === 'failed' || w.state === 'deleted') throw new CliError(`session ${w.name} is ${w.state}${w.reason === null ? '' : ` (${w.reason})`}`)
-    if (Date.now() > deadline) throw new CliError(`session ${w.name} is not running after ${Math.round(ms / 1000)} s (${w.state}${w.reason === null ? '' : `: ${w.reason}`})`)
+    if (w.state === 'completed' || w.state === 'failed' || w.state === 'deleted')
+      throw new CliError(`session ${w.name} is ${w.state}${w.reason === null ? '' : ` (${w.reason})`}`)
+    if (Date.now() > deadline)
+      throw new CliError(
+        `session ${w.name} is not running after ${Math.round(ms / 1000)} s (${w.state}${w.reason === null ? '' : `: ${w.reason}`})`
+      )
     await new Promise((resolve) => setTimeout(resolve, 250))
   }
 }
 
 /** Runs one attach to the end; resolves with the exit status for this process. */
-export async function attachTerminal (api: string, token: string, workloadId: string): Promise<number> {
+export async function attachTerminal(api: string, token: string, workloadId: string): Promise<number> {
   const stdin = process.stdin
   const stdout = process.stdout
   const tty = stdin.isTTY === true
@@ -67,7 +77,11 @@ export async function attachTerminal (api: string, token: string, workloadId: st
   const restore = () => {
     if (restored) return
     restored = true
-    if (tty) { try { stdin.setRawMode(false) } catch {} }
+    if (tty) {
+      try {
+        stdin.setRawMode(false)
+      } catch {}
+    }
     stdin.pause()
   }
   process.once('exit', restore)
@@ -76,28 +90,43 @@ export async function attachTerminal (api: string, token: string, workloadId: st
     ws.once('open', () => resolve())
     ws.once('unexpected-response', (_req, res) => {
       let text = ''
-      res.on('data', (d: Buffer) => { text += d.toString() })
+      res.on('data', (d: Buffer) => {
+        text += d.toString()
+      })
       res.on('end', () => {
         let body: unknown
-        try { body = JSON.parse(text) } catch {}
+        try {
+          body = JSON.parse(text)
+        } catch {}
         const p = body as Problem | undefined
-        reject(typeof p?.code === 'string' ? new ProblemError(p) : new CliError(`the coordinator refused the attach: HTTP ${String(res.statusCode)}`))
+        reject(
+          typeof p?.code === 'string'
+            ? new ProblemError(p)
+            : new CliError(`the coordinator refused the attach: HTTP ${String(res.statusCode)}`)
+        )
       })
     })
     ws.once('error', (err) => reject(new CliError(`cannot attach through ${api}: ${networkReason(err)}`)))
   })
-  const closed = new Promise<{ code: number, reason: string }>((resolve) => {
+  const closed = new Promise<{ code: number; reason: string }>((resolve) => {
     ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() }))
   })
   // Before the open settles: the first messages can come in the same read as the upgrade's answer.
   ws.on('message', (data, isBinary) => {
     if (isBinary) {
       // Output waits for a slow stdout (a pipe into less): the coordinator then pauses the session.
-      if (!stdout.write(data as Buffer)) { ws.pause(); stdout.once('drain', () => ws.resume()) }
+      if (!stdout.write(data as Buffer)) {
+        ws.pause()
+        stdout.once('drain', () => ws.resume())
+      }
       return
     }
     let m: ServerMessage
-    try { m = JSON.parse(String(data)) as ServerMessage } catch { return }
+    try {
+      m = JSON.parse(String(data)) as ServerMessage
+    } catch {
+      return
+    }
     if (m.type === 'exit') exit = m
   })
   await opened
@@ -112,12 +141,19 @@ export async function attachTerminal (api: string, token: string, workloadId: st
     }
     if (ws.readyState === ws.OPEN) ws.send(chunk, { binary: true })
   })
-  stdin.on('end', () => { if (!tty && ws.readyState === ws.OPEN) ws.send(EOT, { binary: true }) })
+  stdin.on('end', () => {
+    if (!tty && ws.readyState === ws.OPEN) ws.send(EOT, { binary: true })
+  })
   stdin.resume()
-  const onResize = () => { if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'resize', ...size() })) }
+  const onResize = () => {
+    if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'resize', ...size() }))
+  }
   stdout.on('resize', onResize)
   const signals = ['SIGTERM', 'SIGHUP'] as const
-  const onSignal = () => { detached = true; ws.close(1000, 'detached') }
+  const onSignal = () => {
+    detached = true
+    ws.close(1000, 'detached')
+  }
   for (const s of signals) process.on(s, onSignal)
 
   const end = await closed

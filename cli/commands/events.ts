@@ -19,8 +19,9 @@ const CONNECT_MS = 30_000
 const RETRY_MIN_MS = 1000
 const RETRY_MAX_MS = 15_000
 
-function eventId (value: string): number {
-  if (!/^\d{1,15}$/.test(value)) throw new InvalidArgumentError('must be an event id (a whole number, 0 for the beginning)')
+function eventId(value: string): number {
+  if (!/^\d{1,15}$/.test(value))
+    throw new InvalidArgumentError('must be an event id (a whole number, 0 for the beginning)')
   return Number(value)
 }
 
@@ -46,10 +47,18 @@ interface Progress {
 }
 
 /** One connection: resolves how it ended; throws on network or HTTP errors. */
-async function readOnce (client: ApiClient, lastId: string | null, o: StreamOptions, progress: Progress): Promise<Outcome> {
+async function readOnce(
+  client: ApiClient,
+  lastId: string | null,
+  o: StreamOptions,
+  progress: Progress
+): Promise<Outcome> {
   const controller = new AbortController()
   let connectTimedOut = false
-  const connectTimer = setTimeout(() => { connectTimedOut = true; controller.abort() }, CONNECT_MS)
+  const connectTimer = setTimeout(() => {
+    connectTimedOut = true
+    controller.abort()
+  }, CONNECT_MS)
   let res: Response
   try {
     res = await client.fetch(lastId === null ? `/v1/events?after=${o.after}` : '/v1/events', {
@@ -74,11 +83,17 @@ async function readOnce (client: ApiClient, lastId: string | null, o: StreamOpti
   let quiet = false
   let handling = false
   const idleMs = o.follow ? STALL_MS : QUIET_MS
-  let timer = setTimeout(() => { quiet = true; controller.abort() }, idleMs)
+  let timer = setTimeout(() => {
+    quiet = true
+    controller.abort()
+  }, idleMs)
   try {
     for await (const chunk of res.body) {
       clearTimeout(timer)
-      timer = setTimeout(() => { quiet = true; controller.abort() }, idleMs)
+      timer = setTimeout(() => {
+        quiet = true
+        controller.abort()
+      }, idleMs)
       for (const m of parser.push(decoder.decode(chunk as Uint8Array, { stream: true }))) {
         if (parser.retryMs !== null) progress.retry(parser.retryMs)
         const e = toEvent(m, o.notice)
@@ -101,7 +116,7 @@ async function readOnce (client: ApiClient, lastId: string | null, o: StreamOpti
   }
 }
 
-function toEvent (m: SseMessage, notice: (text: string) => void): Event | null {
+function toEvent(m: SseMessage, notice: (text: string) => void): Event | null {
   try {
     const e = JSON.parse(m.data) as Event
     if (typeof e === 'object' && e !== null && typeof e.id === 'number' && typeof e.type === 'string') return e
@@ -110,7 +125,7 @@ function toEvent (m: SseMessage, notice: (text: string) => void): Event | null {
   return null
 }
 
-export async function streamEvents (client: ApiClient, o: StreamOptions): Promise<void> {
+export async function streamEvents(client: ApiClient, o: StreamOptions): Promise<void> {
   let lastId: string | null = null
   let retryMs = RETRY_MIN_MS
   let failures = 0
@@ -120,9 +135,16 @@ export async function streamEvents (client: ApiClient, o: StreamOptions): Promis
     let outcome: Outcome
     try {
       outcome = await readOnce(client, lastId, o, {
-        connected: () => { connected = true },
-        printed: (id) => { progressed = true; if (id !== null) lastId = id },
-        retry: (ms) => { retryMs = Math.max(ms, 100) }
+        connected: () => {
+          connected = true
+        },
+        printed: (id) => {
+          progressed = true
+          if (id !== null) lastId = id
+        },
+        retry: (ms) => {
+          retryMs = Math.max(ms, 100)
+        }
       })
     } catch (err) {
       // Without --follow, or before the first answer, a failure is the command's result.
@@ -131,7 +153,9 @@ export async function streamEvents (client: ApiClient, o: StreamOptions): Promis
       if (!isTransient(err)) throw err
       failures = progressed ? 1 : failures + 1
       const delay = Math.min(RETRY_MAX_MS, retryMs * 2 ** (failures - 1))
-      o.notice(`event stream interrupted (${err instanceof UnreachableError ? err.reason : (err as Error).message}); reconnecting in ${Math.round(delay / 100) / 10} s`)
+      o.notice(
+        `event stream interrupted (${err instanceof UnreachableError ? err.reason : (err as Error).message}); reconnecting in ${Math.round(delay / 100) / 10} s`
+      )
       await new Promise((resolve) => setTimeout(resolve, delay))
       continue
     }
@@ -139,25 +163,33 @@ export async function streamEvents (client: ApiClient, o: StreamOptions): Promis
     // The server closed a healthy stream (restart, proxy timeout) or it stalled: resume where it stopped.
     failures = progressed ? 0 : failures + 1
     const delay = outcome === 'quiet' ? 0 : Math.min(RETRY_MAX_MS, retryMs * 2 ** Math.max(0, failures - 1))
-    o.notice(`event stream ${outcome === 'quiet' ? 'stalled' : 'closed by the server'}; reconnecting${delay === 0 ? '' : ` in ${Math.round(delay / 100) / 10} s`}`)
+    o.notice(
+      `event stream ${outcome === 'quiet' ? 'stalled' : 'closed by the server'}; reconnecting${delay === 0 ? '' : ` in ${Math.round(delay / 100) / 10} s`}`
+    )
     if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay))
   }
 }
 
-export function eventCommands (program: Command): void {
-  program.command('events')
+export function eventCommands(program: Command): void {
+  program
+    .command('events')
     .description('print the event log up to now (or keep following it): id, time, type, subject, data')
     .option('--follow', 'keep printing new events; reconnects and resumes after a disconnect')
     .option('--after <id>', 'start after this event id (default 0: from the first event)', eventId)
-    .action(async (o: { follow?: boolean, after?: number }, cmd: Command) => {
+    .action(async (o: { follow?: boolean; after?: number }, cmd: Command) => {
       const { flags, client } = contextOf(cmd)
       const asJson = flags.json === true
       if (!asJson) await write(eventHeader())
       await streamEvents(client, {
         follow: o.follow === true,
         after: o.after ?? 0,
-        onEvent: async (e) => { await write(asJson ? JSON.stringify(e) + '\n' : eventLine(e)); return false },
-        notice: (text) => { process.stderr.write(`gpumesh: ${text}\n`) }
+        onEvent: async (e) => {
+          await write(asJson ? `${JSON.stringify(e)}\n` : eventLine(e))
+          return false
+        },
+        notice: (text) => {
+          process.stderr.write(`gpumesh: ${text}\n`)
+        }
       })
     })
 }

@@ -14,12 +14,14 @@ const ACTIONS = {
 const hostId = async (cmd: Command, ref: string): Promise<string> =>
   await resolveId<Host>(contextOf(cmd).client, 'host', '/v1/hosts', ref, (h) => h.name)
 
-export function hostCommands (program: Command): void {
-  const hosts = program.command('hosts')
+export function hostCommands(program: Command): void {
+  const hosts = program
+    .command('hosts')
     .description('list hosts (GPU servers): pool, state, free GPUs; subcommands act on one')
     .action(listAction<Host>('/v1/hosts', hostsTable))
 
-  hosts.command('get')
+  hosts
+    .command('get')
     .description('one host with its facts (GPUs, links, NICs, disks)')
     .argument('<id>', 'host id, id prefix or name')
     .action(async (ref: string, _o: unknown, cmd: Command) => {
@@ -29,15 +31,25 @@ export function hostCommands (program: Command): void {
     })
 
   for (const [action, description] of Object.entries(ACTIONS)) {
-    hosts.command(action)
+    hosts
+      .command(action)
       .description(description)
       .argument('<id>', 'host id, id prefix or name')
       .option('--reason <text>', 'why, for the event log and `hosts get`')
       .action(async (ref: string, o: { reason?: string }, cmd: Command) => {
         const { client } = contextOf(cmd)
         const id = await hostId(cmd, ref)
-        const host = await client.request<Host>('POST', `/v1/hosts/${encodeURIComponent(id)}/${action}`, o.reason === undefined ? {} : { reason: o.reason })
-        await show(cmd, host, (host) => `host ${host.name} (${shortId(host.id)}) is now ${host.state}${host.stateReason === null ? '' : `: ${host.stateReason}`}\n`)
+        const host = await client.request<Host>(
+          'POST',
+          `/v1/hosts/${encodeURIComponent(id)}/${action}`,
+          o.reason === undefined ? {} : { reason: o.reason }
+        )
+        await show(
+          cmd,
+          host,
+          (host) =>
+            `host ${host.name} (${shortId(host.id)}) is now ${host.state}${host.stateReason === null ? '' : `: ${host.stateReason}`}\n`
+        )
       })
   }
 }

@@ -4,8 +4,9 @@ import type { Placement, Workload } from '../../protocol/api.js'
 import { contextOf, write } from '../config.js'
 import { json, placementsTable } from '../render.js'
 
-export function placementCommands (program: Command): void {
-  program.command('placements')
+export function placementCommands(program: Command): void {
+  program
+    .command('placements')
     .description('list placements: workload, replica, host, GPU indices, state')
     .action(async (_o: unknown, cmd: Command) => {
       const { flags, client } = contextOf(cmd)
@@ -14,7 +15,10 @@ export function placementCommands (program: Command): void {
         return
       }
       // Placements name their workload by id only; people want its name.
-      const [placements, workloads] = await Promise.all([client.list<Placement>('/v1/placements'), client.list<Workload>('/v1/workloads')])
+      const [placements, workloads] = await Promise.all([
+        client.list<Placement>('/v1/placements'),
+        client.list<Workload>('/v1/workloads')
+      ])
       await write(placementsTable(placements, new Map(workloads.map((w) => [w.id, w.name]))))
     })
 }

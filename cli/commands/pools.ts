@@ -7,9 +7,9 @@ import { poolDetail, poolsTable } from '../render.js'
 const KINDS: PoolKind[] = ['static', 'inference', 'training']
 
 /** `k=v` sets a label, `k-` removes it (kubectl's spelling). */
-type LabelEdit = { key: string, value: string | null }
+type LabelEdit = { key: string; value: string | null }
 
-function labelEdit (value: string, previous: LabelEdit[] = []): LabelEdit[] {
+function labelEdit(value: string, previous: LabelEdit[] = []): LabelEdit[] {
   const set = /^([^=\s]+)=(.*)$/s.exec(value)
   const remove = /^([^=\s]+)-$/.exec(value)
   if (set !== null) return [...previous, { key: set[1] as string, value: set[2] as string }]
@@ -19,12 +19,14 @@ function labelEdit (value: string, previous: LabelEdit[] = []): LabelEdit[] {
 
 const poolPath = (key: string) => `/v1/pools/${encodeURIComponent(key)}`
 
-export function poolCommands (program: Command): void {
-  const pools = program.command('pools')
+export function poolCommands(program: Command): void {
+  const pools = program
+    .command('pools')
     .description('list pools: kind, hosts, ready hosts, free/total GPUs, largest free block on one host')
     .action(listAction<Pool>('/v1/pools', poolsTable))
 
-  pools.command('get')
+  pools
+    .command('get')
     .description('one pool with its hosts')
     .argument('<key>', 'pool key, e.g. h100-80gb-8x-nvlink')
     .action(async (key: string, _o: unknown, cmd: Command) => {
@@ -33,13 +35,20 @@ export function poolCommands (program: Command): void {
       await show(cmd, pool, poolDetail)
     })
 
-  pools.command('set')
-    .description('set a pool\'s kind (which workloads it runs) or labels; other labels are kept')
+  pools
+    .command('set')
+    .description("set a pool's kind (which workloads it runs) or labels; other labels are kept")
     .argument('<key>', 'pool key')
-    .addOption(new Option('--kind <kind>', 'static (anything), inference (endpoints, sessions) or training (recipes, sessions)').choices(KINDS))
+    .addOption(
+      new Option(
+        '--kind <kind>',
+        'static (anything), inference (endpoints, sessions) or training (recipes, sessions)'
+      ).choices(KINDS)
+    )
     .option('--label <key=value>', 'set a label (repeatable); key- removes it', labelEdit)
-    .action(async (key: string, o: { kind?: PoolKind, label?: LabelEdit[] }, cmd: Command) => {
-      if (o.kind === undefined && o.label === undefined) cmd.error('error: nothing to set: give --kind and/or --label', { exitCode: 2, code: 'gpumesh.nothingToSet' })
+    .action(async (key: string, o: { kind?: PoolKind; label?: LabelEdit[] }, cmd: Command) => {
+      if (o.kind === undefined && o.label === undefined)
+        cmd.error('error: nothing to set: give --kind and/or --label', { exitCode: 2, code: 'gpumesh.nothingToSet' })
       const { client } = contextOf(cmd)
       const patch: PoolPatch = {}
       if (o.kind !== undefined) patch.kind = o.kind

@@ -7,32 +7,46 @@ import { json, when } from '../render.js'
 
 const ROLES: Role[] = ['admin', 'operator', 'viewer']
 
-export function tokenCommands (program: Command): void {
+export function tokenCommands(program: Command): void {
   const tokens = program.command('tokens').description('API tokens for people and scripts')
-  tokens.command('create')
+  tokens
+    .command('create')
     .description('create an API token; it is printed once and cannot be shown again')
-    .addOption(new Option('--role <role>', 'admin (everything), operator (workloads, hosts, pools) or viewer (read only)').choices(ROLES).makeOptionMandatory())
+    .addOption(
+      new Option('--role <role>', 'admin (everything), operator (workloads, hosts, pools) or viewer (read only)')
+        .choices(ROLES)
+        .makeOptionMandatory()
+    )
     .requiredOption('--name <name>', 'who or what uses it, e.g. ci')
-    .action(async (o: { role: Role, name: string }, cmd: Command) => {
+    .action(async (o: { role: Role; name: string }, cmd: Command) => {
       const { flags, client } = contextOf(cmd)
       const t = await client.request<Token>('POST', '/v1/tokens', { role: o.role, name: o.name })
-      await write(flags.json === true
-        ? json(t)
-        : `Created ${t.role} token ${JSON.stringify(t.name)} (id ${t.id}).\nCopy it now; it is not shown again:\n\n    ${t.token}\n\nUse it with: GPUMESH_TOKEN=<token> gpumesh ...\n`)
+      await write(
+        flags.json === true
+          ? json(t)
+          : `Created ${t.role} token ${JSON.stringify(t.name)} (id ${t.id}).\nCopy it now; it is not shown again:\n\n    ${t.token}\n\nUse it with: GPUMESH_TOKEN=<token> gpumesh ...\n`
+      )
     })
 
   const join = program.command('join-token').description('tokens that let new agents join the cluster')
-  join.command('create')
+  join
+    .command('create')
     .description('create a join token; it is printed once and cannot be shown again')
     .option('--pool <key>', 'bind the joining host to this pool')
     .option('--ttl <seconds>', 'how long it stays valid (60 to 2592000; default 86400)', positiveInt)
     .option('--uses <n>', `how many hosts may enroll with it (1 to ${MAX_JOIN_TOKEN_USES}; default 1)`, positiveInt)
-    .action(async (o: { pool?: string, ttl?: number, uses?: number }, cmd: Command) => {
+    .action(async (o: { pool?: string; ttl?: number; uses?: number }, cmd: Command) => {
       const { flags, client } = contextOf(cmd)
-      const body = { ...(o.pool === undefined ? {} : { pool: o.pool }), ...(o.ttl === undefined ? {} : { ttlSeconds: o.ttl }), ...(o.uses === undefined ? {} : { uses: o.uses }) }
+      const body = {
+        ...(o.pool === undefined ? {} : { pool: o.pool }),
+        ...(o.ttl === undefined ? {} : { ttlSeconds: o.ttl }),
+        ...(o.uses === undefined ? {} : { uses: o.uses })
+      }
       const t = await client.request<JoinToken>('POST', '/v1/join-tokens', body)
-      await write(flags.json === true
-        ? json(t)
-        : `Created join token ${t.id}${t.pool === null ? '' : ` for pool ${t.pool}`}${t.uses === 1 ? '' : ` (good for ${t.uses} hosts)`}, valid until ${when(t.expiresAt)}.\nCopy it now; it is not shown again:\n\n    ${t.token}\n\nOn the new host: GPUMESH_JOIN_TOKEN=<token> gpumesh-agent\n`)
+      await write(
+        flags.json === true
+          ? json(t)
+          : `Created join token ${t.id}${t.pool === null ? '' : ` for pool ${t.pool}`}${t.uses === 1 ? '' : ` (good for ${t.uses} hosts)`}, valid until ${when(t.expiresAt)}.\nCopy it now; it is not shown again:\n\n    ${t.token}\n\nOn the new host: GPUMESH_JOIN_TOKEN=<token> gpumesh-agent\n`
+      )
     })
 }

@@ -34,7 +34,11 @@ export interface LocalClusterOptions {
   progress: (step: string) => void
 }
 
-export interface LocalHost { name: string, machine: string | null, agent: Agent }
+export interface LocalHost {
+  name: string
+  machine: string | null
+  agent: Agent
+}
 
 export interface LocalCluster {
   coordinator: Coordinator
@@ -43,21 +47,29 @@ export interface LocalCluster {
   hosts: LocalHost[]
   client: ApiClient
   /** Hosts and pools as the coordinator sees them. */
-  snapshot: () => Promise<{ hosts: Host[], pools: Pool[] }>
+  snapshot: () => Promise<{ hosts: Host[]; pools: Pool[] }>
   stop: () => Promise<void>
 }
 
 const JOIN_TIMEOUT_MS = 60_000
 const WORKLOAD_STOP_MS = 15_000
 
-export async function startLocalCluster (o: LocalClusterOptions): Promise<LocalCluster> {
+export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCluster> {
   const machines = machinesFor(o.simulate, o.machines)
   const hosts: LocalHost[] = []
   let coordinator: Coordinator | null = null
   const stop = async () => {
     // Workloads first (their agents report them stopped), then agents, then the coordinator and its database.
-    await Promise.all(hosts.map(async (h) => { await stopWorkloads(h.agent) }))
-    await Promise.all(hosts.map(async (h) => { await h.agent.stop().catch((err: Error) => o.log.warn({ err: err.message, host: h.name }, 'agent stop failed')) }))
+    await Promise.all(
+      hosts.map(async (h) => {
+        await stopWorkloads(h.agent)
+      })
+    )
+    await Promise.all(
+      hosts.map(async (h) => {
+        await h.agent.stop().catch((err: Error) => o.log.warn({ err: err.message, host: h.name }, 'agent stop failed'))
+      })
+    )
     hosts.length = 0
     await coordinator?.stop()
     coordinator = null
@@ -65,27 +77,41 @@ export async function startLocalCluster (o: LocalClusterOptions): Promise<LocalC
   try {
     await mkdir(o.stateDir, { recursive: true, mode: 0o700 })
     // As root, embedded PostgreSQL runs as the postgres user, who must get through this folder to its own.
-    if (process.getuid?.() === 0 && o.databaseUrl === undefined) await chmod(o.stateDir, ((await stat(o.stateDir)).mode & 0o777) | 0o711)
-    o.progress(o.databaseUrl === undefined ? `starting the coordinator with embedded PostgreSQL in ${join(o.stateDir, 'coordinator')}` : 'starting the coordinator')
-    coordinator = await startCoordinator({
-      stateDir: join(o.stateDir, 'coordinator'),
-      apiListen: o.apiListen,
-      listen: ['/ip4/127.0.0.1/tcp/0'],
-      // Simulated hosts live as long as this process: never stale while it runs.
-      staleHostSeconds: 0,
-      ...(o.databaseUrl === undefined ? {} : { databaseUrl: o.databaseUrl })
-    }, o.log)
+    if (process.getuid?.() === 0 && o.databaseUrl === undefined)
+      await chmod(o.stateDir, ((await stat(o.stateDir)).mode & 0o777) | 0o711)
+    o.progress(
+      o.databaseUrl === undefined
+        ? `starting the coordinator with embedded PostgreSQL in ${join(o.stateDir, 'coordinator')}`
+        : 'starting the coordinator'
+    )
+    coordinator = await startCoordinator(
+      {
+        stateDir: join(o.stateDir, 'coordinator'),
+        apiListen: o.apiListen,
+        listen: ['/ip4/127.0.0.1/tcp/0'],
+        // Simulated hosts live as long as this process: never stale while it runs.
+        staleHostSeconds: 0,
+        ...(o.databaseUrl === undefined ? {} : { databaseUrl: o.databaseUrl })
+      },
+      o.log
+    )
     const adminToken = (await readFile(join(o.stateDir, 'coordinator', 'admin.token'), 'utf8')).trim()
     const client = new ApiClient({ api: coordinator.api, token: adminToken })
-    const info = JSON.parse(await readFile(join(o.stateDir, 'coordinator', 'coordinator.json'), 'utf8')) as { multiaddrs: string[] }
+    const info = JSON.parse(await readFile(join(o.stateDir, 'coordinator', 'coordinator.json'), 'utf8')) as {
+      multiaddrs: string[]
+    }
     const clusterKeyFile = join(o.stateDir, 'coordinator', 'cluster.key')
 
-    const plan: Array<{ name: string, machine: string | null }> = [
+    const plan: Array<{ name: string; machine: string | null }> = [
       ...(o.localAgent ? [{ name: 'local', machine: null }] : []),
       ...machines.map((machine, i) => ({ name: `sim-${i + 1}-${machine}`, machine }))
     ]
     for (const p of plan) {
-      o.progress(p.machine === null ? 'starting an agent for this machine (detecting its GPUs)' : `starting simulated host ${p.name}`)
+      o.progress(
+        p.machine === null
+          ? 'starting an agent for this machine (detecting its GPUs)'
+          : `starting simulated host ${p.name}`
+      )
       // A host that joined before (same state folder) needs no token: its peer id is its credential.
       const token = await client.request<JoinToken>('POST', '/v1/join-tokens', { ttlSeconds: 600 })
       const agent = await startAgent({
@@ -115,7 +141,10 @@ export async function startLocalCluster (o: LocalClusterOptions): Promise<LocalC
       const { hosts: seen } = await snapshot()
       const ready = seen.filter((h) => h.state === 'ready' && hosts.some((l) => l.name === h.name))
       if (ready.length === hosts.length) break
-      if (Date.now() > deadline) throw new Error(`only ${ready.length} of ${hosts.length} hosts joined within ${JOIN_TIMEOUT_MS / 1000} s; see the log`)
+      if (Date.now() > deadline)
+        throw new Error(
+          `only ${ready.length} of ${hosts.length} hosts joined within ${JOIN_TIMEOUT_MS / 1000} s; see the log`
+        )
       await new Promise((resolve) => setTimeout(resolve, 200))
     }
     return { coordinator, api: coordinator.api, adminToken, hosts, client, snapshot, stop }
@@ -126,9 +155,13 @@ export async function startLocalCluster (o: LocalClusterOptions): Promise<LocalC
 }
 
 /** Stops every placement the agent runs and waits (bounded) until they are gone. */
-async function stopWorkloads (agent: Agent): Promise<void> {
+async function stopWorkloads(agent: Agent): Promise<void> {
   const live = () => agent.runtime.list().filter((p) => p.state === 'starting' || p.state === 'running')
-  await Promise.all(live().map(async (p) => { await agent.runtime.stop(p.placementId, 'the local cluster is stopping').catch(() => {}) }))
+  await Promise.all(
+    live().map(async (p) => {
+      await agent.runtime.stop(p.placementId, 'the local cluster is stopping').catch(() => {})
+    })
+  )
   const deadline = Date.now() + WORKLOAD_STOP_MS
   while (live().length > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100))
 }

@@ -11,21 +11,34 @@ export const MACHINES_DIR = join(ROOT, 'share/machines')
 export const REPLAY = join(ROOT, 'share/nvidia-smi-replay')
 
 /** The order `--simulate N` takes machines in (then round again). */
-export const DEFAULT_MACHINES = ['h100-8x-nv18-nics', 'a100-8x-nv12', 'l40s-1x', 'gb200-4x', 'b200-8x', 'h200-1x', 'h100-4x-nv18']
+export const DEFAULT_MACHINES = [
+  'h100-8x-nv18-nics',
+  'a100-8x-nv12',
+  'l40s-1x',
+  'gb200-4x',
+  'b200-8x',
+  'h200-1x',
+  'h100-4x-nv18'
+]
 
-export function availableMachines (): string[] {
+export function availableMachines(): string[] {
   try {
-    return readdirSync(MACHINES_DIR, { withFileTypes: true }).filter((d) => d.isDirectory() && d.name !== 'no-driver').map((d) => d.name).sort()
+    return readdirSync(MACHINES_DIR, { withFileTypes: true })
+      .filter((d) => d.isDirectory() && d.name !== 'no-driver')
+      .map((d) => d.name)
+      .sort()
   } catch {
     return []
   }
 }
 
 /** `count` machine names: `chosen` (or the default order) repeated as needed. */
-export function machinesFor (count: number, chosen: string[] = DEFAULT_MACHINES): string[] {
+export function machinesFor(count: number, chosen: string[] = DEFAULT_MACHINES): string[] {
   const known = availableMachines()
   const unknown = chosen.filter((m) => !known.includes(m))
-  if (unknown.length > 0) throw new ConfigError(`unknown simulated machine ${unknown.join(', ')}; available: ${known.join(', ') || `none (${MACHINES_DIR} is missing)`}`)
+  if (unknown.length > 0)
+    throw new ConfigError(
+      `unknown simulated machine ${unknown.join(', ')}; available: ${known.join(', ') || `none (${MACHINES_DIR} is missing)`}`
+    )
   return Array.from({ length: count }, (_, i) => chosen[i % chosen.length] as string)
 }
-

@@ -13,12 +13,21 @@ import { MACHINES_DIR, REPLAY } from './machines.js'
  * What the agent detects on `machine` (a folder of share/machines): the
  * replay finds its machine in its own environment (GPUMESH_SMI_FIXTURE).
  */
-export async function detectMachine (machine: string, options: { agentVersion: string, poolLabel?: string }): Promise<HostFacts> {
-  if (!existsSync(REPLAY)) throw new Error(`the nvidia-smi replay ${REPLAY} is missing: simulated hosts need the fixture machines`)
-  return await detect({ ...options, timeoutMs: 5000, nvidiaSmi: REPLAY, env: { ...process.env, GPUMESH_SMI_FIXTURE: join(MACHINES_DIR, machine) } })
+export async function detectMachine(
+  machine: string,
+  options: { agentVersion: string; poolLabel?: string }
+): Promise<HostFacts> {
+  if (!existsSync(REPLAY))
+    throw new Error(`the nvidia-smi replay ${REPLAY} is missing: simulated hosts need the fixture machines`)
+  return await detect({
+    ...options,
+    timeoutMs: 5000,
+    nvidiaSmi: REPLAY,
+    env: { ...process.env, GPUMESH_SMI_FIXTURE: join(MACHINES_DIR, machine) }
+  })
 }
 
 /** The facts of a simulated host named `hostname` on `machine`. */
-export async function simulatedFacts (machine: string, hostname: string, agentVersion: string): Promise<HostFacts> {
-  return { ...await detectMachine(machine, { agentVersion }), hostname }
+export async function simulatedFacts(machine: string, hostname: string, agentVersion: string): Promise<HostFacts> {
+  return { ...(await detectMachine(machine, { agentVersion })), hostname }
 }

@@ -10,7 +10,7 @@ export interface BackoffOptions {
 }
 
 /** The delay before retry number `attempt` (0-based): min(cap, base * 2^attempt) times a factor in [0.5, 1). */
-export function backoff (attempt: number, options: BackoffOptions = {}, random: () => number = Math.random): number {
+export function backoff(attempt: number, options: BackoffOptions = {}, random: () => number = Math.random): number {
   const { baseMs = 100, capMs = 30_000 } = options
   return Math.min(capMs, baseMs * 2 ** Math.max(0, attempt)) * (0.5 + random() / 2)
 }

@@ -12,6 +12,7 @@ import type { Startable } from './startable.js'
  * sleep before the next tick instead (0: at once, more work is waiting;
  * more: a backoff that notifications must not cut short).
  */
+// biome-ignore lint/suspicious/noConfusingVoidType: a tick may be any async function, whose Promise<void> must fit
 export type Tick = (signal: AbortSignal) => Promise<number | undefined | void> | number | undefined | void
 
 export interface LoopOptions {
@@ -30,30 +31,36 @@ export class Loop implements Startable {
   private abort: AbortController | null = null
   private done: Promise<void> = Promise.resolve()
 
-  constructor (private readonly tick: Tick, private readonly o: LoopOptions) {}
+  constructor(
+    private readonly tick: Tick,
+    private readonly o: LoopOptions
+  ) {}
 
-  get running (): boolean {
+  get running(): boolean {
     return this.abort !== null
   }
 
-  start (): void {
+  start(): void {
     if (this.abort !== null) return
     const abort = new AbortController()
     this.abort = abort
     const previous = this.done
-    this.done = previous.then(async () => { await this.run(abort.signal) })
+    this.done = previous.then(async () => {
+      await this.run(abort.signal)
+    })
   }
 
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     this.abort?.abort()
     this.abort = null
     await this.done
   }
 
-  private async run (signal: AbortSignal): Promise<void> {
+  private async run(signal: AbortSignal): Promise<void> {
     const wait = this.o.wait ?? sleep
     if (this.o.immediate === false) await wait(this.o.everyMs, signal)
     while (!signal.aborted) {
+      // biome-ignore lint/suspicious/noConfusingVoidType: what a Tick returns
       let next: number | undefined | void
       try {
         next = await this.tick(signal)

@@ -18,33 +18,50 @@ export interface ShutdownOptions {
 }
 
 /** Installs the handlers; resolves once a signal came and the stop it started is over. */
-export async function stopOnSignals (o: ShutdownOptions): Promise<void> {
+export async function stopOnSignals(o: ShutdownOptions): Promise<void> {
   const signals = o.signals ?? ['SIGTERM', 'SIGINT']
   await new Promise<void>((resolve) => {
     let stopping = false
     const onSignal = (signal: NodeJS.Signals) => {
-      if (stopping) { o.repeated?.(signal); return }
+      if (stopping) {
+        o.repeated?.(signal)
+        return
+      }
       stopping = true
       o.systemd?.stopping()
       o.stopping?.(signal)
-      o.stop().then(() => { o.stopped?.() }, (err: Error) => {
-        process.exitCode = 1
-        o.stopped?.(err)
-      }).finally(() => {
-        for (const s of signals) process.removeListener(s, onSignal)
-        resolve()
-      })
+      o.stop()
+        .then(
+          () => {
+            o.stopped?.()
+          },
+          (err: Error) => {
+            process.exitCode = 1
+            o.stopped?.(err)
+          }
+        )
+        .finally(() => {
+          for (const s of signals) process.removeListener(s, onSignal)
+          resolve()
+        })
     }
     for (const s of signals) process.on(s, onSignal)
   })
 }
 
 /** The daemons' shutdown: log the signal, stop, log how it went. */
-export async function daemonShutdown (log: Logger, systemd: Notifier, stop: () => Promise<void>, message = 'stopping'): Promise<void> {
+export async function daemonShutdown(
+  log: Logger,
+  systemd: Notifier,
+  stop: () => Promise<void>,
+  message = 'stopping'
+): Promise<void> {
   await stopOnSignals({
     stop,
     systemd,
-    stopping: (signal) => { log.info({ signal }, message) },
+    stopping: (signal) => {
+      log.info({ signal }, message)
+    },
     stopped: (err) => {
       if (err === undefined) log.info('stopped')
       else log.error({ err: err.message }, 'stop failed')

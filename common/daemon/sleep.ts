@@ -1,7 +1,7 @@
 // The one abortable sleep: a stopping daemon must not wait out a timer.
 
 /** Resolves after `ms`, or at once when `signal` aborts (never rejects: the caller checks the signal). */
-export async function sleep (ms: number, signal?: AbortSignal): Promise<void> {
+export async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   if (signal?.aborted === true) return
   await new Promise<void>((resolve) => {
     const done = () => {

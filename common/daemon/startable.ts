@@ -10,25 +10,35 @@ export interface Startable {
 
 /** What has been started so far, to be stopped in reverse. */
 export class Started {
-  private readonly parts: Array<{ name: string, stop: () => Promise<void> }> = []
+  private readonly parts: Array<{ name: string; stop: () => Promise<void> }> = []
   private stopping: Promise<void> | null = null
 
-  constructor (private readonly log?: Logger) {}
+  constructor(private readonly log?: Logger) {}
 
   /** Starts `part` and remembers it; returns it for convenience. */
-  async start<T extends Startable> (name: string, part: T): Promise<T> {
+  async start<T extends Startable>(name: string, part: T): Promise<T> {
     await part.start()
-    this.parts.push({ name, stop: async () => { await part.stop() } })
+    this.parts.push({
+      name,
+      stop: async () => {
+        await part.stop()
+      }
+    })
     return part
   }
 
   /** Remembers something already started (a resource a factory handed back running). */
-  add (name: string, stop: () => Promise<void> | void): void {
-    this.parts.push({ name, stop: async () => { await stop() } })
+  add(name: string, stop: () => Promise<void> | void): void {
+    this.parts.push({
+      name,
+      stop: async () => {
+        await stop()
+      }
+    })
   }
 
   /** Stops everything in reverse order, each awaited; one that fails is logged and the rest still stop. Once. */
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     this.stopping ??= (async () => {
       for (const part of this.parts.reverse()) {
         try {
@@ -47,7 +57,7 @@ export class Started {
  * Starts `parts` in order; if one fails, the ones already started are stopped
  * (in reverse) and the error is thrown. Resolves to what stops them all.
  */
-export async function startAll (parts: Array<[name: string, part: Startable]>, log?: Logger): Promise<Started> {
+export async function startAll(parts: Array<[name: string, part: Startable]>, log?: Logger): Promise<Started> {
   const started = new Started(log)
   try {
     for (const [name, part] of parts) await started.start(name, part)
@@ -59,7 +69,10 @@ export async function startAll (parts: Array<[name: string, part: Startable]>, l
 }
 
 /** Parts that start together in order and stop together in reverse (e.g. the leader's services). */
-export function group (parts: Array<[name: string, part: Startable]>, log?: Logger): { start: () => Promise<void>, stop: () => Promise<void> } {
+export function group(
+  parts: Array<[name: string, part: Startable]>,
+  log?: Logger
+): { start: () => Promise<void>; stop: () => Promise<void> } {
   let started: Started | null = null
   // Starts and stops take turns: a stop called while a start is in flight stops what that start started.
   let queue: Promise<void> = Promise.resolve()
@@ -70,7 +83,9 @@ export function group (parts: Array<[name: string, part: Startable]>, log?: Logg
   }
   return {
     start: async () => {
-      await turn(async () => { started ??= await startAll(parts, log) })
+      await turn(async () => {
+        started ??= await startAll(parts, log)
+      })
     },
     stop: async () => {
       await turn(async () => {

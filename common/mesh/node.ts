@@ -41,7 +41,7 @@ export interface MeshOptions {
   pingIntervalMs?: number
 }
 
-export async function createMeshNode (o: MeshOptions): Promise<MeshNode> {
+export async function createMeshNode(o: MeshOptions): Promise<MeshNode> {
   assertPromiseWithResolvers()
   const coordinator = o.role === 'coordinator'
   // Liveness is the control session's job (heartbeats answered by acks, probes by pool peers):
@@ -58,14 +58,19 @@ export async function createMeshNode (o: MeshOptions): Promise<MeshNode> {
   // Every query is answered by every peer on the LAN (n² packets a round). A starting node's
   // first query is answered by itself too, so everyone learns of it at once: the period only
   // bounds rediscovery after a partition.
-  if (o.mdns === true) services.mdns = mdns({ interval: o.mdnsIntervalMs ?? 30_000 }) as unknown as (components: MulticastDNSComponents) => unknown
+  if (o.mdns === true)
+    services.mdns = mdns({ interval: o.mdnsIntervalMs ?? 30_000 }) as unknown as (
+      components: MulticastDNSComponents
+    ) => unknown
   const node = await createLibp2p({
     privateKey: o.privateKey,
     addresses: {
       listen: o.listen,
       // 0.0.0.0 listeners would announce loopback to the LAN; keep it only when it is all there is.
       announceFilter: (addrs) => {
-        const reachable = addrs.filter((a) => !a.toString().startsWith('/ip4/127.') && !a.toString().startsWith('/ip6/::1/'))
+        const reachable = addrs.filter(
+          (a) => !a.toString().startsWith('/ip4/127.') && !a.toString().startsWith('/ip6/::1/')
+        )
         return reachable.length > 0 ? reachable : addrs
       }
     },
@@ -75,11 +80,15 @@ export async function createMeshNode (o: MeshOptions): Promise<MeshNode> {
     streamMuxers: [yamux({ enableKeepAlive: false })],
     connectionProtector: preSharedKey({ psk: o.clusterKey }),
     ...(o.gater === undefined ? {} : { connectionGater: o.gater }),
-    peerDiscovery: o.bootstrap === undefined || o.bootstrap.length === 0 ? [] : [bootstrap({ list: o.bootstrap, timeout: 100 })],
+    peerDiscovery:
+      o.bootstrap === undefined || o.bootstrap.length === 0 ? [] : [bootstrap({ list: o.bootstrap, timeout: 100 })],
     connectionManager: coordinator
       ? { maxConnections: 5000, inboundConnectionThreshold: 1000, maxIncomingPendingConnections: 1000 }
       : { maxConnections: 300, inboundConnectionThreshold: 50, maxIncomingPendingConnections: 50 },
-    connectionMonitor: { pingInterval: pingMs, pingTimeout: { minTimeout: Math.min(pingMs, 1500), maxTimeout: Math.min(pingMs, 10_000) } },
+    connectionMonitor: {
+      pingInterval: pingMs,
+      pingTimeout: { minTimeout: Math.min(pingMs, 1500), maxTimeout: Math.min(pingMs, 10_000) }
+    },
     services: services as never
   })
   return node as unknown as MeshNode

@@ -19,13 +19,25 @@ import type { Uint8ArrayList } from 'uint8arraylist'
 import type { WebSocket, RawData } from 'ws'
 import type { Logger } from '../../common/log.js'
 import {
-  ClientMessage, closeCodeFor, encodeControl, encodeData, FrameDecoder, FromHost, SESSION_CLOSE, SESSION_VERSION, SessionFrameError,
-  TAG_DATA, type FromHost as HostFrame, type ServerMessage
+  ClientMessage,
+  closeCodeFor,
+  encodeControl,
+  encodeData,
+  FrameDecoder,
+  FromHost,
+  SESSION_CLOSE,
+  SESSION_VERSION,
+  type SessionFrameError,
+  TAG_DATA,
+  type FromHost as HostFrame,
+  type ServerMessage
 } from '../../protocol/session.js'
 import { isValid, schemaErrors } from '../../protocol/validate.js'
 
 /** Resumes reading a stream unless its readable end is closing (resume() throws then). */
-const resume = (stream: Stream): void => { if (stream.readStatus === 'paused') stream.resume() }
+const resume = (stream: Stream): void => {
+  if (stream.readStatus === 'paused') stream.resume()
+}
 
 const HIGH_WATER = 1024 * 1024
 const LOW_WATER = 256 * 1024
@@ -41,10 +53,16 @@ export interface AttachTarget {
   peerId: string
 }
 
-const bytes = (d: Uint8Array | Uint8ArrayList): Uint8Array => d instanceof Uint8Array ? d : d.subarray()
-const rawBytes = (d: RawData): Buffer => Buffer.isBuffer(d) ? d : Array.isArray(d) ? Buffer.concat(d) : Buffer.from(d)
+const bytes = (d: Uint8Array | Uint8ArrayList): Uint8Array => (d instanceof Uint8Array ? d : d.subarray())
+const rawBytes = (d: RawData): Buffer => (Buffer.isBuffer(d) ? d : Array.isArray(d) ? Buffer.concat(d) : Buffer.from(d))
 /** Close reasons are at most 123 bytes (RFC 6455 §5.5). */
-const short = (s: string) => Buffer.byteLength(s) <= 123 ? s : Buffer.from(s).subarray(0, 120).toString('utf8').replace(/\uFFFD*$/, '') + '...'
+const short = (s: string) =>
+  Buffer.byteLength(s) <= 123
+    ? s
+    : `${Buffer.from(s)
+        .subarray(0, 120)
+        .toString('utf8')
+        .replace(/\uFFFD*$/, '')}...`
 
 export class AttachBridge {
   private readonly decoder = new FrameDecoder()
@@ -53,8 +71,17 @@ export class AttachBridge {
   private pausedSince: number | null = null
   private readonly stallTimer: NodeJS.Timeout
 
-  constructor (private readonly ws: WebSocket, private readonly stream: Stream, hostConnected: () => boolean, private readonly target: AttachTarget, private readonly log: Logger, private readonly onDone: () => void) {
-    stream.addEventListener('message', (e) => { this.fromHost(bytes(e.data)) })
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly stream: Stream,
+    hostConnected: () => boolean,
+    private readonly target: AttachTarget,
+    private readonly log: Logger,
+    private readonly onDone: () => void
+  ) {
+    stream.addEventListener('message', (e) => {
+      this.fromHost(bytes(e.data))
+    })
     stream.addEventListener('close', (e) => {
       if (this.ended) return
       // No exit or error frame came first: the host or its terminal went away under us.
@@ -63,21 +90,32 @@ export class AttachBridge {
         this.ended = true
         setTimeout(() => {
           if (!hostConnected()) this.close(SESSION_CLOSE.HOST_LOST, `lost the connection to host ${target.hostName}`)
-          else this.close(SESSION_CLOSE.NOT_RUNNING, `the session's terminal on host ${target.hostName} closed without an exit status`)
+          else
+            this.close(
+              SESSION_CLOSE.NOT_RUNNING,
+              `the session's terminal on host ${target.hostName} closed without an exit status`
+            )
         }, CLOSE_SETTLE_MS)
       } else this.close(SESSION_CLOSE.HOST_LOST, `lost the connection to host ${target.hostName}`)
     })
-    ws.on('message', (data, isBinary) => { this.fromClient(data, isBinary) })
-    ws.on('close', () => { this.detach() })
-    ws.on('error', () => { this.detach() })
+    ws.on('message', (data, isBinary) => {
+      this.fromClient(data, isBinary)
+    })
+    ws.on('close', () => {
+      this.detach()
+    })
+    ws.on('error', () => {
+      this.detach()
+    })
     this.stallTimer = setInterval(() => {
-      if (this.pausedSince !== null && Date.now() - this.pausedSince > STALL_MS) this.close(SESSION_CLOSE.SLOW_CLIENT, `this client read no output for ${STALL_MS / 1000} s`)
+      if (this.pausedSince !== null && Date.now() - this.pausedSince > STALL_MS)
+        this.close(SESSION_CLOSE.SLOW_CLIENT, `this client read no output for ${STALL_MS / 1000} s`)
     }, 1000)
     this.stallTimer.unref()
   }
 
   /** Ends the attach with a close code and reason; the session itself goes on unless it ended. */
-  close (code: number, reason: string): void {
+  close(code: number, reason: string): void {
     if (this.closed) return
     this.closed = true
     this.ended = true
@@ -91,7 +129,7 @@ export class AttachBridge {
     this.onDone()
   }
 
-  private detach (): void {
+  private detach(): void {
     if (this.closed) return
     this.closed = true
     clearInterval(this.stallTimer)
@@ -100,27 +138,38 @@ export class AttachBridge {
   }
 
   /** Closes our side of the stream (the agent detaches us from the terminal); reset if the agent does not finish in time. */
-  private endStream (): void {
+  private endStream(): void {
     this.ended = true
     if (this.stream.status !== 'open') return
     resume(this.stream)
-    void this.stream.close({ signal: AbortSignal.timeout(5000) }).catch(() => { this.stream.abort(new Error('attach closed')) })
+    void this.stream.close({ signal: AbortSignal.timeout(5000) }).catch(() => {
+      this.stream.abort(new Error('attach closed'))
+    })
   }
 
-  private fromHost (chunk: Uint8Array): void {
+  private fromHost(chunk: Uint8Array): void {
     if (this.closed) return
     let frames
     try {
       frames = this.decoder.push(chunk)
     } catch (err) {
-      this.log.warn({ host: this.target.hostId, err: (err as SessionFrameError).message }, 'bad session frame from agent')
+      this.log.warn(
+        { host: this.target.hostId, err: (err as SessionFrameError).message },
+        'bad session frame from agent'
+      )
       this.close(SESSION_CLOSE.INTERNAL, 'the host sent a malformed frame')
       return
     }
     for (const f of frames) {
-      if (f.tag === TAG_DATA) { this.toClient(f.data); continue }
+      if (f.tag === TAG_DATA) {
+        this.toClient(f.data)
+        continue
+      }
       if (!isValid(FromHost, f.value)) {
-        this.log.warn({ host: this.target.hostId, err: schemaErrors(FromHost, f.value, 3).join('; ') }, 'bad session frame from agent')
+        this.log.warn(
+          { host: this.target.hostId, err: schemaErrors(FromHost, f.value, 3).join('; ') },
+          'bad session frame from agent'
+        )
         this.close(SESSION_CLOSE.INTERNAL, 'the host sent a malformed frame')
         return
       }
@@ -129,28 +178,41 @@ export class AttachBridge {
     }
   }
 
-  private control (f: HostFrame): void {
+  private control(f: HostFrame): void {
     const t = this.target
     if (f.type === 'ready') {
-      this.sendText({ type: 'attached', workload: t.workloadId, placement: t.placementId, host: t.hostName, attached: f.attached })
+      this.sendText({
+        type: 'attached',
+        workload: t.workloadId,
+        placement: t.placementId,
+        host: t.hostName,
+        attached: f.attached
+      })
     } else if (f.type === 'exit') {
       this.sendText({ type: 'exit', code: f.code, signal: f.signal, reason: f.reason })
-      const why = f.reason === 'exited'
-        ? `exited with code ${f.code}${f.signal === null ? '' : ` (${f.signal})`}`
-        : f.reason === 'idle-timeout' ? 'idle timeout: no input or output for too long'
-          : f.reason === 'max-duration' ? 'the session reached its maximum duration'
-            : 'session stopped (workload deleted, or its host drained)'
+      const why =
+        f.reason === 'exited'
+          ? `exited with code ${f.code}${f.signal === null ? '' : ` (${f.signal})`}`
+          : f.reason === 'idle-timeout'
+            ? 'idle timeout: no input or output for too long'
+            : f.reason === 'max-duration'
+              ? 'the session reached its maximum duration'
+              : 'session stopped (workload deleted, or its host drained)'
       this.close(closeCodeFor(f.reason), why)
     } else {
-      const code = f.code === 'ERR_SLOW_CLIENT' ? SESSION_CLOSE.SLOW_CLIENT
-        : f.code === 'ERR_NOT_FOUND' || f.code === 'ERR_NOT_RUNNING' || f.code === 'ERR_NOT_SESSION' ? SESSION_CLOSE.NOT_RUNNING
-          : SESSION_CLOSE.INTERNAL
-      if (code === SESSION_CLOSE.INTERNAL) this.log.warn({ host: t.hostId, code: f.code, err: f.message }, 'agent refused a session frame')
+      const code =
+        f.code === 'ERR_SLOW_CLIENT'
+          ? SESSION_CLOSE.SLOW_CLIENT
+          : f.code === 'ERR_NOT_FOUND' || f.code === 'ERR_NOT_RUNNING' || f.code === 'ERR_NOT_SESSION'
+            ? SESSION_CLOSE.NOT_RUNNING
+            : SESSION_CLOSE.INTERNAL
+      if (code === SESSION_CLOSE.INTERNAL)
+        this.log.warn({ host: t.hostId, code: f.code, err: f.message }, 'agent refused a session frame')
       this.close(code, f.message)
     }
   }
 
-  private toClient (data: Uint8Array): void {
+  private toClient(data: Uint8Array): void {
     this.ws.send(data, { binary: true }, () => {
       if (this.pausedSince !== null && this.ws.bufferedAmount < LOW_WATER) {
         this.pausedSince = null
@@ -163,11 +225,11 @@ export class AttachBridge {
     }
   }
 
-  private sendText (m: ServerMessage): void {
+  private sendText(m: ServerMessage): void {
     this.ws.send(JSON.stringify(m))
   }
 
-  private fromClient (data: RawData, isBinary: boolean): void {
+  private fromClient(data: RawData, isBinary: boolean): void {
     if (this.closed) return
     const buf = rawBytes(data)
     if (isBinary) {
@@ -175,23 +237,36 @@ export class AttachBridge {
       return
     }
     let m: unknown
-    try { m = JSON.parse(buf.toString('utf8')) } catch {
-      this.close(SESSION_CLOSE.BAD_MESSAGE, 'text messages must be JSON control messages, e.g. {"type":"resize","cols":120,"rows":40}')
+    try {
+      m = JSON.parse(buf.toString('utf8'))
+    } catch {
+      this.close(
+        SESSION_CLOSE.BAD_MESSAGE,
+        'text messages must be JSON control messages, e.g. {"type":"resize","cols":120,"rows":40}'
+      )
       return
     }
     if (!isValid(ClientMessage, m)) {
       const type = (m as { type?: unknown } | null)?.type
-      this.close(SESSION_CLOSE.BAD_MESSAGE, typeof type === 'string' && type !== 'resize' ? `unknown message type ${JSON.stringify(type)}` : `bad message: ${schemaErrors(ClientMessage, m, 1).join('; ')}`)
+      this.close(
+        SESSION_CLOSE.BAD_MESSAGE,
+        typeof type === 'string' && type !== 'resize'
+          ? `unknown message type ${JSON.stringify(type)}`
+          : `bad message: ${schemaErrors(ClientMessage, m, 1).join('; ')}`
+      )
       return
     }
     this.toHost(encodeControl({ v: SESSION_VERSION, type: 'resize', cols: m.cols, rows: m.rows }))
   }
 
-  private toHost (frame: Uint8Array): void {
+  private toHost(frame: Uint8Array): void {
     try {
       if (!this.stream.send(frame)) {
         this.ws.pause()
-        this.stream.onDrain().then(() => this.ws.resume(), () => {})
+        this.stream.onDrain().then(
+          () => this.ws.resume(),
+          () => {}
+        )
       }
     } catch {
       // The stream is closing; its close event reports why.

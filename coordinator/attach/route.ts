@@ -13,7 +13,14 @@ import type { RawData, WebSocket } from 'ws'
 import type { Logger } from '../../common/log.js'
 import { IdParams, Problem } from '../../protocol/api.js'
 import { ApiError } from '../http/problem.js'
-import { AttachQuery, encodeControl, SESSION_CLOSE, SESSION_PROTOCOL, SESSION_VERSION, WS_SUBPROTOCOL } from '../../protocol/session.js'
+import {
+  AttachQuery,
+  encodeControl,
+  SESSION_CLOSE,
+  SESSION_PROTOCOL,
+  SESSION_VERSION,
+  WS_SUBPROTOCOL
+} from '../../protocol/session.js'
 import type { Pool } from '../store/db.js'
 import { responses } from '../http/schemas.js'
 import { AttachBridge, type AttachTarget } from './bridge.js'
@@ -25,7 +32,7 @@ export interface AttachDeps {
   pool: Pool
   hosts: ConnectedHosts
   /** Opens a session stream to a connected agent. */
-  dial: (peerId: string, protocol: string, signal: AbortSignal) => Promise<{ stream: Stream, connection: Connection }>
+  dial: (peerId: string, protocol: string, signal: AbortSignal) => Promise<{ stream: Stream; connection: Connection }>
   /** The API is served over TLS. */
   tls: boolean
   /** GPUMESH_ALLOW_INSECURE=1: plain ws from any address. */
@@ -40,7 +47,7 @@ const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|::ffff:127\.\d+\.\d+\.\d+)$/
  * served to a client on this machine (a local CLI, or a TLS-terminating
  * proxy beside the coordinator), unless TLS is on or the operator allowed it.
  */
-export function secureEnough (req: FastifyRequest, deps: Pick<AttachDeps, 'tls' | 'allowInsecure'>): boolean {
+export function secureEnough(req: FastifyRequest, deps: Pick<AttachDeps, 'tls' | 'allowInsecure'>): boolean {
   return deps.tls || deps.allowInsecure || LOOPBACK.test(req.socket.remoteAddress ?? '')
 }
 
@@ -48,55 +55,78 @@ export function secureEnough (req: FastifyRequest, deps: Pick<AttachDeps, 'tls' 
 export class AttachHub {
   readonly bridges = new Set<AttachBridge>()
 
-  closeAll (code: number, reason: string): void {
+  closeAll(code: number, reason: string): void {
     for (const b of [...this.bridges]) b.close(code, reason)
   }
 }
 
 /** ws `handleProtocols`: select gpumesh.v1 when offered; never echo the token subprotocol. */
-export function selectProtocol (protocols: Set<string>): string | false {
+export function selectProtocol(protocols: Set<string>): string | false {
   return protocols.has(WS_SUBPROTOCOL) ? WS_SUBPROTOCOL : false
 }
 
-export const attachRoutes = (deps: AttachDeps, hub: AttachHub): FastifyPluginAsyncTypebox => async (app) => {
-  const targets = new WeakMap<FastifyRequest, AttachTarget>()
+export const attachRoutes =
+  (deps: AttachDeps, hub: AttachHub): FastifyPluginAsyncTypebox =>
+  async (app) => {
+    const targets = new WeakMap<FastifyRequest, AttachTarget>()
 
-  app.route({
-    method: 'GET',
-    url: '/v1/workloads/:id/attach',
-    config: { role: 'operator' },
-    schema: {
-      operationId: 'attachSession',
-      tags: ['workloads'],
-      summary: 'Attach to a session\'s terminal (WebSocket upgrade)',
-      description: 'Binary messages carry terminal bytes both ways; text messages carry JSON control: {"type":"resize","cols":120,"rows":40} from the client, {"type":"attached",...} and {"type":"exit","code":0,...} from the server. The close code says why an attach ended.',
-      params: IdParams,
-      querystring: AttachQuery,
-      // A WebSocket has no 2xx: 101 opens it, any refusal is problem+json.
-      response: { ...responses({ 101: Type.Null({ description: 'Switching Protocols: the WebSocket is open' }) }, 404, 409), default: Problem }
-    },
-    preHandler: async (req) => {
-      if (!secureEnough(req, deps)) throw new ApiError('INSECURE_TRANSPORT', 'set GPUMESH_TLS_CERT and GPUMESH_TLS_KEY on the coordinator (or GPUMESH_ALLOW_INSECURE=1 on a trusted network)')
-      const { id } = req.params as { id: string }
-      targets.set(req, await attachTarget(deps.pool, deps.hosts, id))
-    },
-    handler: async () => {
-      throw new ApiError('VALIDATION', 'this route is a WebSocket: send Connection: Upgrade and Upgrade: websocket (gpumesh attach does)')
-    },
-    wsHandler: async (ws: WebSocket, req) => {
-      const target = targets.get(req) as AttachTarget
-      const { cols, rows } = req.query as { cols?: number, rows?: number }
-      await open(ws, target, cols ?? 80, rows ?? 24, deps, hub, req.principal?.name ?? '?')
-    }
-  })
-}
+    app.route({
+      method: 'GET',
+      url: '/v1/workloads/:id/attach',
+      config: { role: 'operator' },
+      schema: {
+        operationId: 'attachSession',
+        tags: ['workloads'],
+        summary: "Attach to a session's terminal (WebSocket upgrade)",
+        description:
+          'Binary messages carry terminal bytes both ways; text messages carry JSON control: {"type":"resize","cols":120,"rows":40} from the client, {"type":"attached",...} and {"type":"exit","code":0,...} from the server. The close code says why an attach ended.',
+        params: IdParams,
+        querystring: AttachQuery,
+        // A WebSocket has no 2xx: 101 opens it, any refusal is problem+json.
+        response: {
+          ...responses({ 101: Type.Null({ description: 'Switching Protocols: the WebSocket is open' }) }, 404, 409),
+          default: Problem
+        }
+      },
+      preHandler: async (req) => {
+        if (!secureEnough(req, deps))
+          throw new ApiError(
+            'INSECURE_TRANSPORT',
+            'set GPUMESH_TLS_CERT and GPUMESH_TLS_KEY on the coordinator (or GPUMESH_ALLOW_INSECURE=1 on a trusted network)'
+          )
+        const { id } = req.params as { id: string }
+        targets.set(req, await attachTarget(deps.pool, deps.hosts, id))
+      },
+      handler: async () => {
+        throw new ApiError(
+          'VALIDATION',
+          'this route is a WebSocket: send Connection: Upgrade and Upgrade: websocket (gpumesh attach does)'
+        )
+      },
+      wsHandler: async (ws: WebSocket, req) => {
+        const target = targets.get(req) as AttachTarget
+        const { cols, rows } = req.query as { cols?: number; rows?: number }
+        await open(ws, target, cols ?? 80, rows ?? 24, deps, hub, req.principal?.name ?? '?')
+      }
+    })
+  }
 
-async function open (ws: WebSocket, target: AttachTarget, cols: number, rows: number, deps: AttachDeps, hub: AttachHub, who: string): Promise<void> {
+async function open(
+  ws: WebSocket,
+  target: AttachTarget,
+  cols: number,
+  rows: number,
+  deps: AttachDeps,
+  hub: AttachHub,
+  who: string
+): Promise<void> {
   // What the client sends while the agent is dialled (typed-ahead input, a pipe) is kept, in order.
   const early: Array<[RawData, boolean]> = []
-  const keep = (data: RawData, isBinary: boolean) => { early.push([data, isBinary]) }
+  const keep = (data: RawData, isBinary: boolean) => {
+    early.push([data, isBinary])
+  }
   ws.on('message', keep)
-  let opened: { stream: Stream, connection: Connection }
+  let opened: { stream: Stream; connection: Connection }
   try {
     opened = await deps.dial(target.peerId, SESSION_PROTOCOL, AbortSignal.timeout(DIAL_TIMEOUT_MS))
   } catch (err) {
@@ -107,13 +137,26 @@ async function open (ws: WebSocket, target: AttachTarget, cols: number, rows: nu
     ws.off('message', keep)
   }
   const { stream, connection } = opened
-  if (ws.readyState !== ws.OPEN) { stream.abort(new Error('client left')); return }
-  const bridge = new AttachBridge(ws, stream, () => connection.status === 'open', target, deps.log, () => {
-    hub.bridges.delete(bridge)
-    deps.log.info({ workload: target.workloadId, placement: target.placementId, token: who }, 'detached')
-  })
+  if (ws.readyState !== ws.OPEN) {
+    stream.abort(new Error('client left'))
+    return
+  }
+  const bridge = new AttachBridge(
+    ws,
+    stream,
+    () => connection.status === 'open',
+    target,
+    deps.log,
+    () => {
+      hub.bridges.delete(bridge)
+      deps.log.info({ workload: target.workloadId, placement: target.placementId, token: who }, 'detached')
+    }
+  )
   hub.bridges.add(bridge)
   stream.send(encodeControl({ v: SESSION_VERSION, type: 'open', placementId: target.placementId, cols, rows }))
   for (const [data, isBinary] of early) ws.emit('message', data, isBinary)
-  deps.log.info({ workload: target.workloadId, placement: target.placementId, host: target.hostName, token: who }, 'attached')
+  deps.log.info(
+    { workload: target.workloadId, placement: target.placementId, host: target.hostName, token: who },
+    'attached'
+  )
 }

@@ -11,16 +11,26 @@ export interface ConnectedHosts {
   peerOf: (hostId: string) => string | undefined
 }
 
-export async function attachTarget (pool: Pool, hosts: ConnectedHosts, workloadId: string): Promise<AttachTarget> {
+export async function attachTarget(pool: Pool, hosts: ConnectedHosts, workloadId: string): Promise<AttachTarget> {
   const w = await getWorkload(pool, workloadId)
   if (w.state === 'deleted') throw new ApiError('NOT_FOUND', `workload ${w.name} was deleted`)
-  if (w.kind !== 'session') throw new ApiError('NOT_ATTACHABLE', `${w.name} is ${w.kind === 'endpoint' ? 'an endpoint' : 'a recipe'}; only sessions have a terminal to attach to`)
+  if (w.kind !== 'session')
+    throw new ApiError(
+      'NOT_ATTACHABLE',
+      `${w.name} is ${w.kind === 'endpoint' ? 'an endpoint' : 'a recipe'}; only sessions have a terminal to attach to`
+    )
   const p = w.placements.find((x) => x.state === 'running')
   if (p === undefined) {
     const starting = w.placements.some((x) => x.state === 'starting' || x.state === 'assigned')
-    throw new ApiError('NOT_ATTACHABLE', starting ? `session ${w.name} is starting; try again in a moment` : `session ${w.name} is ${w.state}${w.reason === null ? '' : ` (${w.reason})`}, not running`)
+    throw new ApiError(
+      'NOT_ATTACHABLE',
+      starting
+        ? `session ${w.name} is starting; try again in a moment`
+        : `session ${w.name} is ${w.state}${w.reason === null ? '' : ` (${w.reason})`}, not running`
+    )
   }
   const peerId = hosts.peerOf(p.hostId)
-  if (peerId === undefined) throw new ApiError('NOT_ATTACHABLE', `host ${p.hostName} of session ${w.name} is not connected to this coordinator`)
+  if (peerId === undefined)
+    throw new ApiError('NOT_ATTACHABLE', `host ${p.hostName} of session ${w.name} is not connected to this coordinator`)
   return { workloadId: w.id, workloadName: w.name, placementId: p.id, hostId: p.hostId, hostName: p.hostName, peerId }
 }

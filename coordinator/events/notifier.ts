@@ -14,16 +14,19 @@ export class Notifier extends EventEmitter implements Startable {
   private attempt = 0
   private timer: NodeJS.Timeout | undefined
 
-  constructor (private readonly url: string, private readonly log: Logger) {
+  constructor(
+    private readonly url: string,
+    private readonly log: Logger
+  ) {
     super()
     this.setMaxListeners(0)
   }
 
-  start (): void {
+  start(): void {
     void this.connect()
   }
 
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     this.stopped = true
     clearTimeout(this.timer)
     await this.client?.end().catch(() => {})
@@ -31,7 +34,7 @@ export class Notifier extends EventEmitter implements Startable {
   }
 
   /** Resolves on the next notification, after `ms`, or when aborted. */
-  async wait (ms: number, signal?: AbortSignal): Promise<void> {
+  async wait(ms: number, signal?: AbortSignal): Promise<void> {
     await new Promise<void>((resolve) => {
       const done = () => {
         clearTimeout(timer)
@@ -45,7 +48,7 @@ export class Notifier extends EventEmitter implements Startable {
     })
   }
 
-  private async connect (): Promise<void> {
+  private async connect(): Promise<void> {
     if (this.stopped) return
     const client = new pg.Client({ connectionString: this.url, application_name: 'gpumesh-notifier', keepAlive: true })
     client.on('notification', () => this.emit('wake'))
@@ -55,7 +58,10 @@ export class Notifier extends EventEmitter implements Startable {
       await client.connect()
       await client.query('listen gpumesh_events')
       // Stopped while connecting: a connection kept now would keep the process alive.
-      if (this.stopped) { await client.end().catch(() => {}); return }
+      if (this.stopped) {
+        await client.end().catch(() => {})
+        return
+      }
       this.client = client
       this.attempt = 0
       this.emit('wake') // anything committed while we were away
@@ -66,12 +72,14 @@ export class Notifier extends EventEmitter implements Startable {
     }
   }
 
-  private retry (client: pg.Client): void {
+  private retry(client: pg.Client): void {
     if (this.stopped || (this.client !== null && this.client !== client)) return
     this.client = null
     client.end().catch(() => {})
     const delay = backoff(this.attempt++)
     clearTimeout(this.timer)
-    this.timer = setTimeout(() => { void this.connect() }, delay)
+    this.timer = setTimeout(() => {
+      void this.connect()
+    }, delay)
   }
 }

@@ -3,7 +3,7 @@
 import { Redis } from 'ioredis'
 import { backoff } from '../../common/daemon/backoff.js'
 
-export function createRedis (url: string): Redis {
+export function createRedis(url: string): Redis {
   return new Redis(url, {
     lazyConnect: true,
     enableOfflineQueue: false,

@@ -27,20 +27,31 @@ export class RedisRelay implements Startable {
   /** The run the cursor belongs to: each leadership term derives it again. */
   private term: AbortSignal | null = null
 
-  constructor (private readonly pool: Pool, private readonly redis: Redis, notifier: Notifier, private readonly log: Logger, private readonly metrics: Metrics) {
-    this.loop = new Loop(async (signal) => await this.relay(signal), { name: 'Redis relay', everyMs: 1000, wait: notifier.wait.bind(notifier), log })
+  constructor(
+    private readonly pool: Pool,
+    private readonly redis: Redis,
+    notifier: Notifier,
+    private readonly log: Logger,
+    private readonly metrics: Metrics
+  ) {
+    this.loop = new Loop(async (signal) => await this.relay(signal), {
+      name: 'Redis relay',
+      everyMs: 1000,
+      wait: notifier.wait.bind(notifier),
+      log
+    })
   }
 
-  start (): void {
+  start(): void {
     this.loop.start()
   }
 
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     await this.loop.stop()
   }
 
   /** One batch; the milliseconds to wait before the next when it should not wait for a new event. */
-  private async relay (term: AbortSignal): Promise<number | undefined> {
+  private async relay(term: AbortSignal): Promise<number | undefined> {
     if (this.term !== term) {
       this.term = term
       this.cursor = null
@@ -52,15 +63,34 @@ export class RedisRelay implements Startable {
       if (events.length > 0) {
         const pipeline = this.redis.pipeline()
         for (const e of events) {
-          pipeline.xadd(EVENT_STREAM, 'MAXLEN', '~', MAX_LEN, `${e.id}-0`,
-            'id', String(e.id), 'type', e.type, 'subject_kind', e.subject.kind, 'subject_id', e.subject.id, 'data', JSON.stringify(e.data), 'at', e.at)
+          pipeline.xadd(
+            EVENT_STREAM,
+            'MAXLEN',
+            '~',
+            MAX_LEN,
+            `${e.id}-0`,
+            'id',
+            String(e.id),
+            'type',
+            e.type,
+            'subject_kind',
+            e.subject.kind,
+            'subject_id',
+            e.subject.id,
+            'data',
+            JSON.stringify(e.data),
+            'at',
+            e.at
+          )
         }
         const results = await pipeline.exec()
         const failed = (results ?? []).find(([err]) => err !== null && !ALREADY_THERE.test(err.message))
         if (failed?.[0] != null) throw failed[0]
         this.cursor = (events[events.length - 1] as { id: number }).id
         await this.pool.query(
-          'insert into relay_cursors (name, last_id) values ($1, $2) on conflict (name) do update set last_id = excluded.last_id', [CURSOR, this.cursor])
+          'insert into relay_cursors (name, last_id) values ($1, $2) on conflict (name) do update set last_id = excluded.last_id',
+          [CURSOR, this.cursor]
+        )
         this.metrics.eventsRelayed.inc(events.length)
       }
       this.metrics.redisUp.set(1)
@@ -69,7 +99,8 @@ export class RedisRelay implements Startable {
       return events.length < BATCH ? undefined : 0
     } catch (err) {
       this.metrics.redisUp.set(0)
-      if (this.attempt === 0) this.log.warn({ err: (err as Error).message }, 'Redis relay failing; events wait in PostgreSQL')
+      if (this.attempt === 0)
+        this.log.warn({ err: (err as Error).message }, 'Redis relay failing; events wait in PostgreSQL')
       // Redis may have restarted empty or ahead of our cursor: re-derive it.
       this.cursor = null
       return backoff(this.attempt++)
@@ -77,8 +108,10 @@ export class RedisRelay implements Startable {
   }
 
   /** After the relay's saved cursor, or after the stream's last entry when Redis is ahead (the cursor write was lost). */
-  private async startingPoint (): Promise<number> {
-    const { rows } = await this.pool.query<{ last_id: number }>('select last_id from relay_cursors where name = $1', [CURSOR])
+  private async startingPoint(): Promise<number> {
+    const { rows } = await this.pool.query<{ last_id: number }>('select last_id from relay_cursors where name = $1', [
+      CURSOR
+    ])
     const saved = rows[0]?.last_id ?? 0
     const last = await this.redis.xrevrange(EVENT_STREAM, '+', '-', 'COUNT', 1)
     const top = Number((last[0]?.[0] ?? '0-0').split('-')[0])

@@ -33,14 +33,14 @@ export interface AppDeps {
   /** Largest request body accepted. */
   bodyLimit?: number
   /** Serve HTTPS (and wss) with this certificate and key (PEM). */
-  https?: { cert: Buffer, key: Buffer }
+  https?: { cert: Buffer; key: Buffer }
   /** Session attach (GET /v1/workloads/:id/attach); without it the route does not exist. */
-  attach?: { deps: AttachDeps, hub: AttachHub }
+  attach?: { deps: AttachDeps; hub: AttachHub }
 }
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true })
 
-export async function buildApp (deps: AppDeps): Promise<FastifyInstance> {
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.log as unknown as FastifyBaseLogger,
     // Requests are counted in /metrics; a log line per request would drown the journal.
@@ -54,7 +54,12 @@ export async function buildApp (deps: AppDeps): Promise<FastifyInstance> {
   const defaultJson = app.getDefaultJsonParser('error', 'error')
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
     let text: string
-    try { text = strictUtf8.decode(body as Buffer) } catch { done(new ApiError('BAD_BODY', 'the body is not valid UTF-8'), undefined); return }
+    try {
+      text = strictUtf8.decode(body as Buffer)
+    } catch {
+      done(new ApiError('BAD_BODY', 'the body is not valid UTF-8'), undefined)
+      return
+    }
     defaultJson(req, text, done)
   })
 
@@ -64,18 +69,25 @@ export async function buildApp (deps: AppDeps): Promise<FastifyInstance> {
       info: {
         title: 'gpumesh admin API',
         version: VERSION,
-        description: 'Hosts, pools, workloads, placements, events and tokens of a gpumesh cluster. Errors are application/problem+json.',
+        description:
+          'Hosts, pools, workloads, placements, events and tokens of a gpumesh cluster. Errors are application/problem+json.',
         license: { name: 'Apache-2.0', identifier: 'Apache-2.0' }
       },
       // The document is served by every coordinator: its address is the reader's to fill in.
-      servers: [{
-        url: '{scheme}://{address}',
-        description: 'A coordinator\'s admin API (GPUMESH_API_LISTEN)',
-        variables: {
-          scheme: { default: 'http', enum: ['http', 'https'], description: 'https when the coordinator has a TLS certificate' },
-          address: { default: '127.0.0.1:7470', description: 'host:port the admin API listens on' }
+      servers: [
+        {
+          url: '{scheme}://{address}',
+          description: "A coordinator's admin API (GPUMESH_API_LISTEN)",
+          variables: {
+            scheme: {
+              default: 'http',
+              enum: ['http', 'https'],
+              description: 'https when the coordinator has a TLS certificate'
+            },
+            address: { default: '127.0.0.1:7470', description: 'host:port the admin API listens on' }
+          }
         }
-      }],
+      ],
       tags: [
         { name: 'hosts', description: 'GPU hosts: facts, state, cordon, drain, revoke' },
         { name: 'pools', description: 'Sets of like hosts, with kind and labels' },

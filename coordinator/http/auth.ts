@@ -9,23 +9,34 @@ import { authenticate, type Principal } from '../store/tokens.js'
 const RANK: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 }
 
 declare module 'fastify' {
-  interface FastifyContextConfig { role?: Role, public?: boolean }
-  interface FastifyRequest { principal: Principal | null }
+  interface FastifyContextConfig {
+    role?: Role
+    public?: boolean
+  }
+  interface FastifyRequest {
+    principal: Principal | null
+  }
 }
 
 /** The token from "Authorization: Bearer <token>", or from a WebSocket subprotocol "bearer.<token>" (browsers cannot set headers). */
-export function bearerToken (req: FastifyRequest): string | null {
+export function bearerToken(req: FastifyRequest): string | null {
   const header = req.headers.authorization
   if (typeof header === 'string') {
     const m = /^Bearer\s+(\S+)\s*$/i.exec(header)
-    return m === null ? null : m[1] as string
+    return m === null ? null : (m[1] as string)
   }
   const protocols = req.headers['sec-websocket-protocol']
-  const proto = typeof protocols === 'string' ? protocols.split(',').map((p) => p.trim()).find((p) => p.startsWith('bearer.')) : undefined
+  const proto =
+    typeof protocols === 'string'
+      ? protocols
+          .split(',')
+          .map((p) => p.trim())
+          .find((p) => p.startsWith('bearer.'))
+      : undefined
   return proto === undefined ? null : proto.slice('bearer.'.length)
 }
 
-export function installAuth (app: FastifyInstance, pool: Pool): void {
+export function installAuth(app: FastifyInstance, pool: Pool): void {
   app.decorateRequest('principal', null)
   app.addHook('onRequest', async (req) => {
     const config = req.routeOptions.config
@@ -35,7 +46,11 @@ export function installAuth (app: FastifyInstance, pool: Pool): void {
     const principal = await authenticate(pool, token)
     if (principal === null) throw new ApiError('UNAUTHORIZED')
     const needed = config.role ?? 'viewer'
-    if (RANK[principal.role] < RANK[needed]) throw new ApiError('FORBIDDEN', `${req.method} ${req.routeOptions.url} needs the ${needed} role; this token is ${principal.role}`)
+    if (RANK[principal.role] < RANK[needed])
+      throw new ApiError(
+        'FORBIDDEN',
+        `${req.method} ${req.routeOptions.url} needs the ${needed} role; this token is ${principal.role}`
+      )
     req.principal = principal
   })
 }

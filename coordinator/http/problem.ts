@@ -8,7 +8,10 @@ import { StoreError, type StoreErrorCode } from '../store/errors.js'
 /** An error that becomes a problem+json response with this code. */
 export class ApiError extends Error {
   readonly status: number
-  constructor (readonly code: ErrorCode, detail?: string) {
+  constructor(
+    readonly code: ErrorCode,
+    detail?: string
+  ) {
     super(detail ?? ERRORS[code].title)
     this.name = 'ApiError'
     this.status = ERRORS[code].status
@@ -25,12 +28,19 @@ const STORE_CODES: Record<StoreErrorCode, ErrorCode> = {
   'not-enough-gpus': 'NOT_ENOUGH_GPUS'
 }
 
-export function problem (code: ErrorCode, detail: string | undefined, instance: string): Problem {
+export function problem(code: ErrorCode, detail: string | undefined, instance: string): Problem {
   const { status, title } = ERRORS[code]
-  return { type: PROBLEM_TYPE_PREFIX + code.toLowerCase().replace(/_/g, '-'), title, status, code, instance, ...(detail === undefined ? {} : { detail }) }
+  return {
+    type: PROBLEM_TYPE_PREFIX + code.toLowerCase().replace(/_/g, '-'),
+    title,
+    status,
+    code,
+    instance,
+    ...(detail === undefined ? {} : { detail })
+  }
 }
 
-export function sendProblem (reply: FastifyReply, code: ErrorCode, detail?: string): FastifyReply {
+export function sendProblem(reply: FastifyReply, code: ErrorCode, detail?: string): FastifyReply {
   const body = problem(code, detail, reply.request.url)
   return reply.code(body.status).type('application/problem+json').send(body)
 }
@@ -47,38 +57,51 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
 /** Errors from pg / the network that mean "the database is not there right now". */
 const UNAVAILABLE = /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|57P01|57P03|08\d\d\d)$/
 
-type SchemaError = { instancePath: string, keyword: string, message?: string, params: Record<string, unknown> }
+type SchemaError = { instancePath: string; keyword: string; message?: string; params: Record<string, unknown> }
 
 /** A value outside a union of constants fails once per constant and once more for the anyOf: one error that lists the values instead. */
-function oneOfConstants (errors: SchemaError[]): SchemaError[] {
+function oneOfConstants(errors: SchemaError[]): SchemaError[] {
   let out: SchemaError[] = []
   for (const e of errors) {
-    const constants = e.keyword === 'anyOf' ? out.filter((x) => x.keyword === 'const' && x.instancePath === e.instancePath) : []
+    const constants =
+      e.keyword === 'anyOf' ? out.filter((x) => x.keyword === 'const' && x.instancePath === e.instancePath) : []
     if (constants.length === 0) out.push(e)
-    else out = [...out.filter((x) => !constants.includes(x)), { ...e, message: `must be one of ${constants.map((x) => String(x.params.allowedValue)).join(', ')}` }]
+    else
+      out = [
+        ...out.filter((x) => !constants.includes(x)),
+        { ...e, message: `must be one of ${constants.map((x) => String(x.params.allowedValue)).join(', ')}` }
+      ]
   }
   return out
 }
 
 /** One schema error for people: where, what, and the property that is not allowed. */
-function describe (v: SchemaError): string {
+function describe(v: SchemaError): string {
   const extra = typeof v.params.additionalProperty === 'string' ? `: ${v.params.additionalProperty}` : ''
   return `${v.instancePath === '' ? '/' : v.instancePath} ${v.message ?? 'is invalid'}${extra}`
 }
 
-export function installErrorHandling (app: FastifyInstance): void {
-  app.setNotFoundHandler((req, reply) => { void sendProblem(reply, 'NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0] ?? ''}`) })
+export function installErrorHandling(app: FastifyInstance): void {
+  app.setNotFoundHandler((req, reply) => {
+    void sendProblem(reply, 'NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0] ?? ''}`)
+  })
   app.setErrorHandler((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
     if (err instanceof ApiError) return sendProblem(reply, err.code, err.message)
     if (err instanceof StoreError) return sendProblem(reply, STORE_CODES[err.code], err.message)
-    if (err.validation !== undefined) return sendProblem(reply, 'VALIDATION', `${err.validationContext ?? 'request'}: ${oneOfConstants(err.validation).map(describe).join('; ')}`)
+    if (err.validation !== undefined)
+      return sendProblem(
+        reply,
+        'VALIDATION',
+        `${err.validationContext ?? 'request'}: ${oneOfConstants(err.validation).map(describe).join('; ')}`
+      )
     const mapped = err.code === undefined ? undefined : FASTIFY_CODES[err.code]
     if (mapped !== undefined) return sendProblem(reply, mapped, mapped === 'BAD_BODY' ? err.message : undefined)
     if (err.code !== undefined && UNAVAILABLE.test(err.code)) {
       req.log.warn({ code: err.code }, 'database unavailable')
       return sendProblem(reply, 'UNAVAILABLE', 'the database is unavailable; retry shortly')
     }
-    if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) return sendProblem(reply, 'VALIDATION', err.message)
+    if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500)
+      return sendProblem(reply, 'VALIDATION', err.message)
     req.log.error({ err }, 'request failed')
     return sendProblem(reply, 'INTERNAL')
   })

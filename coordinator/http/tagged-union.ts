@@ -4,17 +4,20 @@
 // A missing or unknown tag is one error that lists the kinds.
 import type { Ajv, ErrorObject, ValidateFunction } from 'ajv'
 
-interface TaggedUnion { tag: string, members: Map<string, object> }
+interface TaggedUnion {
+  tag: string
+  members: Map<string, object>
+}
 
 /** The tag property and each member by its tag value, when `schema` is an anyOf/oneOf of objects that all carry a const tag. */
-export function taggedUnion (schema: unknown): TaggedUnion | null {
-  const s = schema as { anyOf?: unknown[], oneOf?: unknown[] }
+export function taggedUnion(schema: unknown): TaggedUnion | null {
+  const s = schema as { anyOf?: unknown[]; oneOf?: unknown[] }
   const variants = s.anyOf ?? s.oneOf
   if (!Array.isArray(variants) || variants.length < 2) return null
   const first = variants[0] as { properties?: Record<string, { const?: unknown }> }
   for (const tag of Object.keys(first.properties ?? {})) {
     const members = new Map<string, object>()
-    for (const v of variants as Array<{ type?: unknown, properties?: Record<string, { const?: unknown }> }>) {
+    for (const v of variants as Array<{ type?: unknown; properties?: Record<string, { const?: unknown }> }>) {
       const value = v.properties?.[tag]?.const
       if (v.type !== 'object' || typeof value !== 'string' || members.has(value)) break
       members.set(value, v)
@@ -26,12 +29,18 @@ export function taggedUnion (schema: unknown): TaggedUnion | null {
 
 type Validator = ((data: unknown) => boolean) & { errors?: ErrorObject[] | null }
 
-const schemaError = (instancePath: string, keyword: string, message: string, params: Record<string, unknown> = {}): ErrorObject =>
-  ({ instancePath, schemaPath: '#', keyword, params, message })
+const schemaError = (
+  instancePath: string,
+  keyword: string,
+  message: string,
+  params: Record<string, unknown> = {}
+): ErrorObject => ({ instancePath, schemaPath: '#', keyword, params, message })
 
 /** A validator for a tagged union: the tag picks the one schema whose errors are reported. */
-export function compileTaggedUnion (ajv: Ajv, union: TaggedUnion): Validator {
-  const compiled = new Map<string, ValidateFunction>([...union.members].map(([value, schema]) => [value, ajv.compile(schema)]))
+export function compileTaggedUnion(ajv: Ajv, union: TaggedUnion): Validator {
+  const compiled = new Map<string, ValidateFunction>(
+    [...union.members].map(([value, schema]) => [value, ajv.compile(schema)])
+  )
   const kinds = [...compiled.keys()]
   const validate: Validator = (data) => {
     validate.errors = null
@@ -43,13 +52,17 @@ export function compileTaggedUnion (ajv: Ajv, union: TaggedUnion): Validator {
     const member = typeof value === 'string' ? compiled.get(value) : undefined
     if (member === undefined) {
       const allowed = kinds.join(', ')
-      validate.errors = [value === undefined
-        ? schemaError('', 'required', `must have required property '${union.tag}' (one of ${allowed})`, { missingProperty: union.tag })
-        : schemaError(`/${union.tag}`, 'enum', `must be one of ${allowed}`, { allowedValues: kinds })]
+      validate.errors = [
+        value === undefined
+          ? schemaError('', 'required', `must have required property '${union.tag}' (one of ${allowed})`, {
+              missingProperty: union.tag
+            })
+          : schemaError(`/${union.tag}`, 'enum', `must be one of ${allowed}`, { allowedValues: kinds })
+      ]
       return false
     }
     const ok = member(data)
-    validate.errors = ok ? null : member.errors ?? null
+    validate.errors = ok ? null : (member.errors ?? null)
     return ok
   }
   return validate

@@ -8,13 +8,13 @@ import addFormats from 'ajv-formats'
 import type { FastifyInstance } from 'fastify'
 import { compileTaggedUnion, taggedUnion } from './tagged-union.js'
 
-function ajv (options: Options): Ajv {
+function ajv(options: Options): Ajv {
   const a = new Ajv({ removeAdditional: false, useDefaults: false, allErrors: false, strict: false, ...options })
   addFormats.default(a)
   return a
 }
 
-export function installValidation (app: FastifyInstance): void {
+export function installValidation(app: FastifyInstance): void {
   const body = ajv({ coerceTypes: false })
   const text = ajv({ coerceTypes: 'array' })
   app.setValidatorCompiler(({ schema, httpPart }) => {

@@ -22,30 +22,35 @@ export class Dispatcher implements Startable {
   private readonly loop: Loop
   private cursor = 0
 
-  constructor (
+  constructor(
     private readonly pool: Pool,
     notifier: Notifier,
     private readonly sessionOf: (hostId: string) => Deliverable | undefined,
     private readonly onRevoked: (peerId: string) => void,
     private readonly log: Logger
   ) {
-    this.loop = new Loop(async () => await this.deliver(), { name: 'dispatcher', everyMs: 1000, wait: notifier.wait.bind(notifier), log })
+    this.loop = new Loop(async () => await this.deliver(), {
+      name: 'dispatcher',
+      everyMs: 1000,
+      wait: notifier.wait.bind(notifier),
+      log
+    })
   }
 
-  async start (): Promise<void> {
+  async start(): Promise<void> {
     this.cursor = await lastEventId(this.pool)
     this.loop.start()
   }
 
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     await this.loop.stop()
   }
 
   /** One batch of events; 0 when another may be waiting already. */
-  private async deliver (): Promise<number | undefined> {
+  private async deliver(): Promise<number | undefined> {
     try {
       const events = await readEvents(this.pool, this.cursor, 500)
-      const assign: Array<{ host: string, placement: string }> = []
+      const assign: Array<{ host: string; placement: string }> = []
       for (const e of events) {
         this.cursor = e.id
         const host = typeof e.data.host === 'string' ? e.data.host : e.subject.id
@@ -54,20 +59,32 @@ export class Dispatcher implements Startable {
           if (typeof e.data.peerId === 'string') this.onRevoked(e.data.peerId)
           session?.close('ERR_REVOKED', 'this host was revoked')
         } else if (session === undefined) {
-          continue
         } else if (e.type === 'placement.created') {
           assign.push({ host, placement: e.subject.id })
         } else if (e.type === 'placement.stopped' || e.type === 'placement.lost') {
           const reason = typeof e.data.reason === 'string' ? e.data.reason : 'stopped by the coordinator'
-          void session.send({ v: 1, type: 'stop', epoch: session.epoch, placementId: e.subject.id, reason }).catch(() => {})
+          void session
+            .send({ v: 1, type: 'stop', epoch: session.epoch, placementId: e.subject.id, reason })
+            .catch(() => {})
         } else if (e.type === 'host.state-changed' && e.data.to === 'draining') {
-          void session.send({ v: 1, type: 'drain', epoch: session.epoch, reason: typeof e.data.reason === 'string' ? e.data.reason : 'drained by an operator' }).catch(() => {})
+          void session
+            .send({
+              v: 1,
+              type: 'drain',
+              epoch: session.epoch,
+              reason: typeof e.data.reason === 'string' ? e.data.reason : 'drained by an operator'
+            })
+            .catch(() => {})
         }
       }
       if (assign.length > 0) {
-        for (const a of await assignmentsByIds(this.pool, assign.map((x) => x.placement))) {
+        for (const a of await assignmentsByIds(
+          this.pool,
+          assign.map((x) => x.placement)
+        )) {
           const session = this.sessionOf(assign.find((x) => x.placement === a.placementId)?.host ?? '')
-          if (session !== undefined) void session.send({ v: 1, type: 'assign', epoch: session.epoch, placement: a }).catch(() => {})
+          if (session !== undefined)
+            void session.send({ v: 1, type: 'assign', epoch: session.epoch, placement: a }).catch(() => {})
         }
       }
       return events.length < 500 ? undefined : 0

@@ -10,32 +10,54 @@ import { quarantine } from '../store/lifecycle.js'
 import { joinTokenUsed, takeJoinTokenUse } from '../store/tokens.js'
 
 export class EnrollError extends Error {
-  constructor (readonly code: 'ERR_REVOKED' | 'ERR_UNKNOWN_PEER' | 'ERR_JOIN_TOKEN' | 'ERR_POOL_MISMATCH', message: string) {
+  constructor(
+    readonly code: 'ERR_REVOKED' | 'ERR_UNKNOWN_PEER' | 'ERR_JOIN_TOKEN' | 'ERR_POOL_MISMATCH',
+    message: string
+  ) {
     super(message)
     this.name = 'EnrollError'
   }
 }
 
-export interface Enrolled { hostId: string, epoch: number }
-
-/** GPU identity that must not change under a registered host: how many, which models. */
-export function gpuSignature (facts: HostFacts): string {
-  return `${facts.gpus.length}:${facts.gpus.map((g) => g.name ?? '?').sort().join(',')}`
+export interface Enrolled {
+  hostId: string
+  epoch: number
 }
 
-export async function enroll (pool: Pool, peerId: string, hello: Hello, address: string | null): Promise<Enrolled> {
+/** GPU identity that must not change under a registered host: how many, which models. */
+export function gpuSignature(facts: HostFacts): string {
+  return `${facts.gpus.length}:${facts.gpus
+    .map((g) => g.name ?? '?')
+    .sort()
+    .join(',')}`
+}
+
+export async function enroll(pool: Pool, peerId: string, hello: Hello, address: string | null): Promise<Enrolled> {
   return await transaction(pool, async (c) => {
-    const { rows } = await c.query<{ id: string, facts: HostFacts, revoked_at: Date | null, state: string }>(
-      'select id, facts, revoked_at, state from hosts where peer_id = $1 for update', [peerId])
+    const { rows } = await c.query<{ id: string; facts: HostFacts; revoked_at: Date | null; state: string }>(
+      'select id, facts, revoked_at, state from hosts where peer_id = $1 for update',
+      [peerId]
+    )
     const known = rows[0]
-    if (known?.revoked_at != null) throw new EnrollError('ERR_REVOKED', 'this peer was revoked; enroll again under a new identity with a new join token')
+    if (known?.revoked_at != null)
+      throw new EnrollError(
+        'ERR_REVOKED',
+        'this peer was revoked; enroll again under a new identity with a new join token'
+      )
     const events: NewEvent[] = []
     if (known === undefined) {
-      if (hello.joinToken === undefined) throw new EnrollError('ERR_UNKNOWN_PEER', 'unknown peer: the first hello must carry a join token (GPUMESH_JOIN_TOKEN)')
+      if (hello.joinToken === undefined)
+        throw new EnrollError(
+          'ERR_UNKNOWN_PEER',
+          'unknown peer: the first hello must carry a join token (GPUMESH_JOIN_TOKEN)'
+        )
       const token = await takeJoinTokenUse(c, hello.joinToken, peerId)
       if (token === null) throw new EnrollError('ERR_JOIN_TOKEN', 'the join token is unknown, expired or used up')
       if (token.poolKey !== null && token.poolKey !== hello.facts.pool.key) {
-        throw new EnrollError('ERR_POOL_MISMATCH', `the join token is for pool ${token.poolKey}; this host is ${hello.facts.pool.key}`)
+        throw new EnrollError(
+          'ERR_POOL_MISMATCH',
+          `the join token is for pool ${token.poolKey}; this host is ${hello.facts.pool.key}`
+        )
       }
       const up = await upsertHost(c, { peerId, facts: hello.facts, name: hello.name, address })
       events.push(...up.events, await joinTokenUsed(c, token, up.id, peerId))
@@ -45,21 +67,38 @@ export async function enroll (pool: Pool, peerId: string, hello: Hello, address:
     const changed = gpuSignature(known.facts) !== gpuSignature(hello.facts)
     const up = await upsertHost(c, { peerId, facts: hello.facts, name: hello.name, address })
     events.push(...up.events)
-    if (changed) events.push(...await quarantine(c, up.id, `GPUs changed from ${gpuSignature(known.facts)} to ${gpuSignature(hello.facts)}`))
+    if (changed)
+      events.push(
+        ...(await quarantine(
+          c,
+          up.id,
+          `GPUs changed from ${gpuSignature(known.facts)} to ${gpuSignature(hello.facts)}`
+        ))
+      )
     await appendEvents(c, events)
     return { hostId: up.id, epoch: up.epoch }
   })
 }
 
 /** Re-detected facts from a connected agent: stored; changed GPUs quarantine the host. */
-export async function updateFacts (pool: Pool, hostId: string, facts: HostFacts): Promise<void> {
+export async function updateFacts(pool: Pool, hostId: string, facts: HostFacts): Promise<void> {
   await transaction(pool, async (c) => {
     const { rows } = await c.query<{ facts: HostFacts }>('select facts from hosts where id = $1 for update', [hostId])
     const before = rows[0]?.facts
     if (before === undefined) return
     await c.query('update hosts set facts = $2, updated_at = now() where id = $1', [hostId, JSON.stringify(facts)])
-    const events: NewEvent[] = [{ type: 'host.facts-changed', subjectKind: 'host', subjectId: hostId, data: { pool: facts.pool.key, gpus: facts.gpus.length } }]
-    if (gpuSignature(before) !== gpuSignature(facts)) events.push(...await quarantine(c, hostId, `GPUs changed from ${gpuSignature(before)} to ${gpuSignature(facts)}`))
+    const events: NewEvent[] = [
+      {
+        type: 'host.facts-changed',
+        subjectKind: 'host',
+        subjectId: hostId,
+        data: { pool: facts.pool.key, gpus: facts.gpus.length }
+      }
+    ]
+    if (gpuSignature(before) !== gpuSignature(facts))
+      events.push(
+        ...(await quarantine(c, hostId, `GPUs changed from ${gpuSignature(before)} to ${gpuSignature(facts)}`))
+      )
     await appendEvents(c, events)
   })
 }

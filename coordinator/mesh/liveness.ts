@@ -36,7 +36,11 @@ export interface LivenessOptions {
   probers?: number
 }
 
-interface Tracked { state: 'ok' | 'suspect' | 'down', session: Probeable | null, since: number }
+interface Tracked {
+  state: 'ok' | 'suspect' | 'down'
+  session: Probeable | null
+  since: number
+}
 
 export class Liveness implements Startable {
   private readonly hosts = new Map<string, Tracked>()
@@ -50,17 +54,27 @@ export class Liveness implements Startable {
   readonly suspectAfterMs: number
   readonly probeTimeoutMs: number
 
-  constructor (private readonly pool: Pool, private readonly sessions: () => Probeable[], private readonly log: Logger, private readonly o: LivenessOptions) {
+  constructor(
+    private readonly pool: Pool,
+    private readonly sessions: () => Probeable[],
+    private readonly log: Logger,
+    private readonly o: LivenessOptions
+  ) {
     this.suspectAfterMs = o.suspectAfterMs ?? Math.round(o.heartbeatMs * 1.5)
     this.probeTimeoutMs = o.probeTimeoutMs ?? 800
-    this.loop = new Loop(() => { this.sweep() }, { name: 'liveness sweep', everyMs: Math.max(50, Math.round(o.heartbeatMs / 4)), immediate: false, log })
+    this.loop = new Loop(
+      () => {
+        this.sweep()
+      },
+      { name: 'liveness sweep', everyMs: Math.max(50, Math.round(o.heartbeatMs / 4)), immediate: false, log }
+    )
   }
 
-  start (): void {
+  start(): void {
     this.loop.start()
   }
 
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     this.stopped = true
     this.abort.abort()
     for (const resolve of this.waiting.values()) resolve(false)
@@ -68,7 +82,7 @@ export class Liveness implements Startable {
   }
 
   /** A session was established or a heartbeat arrived. */
-  heard (s: Probeable): void {
+  heard(s: Probeable): void {
     s.lastHeartbeat = Date.now()
     const t = this.hosts.get(s.hostId)
     if (t !== undefined && t.state === 'ok' && t.session === s) return
@@ -77,30 +91,31 @@ export class Liveness implements Startable {
   }
 
   /** The session ended: a dropped connection counts as missed heartbeats at once. */
-  lost (s: Probeable, why: string): void {
+  lost(s: Probeable, why: string): void {
     const t = this.hosts.get(s.hostId)
     if (t === undefined || t.session !== s) return
     t.session = null
     void this.suspect(s, why)
   }
 
-  probeResult (requestId: string, reachable: boolean): void {
+  probeResult(requestId: string, reachable: boolean): void {
     this.waiting.get(requestId)?.(reachable)
   }
 
-  state (hostId: string): Tracked['state'] | undefined {
+  state(hostId: string): Tracked['state'] | undefined {
     return this.hosts.get(hostId)?.state
   }
 
-  private sweep (): void {
+  private sweep(): void {
     const now = Date.now()
     for (const [, t] of this.hosts) {
       const s = t.session
-      if (s !== null && t.state === 'ok' && now - s.lastHeartbeat > this.suspectAfterMs) void this.suspect(s, `no heartbeat for ${now - s.lastHeartbeat} ms`)
+      if (s !== null && t.state === 'ok' && now - s.lastHeartbeat > this.suspectAfterMs)
+        void this.suspect(s, `no heartbeat for ${now - s.lastHeartbeat} ms`)
     }
   }
 
-  private async suspect (s: Probeable, why: string): Promise<void> {
+  private async suspect(s: Probeable, why: string): Promise<void> {
     const t = this.hosts.get(s.hostId)
     if (this.stopped || t === undefined || t.state !== 'ok') return
     t.state = 'suspect'
@@ -125,27 +140,38 @@ export class Liveness implements Startable {
   }
 
   /** Asks pool peers to reach the host; the number that did. No peers to ask counts as unreachable. */
-  private async probe (target: Probeable): Promise<number> {
+  private async probe(target: Probeable): Promise<number> {
     const now = Date.now()
     const multiaddrs = (await target.addresses().catch(() => [])).slice(0, 16)
     const peers = this.sessions()
-      .filter((p) => p.pool === target.pool && p.hostId !== target.hostId && now - p.lastHeartbeat <= this.suspectAfterMs)
+      .filter(
+        (p) => p.pool === target.pool && p.hostId !== target.hostId && now - p.lastHeartbeat <= this.suspectAfterMs
+      )
       .slice(0, this.o.probers ?? 3)
-    const answers = await Promise.all(peers.map(async (p) => {
-      const requestId = randomUUID()
-      const answered = new Promise<boolean>((resolve) => {
-        this.waiting.set(requestId, resolve)
-        setTimeout(() => resolve(false), this.probeTimeoutMs + 400)
+    const answers = await Promise.all(
+      peers.map(async (p) => {
+        const requestId = randomUUID()
+        const answered = new Promise<boolean>((resolve) => {
+          this.waiting.set(requestId, resolve)
+          setTimeout(() => resolve(false), this.probeTimeoutMs + 400)
+        })
+        try {
+          await p.send({
+            v: 1,
+            type: 'probe',
+            requestId,
+            target: target.peerId,
+            multiaddrs,
+            timeoutMs: this.probeTimeoutMs
+          })
+          return await answered
+        } catch {
+          return false
+        } finally {
+          this.waiting.delete(requestId)
+        }
       })
-      try {
-        await p.send({ v: 1, type: 'probe', requestId, target: target.peerId, multiaddrs, timeoutMs: this.probeTimeoutMs })
-        return await answered
-      } catch {
-        return false
-      } finally {
-        this.waiting.delete(requestId)
-      }
-    }))
+    )
     if (peers.length === 0) await sleep(this.probeTimeoutMs, this.abort.signal)
     return answers.filter((a) => a).length
   }
@@ -154,12 +180,14 @@ export class Liveness implements Startable {
    * Writes are chained per host: two in flight at once (suspect, and ready from the session that
    * follows a reset) would otherwise race for the row and could leave a live host suspect.
    */
-  private async mark (hostId: string, to: 'ready' | 'suspect' | 'down', reason: string): Promise<void> {
-    const write = (this.writes.get(hostId) ?? Promise.resolve()).then(async () => {
-      await setLiveness(this.pool, hostId, to, reason)
-    }).catch((err: Error) => {
-      this.log.error({ host: hostId, to, err: err.message }, 'cannot record host state')
-    })
+  private async mark(hostId: string, to: 'ready' | 'suspect' | 'down', reason: string): Promise<void> {
+    const write = (this.writes.get(hostId) ?? Promise.resolve())
+      .then(async () => {
+        await setLiveness(this.pool, hostId, to, reason)
+      })
+      .catch((err: Error) => {
+        this.log.error({ host: hostId, to, err: err.message }, 'cannot record host state')
+      })
     this.writes.set(hostId, write)
     await write
     if (this.writes.get(hostId) === write) this.writes.delete(hostId)

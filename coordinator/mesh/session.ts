@@ -5,7 +5,13 @@
 import type { Connection, Stream } from '@libp2p/interface'
 import type { Logger } from '../../common/log.js'
 import { FrameChannel, FrameError } from '../../common/mesh/frames.js'
-import { ACK_AFTER_MS, AgentFrame, CoordinatorFrame, type CoordinatorFrame as OutFrame, type GpuUsage } from '../../protocol/control.js'
+import {
+  ACK_AFTER_MS,
+  AgentFrame,
+  CoordinatorFrame,
+  type CoordinatorFrame as OutFrame,
+  type GpuUsage
+} from '../../protocol/control.js'
 import type { Pool } from '../store/db.js'
 import { assignmentsOfHost } from '../store/assignments.js'
 import { recordStatus } from '../store/lifecycle.js'
@@ -37,43 +43,55 @@ export class AgentSession implements Probeable {
   private readonly channel: FrameChannel<typeof AgentFrame, typeof CoordinatorFrame>
   private welcomed!: () => void
   /** Frames to this agent wait until it has its welcome (the list comes first). */
-  private readonly ready = new Promise<void>((resolve) => { this.welcomed = resolve })
+  private readonly ready = new Promise<void>((resolve) => {
+    this.welcomed = resolve
+  })
 
-  constructor (stream: Stream, private readonly connection: Connection, private readonly host: SessionHost) {
+  constructor(
+    stream: Stream,
+    private readonly connection: Connection,
+    private readonly host: SessionHost
+  ) {
     this.peerId = connection.remotePeer.toString()
     this.channel = new FrameChannel(stream, AgentFrame, CoordinatorFrame)
   }
 
-  async addresses (): Promise<string[]> {
+  async addresses(): Promise<string[]> {
     return await this.host.addresses(this.peerId)
   }
 
-  async send (frame: OutFrame): Promise<void> {
+  async send(frame: OutFrame): Promise<void> {
     await this.ready
     await this.sendNow(frame)
   }
 
-  private async sendNow (frame: OutFrame): Promise<void> {
+  private async sendNow(frame: OutFrame): Promise<void> {
     this.lastSent = Date.now()
     await this.channel.send(frame)
   }
 
-  close (code: string, message: string): void {
-    void this.channel.send({ v: 1, type: 'error', code, message }).catch(() => {}).finally(() => { this.channel.abort(message) })
+  close(code: string, message: string): void {
+    void this.channel
+      .send({ v: 1, type: 'error', code, message })
+      .catch(() => {})
+      .finally(() => {
+        this.channel.abort(message)
+      })
   }
 
   /** Ends the session and its connection at once: an agent that comes back must say hello again (and be fenced). */
-  drop (why: string): void {
+  drop(why: string): void {
     this.channel.abort(why)
     this.connection.abort(new Error(why))
   }
 
-  async run (): Promise<void> {
+  async run(): Promise<void> {
     const { log } = this.host
     try {
       const hello = await this.channel.receive(AbortSignal.timeout(HELLO_TIMEOUT_MS))
       if (hello === null) return
-      if (hello.type !== 'hello') throw new FrameError('ERR_FRAME_SHAPE', `the first frame must be hello, not ${hello.type}`)
+      if (hello.type !== 'hello')
+        throw new FrameError('ERR_FRAME_SHAPE', `the first frame must be hello, not ${hello.type}`)
       // The IP the coordinator reaches the agent on: rank 0's is MASTER_ADDR for gangs.
       const address = /^\/ip[46]\/([^/]+)/.exec(this.connection.remoteAddr.toString())?.[1] ?? null
       const { hostId, epoch } = await enroll(this.host.pool, this.peerId, hello, address)
@@ -83,8 +101,12 @@ export class AgentSession implements Probeable {
       const placements = await assignmentsOfHost(this.host.pool, hostId)
       await this.sendNow({ v: 1, type: 'welcome', hostId, epoch, heartbeatMs: this.host.heartbeatMs, placements })
       this.welcomed()
-      for (const r of hello.running) if (placements.some((p) => p.placementId === r.placementId)) await recordStatus(this.host.pool, hostId, r)
-      log.info({ host: hostId, name: hello.name, peer: this.peerId, epoch, placements: placements.length }, 'agent session open')
+      for (const r of hello.running)
+        if (placements.some((p) => p.placementId === r.placementId)) await recordStatus(this.host.pool, hostId, r)
+      log.info(
+        { host: hostId, name: hello.name, peer: this.peerId, epoch, placements: placements.length },
+        'agent session open'
+      )
       for (;;) {
         const frame = await this.channel.receive()
         if (frame === null) break
@@ -92,7 +114,8 @@ export class AgentSession implements Probeable {
           case 'heartbeat':
             this.gpus = frame.gpus
             this.host.liveness.heard(this)
-            if (Date.now() - this.lastSent >= ACK_AFTER_MS) void this.sendNow({ v: 1, type: 'heartbeat-ack', seq: frame.seq }).catch(() => {})
+            if (Date.now() - this.lastSent >= ACK_AFTER_MS)
+              void this.sendNow({ v: 1, type: 'heartbeat-ack', seq: frame.seq }).catch(() => {})
             break
           case 'status':
             this.host.liveness.heard(this)
@@ -121,7 +144,7 @@ export class AgentSession implements Probeable {
     }
   }
 
-  private end (why: string): void {
+  private end(why: string): void {
     this.welcomed()
     if (this.hostId === '') return
     this.host.unregister(this)

@@ -21,25 +21,25 @@ export class SnapshotCache {
   /** Placements this leader created: their events need no reload. */
   private readonly own = new Set<string>()
 
-  constructor (private readonly source: SnapshotSource) {}
+  constructor(private readonly source: SnapshotSource) {}
 
-  snapshot (): Snapshot {
+  snapshot(): Snapshot {
     return { hosts: [...this.hosts.values()] }
   }
 
   /** Next refresh reloads everything (after a refused decision). */
-  invalidate (): void {
+  invalidate(): void {
     this.stale = true
   }
 
   /** Marks a persisted decision's GPUs taken; its placements' events need no reload. */
-  take (assignments: Assignment[], placementIds: Iterable<string>): void {
+  take(assignments: Assignment[], placementIds: Iterable<string>): void {
     for (const a of assignments) for (const g of a.gpus) this.hosts.get(a.hostId)?.free.delete(g)
     for (const id of placementIds) this.own.add(id)
   }
 
   /** Brings the picture up to date; says whether capacity may have changed and which workloads are new. */
-  async refresh (): Promise<{ capacityChanged: boolean, newWorkloads: string[] }> {
+  async refresh(): Promise<{ capacityChanged: boolean; newWorkloads: string[] }> {
     if (this.stale || Date.now() - this.loadedAt > FULL_RELOAD_MS) {
       await this.loadAll()
       return { capacityChanged: true, newWorkloads: [] }
@@ -61,7 +61,10 @@ export class SnapshotCache {
     }
     if (dirty.size > 0) {
       const hosts = await this.source.hosts([...dirty])
-      for (const id of dirty) { this.hosts.delete(id); this.index.remove(id) }
+      for (const id of dirty) {
+        this.hosts.delete(id)
+        this.index.remove(id)
+      }
       for (const host of hosts) {
         this.hosts.set(host.id, host)
         this.index.upsert(host)
@@ -71,7 +74,7 @@ export class SnapshotCache {
   }
 
   /** Events after the last one seen, in pages (a bounded page also keeps the plan on the primary key). */
-  private async eventsSince (): Promise<FleetEvent[]> {
+  private async eventsSince(): Promise<FleetEvent[]> {
     const out: FleetEvent[] = []
     for (;;) {
       const after = out[out.length - 1]?.id ?? this.lastEventId
@@ -81,7 +84,7 @@ export class SnapshotCache {
     }
   }
 
-  private async loadAll (): Promise<void> {
+  private async loadAll(): Promise<void> {
     // The event id first: anything after it is replayed by the next refresh.
     const last = await this.source.lastEventId()
     const hosts = await this.source.hosts()

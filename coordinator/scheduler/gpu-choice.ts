@@ -28,35 +28,38 @@ const DOMAIN_WEIGHT = 1e7
 const NUMA_WEIGHT = 1e6
 const RANK_WEIGHT = 1e5
 
-export function chooseGpus (host: SchedHost, count: number): number[] | null {
+export function chooseGpus(host: SchedHost, count: number): number[] | null {
   return gpuChoice(host, count)?.gpus ?? null
 }
 
-export function gpuChoice (host: SchedHost, count: number): GpuChoice | null {
+export function gpuChoice(host: SchedHost, count: number): GpuChoice | null {
   const view = hostView(host)
   const choice = chooseOn(view, freePositions(view, host.free), count)
   return choice === null ? null : { gpus: choice.positions.map((p) => view.index[p] as number), score: choice.score }
 }
 
 /** Score of a given set of a host's GPUs (indices), on the same scale as gpuChoice. */
-export function scoreGpus (host: SchedHost, gpus: number[]): number {
+export function scoreGpus(host: SchedHost, gpus: number[]): number {
   const view = hostView(host)
   return scorePositions(view, freePositions(view, new Set(gpus)))
 }
 
 /** `free`: ascending positions. */
-export function chooseOn (view: HostView, free: number[], count: number): PositionChoice | null {
+export function chooseOn(view: HostView, free: number[], count: number): PositionChoice | null {
   if (!Number.isInteger(count) || count < 0 || count > free.length) return null
   if (count === 0) return { positions: [], score: 0 }
   const isFree = new Uint8Array(view.index.length)
   for (const p of free) isFree[p] = 1
-  const domains = smallestFitting(view.domains.map((d) => d.filter((p) => isFree[p] === 1)), count)
+  const domains = smallestFitting(
+    view.domains.map((d) => d.filter((p) => isFree[p] === 1)),
+    count
+  )
   let best: PositionChoice | null = null
   for (const set of domains.length > 0 ? domains : [free]) best = better(best, withinNuma(view, set, count))
   return best as PositionChoice
 }
 
-function withinNuma (view: HostView, set: number[], count: number): PositionChoice {
+function withinNuma(view: HostView, set: number[], count: number): PositionChoice {
   const byNode = new Map<number, number[]>()
   for (const p of set) {
     const node = view.numa[p]
@@ -73,14 +76,14 @@ function withinNuma (view: HostView, set: number[], count: number): PositionChoi
 }
 
 /** Best fit: the candidate sets of the smallest size that still holds `count`. */
-function smallestFitting (sets: number[][], count: number): number[][] {
+function smallestFitting(sets: number[][], count: number): number[][] {
   let smallest = Infinity
   for (const s of sets) if (s.length >= count && s.length < smallest) smallest = s.length
   return sets.filter((s) => s.length === smallest)
 }
 
 /** `set`: ascending positions, at least `count` of them. */
-function greedy (view: HostView, set: number[], count: number): PositionChoice {
+function greedy(view: HostView, set: number[], count: number): PositionChoice {
   if (set.length === count) return { positions: set, score: scorePositions(view, set) }
   const n = view.index.length
   const m = set.length
@@ -102,8 +105,12 @@ function greedy (view: HostView, set: number[], count: number): PositionChoice {
         const r = view.rank[last * n + (set[i] as number)] as number
         if (r > (worst[i] as number)) worst[i] = r
         sum[i] = (sum[i] as number) + r
-        if (pick < 0 || (worst[i] as number) < (worst[pick] as number) ||
-          (worst[i] === worst[pick] && (sum[i] as number) < (sum[pick] as number))) pick = i
+        if (
+          pick < 0 ||
+          (worst[i] as number) < (worst[pick] as number) ||
+          (worst[i] === worst[pick] && (sum[i] as number) < (sum[pick] as number))
+        )
+          pick = i
       }
       used[pick] = 1
       last = set[pick] as number
@@ -118,7 +125,7 @@ function greedy (view: HostView, set: number[], count: number): PositionChoice {
   return best as PositionChoice
 }
 
-export function scorePositions (view: HostView, positions: number[]): number {
+export function scorePositions(view: HostView, positions: number[]): number {
   const k = positions.length
   if (k <= 1) return 0
   const n = view.index.length
@@ -137,7 +144,7 @@ export function scorePositions (view: HostView, positions: number[]): number {
   return (inDomain ? 0 : DOMAIN_WEIGHT) + (oneNode ? 0 : NUMA_WEIGHT) + worst * RANK_WEIGHT + sum
 }
 
-function better (a: PositionChoice | null, b: PositionChoice): PositionChoice {
+function better(a: PositionChoice | null, b: PositionChoice): PositionChoice {
   if (a === null || b.score < a.score) return b
   if (b.score > a.score) return a
   for (let i = 0; i < a.positions.length; i++) {

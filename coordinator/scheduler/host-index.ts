@@ -62,8 +62,9 @@ export class SnapshotIndex {
   private readonly unschedulable = new Map<string, PoolIndex>()
 
   /** `pools`: index only these pools (a single decision needs no more). */
-  constructor (snapshot: Snapshot, pools?: ReadonlySet<string>) {
-    const hosts = snapshot.hosts.filter((h) => pools === undefined || pools.has(h.pool))
+  constructor(snapshot: Snapshot, pools?: ReadonlySet<string>) {
+    const hosts = snapshot.hosts
+      .filter((h) => pools === undefined || pools.has(h.pool))
       .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
     for (const host of hosts) this.add(host)
   }
@@ -73,12 +74,12 @@ export class SnapshotIndex {
    * index alive between scheduling passes. A host added later ranks after
    * the others in id tie-breaks until the next full build.
    */
-  upsert (host: SchedHost): void {
+  upsert(host: SchedHost): void {
     this.remove(host.id)
     this.add(host)
   }
 
-  remove (hostId: string): void {
+  remove(hostId: string): void {
     const entry = this.entries.get(hostId)
     if (entry !== undefined) {
       this.unplace(entry)
@@ -94,7 +95,7 @@ export class SnapshotIndex {
     }
   }
 
-  private add (host: SchedHost): void {
+  private add(host: SchedHost): void {
     let pool = this.pools.get(host.pool)
     if (pool === undefined) {
       // A pool's kind is the pool's; hosts only carry a copy, the first (by id) speaks for all.
@@ -110,7 +111,10 @@ export class SnapshotIndex {
     }
     const view = hostView(host)
     let shape = this.shapes.get(view.fingerprint)
-    if (shape === undefined) this.shapes.set(view.fingerprint, shape = this.shapes.size)
+    if (shape === undefined) {
+      shape = this.shapes.size
+      this.shapes.set(view.fingerprint, shape)
+    }
     const free = new Set(view.index.filter((g) => host.free.has(g)))
     const entry: Entry = { host, ordinal: this.byOrdinal.length, pool, view, shape, free, group: null }
     this.byOrdinal.push(entry)
@@ -118,12 +122,12 @@ export class SnapshotIndex {
     this.place(entry)
   }
 
-  pool (key: string): PoolIndex | undefined {
+  pool(key: string): PoolIndex | undefined {
     return this.pools.get(key)
   }
 
   /** Free GPUs of a schedulable host; undefined for others. */
-  free (hostId: string): ReadonlySet<number> | undefined {
+  free(hostId: string): ReadonlySet<number> | undefined {
     return this.entries.get(hostId)?.free
   }
 
@@ -131,7 +135,7 @@ export class SnapshotIndex {
    * The best host of `pool` for `count` GPUs, skipping hosts in `exclude`:
    * fewest free GPUs left afterwards, then best GPU choice score, then lowest id.
    */
-  best (pool: PoolIndex, count: number, exclude?: ReadonlySet<string>): Candidate | null {
+  best(pool: PoolIndex, count: number, exclude?: ReadonlySet<string>): Candidate | null {
     for (let f = count; f < pool.buckets.length; f++) {
       if ((pool.counts[f] ?? 0) === 0) continue
       let bestGroup: Group | null = null
@@ -141,7 +145,11 @@ export class SnapshotIndex {
         const ordinal = this.firstAllowed(group, exclude)
         if (ordinal < 0) continue
         const choice = this.choice(group, count)
-        if (bestChoice === null || choice.score < bestChoice.score || (choice.score === bestChoice.score && ordinal < bestOrdinal)) {
+        if (
+          bestChoice === null ||
+          choice.score < bestChoice.score ||
+          (choice.score === bestChoice.score && ordinal < bestOrdinal)
+        ) {
           bestGroup = group
           bestChoice = choice
           bestOrdinal = ordinal
@@ -160,7 +168,7 @@ export class SnapshotIndex {
   }
 
   /** Schedulable hosts of `pool` with at least `count` free GPUs, not counting `exclude`. */
-  hostsWithFree (pool: PoolIndex, count: number, exclude?: ReadonlySet<string>): number {
+  hostsWithFree(pool: PoolIndex, count: number, exclude?: ReadonlySet<string>): number {
     let n = 0
     for (let f = count; f < pool.counts.length; f++) n += pool.counts[f] ?? 0
     for (const id of exclude ?? []) {
@@ -171,13 +179,13 @@ export class SnapshotIndex {
   }
 
   /** Free GPUs of the pool's emptiest schedulable host. */
-  largestFree (pool: PoolIndex): number {
+  largestFree(pool: PoolIndex): number {
     for (let f = pool.counts.length - 1; f > 0; f--) if ((pool.counts[f] ?? 0) > 0) return f
     return 0
   }
 
   /** Marks GPUs taken; throws when one is not free (a stale decision). */
-  take (hostId: string, gpus: number[]): void {
+  take(hostId: string, gpus: number[]): void {
     const entry = this.entry(hostId)
     for (const g of gpus) if (!entry.free.has(g)) throw new Error(`GPU ${g} of host ${hostId} is not free`)
     this.unplace(entry)
@@ -186,20 +194,20 @@ export class SnapshotIndex {
   }
 
   /** Undoes take (a gang that did not fit, a decision only looked at). */
-  give (hostId: string, gpus: number[]): void {
+  give(hostId: string, gpus: number[]): void {
     const entry = this.entry(hostId)
     this.unplace(entry)
     for (const g of gpus) entry.free.add(g)
     this.place(entry)
   }
 
-  private entry (hostId: string): Entry {
+  private entry(hostId: string): Entry {
     const entry = this.entries.get(hostId)
     if (entry === undefined) throw new Error(`host ${hostId} is not schedulable in this snapshot`)
     return entry
   }
 
-  private choice (group: Group, count: number): PositionChoice {
+  private choice(group: Group, count: number): PositionChoice {
     const key = `${group.state}#${count}`
     let choice = this.memo.get(key)
     if (choice === undefined) {
@@ -210,34 +218,46 @@ export class SnapshotIndex {
     return choice
   }
 
-  private firstAllowed (group: Group, exclude: ReadonlySet<string> | undefined): number {
+  private firstAllowed(group: Group, exclude: ReadonlySet<string> | undefined): number {
     if (exclude === undefined || exclude.size === 0) return group.ordinals[0] ?? -1
     for (const o of group.ordinals) if (!exclude.has((this.byOrdinal[o] as Entry).host.id)) return o
     return -1
   }
 
-  private place (entry: Entry): void {
+  private place(entry: Entry): void {
     const { pool, view } = entry
     const free: number[] = []
     let key = `${entry.shape}:`
     // The free set as a bitmask, 30 bits a word: hosts may have up to 72 GPUs.
     let word = 0
     for (let p = 0; p < view.index.length; p++) {
-      if (entry.free.has(view.index[p] as number)) { free.push(p); word |= 1 << (p % 30) }
-      if (p % 30 === 29) { key += word.toString(36) + '.'; word = 0 }
+      if (entry.free.has(view.index[p] as number)) {
+        free.push(p)
+        word |= 1 << (p % 30)
+      }
+      if (p % 30 === 29) {
+        key += `${word.toString(36)}.`
+        word = 0
+      }
     }
     key += word.toString(36)
     const f = free.length
-    while (pool.buckets.length <= f) { pool.buckets.push(new Map()); pool.counts.push(0) }
+    while (pool.buckets.length <= f) {
+      pool.buckets.push(new Map())
+      pool.counts.push(0)
+    }
     const bucket = pool.buckets[f] as Map<string, Group>
     let group = bucket.get(key)
-    if (group === undefined) bucket.set(key, group = { state: key, view, free, ordinals: [] })
+    if (group === undefined) {
+      group = { state: key, view, free, ordinals: [] }
+      bucket.set(key, group)
+    }
     insertSorted(group.ordinals, entry.ordinal)
     pool.counts[f] = (pool.counts[f] as number) + 1
     entry.group = group
   }
 
-  private unplace (entry: Entry): void {
+  private unplace(entry: Entry): void {
     const group = entry.group
     if (group === null) return
     const f = group.free.length
@@ -248,7 +268,7 @@ export class SnapshotIndex {
   }
 }
 
-function lowerBound (xs: number[], x: number): number {
+function lowerBound(xs: number[], x: number): number {
   let lo = 0
   let hi = xs.length
   while (lo < hi) {
@@ -259,13 +279,13 @@ function lowerBound (xs: number[], x: number): number {
   return lo
 }
 
-function insertSorted (xs: number[], x: number): void {
+function insertSorted(xs: number[], x: number): void {
   const at = lowerBound(xs, x)
   if (at === xs.length) xs.push(x)
   else xs.splice(at, 0, x)
 }
 
-function removeSorted (xs: number[], x: number): void {
+function removeSorted(xs: number[], x: number): void {
   const at = lowerBound(xs, x)
   if (xs[at] === x) xs.splice(at, 1)
 }

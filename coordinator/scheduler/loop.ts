@@ -20,7 +20,14 @@ import type { SchedWorkload } from './types.js'
 const PAGE = 2000
 const IDLE_WAIT_MS = 1000
 
-interface PendingRow { id: string, spec: WorkloadSpec, reason: string | null, replicas: number[], hosts: string[], sort_ts: string }
+interface PendingRow {
+  id: string
+  spec: WorkloadSpec
+  reason: string | null
+  replicas: number[]
+  hosts: string[]
+  sort_ts: string
+}
 
 const SELECT_PENDING = `
   select w.id, w.spec, w.reason, ${sortTs('w.created_at')},
@@ -29,7 +36,7 @@ const SELECT_PENDING = `
   from workloads w left join placements p on p.workload_id = w.id and p.state = any($1::text[])
   where w.state = 'pending'`
 
-export function replicasNeeded (spec: WorkloadSpec): number {
+export function replicasNeeded(spec: WorkloadSpec): number {
   return spec.kind === 'endpoint' ? spec.replicas : spec.kind === 'recipe' ? spec.hosts : 1
 }
 
@@ -41,28 +48,38 @@ export class SchedulerLoop implements Startable {
   /** Where the walk of the pending queue has got to; null when there is no walk. */
   private scan: { after: [string, string] | null } | null = null
 
-  constructor (private readonly pool: Pool, notifier: Notifier, private readonly log: Logger, private readonly metrics: Metrics) {
+  constructor(
+    private readonly pool: Pool,
+    notifier: Notifier,
+    private readonly log: Logger,
+    private readonly metrics: Metrics
+  ) {
     this.cache = new SnapshotCache(snapshotSource(pool))
-    this.loop = new Loop(async (signal) => await this.tick(signal), { name: 'scheduling', everyMs: IDLE_WAIT_MS, wait: notifier.wait.bind(notifier), log })
+    this.loop = new Loop(async (signal) => await this.tick(signal), {
+      name: 'scheduling',
+      everyMs: IDLE_WAIT_MS,
+      wait: notifier.wait.bind(notifier),
+      log
+    })
   }
 
-  start (): void {
+  start(): void {
     this.loop.start()
   }
 
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     await this.loop.stop()
   }
 
   /** Passes back to back while there is work; otherwise wait for an event (or a second). */
-  private async tick (term: AbortSignal): Promise<number | undefined> {
+  private async tick(term: AbortSignal): Promise<number | undefined> {
     if (this.term !== term) {
       this.term = term
       this.cache.invalidate()
       this.scan = null
     }
     try {
-      return await this.pass() ? 0 : undefined
+      return (await this.pass()) ? 0 : undefined
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'scheduling pass failed; retrying')
       this.cache.invalidate()
@@ -71,7 +88,7 @@ export class SchedulerLoop implements Startable {
   }
 
   /** One pass; true when more work may be waiting (something placed, or the walk goes on). */
-  async pass (): Promise<boolean> {
+  async pass(): Promise<boolean> {
     const started = performance.now()
     const { capacityChanged, newWorkloads } = await this.cache.refresh()
     if (capacityChanged) this.scan = { after: null }
@@ -80,21 +97,38 @@ export class SchedulerLoop implements Startable {
       const after = this.scan.after
       const { rows } = await this.pool.query<PendingRow>(
         `${SELECT_PENDING} and ($2::timestamptz is null or (w.created_at, w.id) > ($2::timestamptz, $3::uuid))
-         group by w.id order by w.created_at, w.id limit $4`, [ACTIVE_PLACEMENT_STATES, after?.[0] ?? null, after?.[1] ?? null, PAGE])
+         group by w.id order by w.created_at, w.id limit $4`,
+        [ACTIVE_PLACEMENT_STATES, after?.[0] ?? null, after?.[1] ?? null, PAGE]
+      )
       for (const r of rows) todo.set(r.id, r)
       const last = rows[rows.length - 1]
       this.scan = rows.length < PAGE || last === undefined ? null : { after: [last.sort_ts, last.id] }
     }
     if (newWorkloads.length > 0) {
-      const { rows } = await this.pool.query<PendingRow>(`${SELECT_PENDING} and w.id = any($2::uuid[]) group by w.id order by w.created_at, w.id`, [ACTIVE_PLACEMENT_STATES, newWorkloads])
+      const { rows } = await this.pool.query<PendingRow>(
+        `${SELECT_PENDING} and w.id = any($2::uuid[]) group by w.id order by w.created_at, w.id`,
+        [ACTIVE_PLACEMENT_STATES, newWorkloads]
+      )
       for (const r of rows) todo.set(r.id, r)
     }
     if (todo.size === 0) return this.scan !== null
     const rows = [...todo.values()]
-    const decisions = rows.map((r) => placeOn(this.cache.index, { id: r.id, spec: r.spec, placedReplicas: r.replicas, usedHosts: r.hosts } as SchedWorkload))
+    const decisions = rows.map((r) =>
+      placeOn(this.cache.index, {
+        id: r.id,
+        spec: r.spec,
+        placedReplicas: r.replicas,
+        usedHosts: r.hosts
+      } as SchedWorkload)
+    )
     const items: DecisionToPersist[] = decisions.map((decision, i) => {
       const row = rows[i] as PendingRow
-      return { decision, needed: replicasNeeded(row.spec), placedBefore: row.replicas.length, previousReason: row.reason }
+      return {
+        decision,
+        needed: replicasNeeded(row.spec),
+        placedBefore: row.replicas.length,
+        previousReason: row.reason
+      }
     })
     const { placed, refused } = await persistDecisions(this.pool, items)
     for (const d of decisions) {
@@ -107,7 +141,9 @@ export class SchedulerLoop implements Startable {
     }
     let anyPlaced = false
     for (const d of decisions) {
-      this.metrics.schedulerDecisions.inc({ result: d.assignments.length === 0 ? 'pending' : d.reason === null ? 'placed' : 'partial' })
+      this.metrics.schedulerDecisions.inc({
+        result: d.assignments.length === 0 ? 'pending' : d.reason === null ? 'placed' : 'partial'
+      })
       if (d.assignments.length > 0) anyPlaced = true
     }
     this.metrics.schedulerPass.observe((performance.now() - started) / 1000)

@@ -17,7 +17,7 @@ type Placed = Pick<SchedWorkload, 'id' | 'placedReplicas' | 'usedHosts'>
  * caller deciding many workloads should pass one SnapshotIndex (and apply
  * each decision to it) or use scheduleAll.
  */
-export function decide (workload: SchedWorkload, target: Snapshot | SnapshotIndex): Decision {
+export function decide(workload: SchedWorkload, target: Snapshot | SnapshotIndex): Decision {
   const index = target instanceof SnapshotIndex ? target : new SnapshotIndex(target, new Set(poolsOf(workload)))
   const decision = placeOn(index, workload)
   for (const a of decision.assignments) index.give(a.hostId, a.gpus)
@@ -29,7 +29,7 @@ export function decide (workload: SchedWorkload, target: Snapshot | SnapshotInde
  * snapshot's hosts, which are then changed in place). Throws, changing
  * nothing, when a GPU is no longer free: the decision is stale.
  */
-export function applyDecision (target: Snapshot | SnapshotIndex, decision: Decision): void {
+export function applyDecision(target: Snapshot | SnapshotIndex, decision: Decision): void {
   const freeOf = (hostId: string): Set<number> | ReadonlySet<number> | undefined =>
     target instanceof SnapshotIndex ? target.free(hostId) : target.hosts.find((h) => h.id === hostId)?.free
   const taking = new Set<string>()
@@ -48,26 +48,29 @@ export function applyDecision (target: Snapshot | SnapshotIndex, decision: Decis
 }
 
 /** Decides in order, each decision applied before the next; the snapshot is not changed. */
-export function scheduleAll (workloads: SchedWorkload[], snapshot: Snapshot): Decision[] {
+export function scheduleAll(workloads: SchedWorkload[], snapshot: Snapshot): Decision[] {
   const index = new SnapshotIndex(snapshot)
   return workloads.map((w) => placeOn(index, w))
 }
 
 /** Decides and leaves the decision applied to the index (the leader keeps one index between passes). */
-export function placeOn (index: SnapshotIndex, workload: SchedWorkload): Decision {
+export function placeOn(index: SnapshotIndex, workload: SchedWorkload): Decision {
   const { spec } = workload
   switch (spec.kind) {
-    case 'endpoint': return placeEndpoint(index, workload, spec)
-    case 'recipe': return placeGang(index, workload, spec, spec.hosts)
-    case 'session': return placeGang(index, workload, spec, 1)
+    case 'endpoint':
+      return placeEndpoint(index, workload, spec)
+    case 'recipe':
+      return placeGang(index, workload, spec, spec.hosts)
+    case 'session':
+      return placeGang(index, workload, spec, 1)
   }
 }
 
-function poolsOf ({ spec }: SchedWorkload): string[] {
+function poolsOf({ spec }: SchedWorkload): string[] {
   return spec.kind === 'endpoint' ? spec.pools : [spec.pool]
 }
 
-function placeEndpoint (index: SnapshotIndex, workload: Placed, spec: EndpointSpec): Decision {
+function placeEndpoint(index: SnapshotIndex, workload: Placed, spec: EndpointSpec): Decision {
   const placed = new Set(workload.placedReplicas.filter((r) => r >= 0 && r < spec.replicas))
   const missing = range(spec.replicas).filter((r) => !placed.has(r))
   const problems = new Map<string, string>()
@@ -89,12 +92,23 @@ function placeEndpoint (index: SnapshotIndex, workload: Placed, spec: EndpointSp
     assignments.push({ hostId: found.hostId, gpus: found.gpus, replica })
   }
   if (assignments.length === missing.length) return { workloadId: workload.id, assignments, reason: null }
-  const why = spec.pools.map((key) => problems.get(key) ?? capacityReason(index, index.pool(key) as PoolIndex, spec.gpus))
+  const why = spec.pools.map(
+    (key) => problems.get(key) ?? capacityReason(index, index.pool(key) as PoolIndex, spec.gpus)
+  )
   const total = placed.size + assignments.length
-  return { workloadId: workload.id, assignments, reason: `${total} of ${spec.replicas} replicas placed; ${why.join('; ')}` }
+  return {
+    workloadId: workload.id,
+    assignments,
+    reason: `${total} of ${spec.replicas} replicas placed; ${why.join('; ')}`
+  }
 }
 
-function firstFit (index: SnapshotIndex, pools: PoolIndex[], gpus: number, exclude?: ReadonlySet<string>): Candidate | null {
+function firstFit(
+  index: SnapshotIndex,
+  pools: PoolIndex[],
+  gpus: number,
+  exclude?: ReadonlySet<string>
+): Candidate | null {
   for (const pool of pools) {
     const found = index.best(pool, gpus, exclude)
     if (found !== null) return found
@@ -103,7 +117,7 @@ function firstFit (index: SnapshotIndex, pools: PoolIndex[], gpus: number, exclu
 }
 
 /** Recipes (a gang of `gang` distinct hosts, ranks as replicas) and sessions (a gang of one): all or nothing. */
-function placeGang (index: SnapshotIndex, workload: Placed, spec: RecipeSpec | SessionSpec, gang: number): Decision {
+function placeGang(index: SnapshotIndex, workload: Placed, spec: RecipeSpec | SessionSpec, gang: number): Decision {
   const pool = index.pool(spec.pool)
   const problem = poolProblem(spec.pool, pool, spec.kind, spec.gpus, gang)
   if (problem !== null || pool === undefined) return { workloadId: workload.id, assignments: [], reason: problem }
@@ -116,7 +130,10 @@ function placeGang (index: SnapshotIndex, workload: Placed, spec: RecipeSpec | S
     if (found === null) {
       for (const a of assignments) index.give(a.hostId, a.gpus)
       const fit = index.hostsWithFree(pool, spec.gpus, new Set(workload.usedHosts))
-      const reason = fit === 0 ? capacityReason(index, pool, spec.gpus, missing.length) : gangReason(pool, fit, spec.gpus, missing.length)
+      const reason =
+        fit === 0
+          ? capacityReason(index, pool, spec.gpus, missing.length)
+          : gangReason(pool, fit, spec.gpus, missing.length)
       return { workloadId: workload.id, assignments: [], reason }
     }
     index.take(found.hostId, found.gpus)
@@ -126,6 +143,6 @@ function placeGang (index: SnapshotIndex, workload: Placed, spec: RecipeSpec | S
   return { workloadId: workload.id, assignments, reason: null }
 }
 
-function range (n: number): number[] {
+function range(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i)
 }

@@ -18,10 +18,17 @@ const UNSCHEDULABLE = 'cordoned, draining, suspect, down or quarantined'
  * when it could): unknown, wrong kind, hosts too small, every host out of
  * scheduling, or (gangs) fewer hosts than the gang.
  */
-export function poolProblem (key: string, pool: PoolIndex | undefined, kind: WorkloadKind, gpus: number, gang = 1): string | null {
+export function poolProblem(
+  key: string,
+  pool: PoolIndex | undefined,
+  kind: WorkloadKind,
+  gpus: number,
+  gang = 1
+): string | null {
   if (pool === undefined) return `pool ${key}: no such pool (no host has joined it)`
   const allowed = POOL_KINDS_FOR[kind]
-  if (!allowed.includes(pool.kind)) return `pool ${key} is ${pool.kind === 'inference' ? 'an' : 'a'} ${pool.kind} pool; ${kind}s run on ${allowed.join(' or ')} pools`
+  if (!allowed.includes(pool.kind))
+    return `pool ${key} is ${pool.kind === 'inference' ? 'an' : 'a'} ${pool.kind} pool; ${kind}s run on ${allowed.join(' or ')} pools`
   if (pool.maxGpus < gpus) return `pool ${key}: its largest host has ${plural(pool.maxGpus, 'GPU')}, need ${gpus}`
   if (pool.unschedulable === pool.hosts) {
     return `pool ${key}: ${pool.hosts === 1 ? 'its only host is' : `all ${pool.hosts} hosts are`} unschedulable (${UNSCHEDULABLE})`
@@ -31,7 +38,7 @@ export function poolProblem (key: string, pool: PoolIndex | undefined, kind: Wor
 }
 
 /** The pool is fine but full: how full, against what was asked. */
-export function capacityReason (index: SnapshotIndex, pool: PoolIndex, gpus: number, gang = 1): string {
+export function capacityReason(index: SnapshotIndex, pool: PoolIndex, gpus: number, gang = 1): string {
   const schedulable = pool.hosts - pool.unschedulable
   const others = pool.unschedulable > 0 ? ` (and ${pool.unschedulable} unschedulable)` : ''
   const largest = index.largestFree(pool)
@@ -40,10 +47,10 @@ export function capacityReason (index: SnapshotIndex, pool: PoolIndex, gpus: num
 }
 
 /** A gang that found some but not enough hosts. */
-export function gangReason (pool: PoolIndex, hostsWithFree: number, gpus: number, gang: number): string {
+export function gangReason(pool: PoolIndex, hostsWithFree: number, gpus: number, gang: number): string {
   return `pool ${pool.key}: ${plural(hostsWithFree, 'host')} with ${gpus} free GPUs, need ${gang}`
 }
 
-export function plural (n: number, word: string): string {
+export function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`
 }

@@ -25,15 +25,21 @@ const PCIE_RANK: Record<string, number> = { PIX: 1, PXB: 2, PHB: 3, NODE: 4, SYS
 // that keeps them (as schedulers do between ticks) reuses the derivation.
 const cache = new WeakMap<SchedHost['topology'], WeakMap<SchedGpu[], HostView>>()
 
-export function hostView (host: Pick<SchedHost, 'gpus' | 'topology'>): HostView {
+export function hostView(host: Pick<SchedHost, 'gpus' | 'topology'>): HostView {
   let byGpus = cache.get(host.topology)
-  if (byGpus === undefined) cache.set(host.topology, byGpus = new WeakMap())
+  if (byGpus === undefined) {
+    byGpus = new WeakMap()
+    cache.set(host.topology, byGpus)
+  }
   let view = byGpus.get(host.gpus)
-  if (view === undefined) byGpus.set(host.gpus, view = derive(host))
+  if (view === undefined) {
+    view = derive(host)
+    byGpus.set(host.gpus, view)
+  }
   return view
 }
 
-function derive ({ gpus, topology }: Pick<SchedHost, 'gpus' | 'topology'>): HostView {
+function derive({ gpus, topology }: Pick<SchedHost, 'gpus' | 'topology'>): HostView {
   const sorted = [...gpus].sort((a, b) => a.index - b.index)
   const index = sorted.map((g) => g.index)
   const numa = sorted.map((g) => g.numaNode)
@@ -56,20 +62,27 @@ function derive ({ gpus, topology }: Pick<SchedHost, 'gpus' | 'topology'>): Host
   for (let a = 0; a < n; a++) {
     for (let b = a + 1; b < n; b++) {
       const c = cell(index[a] as number, index[b] as number)
-      const r = c === null ? RANK_WORST : /^NV\d+$/.test(c) ? RANK_NVLINK : PCIE_RANK[c] ?? RANK_WORST
+      const r = c === null ? RANK_WORST : /^NV\d+$/.test(c) ? RANK_NVLINK : (PCIE_RANK[c] ?? RANK_WORST)
       rank[a * n + b] = r
       rank[b * n + a] = r
     }
   }
   const domains = topology.nvlinkDomains
-    .map((d) => d.flatMap((gpu) => { const p = position.get(gpu); return p === undefined ? [] : [p] }).sort((x, y) => x - y))
+    .map((d) =>
+      d
+        .flatMap((gpu) => {
+          const p = position.get(gpu)
+          return p === undefined ? [] : [p]
+        })
+        .sort((x, y) => x - y)
+    )
     .filter((d) => d.length >= 2)
   const fingerprint = `${index.join(',')}|${numa.map((x) => x ?? '?').join(',')}|${rank.join('')}|${domains.map((d) => d.join(',')).join(';')}`
   return { index, numa, rank, domains, fingerprint }
 }
 
 /** Positions of the GPUs in `free` (indices a host does not have are ignored). */
-export function freePositions (view: HostView, free: ReadonlySet<number>): number[] {
+export function freePositions(view: HostView, free: ReadonlySet<number>): number[] {
   const out: number[] = []
   for (let p = 0; p < view.index.length; p++) if (free.has(view.index[p] as number)) out.push(p)
   return out

@@ -36,9 +36,13 @@ export interface Snapshot {
 
 /** A workload as the scheduler sees it: its spec and what is already placed. */
 export type SchedWorkload = { id: string } & (
-  | { spec: EndpointSpec, /** Replica numbers already placed. */ placedReplicas: number[], /** Hosts already holding a replica (spread). */ usedHosts: string[] }
-  | { spec: RecipeSpec, placedReplicas: number[], usedHosts: string[] }
-  | { spec: SessionSpec, placedReplicas: number[], usedHosts: string[] }
+  | {
+      spec: EndpointSpec /** Replica numbers already placed. */
+      placedReplicas: number[] /** Hosts already holding a replica (spread). */
+      usedHosts: string[]
+    }
+  | { spec: RecipeSpec; placedReplicas: number[]; usedHosts: string[] }
+  | { spec: SessionSpec; placedReplicas: number[]; usedHosts: string[] }
 )
 
 export interface Assignment {

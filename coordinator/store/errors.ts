@@ -10,7 +10,10 @@ export type StoreErrorCode =
   | 'not-enough-gpus'
 
 export class StoreError extends Error {
-  constructor (readonly code: StoreErrorCode, message: string) {
+  constructor(
+    readonly code: StoreErrorCode,
+    message: string
+  ) {
     super(message)
     this.name = 'StoreError'
   }

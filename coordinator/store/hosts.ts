@@ -27,7 +27,7 @@ export interface HostRow {
 const SELECT_HOST = `select h.*, ${FREE_GPUS} from hosts h`
 const LIVE = 'h.revoked_at is null'
 
-export function toHost (r: HostRow): Host {
+export function toHost(r: HostRow): Host {
   return {
     id: r.id,
     name: r.name,
@@ -44,36 +44,62 @@ export function toHost (r: HostRow): Host {
   }
 }
 
-export interface Registration { peerId: string, facts: HostFacts, name?: string, address?: string | null }
+export interface Registration {
+  peerId: string
+  facts: HostFacts
+  name?: string
+  address?: string | null
+}
 
-export interface Upserted { id: string, inserted: boolean, epoch: number, events: NewEvent[] }
+export interface Upserted {
+  id: string
+  inserted: boolean
+  epoch: number
+  events: NewEvent[]
+}
 
 /**
  * Records a host's facts under its peer id inside a transaction: a new host
  * joins its pool (the pool appears with it), a known one is updated and its
  * epoch raised. The caller appends the returned events.
  */
-export async function upsertHost (c: Client, { peerId, facts, name, address }: Registration): Promise<Upserted> {
+export async function upsertHost(c: Client, { peerId, facts, name, address }: Registration): Promise<Upserted> {
   const events: NewEvent[] = []
   const poolKey = facts.pool.key
-  const created = await c.query('insert into pools (key) values ($1) on conflict (key) do nothing returning key', [poolKey])
-  if (created.rowCount === 1) events.push({ type: 'pool.created', subjectKind: 'pool', subjectId: poolKey, data: { kind: 'static' } })
-  const { rows } = await c.query<{ id: string, inserted: boolean, epoch: number }>(
+  const created = await c.query('insert into pools (key) values ($1) on conflict (key) do nothing returning key', [
+    poolKey
+  ])
+  if (created.rowCount === 1)
+    events.push({ type: 'pool.created', subjectKind: 'pool', subjectId: poolKey, data: { kind: 'static' } })
+  const { rows } = await c.query<{ id: string; inserted: boolean; epoch: number }>(
     `insert into hosts (peer_id, name, pool_key, gpu_count, facts, agent_version, address, epoch)
      values ($1, $2, $3, $4, $5, $6, $7, 1)
      on conflict (peer_id) do update set name = excluded.name, pool_key = excluded.pool_key, gpu_count = excluded.gpu_count,
        facts = excluded.facts, agent_version = excluded.agent_version, address = coalesce(excluded.address, hosts.address),
        epoch = hosts.epoch + 1, last_seen_at = now(), updated_at = now()
      returning id, (xmax = 0) as inserted, epoch`,
-    [peerId, name ?? facts.hostname, poolKey, facts.gpus.length, JSON.stringify(facts), facts.agentVersion, address ?? null]
+    [
+      peerId,
+      name ?? facts.hostname,
+      poolKey,
+      facts.gpus.length,
+      JSON.stringify(facts),
+      facts.agentVersion,
+      address ?? null
+    ]
   )
-  const row = rows[0] as { id: string, inserted: boolean, epoch: number }
-  events.push({ type: row.inserted ? 'host.registered' : 'host.updated', subjectKind: 'host', subjectId: row.id, data: { name: name ?? facts.hostname, pool: poolKey, gpus: facts.gpus.length } })
+  const row = rows[0] as { id: string; inserted: boolean; epoch: number }
+  events.push({
+    type: row.inserted ? 'host.registered' : 'host.updated',
+    subjectKind: 'host',
+    subjectId: row.id,
+    data: { name: name ?? facts.hostname, pool: poolKey, gpus: facts.gpus.length }
+  })
   return { ...row, events }
 }
 
 /** Registers a host in its own transaction (tests and benchmarks; agents enroll through the mesh). Returns the host id. */
-export async function registerHost (pool: Pool, registration: Registration): Promise<string> {
+export async function registerHost(pool: Pool, registration: Registration): Promise<string> {
   return await transaction(pool, async (c) => {
     const { id, events } = await upsertHost(c, registration)
     await appendEvents(c, events)
@@ -82,18 +108,22 @@ export async function registerHost (pool: Pool, registration: Registration): Pro
 }
 
 /** Heartbeats seen since the last flush: last_seen_at, in one statement. */
-export async function touchHosts (pool: Pool, ids: string[]): Promise<void> {
+export async function touchHosts(pool: Pool, ids: string[]): Promise<void> {
   if (ids.length > 0) await pool.query('update hosts set last_seen_at = now() where id = any($1::uuid[])', [ids])
 }
 
-export async function getHost (db: Pool | Client, id: string): Promise<Host> {
+export async function getHost(db: Pool | Client, id: string): Promise<Host> {
   const { rows } = await db.query<HostRow>(`${SELECT_HOST} where h.id = $1 and ${LIVE}`, [id])
   const row = rows[0]
   if (row === undefined) throw new StoreError('not-found', `no host ${id}`)
   return toHost(row)
 }
 
-export async function listHosts (pool: Pool, limit: number, cursor?: string): Promise<{ items: Host[], nextCursor: string | null }> {
+export async function listHosts(
+  pool: Pool,
+  limit: number,
+  cursor?: string
+): Promise<{ items: Host[]; nextCursor: string | null }> {
   const after = decodeCursor(cursor, ['string', 'string'])
   const { rows } = await pool.query<HostRow & { sort_ts: string }>(
     `select h.*, ${FREE_GPUS}, ${sortTs('h.registered_at')} from hosts h where ${LIVE} and ($1::timestamptz is null or (h.registered_at, h.id) > ($1::timestamptz, $2::uuid))
@@ -104,19 +134,34 @@ export async function listHosts (pool: Pool, limit: number, cursor?: string): Pr
 }
 
 /** Operator actions: cordon (no new work), uncordon (back to ready), drain (no new work; existing work is stopped by the agent). */
-export async function setHostState (pool: Pool, id: string, action: 'cordon' | 'uncordon' | 'drain', reason: string | null): Promise<Host> {
+export async function setHostState(
+  pool: Pool,
+  id: string,
+  action: 'cordon' | 'uncordon' | 'drain',
+  reason: string | null
+): Promise<Host> {
   const state: HostState = action === 'cordon' ? 'cordoned' : action === 'drain' ? 'draining' : 'ready'
   return await transaction(pool, async (c) => {
-    const { rows } = await c.query<{ state: HostState }>('select state from hosts where id = $1 and revoked_at is null for update', [id])
+    const { rows } = await c.query<{ state: HostState }>(
+      'select state from hosts where id = $1 and revoked_at is null for update',
+      [id]
+    )
     const before = rows[0]?.state
     if (before === undefined) throw new StoreError('not-found', `no host ${id}`)
     // Uncordon lifts an operator's hold only; it does not revive a down host.
     const change = before !== state && (action !== 'uncordon' || before === 'cordoned' || before === 'draining')
     if (change) {
-      await c.query('update hosts set state = $2, state_reason = $3, updated_at = now() where id = $1', [id, state, reason])
-      const events: NewEvent[] = [{ type: 'host.state-changed', subjectKind: 'host', subjectId: id, data: { from: before, to: state, reason } }]
+      await c.query('update hosts set state = $2, state_reason = $3, updated_at = now() where id = $1', [
+        id,
+        state,
+        reason
+      ])
+      const events: NewEvent[] = [
+        { type: 'host.state-changed', subjectKind: 'host', subjectId: id, data: { from: before, to: state, reason } }
+      ]
       // Draining moves the host's work elsewhere; the agent is told to stop it.
-      if (state === 'draining') events.push(...await loseHostPlacements(c, id, `host drained${reason === null ? '' : `: ${reason}`}`))
+      if (state === 'draining')
+        events.push(...(await loseHostPlacements(c, id, `host drained${reason === null ? '' : `: ${reason}`}`)))
       await appendEvents(c, events)
     }
     return await getHost(c, id)

@@ -10,13 +10,16 @@ import { MIGRATIONS } from './migrations/index.js'
 const MIGRATION_LOCK = 0x67706d31
 
 export class DatabaseNewerError extends ConfigError {
-  constructor (found: number, known: number) {
-    super(`the database is at migration ${found} but this coordinator knows only up to ${known}: run a newer gpumesh-coordinator`, { code: 'ERR_DATABASE_NEWER' })
+  constructor(found: number, known: number) {
+    super(
+      `the database is at migration ${found} but this coordinator knows only up to ${known}: run a newer gpumesh-coordinator`,
+      { code: 'ERR_DATABASE_NEWER' }
+    )
     this.name = 'DatabaseNewerError'
   }
 }
 
-export async function migrate (pool: Pool, log?: Logger): Promise<number> {
+export async function migrate(pool: Pool, log?: Logger): Promise<number> {
   const client = await pool.connect()
   try {
     await client.query('select pg_advisory_lock($1)', [MIGRATION_LOCK])

@@ -17,14 +17,19 @@ export interface NewEvent {
   data?: Record<string, unknown>
 }
 
-export async function appendEvents (client: Client, events: NewEvent[]): Promise<number[]> {
+export async function appendEvents(client: Client, events: NewEvent[]): Promise<number[]> {
   if (events.length === 0) return []
   await client.query('select pg_advisory_xact_lock($1)', [EVENTS_LOCK])
   const { rows } = await client.query<{ id: number }>(
     `insert into events (type, subject_kind, subject_id, data)
      select * from unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])
      returning id`,
-    [events.map((e) => e.type), events.map((e) => e.subjectKind), events.map((e) => e.subjectId), events.map((e) => JSON.stringify(e.data ?? {}))]
+    [
+      events.map((e) => e.type),
+      events.map((e) => e.subjectKind),
+      events.map((e) => e.subjectId),
+      events.map((e) => JSON.stringify(e.data ?? {}))
+    ]
   )
   return rows.map((r) => r.id)
 }

@@ -24,12 +24,14 @@ export interface PersistResult {
   refused: string[]
 }
 
-export async function persistDecisions (pool: Pool, items: DecisionToPersist[]): Promise<PersistResult> {
+export async function persistDecisions(pool: Pool, items: DecisionToPersist[]): Promise<PersistResult> {
   const relevant = items.filter((i) => i.decision.assignments.length > 0 || i.decision.reason !== i.previousReason)
   const result: PersistResult = { placed: new Map(), refused: [] }
   if (relevant.length === 0) return result
   try {
-    await transaction(pool, async (c) => { await writeBatch(c, relevant, result) })
+    await transaction(pool, async (c) => {
+      await writeBatch(c, relevant, result)
+    })
     return result
   } catch (err) {
     if (!refusal(err)) throw err
@@ -37,7 +39,9 @@ export async function persistDecisions (pool: Pool, items: DecisionToPersist[]):
   result.placed.clear()
   for (const item of relevant) {
     try {
-      await transaction(pool, async (c) => { await writeBatch(c, [item], result) })
+      await transaction(pool, async (c) => {
+        await writeBatch(c, [item], result)
+      })
     } catch (err) {
       if (!refusal(err)) throw err
       result.refused.push(item.decision.workloadId)
@@ -49,43 +53,75 @@ export async function persistDecisions (pool: Pool, items: DecisionToPersist[]):
 class WorkloadGone extends Error {}
 
 /** Unique violations (GPU or replica taken) and vanished workloads: the snapshot was stale. */
-function refusal (err: unknown): boolean {
+function refusal(err: unknown): boolean {
   return err instanceof WorkloadGone || (err as { code?: string }).code === '23505'
 }
 
-async function writeBatch (c: Client, items: DecisionToPersist[], result: PersistResult): Promise<void> {
+async function writeBatch(c: Client, items: DecisionToPersist[], result: PersistResult): Promise<void> {
   const ids = items.map((i) => i.decision.workloadId)
   const states = items.map((i) => (i.placedBefore + i.decision.assignments.length >= i.needed ? 'placed' : 'pending'))
   const reasons = items.map((i) => i.decision.reason)
   const updated = await c.query<{ id: string }>(
     `update workloads w set state = u.state, reason = u.reason, updated_at = now()
      from unnest($1::uuid[], $2::text[], $3::text[]) as u(id, state, reason)
-     where w.id = u.id and w.state = 'pending' returning w.id`, [ids, states, reasons])
+     where w.id = u.id and w.state = 'pending' returning w.id`,
+    [ids, states, reasons]
+  )
   if (updated.rowCount !== items.length) throw new WorkloadGone()
 
   const rows = items.flatMap((i) => i.decision.assignments.map((a) => ({ workload: i.decision.workloadId, ...a })))
   const events: NewEvent[] = []
   if (rows.length > 0) {
-    const placements = await c.query<{ id: string, workload_id: string, host_id: string, replica: number, gpus: number[] }>(
+    const placements = await c.query<{
+      id: string
+      workload_id: string
+      host_id: string
+      replica: number
+      gpus: number[]
+    }>(
       `insert into placements (workload_id, host_id, replica, gpus)
        select w, h, r, g::int[] from unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[]) as u(w, h, r, g)
        returning id, workload_id, host_id, replica, gpus`,
-      [rows.map((r) => r.workload), rows.map((r) => r.hostId), rows.map((r) => r.replica), rows.map((r) => `{${r.gpus.join(',')}}`)])
+      [
+        rows.map((r) => r.workload),
+        rows.map((r) => r.hostId),
+        rows.map((r) => r.replica),
+        rows.map((r) => `{${r.gpus.join(',')}}`)
+      ]
+    )
     const alloc = placements.rows.flatMap((p) => p.gpus.map((g) => [p.host_id, g, p.id] as const))
     await c.query(
       `insert into gpu_allocations (host_id, gpu_index, placement_id) select * from unnest($1::uuid[], $2::int[], $3::uuid[])`,
-      [alloc.map((a) => a[0]), alloc.map((a) => a[1]), alloc.map((a) => a[2])])
+      [alloc.map((a) => a[0]), alloc.map((a) => a[1]), alloc.map((a) => a[2])]
+    )
     for (const p of placements.rows) {
       const list = result.placed.get(p.workload_id) ?? []
       list.push(p.id)
       result.placed.set(p.workload_id, list)
-      events.push({ type: 'placement.created', subjectKind: 'placement', subjectId: p.id, data: { workload: p.workload_id, host: p.host_id, replica: p.replica, gpus: p.gpus } })
+      events.push({
+        type: 'placement.created',
+        subjectKind: 'placement',
+        subjectId: p.id,
+        data: { workload: p.workload_id, host: p.host_id, replica: p.replica, gpus: p.gpus }
+      })
     }
   }
   items.forEach((i, n) => {
     const state = states[n]
-    if (state === 'placed') events.push({ type: 'workload.placed', subjectKind: 'workload', subjectId: i.decision.workloadId, data: { placements: i.placedBefore + i.decision.assignments.length } })
-    else events.push({ type: 'workload.pending', subjectKind: 'workload', subjectId: i.decision.workloadId, data: { reason: i.decision.reason, placed: i.placedBefore + i.decision.assignments.length, needed: i.needed } })
+    if (state === 'placed')
+      events.push({
+        type: 'workload.placed',
+        subjectKind: 'workload',
+        subjectId: i.decision.workloadId,
+        data: { placements: i.placedBefore + i.decision.assignments.length }
+      })
+    else
+      events.push({
+        type: 'workload.pending',
+        subjectKind: 'workload',
+        subjectId: i.decision.workloadId,
+        data: { reason: i.decision.reason, placed: i.placedBefore + i.decision.assignments.length, needed: i.needed }
+      })
   })
   await appendEvents(c, events)
 }

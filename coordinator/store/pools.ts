@@ -30,7 +30,7 @@ const SELECT_POOLS = `
     coalesce(max(f.free) filter (where f.state = 'ready'), 0)::int as largest_free_block
   from pools p left join free f on f.pool_key = p.key`
 
-function toPool (r: PoolRow): PoolResource {
+function toPool(r: PoolRow): PoolResource {
   return {
     key: r.key,
     kind: r.kind,
@@ -42,25 +42,43 @@ function toPool (r: PoolRow): PoolResource {
   }
 }
 
-export async function listPools (pool: Pool): Promise<PoolResource[]> {
+export async function listPools(pool: Pool): Promise<PoolResource[]> {
   const { rows } = await pool.query<PoolRow>(`${SELECT_POOLS} group by p.key order by p.key`)
   return rows.map(toPool)
 }
 
-export async function getPool (pool: Pool, key: string): Promise<PoolResource> {
+export async function getPool(pool: Pool, key: string): Promise<PoolResource> {
   const { rows } = await pool.query<PoolRow>(`${SELECT_POOLS} where p.key = $1 group by p.key`, [key])
   const row = rows[0]
   if (row === undefined) throw new StoreError('not-found', `no pool ${key}`)
-  const hosts = await pool.query<{ id: string, name: string, state: HostState, gpu_count: number, free_gpus: number[] }>(
-    `select h.id, h.name, h.state, h.gpu_count, ${FREE_GPUS} from hosts h where h.pool_key = $1 and h.revoked_at is null order by h.name, h.id`, [key])
-  return { ...toPool(row), hosts: hosts.rows.map((h) => ({ id: h.id, name: h.name, state: h.state, gpuCount: h.gpu_count, freeGpus: h.free_gpus })) }
+  const hosts = await pool.query<{
+    id: string
+    name: string
+    state: HostState
+    gpu_count: number
+    free_gpus: number[]
+  }>(
+    `select h.id, h.name, h.state, h.gpu_count, ${FREE_GPUS} from hosts h where h.pool_key = $1 and h.revoked_at is null order by h.name, h.id`,
+    [key]
+  )
+  return {
+    ...toPool(row),
+    hosts: hosts.rows.map((h) => ({
+      id: h.id,
+      name: h.name,
+      state: h.state,
+      gpuCount: h.gpu_count,
+      freeGpus: h.free_gpus
+    }))
+  }
 }
 
-export async function updatePool (pool: Pool, key: string, patch: PoolPatch): Promise<PoolResource> {
+export async function updatePool(pool: Pool, key: string, patch: PoolPatch): Promise<PoolResource> {
   await transaction(pool, async (c) => {
     const { rowCount } = await c.query(
       `update pools set kind = coalesce($2, kind), labels = coalesce($3, labels), updated_at = now() where key = $1`,
-      [key, patch.kind ?? null, patch.labels === undefined ? null : JSON.stringify(patch.labels)])
+      [key, patch.kind ?? null, patch.labels === undefined ? null : JSON.stringify(patch.labels)]
+    )
     if (rowCount === 0) throw new StoreError('not-found', `no pool ${key}`)
     await appendEvents(c, [{ type: 'pool.updated', subjectKind: 'pool', subjectId: key, data: { ...patch } }])
   })

@@ -23,24 +23,34 @@ const SELECT_HOSTS = `
     coalesce((select array_agg(a.gpu_index) from gpu_allocations a where a.host_id = h.id and a.active), '{}') as allocated
   from hosts h join pools p on p.key = h.pool_key where h.revoked_at is null`
 
-export function snapshotSource (pool: Pool): SnapshotSource {
+export function snapshotSource(pool: Pool): SnapshotSource {
   return {
-    async hosts (ids) {
-      const { rows } = ids === undefined
-        ? await pool.query<HostRow>(SELECT_HOSTS)
-        : await pool.query<HostRow>(`${SELECT_HOSTS} and h.id = any($1::uuid[])`, [ids])
+    async hosts(ids) {
+      const { rows } =
+        ids === undefined
+          ? await pool.query<HostRow>(SELECT_HOSTS)
+          : await pool.query<HostRow>(`${SELECT_HOSTS} and h.id = any($1::uuid[])`, [ids])
       return rows.map(toSchedHost)
     },
-    async eventsAfter (id, limit) {
-      const { rows } = await pool.query<{ id: number, type: string, subject_id: string, data: { host?: unknown } }>(
-        'select id, type, subject_id, data from events where id > $1 order by id limit $2', [id, limit])
-      return rows.map((r): FleetEvent => ({ id: r.id, type: r.type, subjectId: r.subject_id, host: typeof r.data.host === 'string' ? r.data.host : undefined }))
+    async eventsAfter(id, limit) {
+      const { rows } = await pool.query<{ id: number; type: string; subject_id: string; data: { host?: unknown } }>(
+        'select id, type, subject_id, data from events where id > $1 order by id limit $2',
+        [id, limit]
+      )
+      return rows.map(
+        (r): FleetEvent => ({
+          id: r.id,
+          type: r.type,
+          subjectId: r.subject_id,
+          host: typeof r.data.host === 'string' ? r.data.host : undefined
+        })
+      )
     },
     lastEventId: async () => await lastEventId(pool)
   }
 }
 
-function toSchedHost (r: HostRow): SchedHost {
+function toSchedHost(r: HostRow): SchedHost {
   const gpus = r.gpus ?? []
   const allocated = new Set(r.allocated)
   return {
@@ -51,6 +61,10 @@ function toSchedHost (r: HostRow): SchedHost {
     schedulable: r.state === 'ready',
     gpus,
     free: new Set(gpus.map((g) => g.index).filter((i) => !allocated.has(i))),
-    topology: { labels: r.topology?.labels ?? [], matrix: r.topology?.matrix ?? [], nvlinkDomains: r.topology?.nvlinkDomains ?? [] }
+    topology: {
+      labels: r.topology?.labels ?? [],
+      matrix: r.topology?.matrix ?? [],
+      nvlinkDomains: r.topology?.nvlinkDomains ?? []
+    }
   }
 }

@@ -10,4 +10,5 @@ export const FREE_GPUS = `coalesce((
 export const ACTIVE_PLACEMENT_STATES = ['assigned', 'starting', 'running', 'stopping']
 
 /** A timestamp column as text with microseconds, for exact keyset cursors (a JS Date keeps milliseconds). */
-export const sortTs = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as sort_ts`
+export const sortTs = (column: string) =>
+  `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as sort_ts`

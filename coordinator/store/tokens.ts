@@ -7,15 +7,22 @@ import type { JoinToken, Role, Token } from '../../protocol/api.js'
 import { appendEvents, type NewEvent } from './outbox.js'
 import { transaction, type Client, type Pool } from './db.js'
 
-export interface Principal { id: string, name: string, role: Role }
+export interface Principal {
+  id: string
+  name: string
+  role: Role
+}
 
 export const hashToken = (token: string): Buffer => createHash('sha256').update(token, 'utf8').digest()
 const newToken = (prefix: string): string => `${prefix}_${randomBytes(32).toString('base64url')}`
 
-export async function createApiToken (pool: Pool, role: Role, name: string): Promise<Token> {
+export async function createApiToken(pool: Pool, role: Role, name: string): Promise<Token> {
   const token = newToken('gmt')
   const id = await transaction(pool, async (c) => {
-    const { rows } = await c.query<{ id: string }>('insert into api_tokens (name, role, token_hash) values ($1, $2, $3) returning id', [name, role, hashToken(token)])
+    const { rows } = await c.query<{ id: string }>(
+      'insert into api_tokens (name, role, token_hash) values ($1, $2, $3) returning id',
+      [name, role, hashToken(token)]
+    )
     const id = (rows[0] as { id: string }).id
     await appendEvents(c, [{ type: 'token.created', subjectKind: 'token', subjectId: id, data: { name, role } }])
     return id
@@ -27,8 +34,11 @@ const LAST_USED_EVERY_MS = 60_000
 const lastUsedWritten = new Map<string, number>()
 
 /** The principal a bearer token stands for, or null (unknown or revoked). */
-export async function authenticate (pool: Pool, token: string): Promise<Principal | null> {
-  const { rows } = await pool.query<Principal>('select id, name, role from api_tokens where token_hash = $1 and revoked_at is null', [hashToken(token)])
+export async function authenticate(pool: Pool, token: string): Promise<Principal | null> {
+  const { rows } = await pool.query<Principal>(
+    'select id, name, role from api_tokens where token_hash = $1 and revoked_at is null',
+    [hashToken(token)]
+  )
   const principal = rows[0] ?? null
   // last_used_at is for people auditing tokens: a minute's precision spares a write per request.
   if (principal !== null && Date.now() - (lastUsedWritten.get(principal.id) ?? 0) > LAST_USED_EVERY_MS) {
@@ -42,7 +52,11 @@ export async function authenticate (pool: Pool, token: string): Promise<Principa
  * The bootstrap admin token: GPUMESH_ADMIN_TOKEN when set, else the one in
  * <state>/admin.token, generated (0600) on first start.
  */
-export async function ensureBootstrapToken (pool: Pool, stateDir: string, fromEnv: string | undefined): Promise<{ token: string, file: string | null }> {
+export async function ensureBootstrapToken(
+  pool: Pool,
+  stateDir: string,
+  fromEnv: string | undefined
+): Promise<{ token: string; file: string | null }> {
   let token = fromEnv
   let file: string | null = null
   if (token === undefined || token === '') {
@@ -51,45 +65,71 @@ export async function ensureBootstrapToken (pool: Pool, stateDir: string, fromEn
       token = (await readFile(file, 'utf8')).trim()
     } catch {
       token = newToken('gmt')
-      await writeFile(file, token + '\n', { mode: 0o600, flag: 'wx' })
+      await writeFile(file, `${token}\n`, { mode: 0o600, flag: 'wx' })
     }
   }
   await pool.query(
-    `insert into api_tokens (name, role, token_hash) values ('bootstrap', 'admin', $1) on conflict (token_hash) do nothing`, [hashToken(token)])
+    `insert into api_tokens (name, role, token_hash) values ('bootstrap', 'admin', $1) on conflict (token_hash) do nothing`,
+    [hashToken(token)]
+  )
   return { token, file }
 }
 
-export async function createJoinToken (pool: Pool, poolKey: string | null, ttlSeconds: number, uses = 1): Promise<JoinToken> {
+export async function createJoinToken(
+  pool: Pool,
+  poolKey: string | null,
+  ttlSeconds: number,
+  uses = 1
+): Promise<JoinToken> {
   const token = newToken('gmj')
   const row = await transaction(pool, async (c) => {
-    const { rows } = await c.query<{ id: string, expires_at: Date }>(
+    const { rows } = await c.query<{ id: string; expires_at: Date }>(
       `insert into join_tokens (pool_key, token_hash, expires_at, uses) values ($1, $2, now() + make_interval(secs => $3), $4) returning id, expires_at`,
-      [poolKey, hashToken(token), ttlSeconds, uses])
-    const r = rows[0] as { id: string, expires_at: Date }
-    await appendEvents(c, [{ type: 'join-token.created', subjectKind: 'join-token', subjectId: r.id, data: { pool: poolKey, expiresAt: r.expires_at.toISOString(), uses } }])
+      [poolKey, hashToken(token), ttlSeconds, uses]
+    )
+    const r = rows[0] as { id: string; expires_at: Date }
+    await appendEvents(c, [
+      {
+        type: 'join-token.created',
+        subjectKind: 'join-token',
+        subjectId: r.id,
+        data: { pool: poolKey, expiresAt: r.expires_at.toISOString(), uses }
+      }
+    ])
     return r
   })
   return { id: row.id, token, expiresAt: row.expires_at.toISOString(), pool: poolKey, uses }
 }
 
-export interface JoinTokenUse { id: string, poolKey: string | null, usesLeft: number }
+export interface JoinTokenUse {
+  id: string
+  poolKey: string | null
+  usesLeft: number
+}
 
 /**
  * Takes one use of a join token inside the enrolling transaction, or returns
  * null (unknown, expired or used up). One conditional update: of agents
  * racing for a token's last use, exactly one gets it; a rollback gives it back.
  */
-export async function takeJoinTokenUse (c: Client, token: string, peerId: string): Promise<JoinTokenUse | null> {
-  const { rows } = await c.query<{ id: string, pool_key: string | null, left: number }>(
+export async function takeJoinTokenUse(c: Client, token: string, peerId: string): Promise<JoinTokenUse | null> {
+  const { rows } = await c.query<{ id: string; pool_key: string | null; left: number }>(
     `update join_tokens set used = used + 1, used_at = now(), used_by_peer = $2
      where token_hash = $1 and used < uses and expires_at > now()
-     returning id, pool_key, uses - used as left`, [hashToken(token), peerId])
+     returning id, pool_key, uses - used as left`,
+    [hashToken(token), peerId]
+  )
   const r = rows[0]
   return r === undefined ? null : { id: r.id, poolKey: r.pool_key, usesLeft: r.left }
 }
 
 /** Records which host the use enrolled; the caller appends the returned event. */
-export async function joinTokenUsed (c: Client, use: JoinTokenUse, hostId: string, peerId: string): Promise<NewEvent> {
+export async function joinTokenUsed(c: Client, use: JoinTokenUse, hostId: string, peerId: string): Promise<NewEvent> {
   await c.query('update join_tokens set used_by_host = $2 where id = $1', [use.id, hostId])
-  return { type: 'join-token.used', subjectKind: 'join-token', subjectId: use.id, data: { host: hostId, peer: peerId, usesLeft: use.usesLeft } }
+  return {
+    type: 'join-token.used',
+    subjectKind: 'join-token',
+    subjectId: use.id,
+    data: { host: hostId, peer: peerId, usesLeft: use.usesLeft }
+  }
 }

@@ -36,7 +36,7 @@ interface PlacementRow {
 
 export const SELECT_PLACEMENT = 'select p.*, h.name as host_name from placements p join hosts h on h.id = p.host_id'
 
-export function toPlacement (r: PlacementRow): Placement {
+export function toPlacement(r: PlacementRow): Placement {
   return {
     id: r.id,
     workloadId: r.workload_id,
@@ -52,7 +52,7 @@ export function toPlacement (r: PlacementRow): Placement {
   }
 }
 
-function toWorkload (r: WorkloadRow, placements: PlacementRow[]): Workload {
+function toWorkload(r: WorkloadRow, placements: PlacementRow[]): Workload {
   return {
     id: r.id,
     name: r.name,
@@ -67,83 +67,136 @@ function toWorkload (r: WorkloadRow, placements: PlacementRow[]): Workload {
 }
 
 /** Refuses what can never be placed: unknown pools, wrong pool kinds, more GPUs than any host of the pools has. */
-async function checkPools (c: Client, spec: WorkloadSpec): Promise<void> {
+async function checkPools(c: Client, spec: WorkloadSpec): Promise<void> {
   const keys = spec.kind === 'endpoint' ? spec.pools : [spec.pool]
-  const { rows } = await c.query<{ key: string, kind: PoolKind, max_gpus: number | null }>(
+  const { rows } = await c.query<{ key: string; kind: PoolKind; max_gpus: number | null }>(
     `select p.key, p.kind, (select max(h.gpu_count) from hosts h where h.pool_key = p.key and h.revoked_at is null) as max_gpus
-     from pools p where p.key = any($1::text[])`, [keys])
+     from pools p where p.key = any($1::text[])`,
+    [keys]
+  )
   const missing = keys.filter((k) => !rows.some((r) => r.key === k))
-  if (missing.length > 0) throw new StoreError('unknown-pool', `no pool ${missing.join(', ')} (pools appear when their first host registers)`)
+  if (missing.length > 0)
+    throw new StoreError('unknown-pool', `no pool ${missing.join(', ')} (pools appear when their first host registers)`)
   const allowed = POOL_KINDS_FOR[spec.kind]
   const wrong = rows.filter((r) => !allowed.includes(r.kind))
   if (wrong.length > 0) {
-    throw new StoreError('pool-kind', `${wrong.map((r) => `pool ${r.key} is a ${r.kind} pool`).join('; ')}; ${spec.kind}s run on ${allowed.join(' or ')} pools`)
+    throw new StoreError(
+      'pool-kind',
+      `${wrong.map((r) => `pool ${r.key} is a ${r.kind} pool`).join('; ')}; ${spec.kind}s run on ${allowed.join(' or ')} pools`
+    )
   }
   const largest = Math.max(...rows.map((r) => r.max_gpus ?? 0))
   if (spec.gpus > largest) {
-    throw new StoreError('not-enough-gpus', `${spec.gpus} GPUs per ${spec.kind === 'endpoint' ? 'replica' : 'host'} asked; the largest host in ${keys.join(', ')} has ${largest}`)
+    throw new StoreError(
+      'not-enough-gpus',
+      `${spec.gpus} GPUs per ${spec.kind === 'endpoint' ? 'replica' : 'host'} asked; the largest host in ${keys.join(', ')} has ${largest}`
+    )
   }
 }
 
-export async function createWorkload (pool: Pool, spec: WorkloadSpec): Promise<Workload> {
+export async function createWorkload(pool: Pool, spec: WorkloadSpec): Promise<Workload> {
   return await transaction(pool, async (c) => {
     await checkPools(c, spec)
     let row: WorkloadRow
     try {
       const { rows } = await c.query<WorkloadRow>(
         'insert into workloads (name, kind, spec, reason) values ($1, $2, $3, $4) returning *',
-        [spec.name, spec.kind, JSON.stringify(spec), 'waiting for the scheduler'])
+        [spec.name, spec.kind, JSON.stringify(spec), 'waiting for the scheduler']
+      )
       row = rows[0] as WorkloadRow
     } catch (err) {
-      if ((err as { code?: string }).code === '23505') throw new StoreError('name-taken', `a live workload is already named ${spec.name}`)
+      if ((err as { code?: string }).code === '23505')
+        throw new StoreError('name-taken', `a live workload is already named ${spec.name}`)
       throw err
     }
-    await appendEvents(c, [{ type: 'workload.created', subjectKind: 'workload', subjectId: row.id, data: { name: spec.name, kind: spec.kind } }])
+    await appendEvents(c, [
+      {
+        type: 'workload.created',
+        subjectKind: 'workload',
+        subjectId: row.id,
+        data: { name: spec.name, kind: spec.kind }
+      }
+    ])
     return toWorkload(row, [])
   })
 }
 
-export async function getWorkload (db: Pool | Client, id: string): Promise<Workload> {
+export async function getWorkload(db: Pool | Client, id: string): Promise<Workload> {
   const { rows } = await db.query<WorkloadRow>('select * from workloads where id = $1', [id])
   const row = rows[0]
   if (row === undefined) throw new StoreError('not-found', `no workload ${id}`)
-  const placements = await db.query<PlacementRow>(`${SELECT_PLACEMENT} where p.workload_id = $1 order by p.replica, p.created_at`, [id])
+  const placements = await db.query<PlacementRow>(
+    `${SELECT_PLACEMENT} where p.workload_id = $1 order by p.replica, p.created_at`,
+    [id]
+  )
   return toWorkload(row, placements.rows)
 }
 
-export async function listWorkloads (pool: Pool, limit: number, cursor?: string): Promise<{ items: Workload[], nextCursor: string | null }> {
+export async function listWorkloads(
+  pool: Pool,
+  limit: number,
+  cursor?: string
+): Promise<{ items: Workload[]; nextCursor: string | null }> {
   const after = decodeCursor(cursor, ['string', 'string'])
   const { rows } = await pool.query<WorkloadRow & { sort_ts: string }>(
     `select *, ${sortTs('created_at')} from workloads where state <> 'deleted' and ($1::timestamptz is null or (created_at, id) > ($1::timestamptz, $2::uuid))
-     order by created_at, id limit $3`, [after?.[0] ?? null, after?.[1] ?? null, limit + 1])
+     order by created_at, id limit $3`,
+    [after?.[0] ?? null, after?.[1] ?? null, limit + 1]
+  )
   const ids = rows.slice(0, limit).map((r) => r.id)
-  const placements = await pool.query<PlacementRow>(`${SELECT_PLACEMENT} where p.workload_id = any($1::uuid[]) order by p.replica, p.created_at`, [ids])
-  return page(rows, limit, (r) => toWorkload(r, placements.rows), (r) => [r.sort_ts, r.id])
+  const placements = await pool.query<PlacementRow>(
+    `${SELECT_PLACEMENT} where p.workload_id = any($1::uuid[]) order by p.replica, p.created_at`,
+    [ids]
+  )
+  return page(
+    rows,
+    limit,
+    (r) => toWorkload(r, placements.rows),
+    (r) => [r.sort_ts, r.id]
+  )
 }
 
 /** Deletes a workload: its active placements stop and their GPUs are released. */
-export async function deleteWorkload (pool: Pool, id: string): Promise<Workload> {
+export async function deleteWorkload(pool: Pool, id: string): Promise<Workload> {
   await transaction(pool, async (c) => {
-    const { rows } = await c.query<{ state: WorkloadState }>('select state from workloads where id = $1 for update', [id])
+    const { rows } = await c.query<{ state: WorkloadState }>('select state from workloads where id = $1 for update', [
+      id
+    ])
     const state = rows[0]?.state
     if (state === undefined || state === 'deleted') throw new StoreError('not-found', `no workload ${id}`)
-    const stopped = await c.query<{ id: string, host_id: string, gpus: number[] }>(
+    const stopped = await c.query<{ id: string; host_id: string; gpus: number[] }>(
       `update placements set state = 'stopped', reason = 'workload deleted', updated_at = now()
-       where workload_id = $1 and state = any($2::text[]) returning id, host_id, gpus`, [id, ACTIVE_PLACEMENT_STATES])
-    await c.query('update gpu_allocations set active = false, released_at = now() where placement_id = any($1::uuid[]) and active', [stopped.rows.map((p) => p.id)])
+       where workload_id = $1 and state = any($2::text[]) returning id, host_id, gpus`,
+      [id, ACTIVE_PLACEMENT_STATES]
+    )
+    await c.query(
+      'update gpu_allocations set active = false, released_at = now() where placement_id = any($1::uuid[]) and active',
+      [stopped.rows.map((p) => p.id)]
+    )
     await c.query("update workloads set state = 'deleted', reason = null, updated_at = now() where id = $1", [id])
     await appendEvents(c, [
-      ...stopped.rows.map((p) => ({ type: 'placement.stopped', subjectKind: 'placement' as const, subjectId: p.id, data: { workload: id, host: p.host_id, gpus: p.gpus, reason: 'workload deleted' } })),
+      ...stopped.rows.map((p) => ({
+        type: 'placement.stopped',
+        subjectKind: 'placement' as const,
+        subjectId: p.id,
+        data: { workload: id, host: p.host_id, gpus: p.gpus, reason: 'workload deleted' }
+      })),
       { type: 'workload.deleted', subjectKind: 'workload', subjectId: id, data: {} }
     ])
   })
   return await getWorkload(pool, id)
 }
 
-export async function listPlacements (pool: Pool, limit: number, cursor?: string): Promise<{ items: Placement[], nextCursor: string | null }> {
+export async function listPlacements(
+  pool: Pool,
+  limit: number,
+  cursor?: string
+): Promise<{ items: Placement[]; nextCursor: string | null }> {
   const after = decodeCursor(cursor, ['string', 'string'])
   const { rows } = await pool.query<PlacementRow & { sort_ts: string }>(
     `select p.*, h.name as host_name, ${sortTs('p.created_at')} from placements p join hosts h on h.id = p.host_id where ($1::timestamptz is null or (p.created_at, p.id) > ($1::timestamptz, $2::uuid))
-     order by p.created_at, p.id limit $3`, [after?.[0] ?? null, after?.[1] ?? null, limit + 1])
+     order by p.created_at, p.id limit $3`,
+    [after?.[0] ?? null, after?.[1] ?? null, limit + 1]
+  )
   return page(rows, limit, toPlacement, (r) => [r.sort_ts, r.id])
 }

@@ -19,7 +19,12 @@ export interface TestCoordinator extends Coordinator {
   stateDir: string
   databaseUrl: string
   /** fetch against the API with the admin token (or `token`). */
-  call: (method: string, path: string, body?: unknown, token?: string | null) => Promise<{ status: number, headers: Headers, body: any }>
+  call: (
+    method: string,
+    path: string,
+    body?: unknown,
+    token?: string | null
+  ) => Promise<{ status: number; headers: Headers; body: any }>
 }
 
 export interface TestCoordinatorOptions {
@@ -34,30 +39,38 @@ export interface TestCoordinatorOptions {
   /** An existing state dir (same identity and cluster key: a restart); kept at teardown. */
   stateDir?: string
   /** Serve the API over HTTPS with these PEM files. */
-  tls?: { certFile: string, keyFile: string }
+  tls?: { certFile: string; keyFile: string }
 }
 
-export async function startTestCoordinator (t: Test, options: TestCoordinatorOptions = {}): Promise<TestCoordinator> {
+export async function startTestCoordinator(t: Test, options: TestCoordinatorOptions = {}): Promise<TestCoordinator> {
   const stateDir = options.stateDir ?? mkdtempSync(join(tmpdir(), 'gpumesh-coord-'))
-  const databaseUrl = options.databaseUrl ?? await freshDatabase(t)
+  const databaseUrl = options.databaseUrl ?? (await freshDatabase(t))
   const log = createLogger('test-coordinator', { level: process.env.GPUMESH_TEST_LOG ?? 'silent', stream: 'stderr' })
-  const c = await startCoordinator({
-    stateDir,
-    apiListen: '127.0.0.1:0',
-    databaseUrl,
-    adminToken: ADMIN_TOKEN,
-    leaderRetryMs: options.leaderRetryMs ?? 200,
-    usageIntervalMs: 200,
-    listen: options.listen ?? ['/ip4/127.0.0.1/tcp/0'],
-    // Hosts registered without an agent must not be swept down in tests.
-    staleHostSeconds: options.staleHostSeconds ?? 0,
-    ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
-    ...(options.clusterKeyFile === undefined ? {} : { clusterKeyFile: options.clusterKeyFile }),
-    ...(options.redisUrl === undefined ? {} : { redisUrl: options.redisUrl }),
-    ...(options.tls === undefined ? {} : { tls: options.tls })
-  }, log)
+  const c = await startCoordinator(
+    {
+      stateDir,
+      apiListen: '127.0.0.1:0',
+      databaseUrl,
+      adminToken: ADMIN_TOKEN,
+      leaderRetryMs: options.leaderRetryMs ?? 200,
+      usageIntervalMs: 200,
+      listen: options.listen ?? ['/ip4/127.0.0.1/tcp/0'],
+      // Hosts registered without an agent must not be swept down in tests.
+      staleHostSeconds: options.staleHostSeconds ?? 0,
+      ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
+      ...(options.clusterKeyFile === undefined ? {} : { clusterKeyFile: options.clusterKeyFile }),
+      ...(options.redisUrl === undefined ? {} : { redisUrl: options.redisUrl }),
+      ...(options.tls === undefined ? {} : { tls: options.tls })
+    },
+    log
+  )
   let stopped = false
-  const stop = async () => { if (!stopped) { stopped = true; await c.stop() } }
+  const stop = async () => {
+    if (!stopped) {
+      stopped = true
+      await c.stop()
+    }
+  }
   t.teardown(async () => {
     await stop()
     if (options.stateDir === undefined) rmSync(stateDir, { recursive: true, force: true })
@@ -66,10 +79,16 @@ export async function startTestCoordinator (t: Test, options: TestCoordinatorOpt
     const headers: Record<string, string> = {}
     if (token !== null) headers.authorization = `Bearer ${token}`
     if (body !== undefined) headers['content-type'] = 'application/json'
-    const r = await fetch(c.api + path, { method, headers, ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }) })
+    const r = await fetch(c.api + path, {
+      method,
+      headers,
+      ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) })
+    })
     const text = await r.text()
     let parsed: unknown = text
-    try { parsed = JSON.parse(text) } catch {}
+    try {
+      parsed = JSON.parse(text)
+    } catch {}
     return { status: r.status, headers: r.headers, body: parsed }
   }
   return { ...c, stop, stateDir, databaseUrl, call }
@@ -78,7 +97,7 @@ export async function startTestCoordinator (t: Test, options: TestCoordinatorOpt
 const factsCache = new Map<string, HostFacts>()
 
 /** HostFacts of a fixture machine, as `gpumesh-agent detect` would report them (cached). */
-export async function factsFor (machine: string, label?: string): Promise<HostFacts> {
+export async function factsFor(machine: string, label?: string): Promise<HostFacts> {
   const key = `${machine}/${label ?? ''}`
   let facts = factsCache.get(key)
   if (facts === undefined) {
@@ -91,14 +110,18 @@ export async function factsFor (machine: string, label?: string): Promise<HostFa
 let peers = 0
 
 /** Registers a host with a fixture machine's facts under a new peer id; returns its id. */
-export async function addHost (pool: Pool, machine: string, name: string, label?: string): Promise<string> {
+export async function addHost(pool: Pool, machine: string, name: string, label?: string): Promise<string> {
   const facts = await factsFor(machine, label)
   facts.hostname = name
   return await registerHost(pool, { peerId: `12D3KooWtest${process.pid}x${++peers}`, facts, name })
 }
 
 /** Polls until `check` returns a value (not undefined), or fails after `ms`. */
-export async function eventually<T> (check: () => T | undefined | Promise<T | undefined>, ms = 10_000, what = 'condition'): Promise<T> {
+export async function eventually<T>(
+  check: () => T | undefined | Promise<T | undefined>,
+  ms = 10_000,
+  what = 'condition'
+): Promise<T> {
   const deadline = Date.now() + ms
   for (;;) {
     const v = await check()

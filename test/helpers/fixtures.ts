@@ -5,7 +5,7 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { AGENT_NODE_FLAGS } from '../../agent/node-flags.js'
 
-function findRoot (): string {
+function findRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url))
   for (;;) {
     try {
@@ -26,6 +26,6 @@ export const AGENT = join(ROOT, 'dist/agent/main.js')
 /** Node's arguments for the agent daemon, as the installed gpumesh-agent wrapper starts it. */
 export const AGENT_RUN = [...AGENT_NODE_FLAGS, AGENT, 'run']
 
-export function capture (file: string): string {
+export function capture(file: string): string {
   return readFileSync(join(CAPTURES, file), 'utf8')
 }

@@ -20,7 +20,7 @@ export interface Fleet extends Snapshot {
 }
 
 /** mulberry32: tiny, fast, good enough to shuffle a benchmark. */
-export function prng (seed: number): () => number {
+export function prng(seed: number): () => number {
   let a = seed >>> 0
   return () => {
     a = (a + 0x6d2b79f5) >>> 0
@@ -39,7 +39,12 @@ export const PCIE_4X_TOPO =
   'GPU2\tSYS\tSYS\t X \tPXB\t32-63\t1\n' +
   'GPU3\tSYS\tSYS\tPXB\t X \t32-63\t1\n'
 
-interface Shape { key: string, kind: PoolKind, share: number, topo: () => string }
+interface Shape {
+  key: string
+  kind: PoolKind
+  share: number
+  topo: () => string
+}
 
 const SHAPES: Shape[] = [
   { key: 'h100-80gb-8x-nvlink', kind: 'inference', share: 0.2, topo: () => capture('h100-sxm-8x-topo-m-1.txt') },
@@ -52,7 +57,7 @@ const SHAPES: Shape[] = [
 ]
 
 /** Topology and GPU list of a capture, as the coordinator gets them from host facts. */
-export function hostShape (topoText: string): Pick<SchedHost, 'gpus' | 'topology'> {
+export function hostShape(topoText: string): Pick<SchedHost, 'gpus' | 'topology'> {
   const section = combineGpus([], parseTopo(topoText).value)
   const { labels, matrix, nvlinkDomains } = section.topology
   const gpus: SchedGpu[] = section.gpus.map((g) => ({ index: g.index, numaNode: g.numaNode }))
@@ -64,7 +69,7 @@ export function hostShape (topoText: string): Pick<SchedHost, 'gpus' | 'topology
  * schedulable and about 20% already run something (a random part of their
  * GPUs is taken), so free sets vary as in a live fleet.
  */
-export function buildFleet (n: number, seed: number): Fleet {
+export function buildFleet(n: number, seed: number): Fleet {
   const random = prng(seed)
   // Shapes are immutable and shared, as a scheduler would share parsed facts.
   const shapes = SHAPES.map((s) => ({ ...s, ...hostShape(s.topo()) }))
@@ -104,12 +109,15 @@ const RUN = { driver: 'process' as const, command: ['python3', 'serve.py'] }
  * About 1% ask for something impossible (a wrong pool kind, more GPUs than
  * the pool's hosts have) so the refusal paths are timed too.
  */
-export function buildWorkloads (n: number, seed: number, pools: FleetPool[]): SchedWorkload[] {
+export function buildWorkloads(n: number, seed: number, pools: FleetPool[]): SchedWorkload[] {
   const random = prng(seed)
   const pickOf = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)] as T
   const weighted = (table: ReadonlyArray<readonly [number, number]>): number => {
     let r = random()
-    for (const [value, weight] of table) { if (r < weight) return value; r -= weight }
+    for (const [value, weight] of table) {
+      if (r < weight) return value
+      r -= weight
+    }
     return (table[table.length - 1] as readonly [number, number])[0]
   }
   const serving = pools.filter((p) => p.kind !== 'training')
@@ -122,7 +130,20 @@ export function buildWorkloads (n: number, seed: number, pools: FleetPool[]): Sc
     const kind = random()
     if (kind < 0.5) {
       const pool = pickOf(pools)
-      const spec: SessionSpec = { name, kind: 'session', pool: pool.key, gpus: fit(weighted([[1, 0.85], [2, 0.1], [4, 0.05]]), pool), run: RUN }
+      const spec: SessionSpec = {
+        name,
+        kind: 'session',
+        pool: pool.key,
+        gpus: fit(
+          weighted([
+            [1, 0.85],
+            [2, 0.1],
+            [4, 0.05]
+          ]),
+          pool
+        ),
+        run: RUN
+      }
       out.push({ id, spec, placedReplicas: [], usedHosts: [] })
     } else if (kind < 0.85) {
       const first = random() < 0.01 ? pickOf(pools) : pickOf(serving)
@@ -130,8 +151,20 @@ export function buildWorkloads (n: number, seed: number, pools: FleetPool[]): Sc
       const spec: EndpointSpec = {
         name,
         kind: 'endpoint',
-        replicas: weighted([[1, 0.7], [2, 0.2], [4, 0.1]]),
-        gpus: fit(weighted([[1, 0.65], [2, 0.2], [4, 0.1], [8, 0.05]]), first),
+        replicas: weighted([
+          [1, 0.7],
+          [2, 0.2],
+          [4, 0.1]
+        ]),
+        gpus: fit(
+          weighted([
+            [1, 0.65],
+            [2, 0.2],
+            [4, 0.1],
+            [8, 0.05]
+          ]),
+          first
+        ),
         pools: random() < 0.3 && second.key !== first.key ? [first.key, second.key] : [first.key],
         run: RUN
       }
@@ -142,8 +175,21 @@ export function buildWorkloads (n: number, seed: number, pools: FleetPool[]): Sc
         name,
         kind: 'recipe',
         pool: pool.key,
-        hosts: weighted([[1, 0.85], [2, 0.1], [4, 0.04], [16, 0.01]]),
-        gpus: fit(weighted([[8, 0.25], [4, 0.2], [2, 0.2], [1, 0.35]]), pool),
+        hosts: weighted([
+          [1, 0.85],
+          [2, 0.1],
+          [4, 0.04],
+          [16, 0.01]
+        ]),
+        gpus: fit(
+          weighted([
+            [8, 0.25],
+            [4, 0.2],
+            [2, 0.2],
+            [1, 0.35]
+          ]),
+          pool
+        ),
         restart: 'never',
         run: RUN
       }
@@ -154,11 +200,24 @@ export function buildWorkloads (n: number, seed: number, pools: FleetPool[]): Sc
 }
 
 /** A 72-GPU host (four NUMA nodes of 18, GPUs paired on PIX switches), every fifth GPU taken. */
-export function host72 (): SchedHost {
+export function host72(): SchedHost {
   const n = 72
   const labels = Array.from({ length: n }, (_, i) => `GPU${i}`)
   const node = (i: number) => Math.floor(i / 18)
-  const matrix = labels.map((_, a) => labels.map((_, b) => (a === b ? 'X' : node(a) === node(b) ? (Math.floor(a / 2) === Math.floor(b / 2) ? 'PIX' : 'NODE') : 'SYS')))
+  const matrix = labels.map((_, a) =>
+    labels.map((_, b) =>
+      a === b ? 'X' : node(a) === node(b) ? (Math.floor(a / 2) === Math.floor(b / 2) ? 'PIX' : 'NODE') : 'SYS'
+    )
+  )
   const gpus = labels.map((_, i) => ({ index: i, numaNode: node(i) }))
-  return { id: 'big', name: 'big', pool: 'p', poolKind: 'static', schedulable: true, gpus, topology: { labels, matrix, nvlinkDomains: [] }, free: new Set(gpus.map((g) => g.index).filter((i) => i % 5 !== 0)) }
+  return {
+    id: 'big',
+    name: 'big',
+    pool: 'p',
+    poolKind: 'static',
+    schedulable: true,
+    gpus,
+    topology: { labels, matrix, nvlinkDomains: [] },
+    free: new Set(gpus.map((g) => g.index).filter((i) => i % 5 !== 0))
+  }
 }

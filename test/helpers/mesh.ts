@@ -18,15 +18,21 @@ export interface TestAgent extends Agent {
   crash: () => Promise<void>
 }
 
-export async function joinToken (c: TestCoordinator, pool?: string): Promise<string> {
+export async function joinToken(c: TestCoordinator, pool?: string): Promise<string> {
   const r = await c.call('POST', '/v1/join-tokens', pool === undefined ? {} : { pool })
   if (r.status !== 201) throw new Error(`join token: ${r.status} ${JSON.stringify(r.body)}`)
   return r.body.token as string
 }
 
-export async function startTestAgent (t: Test, c: TestCoordinator, machine: string, name: string, options: Partial<AgentOptions> & { stateDir?: string } = {}): Promise<TestAgent> {
+export async function startTestAgent(
+  t: Test,
+  c: TestCoordinator,
+  machine: string,
+  name: string,
+  options: Partial<AgentOptions> & { stateDir?: string } = {}
+): Promise<TestAgent> {
   const stateDir = options.stateDir ?? mkdtempSync(join(tmpdir(), `gpumesh-agent-${name}-`))
-  const facts = options.facts ?? await factsFor(machine)
+  const facts = options.facts ?? (await factsFor(machine))
   facts.hostname = name
   const log = createLogger(`agent-${name}`, { level: process.env.GPUMESH_TEST_LOG ?? 'silent', stream: 'stderr' })
   const agent = await startAgent({
@@ -42,11 +48,18 @@ export async function startTestAgent (t: Test, c: TestCoordinator, machine: stri
     ...options
   })
   let stopped = false
-  const stop = async () => { if (!stopped) { stopped = true; await agent.stop() } }
+  const stop = async () => {
+    if (!stopped) {
+      stopped = true
+      await agent.stop()
+    }
+  }
   t.teardown(async () => {
     await stop()
     // Workloads outlive agents by design; the test's own are ended here.
-    for (const p of agent.runtime.list()) if (p.state === 'running' || p.state === 'starting') await agent.runtime.stop(p.placementId, 'test over').catch(() => {})
+    for (const p of agent.runtime.list())
+      if (p.state === 'running' || p.state === 'starting')
+        await agent.runtime.stop(p.placementId, 'test over').catch(() => {})
     if (options.stateDir === undefined) rmSync(stateDir, { recursive: true, force: true })
   })
   return {
@@ -65,7 +78,12 @@ export async function startTestAgent (t: Test, c: TestCoordinator, machine: stri
 }
 
 /** The environment of a `gpumesh-agent run` process joining `c` on loopback, replaying `machine` (no mDNS). */
-export async function agentProcessEnv (c: TestCoordinator, stateDir: string, machine: string, extra: Record<string, string> = {}): Promise<Record<string, string>> {
+export async function agentProcessEnv(
+  c: TestCoordinator,
+  stateDir: string,
+  machine: string,
+  extra: Record<string, string> = {}
+): Promise<Record<string, string>> {
   return cleanEnv({
     GPUMESH_NVIDIA_SMI: NVIDIA_SMI_DOUBLE,
     GPUMESH_SMI_FIXTURE: join(MACHINES, machine),

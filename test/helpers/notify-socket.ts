@@ -26,16 +26,19 @@ export interface NotifySocket {
   /** Messages so far, in order. */
   messages: () => string[]
   /** Messages so far with when each arrived (ms, the receiver's clock). */
-  received: () => Array<{ at: number, message: string }>
+  received: () => Array<{ at: number; message: string }>
   /** Resolves with the first message (from now on, or already received) that matches. */
   next: (pattern: RegExp, ms?: number) => Promise<string>
 }
 
-export async function notifySocket (t: Test): Promise<NotifySocket> {
+export async function notifySocket(t: Test): Promise<NotifySocket> {
   const dir = mkdtempSync(join(tmpdir(), 'gpumesh-notify-'))
   const path = join(dir, 'notify.sock')
   const child = spawn('python3', ['-c', RECEIVER, path], { stdio: ['ignore', 'pipe', 'inherit'] })
-  t.teardown(() => { child.kill('SIGKILL'); rmSync(dir, { recursive: true, force: true }) })
+  t.teardown(() => {
+    child.kill('SIGKILL')
+    rmSync(dir, { recursive: true, force: true })
+  })
   const lines: string[] = []
   const waiters = new Set<() => void>()
   let buffered = ''
@@ -49,26 +52,42 @@ export async function notifySocket (t: Test): Promise<NotifySocket> {
   await new Promise<void>((resolve, reject) => {
     child.once('error', (err) => reject(new Error(`python3 is needed for the NOTIFY_SOCKET receiver: ${err.message}`)))
     child.once('exit', (code) => reject(new Error(`the NOTIFY_SOCKET receiver exited ${String(code)}`)))
-    const check = () => { if (lines.includes('listening')) { waiters.delete(check); resolve() } }
+    const check = () => {
+      if (lines.includes('listening')) {
+        waiters.delete(check)
+        resolve()
+      }
+    }
     waiters.add(check)
   })
-  const received = () => lines.filter((l) => l !== 'listening').map((l) => {
-    const space = l.indexOf(' ')
-    return { at: Number(l.slice(0, space)), message: l.slice(space + 1) }
-  })
+  const received = () =>
+    lines
+      .filter((l) => l !== 'listening')
+      .map((l) => {
+        const space = l.indexOf(' ')
+        return { at: Number(l.slice(0, space)), message: l.slice(space + 1) }
+      })
   const messages = () => received().map((r) => r.message)
   return {
     path,
     messages,
     received,
-    next: async (pattern, ms = 30_000) => await new Promise<string>((resolve, reject) => {
-      const check = () => {
-        const found = messages().find((m) => pattern.test(m))
-        if (found !== undefined) { waiters.delete(check); clearTimeout(timer); resolve(found) }
-      }
-      const timer = setTimeout(() => { waiters.delete(check); reject(new Error(`no notify message like ${String(pattern)} in ${ms} ms; got ${JSON.stringify(messages())}`)) }, ms)
-      waiters.add(check)
-      check()
-    })
+    next: async (pattern, ms = 30_000) =>
+      await new Promise<string>((resolve, reject) => {
+        const check = () => {
+          const found = messages().find((m) => pattern.test(m))
+          if (found !== undefined) {
+            waiters.delete(check)
+            clearTimeout(timer)
+            resolve(found)
+          }
+        }
+        const timer = setTimeout(() => {
+          waiters.delete(check)
+          reject(new Error(`no notify message like ${String(pattern)} in ${ms} ms; got ${JSON.stringify(messages())}`))
+        }, ms)
+        waiters.add(check)
+        check()
+      })
   }
 }

@@ -10,21 +10,27 @@ import { createLogger } from '../../common/log.js'
 import { withDatabase } from '../../coordinator/store/db.js'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../../coordinator/store/embedded.js'
 
-let server: Promise<{ url: string, stop: () => Promise<void> }> | null = null
+let server: Promise<{ url: string; stop: () => Promise<void> }> | null = null
 let counter = 0
 
-async function start (t: Test): Promise<{ url: string, stop: () => Promise<void> }> {
+async function start(t: Test): Promise<{ url: string; stop: () => Promise<void> }> {
   const external = process.env.TEST_DATABASE_URL
   if (external !== undefined && external !== '') return { url: external, stop: async () => {} }
   const dir = mkdtempSync(join(tmpdir(), 'gpumesh-pg-'))
-  const db: EmbeddedDatabase = await startEmbeddedPostgres(dir, createLogger('test-postgres', { level: 'warn', stream: 'stderr' }))
+  const db: EmbeddedDatabase = await startEmbeddedPostgres(
+    dir,
+    createLogger('test-postgres', { level: 'warn', stream: 'stderr' })
+  )
   // Cleaned up when the whole file ends (tap's root test).
-  t.teardown(async () => { await db.stop(); rmSync(dir, { recursive: true, force: true }) })
+  t.teardown(async () => {
+    await db.stop()
+    rmSync(dir, { recursive: true, force: true })
+  })
   return { url: db.url, stop: db.stop }
 }
 
 /** A URL to an empty database of its own, dropped when `t` ends. */
-export async function freshDatabase (t: Test): Promise<string> {
+export async function freshDatabase(t: Test): Promise<string> {
   let root: Test = t
   while (root.parent !== undefined && root.parent !== null) root = root.parent as Test
   server ??= start(root)

@@ -17,26 +17,47 @@ export interface RedisServer {
   start: () => Promise<void>
 }
 
-export async function freePort (): Promise<number> {
+export async function freePort(): Promise<number> {
   return await new Promise((resolve, reject) => {
     const s = createServer()
     s.listen(0, '127.0.0.1', () => {
       const addr = s.address()
-      s.close(() => { typeof addr === 'object' && addr !== null ? resolve(addr.port) : reject(new Error('no port')) })
+      s.close(() => {
+        typeof addr === 'object' && addr !== null ? resolve(addr.port) : reject(new Error('no port'))
+      })
     })
   })
 }
 
-export async function startRedis (t: Test, options: { persistent?: boolean } = {}): Promise<RedisServer> {
+export async function startRedis(t: Test, options: { persistent?: boolean } = {}): Promise<RedisServer> {
   const which = spawnSync('redis-server', ['--version'])
   if (which.error !== undefined || which.status !== 0) {
-    throw new Error('redis-server is not installed: these tests need a real Redis (Debian: apt-get install redis-server; .ci/run does it)')
+    throw new Error(
+      'redis-server is not installed: these tests need a real Redis (Debian: apt-get install redis-server; .ci/run does it)'
+    )
   }
   const dir = mkdtempSync(join(tmpdir(), 'gpumesh-redis-'))
   const port = await freePort()
   let child: ChildProcess | null = null
   const start = async () => {
-    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', options.persistent === true ? 'yes' : 'no', '--loglevel', 'warning'], { stdio: 'ignore' })
+    child = spawn(
+      'redis-server',
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--dir',
+        dir,
+        '--save',
+        '',
+        '--appendonly',
+        options.persistent === true ? 'yes' : 'no',
+        '--loglevel',
+        'warning'
+      ],
+      { stdio: 'ignore' }
+    )
     for (let i = 0; i < 100; i++) {
       const ping = spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' })
       if (ping.stdout?.trim() === 'PONG') return
@@ -53,6 +74,9 @@ export async function startRedis (t: Test, options: { persistent?: boolean } = {
     await exited
   }
   await start()
-  t.teardown(async () => { await stop(); rmSync(dir, { recursive: true, force: true }) })
+  t.teardown(async () => {
+    await stop()
+    rmSync(dir, { recursive: true, force: true })
+  })
   return { url: `redis://127.0.0.1:${port}`, port, stop, start }
 }

@@ -22,7 +22,7 @@ export interface GpuInventory {
   cudaVersion?: string | null
 }
 
-export function migMode (text: string | null): 'enabled' | 'disabled' | null {
+export function migMode(text: string | null): 'enabled' | 'disabled' | null {
   if (text === null) return null
   if (/^enabled$/i.test(text)) return 'enabled'
   if (/^disabled$/i.test(text)) return 'disabled'

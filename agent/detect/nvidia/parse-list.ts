@@ -5,7 +5,7 @@ import { ParseError, stripAnsi, type Parsed } from './text.js'
 const GPU_LINE = /^GPU (\d+): (.+?) \(UUID: ([^)]+)\)\s*$/
 const MIG_LINE = /^\s+MIG (\S+)\s+Device\s+(\d+): \(UUID: ([^)]+)\)\s*$/
 
-export function parseList (output: string): Parsed<GpuInventory> {
+export function parseList(output: string): Parsed<GpuInventory> {
   const problems: string[] = []
   const gpus: GpuRecord[] = []
   for (const line of stripAnsi(output).split(/\r?\n/)) {

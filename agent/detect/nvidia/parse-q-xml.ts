@@ -15,19 +15,20 @@ const parser = new XMLParser({
 })
 
 type Node = Record<string, unknown>
-const node = (v: unknown): Node => (typeof v === 'object' && v !== null ? v as Node : {})
+const node = (v: unknown): Node => (typeof v === 'object' && v !== null ? (v as Node) : {})
 const text = (v: unknown): string | null => (typeof v === 'string' ? present(v) : null)
 
-export function parseQueryXml (output: string): Parsed<GpuInventory> {
+export function parseQueryXml(output: string): Parsed<GpuInventory> {
   const problems: string[] = []
   if (output.trim() === '') throw new ParseError('empty output')
   const valid = XMLValidator.validate(output)
   if (valid !== true) throw new ParseError(`not XML: ${valid.err.msg} (line ${valid.err.line})`)
   const log = node(node(parser.parse(output)).nvidia_smi_log)
-  const list = Array.isArray(log.gpu) ? log.gpu as unknown[] : []
+  const list = Array.isArray(log.gpu) ? (log.gpu as unknown[]) : []
   if (list.length === 0) throw new ParseError('no <nvidia_smi_log><gpu> elements')
   const attached = Number(text(log.attached_gpus))
-  if (Number.isInteger(attached) && attached > list.length) problems.push(`${attached} GPUs attached but ${list.length} described (output limited with -i?)`)
+  if (Number.isInteger(attached) && attached > list.length)
+    problems.push(`${attached} GPUs attached but ${list.length} described (output limited with -i?)`)
   const gpus: GpuRecord[] = list.map((raw) => {
     const g = node(raw)
     const mig = node(g.mig_mode)
@@ -40,7 +41,10 @@ export function parseQueryXml (output: string): Parsed<GpuInventory> {
       pciBusId: text(node(g.pci).pci_bus_id) ?? text(g['@id']),
       migMode: migMode(text(mig.current_mig))
     }
-    if (Array.isArray(devices)) record.migDevices = devices.map((d, i): MigDevice => ({ index: Number(text(node(d).index) ?? i), profile: null, uuid: text(node(d).uuid) }))
+    if (Array.isArray(devices))
+      record.migDevices = devices.map(
+        (d, i): MigDevice => ({ index: Number(text(node(d).index) ?? i), profile: null, uuid: text(node(d).uuid) })
+      )
     return record
   })
   return { value: { gpus, driverVersion: text(log.driver_version), cudaVersion: text(log.cuda_version) }, problems }

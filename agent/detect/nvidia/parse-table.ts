@@ -11,7 +11,7 @@ const MEMORY = /\|\s*\d+MiB\s*\/\s*(\d+)MiB\s*\|/
 // Third line of a GPU's block: "|  ...  |  ...  |   Disabled |" (MIG M.)
 const MIG_CELL = /\|\s*(Enabled|Disabled|N\/A)\s*\|\s*$/
 
-export function parseTable (output: string): Parsed<GpuInventory> {
+export function parseTable(output: string): Parsed<GpuInventory> {
   const problems: string[] = []
   const lines = stripAnsi(output).split(/\r?\n/)
   const versions = lines.map((l) => VERSIONS.exec(l)).find((m) => m !== null)

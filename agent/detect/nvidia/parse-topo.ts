@@ -26,11 +26,11 @@ const LINK = /^(X|SYS|NODE|PHB|PXB|PIX|SOC|NV\d+)$/
 const ATTRIBUTE_VALUE = /^(\d[\d,-]*|N\/A)$/
 const ATTRIBUTE_COLUMNS = ['CPU Affinity', 'NUMA Affinity', 'GPU NUMA ID']
 
-export function isLinkCell (cell: string): boolean {
+export function isLinkCell(cell: string): boolean {
   return LINK.test(cell)
 }
 
-export function parseTopo (output: string): Parsed<TopoMatrix> {
+export function parseTopo(output: string): Parsed<TopoMatrix> {
   const problems: string[] = []
   const lines = stripAnsi(output).split(/\r?\n/)
   const headerAt = lines.findIndex((l) => /^\s/.test(l) && /\bGPU\d+\b/.test(l))
@@ -48,8 +48,14 @@ export function parseTopo (output: string): Parsed<TopoMatrix> {
   for (const raw of lines.slice(headerAt + 1)) {
     const line = raw.replace(/\s+$/, '')
     if (line.trim() === '') continue
-    if (/^\s*Legend:/.test(line)) { section = 'legend'; continue }
-    if (/^\s*NIC Legend:/.test(line)) { section = 'nic-legend'; continue }
+    if (/^\s*Legend:/.test(line)) {
+      section = 'legend'
+      continue
+    }
+    if (/^\s*NIC Legend:/.test(line)) {
+      section = 'nic-legend'
+      continue
+    }
     if (section === 'nic-legend') {
       const m = /^\s*(NIC\d+):\s*(\S+)$/.exec(line)
       if (m !== null) nicLegend.set(m[1] as string, m[2] as string)
@@ -63,21 +69,28 @@ export function parseTopo (output: string): Parsed<TopoMatrix> {
       problems.push(`line does not start with a matrix label: ${JSON.stringify(line.trim().slice(0, 60))}`)
       continue
     }
-    if (rows.has(label)) { problems.push(`row ${label} appears twice; kept the first`); continue }
+    if (rows.has(label)) {
+      problems.push(`row ${label} appears twice; kept the first`)
+      continue
+    }
     const { tokens, tail } = splitRow(raw.slice(raw.indexOf(label) + label.length))
     rows.set(label, placeCells(label, k, tokens, labels.length, problems))
-    if (label.startsWith('GPU') && attributeNames.length > 0) attributes.set(label, readAttributes(label, attributeNames, tail, problems))
+    if (label.startsWith('GPU') && attributeNames.length > 0)
+      attributes.set(label, readAttributes(label, attributeNames, tail, problems))
   }
 
   const matrix = labels.map((l) => {
     const row = rows.get(l)
-    if (row === undefined) { problems.push(`row ${l} is missing`); return labels.map(() => null) }
+    if (row === undefined) {
+      problems.push(`row ${l} is missing`)
+      return labels.map(() => null)
+    }
     return row
   })
   return { value: { labels, matrix, attributes, nicLegend }, problems }
 }
 
-function splitHeader (line: string): string[] {
+function splitHeader(line: string): string[] {
   const parts = line.includes('\t') ? line.split('\t') : line.trim().split(/ {2,}/)
   return parts.map((p) => p.trim()).filter((p) => p !== '')
 }
@@ -87,13 +100,16 @@ function splitHeader (line: string): string[] {
  * Tabs keep empty cells (an empty CPU affinity is printed as nothing between
  * two tabs); spaces cannot, so space-separated rows only lose that case.
  */
-function splitRow (rest: string): { tokens: string[], tail: string[] } {
+function splitRow(rest: string): { tokens: string[]; tail: string[] } {
   const tabbed = rest.includes('\t')
   const cells = tabbed ? rest.replace(/^\t/, '').replace(/\s+$/, '').split('\t') : rest.trim().split(/\s+/)
   const tokens: string[] = []
   let i = 0
   for (; i < cells.length; i++) {
-    const words = (cells[i] as string).trim().split(/\s+/).filter((w) => w !== '')
+    const words = (cells[i] as string)
+      .trim()
+      .split(/\s+/)
+      .filter((w) => w !== '')
     if (words.length === 0 || ATTRIBUTE_VALUE.test(words[0] as string)) break
     tokens.push(...words)
   }
@@ -105,7 +121,13 @@ function splitRow (rest: string): { tokens: string[], tail: string[] } {
  * aligned from the left, tokens after the last unreadable one from the right;
  * a part is kept only when its "X" falls on the diagonal (or it has none).
  */
-function placeCells (label: string, diagonal: number, tokens: string[], width: number, problems: string[]): Array<string | null> {
+function placeCells(
+  label: string,
+  diagonal: number,
+  tokens: string[],
+  width: number,
+  problems: string[]
+): Array<string | null> {
   const row: Array<string | null> = new Array<string | null>(width).fill(null)
   const bad = tokens.map((t, i) => (isLinkCell(t) ? -1 : i)).filter((i) => i >= 0)
   if (bad.length === 0 && tokens.length === width) {
@@ -116,22 +138,34 @@ function placeCells (label: string, diagonal: number, tokens: string[], width: n
   // With no unreadable token but a wrong count, the self cell divides the
   // row: the side it lines up with is sound, the other lost or gained cells.
   const self = tokens.indexOf('X')
-  const firstBad = bad.length > 0 ? bad[0] as number : (self === diagonal ? self + 1 : 0)
-  const lastBad = bad.length > 0 ? bad[bad.length - 1] as number : (self >= 0 && width - (tokens.length - self) === diagonal ? self - 1 : tokens.length)
+  const firstBad = bad.length > 0 ? (bad[0] as number) : self === diagonal ? self + 1 : 0
+  const lastBad =
+    bad.length > 0
+      ? (bad[bad.length - 1] as number)
+      : self >= 0 && width - (tokens.length - self) === diagonal
+        ? self - 1
+        : tokens.length
   const left = tokens.slice(0, firstBad)
   const right = tokens.slice(lastBad + 1)
-  const anchored = (cells: string[], offset: number) =>
-    cells.every((c, i) => (c === 'X') === (offset + i === diagonal))
-  if (left.length <= width && anchored(left, 0)) left.forEach((c, i) => { row[i] = c })
+  const anchored = (cells: string[], offset: number) => cells.every((c, i) => (c === 'X') === (offset + i === diagonal))
+  if (left.length <= width && anchored(left, 0))
+    left.forEach((c, i) => {
+      row[i] = c
+    })
   const rightStart = width - right.length
-  if (right.length > 0 && rightStart >= left.length && anchored(right, rightStart)) right.forEach((c, i) => { row[rightStart + i] = c })
+  if (right.length > 0 && rightStart >= left.length && anchored(right, rightStart))
+    right.forEach((c, i) => {
+      row[rightStart + i] = c
+    })
   const unread = row.filter((c) => c === null).length
   const what = bad.map((i) => JSON.stringify(tokens[i])).join(', ')
-  problems.push(`row ${label}: ${unread} of ${width} cells unreadable${what === '' ? ` (${tokens.length} cells printed)` : ` (${what})`}`)
+  problems.push(
+    `row ${label}: ${unread} of ${width} cells unreadable${what === '' ? ` (${tokens.length} cells printed)` : ` (${what})`}`
+  )
   return row
 }
 
-function readAttributes (label: string, names: string[], tail: string[], problems: string[]): TopoGpuAttributes {
+function readAttributes(label: string, names: string[], tail: string[], problems: string[]): TopoGpuAttributes {
   // nvidia-smi pads after "NUMA Affinity" with an extra tab, so the first two
   // attributes are positional and the rest are the non-empty cells after them.
   const values = [tail[0] ?? '', tail[1] ?? '', ...tail.slice(2).filter((c) => c !== '')]

@@ -3,7 +3,7 @@ import type { Fingerprinter } from '../fingerprinter.js'
 
 export const cpu: Fingerprinter = {
   name: 'cpu',
-  async fingerprint () {
+  async fingerprint() {
     const c = await si.cpu()
     const model = [c.manufacturer, c.brand].filter((s) => s !== '').join(' ')
     return {

@@ -4,11 +4,12 @@ import si from 'systeminformation'
 import type { Disk } from '../../../protocol/host-facts.js'
 import type { Fingerprinter } from '../fingerprinter.js'
 
-const NOT_LOCAL = /^(tmpfs|devtmpfs|overlay|squashfs|nfs\d?|cifs|smb\d?|fuse.*|ramfs|proc|sysfs|cgroup2?|autofs|iso9660|efivarfs|9p|virtiofs)$/
+const NOT_LOCAL =
+  /^(tmpfs|devtmpfs|overlay|squashfs|nfs\d?|cifs|smb\d?|fuse.*|ramfs|proc|sysfs|cgroup2?|autofs|iso9660|efivarfs|9p|virtiofs)$/
 
 export const disks: Fingerprinter = {
   name: 'disks',
-  async fingerprint () {
+  async fingerprint() {
     const [filesystems, blocks] = await Promise.all([si.fsSize(), si.blockDevices()])
     const seen = new Set<string>()
     const out: Disk[] = []
@@ -17,7 +18,8 @@ export const disks: Fingerprinter = {
       seen.add(f.fs)
       const name = f.fs.slice('/dev/'.length)
       // A partition's rotational flag is its disk's: nvme0n1p2 -> nvme0n1, sda1 -> sda.
-      const block = blocks.find((b) => b.name === name) ?? blocks.find((b) => b.type === 'disk' && name.startsWith(b.name))
+      const block =
+        blocks.find((b) => b.name === name) ?? blocks.find((b) => b.type === 'disk' && name.startsWith(b.name))
       out.push({
         device: f.fs,
         mount: f.mount,

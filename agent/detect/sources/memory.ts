@@ -3,7 +3,7 @@ import type { Fingerprinter } from '../fingerprinter.js'
 
 export const memory: Fingerprinter = {
   name: 'memory',
-  async fingerprint () {
+  async fingerprint() {
     return { host: { memoryBytes: (await si.mem()).total } }
   }
 }

@@ -5,7 +5,7 @@ import type { Fingerprinter } from '../fingerprinter.js'
 
 export const numa: Fingerprinter = {
   name: 'numa',
-  async fingerprint ({ sysfsRoot }) {
+  async fingerprint({ sysfsRoot }) {
     const entries = await readdir(join(sysfsRoot, 'devices/system/node'))
     const nodes = entries.filter((e) => /^node\d+$/.test(e)).length
     return { host: { cpu: { numaNodes: nodes } } }

@@ -13,29 +13,35 @@ import { parseTopo } from '../nvidia/parse-topo.js'
 import type { Parsed } from '../nvidia/text.js'
 
 export class NoNvidiaSmiError extends Error {
-  constructor () {
+  constructor() {
     super('nvidia-smi not found')
     this.name = 'NoNvidiaSmiError'
   }
 }
 
-function source (name: string, args: string[], read: (output: string) => Fragment, fallback = false): Fingerprinter {
+function source(name: string, args: string[], read: (output: string) => Fragment, fallback = false): Fingerprinter {
   return {
     name,
     fallback,
-    async fingerprint (ctx: DetectContext) {
+    async fingerprint(ctx: DetectContext) {
       if (ctx.smi === null) throw new NoNvidiaSmiError()
       return read(await ctx.smi(args))
     }
   }
 }
 
-const inventory = (parse: (o: string) => Parsed<GpuInventory>) => (output: string): Fragment => {
-  const { value, problems } = parse(output)
-  return { inventory: value, problems }
-}
+const inventory =
+  (parse: (o: string) => Parsed<GpuInventory>) =>
+  (output: string): Fragment => {
+    const { value, problems } = parse(output)
+    return { inventory: value, problems }
+  }
 
-export const queryGpu = source('nvidia-smi --query-gpu', [`--query-gpu=${QUERY_GPU_FIELDS.join(',')}`, '--format=csv'], inventory((o) => parseQueryGpu(o)))
+export const queryGpu = source(
+  'nvidia-smi --query-gpu',
+  [`--query-gpu=${QUERY_GPU_FIELDS.join(',')}`, '--format=csv'],
+  inventory((o) => parseQueryGpu(o))
+)
 export const queryXml = source('nvidia-smi -q -x', ['-q', '-x'], inventory(parseQueryXml))
 export const listGpus = source('nvidia-smi -L', ['-L'], inventory(parseList))
 export const nvlinkStatus = source('nvidia-smi nvlink -s', ['nvlink', '-s'], inventory(parseNvlink))
@@ -47,4 +53,12 @@ export const queryText = source('nvidia-smi -q', ['-q'], inventory(parseQueryTex
 export const summaryTable = source('nvidia-smi', [], inventory(parseTable), true)
 
 /** In merge priority: earlier sources win a field when two disagree. */
-export const NVIDIA_SOURCES: Fingerprinter[] = [queryGpu, queryXml, listGpus, queryText, summaryTable, nvlinkStatus, topology]
+export const NVIDIA_SOURCES: Fingerprinter[] = [
+  queryGpu,
+  queryXml,
+  listGpus,
+  queryText,
+  summaryTable,
+  nvlinkStatus,
+  topology
+]

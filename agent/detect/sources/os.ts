@@ -4,7 +4,7 @@ import type { Fingerprinter } from '../fingerprinter.js'
 
 export const os: Fingerprinter = {
   name: 'os',
-  async fingerprint () {
+  async fingerprint() {
     const o = await si.osInfo()
     return {
       host: {

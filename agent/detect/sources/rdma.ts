@@ -5,17 +5,25 @@ import { join } from 'node:path'
 import type { RdmaDevice } from '../../../protocol/host-facts.js'
 import type { Fingerprinter } from '../fingerprinter.js'
 
-async function read (path: string): Promise<string | null> {
-  try { return (await readFile(path, 'utf8')).trim() } catch { return null }
+async function read(path: string): Promise<string | null> {
+  try {
+    return (await readFile(path, 'utf8')).trim()
+  } catch {
+    return null
+  }
 }
 
-async function list (path: string): Promise<string[]> {
-  try { return (await readdir(path)).sort() } catch { return [] }
+async function list(path: string): Promise<string[]> {
+  try {
+    return (await readdir(path)).sort()
+  } catch {
+    return []
+  }
 }
 
 export const rdma: Fingerprinter = {
   name: 'rdma',
-  async fingerprint ({ sysfsRoot }) {
+  async fingerprint({ sysfsRoot }) {
     const root = join(sysfsRoot, 'class/infiniband')
     const devices: RdmaDevice[] = []
     for (const name of await list(root)) {

@@ -13,42 +13,59 @@ const BATCH = 500
 const POLL_MS = 1000
 const KEEPALIVE_MS = 15_000
 
-export const eventRoutes = (pool: Pool, notifier: Notifier): FastifyPluginAsyncTypebox => async (app) => {
-  app.get('/v1/events', {
-    schema: {
-      operationId: 'streamEvents',
-      tags: ['events'],
-      summary: 'Server-sent events; resumable with Last-Event-ID',
-      querystring: Type.Object({ after: Type.Optional(Type.Integer({ minimum: 0 })) }, { additionalProperties: false }),
-      headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$' })) }),
-      response: responses({ 200: Type.String({ description: 'text/event-stream' }) })
-    }
-  }, async (req, reply) => {
-    const header = req.headers['last-event-id']
-    let cursor = typeof header === 'string' ? Number(header) : req.query.after ?? await lastEventId(pool)
-    const abort = new AbortController()
-    req.raw.on('close', () => abort.abort())
-    reply.hijack()
-    const out = reply.raw
-    out.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' })
-    out.write(': gpumesh events\n\n')
-    let lastWrite = Date.now()
-    try {
-      while (!abort.signal.aborted) {
-        const events = await readEvents(pool, cursor, BATCH)
-        for (const e of events) {
-          const ok = out.write(`id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`)
-          cursor = e.id
-          if (!ok) await once(out, 'drain', { signal: abort.signal })
+export const eventRoutes =
+  (pool: Pool, notifier: Notifier): FastifyPluginAsyncTypebox =>
+  async (app) => {
+    app.get(
+      '/v1/events',
+      {
+        schema: {
+          operationId: 'streamEvents',
+          tags: ['events'],
+          summary: 'Server-sent events; resumable with Last-Event-ID',
+          querystring: Type.Object(
+            { after: Type.Optional(Type.Integer({ minimum: 0 })) },
+            { additionalProperties: false }
+          ),
+          headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$' })) }),
+          response: responses({ 200: Type.String({ description: 'text/event-stream' }) })
         }
-        if (events.length > 0) lastWrite = Date.now()
-        else if (Date.now() - lastWrite > KEEPALIVE_MS) { out.write(': keep-alive\n\n'); lastWrite = Date.now() }
-        if (events.length < BATCH) await notifier.wait(POLL_MS, abort.signal)
+      },
+      async (req, reply) => {
+        const header = req.headers['last-event-id']
+        let cursor = typeof header === 'string' ? Number(header) : (req.query.after ?? (await lastEventId(pool)))
+        const abort = new AbortController()
+        req.raw.on('close', () => abort.abort())
+        reply.hijack()
+        const out = reply.raw
+        out.writeHead(200, {
+          'content-type': 'text/event-stream; charset=utf-8',
+          'cache-control': 'no-store',
+          connection: 'keep-alive',
+          'x-accel-buffering': 'no'
+        })
+        out.write(': gpumesh events\n\n')
+        let lastWrite = Date.now()
+        try {
+          while (!abort.signal.aborted) {
+            const events = await readEvents(pool, cursor, BATCH)
+            for (const e of events) {
+              const ok = out.write(`id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`)
+              cursor = e.id
+              if (!ok) await once(out, 'drain', { signal: abort.signal })
+            }
+            if (events.length > 0) lastWrite = Date.now()
+            else if (Date.now() - lastWrite > KEEPALIVE_MS) {
+              out.write(': keep-alive\n\n')
+              lastWrite = Date.now()
+            }
+            if (events.length < BATCH) await notifier.wait(POLL_MS, abort.signal)
+          }
+        } catch (err) {
+          if (!abort.signal.aborted) req.log.warn({ err: (err as Error).message }, 'event stream ended')
+        } finally {
+          out.end()
+        }
       }
-    } catch (err) {
-      if (!abort.signal.aborted) req.log.warn({ err: (err as Error).message }, 'event stream ended')
-    } finally {
-      out.end()
-    }
-  })
-}
+    )
+  }

@@ -13,28 +13,93 @@ const PUBLIC = { security: [], querystring: NoQuery, tags: ['health'] }
 
 const Status = Type.Object({ status: Type.String(), checks: Type.Optional(Type.Record(Type.String(), Type.String())) })
 
-export const healthRoutes = (pool: Pool, redis: Redis | null, metrics: Metrics): FastifyPluginAsyncTypebox => async (app) => {
-  app.get('/livez', { config: { public: true }, schema: { ...PUBLIC, operationId: 'checkLiveness', summary: 'The process is up (no dependencies checked)', response: { 200: Status, 400: Problem } } }, async () => ({ status: 'ok' }))
+export const healthRoutes =
+  (pool: Pool, redis: Redis | null, metrics: Metrics): FastifyPluginAsyncTypebox =>
+  async (app) => {
+    app.get(
+      '/livez',
+      {
+        config: { public: true },
+        schema: {
+          ...PUBLIC,
+          operationId: 'checkLiveness',
+          summary: 'The process is up (no dependencies checked)',
+          response: { 200: Status, 400: Problem }
+        }
+      },
+      async () => ({ status: 'ok' })
+    )
 
-  app.get('/readyz', { config: { public: true }, schema: { ...PUBLIC, operationId: 'checkReadiness', summary: 'PostgreSQL (and Redis when configured) answer', response: { 200: Status, 400: Problem, 503: Problem } } }, async (_req, reply) => {
-    const checks: Record<string, string> = {}
-    const timeout = <T>(p: Promise<T>) => Promise.race([p, new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error('timed out after 2 s')), 2000))])
-    try { await timeout(pool.query('select 1')); checks.postgres = 'ok' } catch (err) { checks.postgres = (err as Error).message }
-    if (redis !== null) {
-      try { await timeout(redis.ping()); checks.redis = 'ok' } catch (err) { checks.redis = (err as Error).message }
-    }
-    const failed = Object.entries(checks).filter(([, v]) => v !== 'ok')
-    if (failed.length > 0) return sendProblem(reply, 'UNAVAILABLE', failed.map(([k, v]) => `${k}: ${v}`).join('; '))
-    return { status: 'ok', checks }
-  })
+    app.get(
+      '/readyz',
+      {
+        config: { public: true },
+        schema: {
+          ...PUBLIC,
+          operationId: 'checkReadiness',
+          summary: 'PostgreSQL (and Redis when configured) answer',
+          response: { 200: Status, 400: Problem, 503: Problem }
+        }
+      },
+      async (_req, reply) => {
+        const checks: Record<string, string> = {}
+        const timeout = <T>(p: Promise<T>) =>
+          Promise.race([
+            p,
+            new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error('timed out after 2 s')), 2000))
+          ])
+        try {
+          await timeout(pool.query('select 1'))
+          checks.postgres = 'ok'
+        } catch (err) {
+          checks.postgres = (err as Error).message
+        }
+        if (redis !== null) {
+          try {
+            await timeout(redis.ping())
+            checks.redis = 'ok'
+          } catch (err) {
+            checks.redis = (err as Error).message
+          }
+        }
+        const failed = Object.entries(checks).filter(([, v]) => v !== 'ok')
+        if (failed.length > 0) return sendProblem(reply, 'UNAVAILABLE', failed.map(([k, v]) => `${k}: ${v}`).join('; '))
+        return { status: 'ok', checks }
+      }
+    )
 
-  app.get('/metrics', { config: { public: true }, schema: { ...PUBLIC, operationId: 'getMetrics', summary: 'Prometheus metrics (gpumesh_*)', response: { 200: Type.String({ description: 'Prometheus text exposition format' }), 400: Problem } } }, async (_req, reply) => {
-    reply.type(metrics.registry.contentType)
-    return await metrics.registry.metrics()
-  })
+    app.get(
+      '/metrics',
+      {
+        config: { public: true },
+        schema: {
+          ...PUBLIC,
+          operationId: 'getMetrics',
+          summary: 'Prometheus metrics (gpumesh_*)',
+          response: { 200: Type.String({ description: 'Prometheus text exposition format' }), 400: Problem }
+        }
+      },
+      async (_req, reply) => {
+        reply.type(metrics.registry.contentType)
+        return await metrics.registry.metrics()
+      }
+    )
 
-  app.get('/openapi.json', {
-    config: { public: true },
-    schema: { ...PUBLIC, tags: ['meta'], operationId: 'getOpenApi', summary: 'This document (OpenAPI 3.1)', response: { 200: Type.Object({}, { additionalProperties: true, description: 'OpenAPI 3.1 document' }), 400: Problem } }
-  }, async () => app.swagger())
-}
+    app.get(
+      '/openapi.json',
+      {
+        config: { public: true },
+        schema: {
+          ...PUBLIC,
+          tags: ['meta'],
+          operationId: 'getOpenApi',
+          summary: 'This document (OpenAPI 3.1)',
+          response: {
+            200: Type.Object({}, { additionalProperties: true, description: 'OpenAPI 3.1 document' }),
+            400: Problem
+          }
+        }
+      },
+      async () => app.swagger()
+    )
+  }

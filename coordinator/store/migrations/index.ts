@@ -4,7 +4,11 @@ import init from './0001-init.js'
 import mesh from './0002-mesh.js'
 import joinTokenUses from './0003-join-token-uses.js'
 
-export interface Migration { id: number, name: string, sql: string }
+export interface Migration {
+  id: number
+  name: string
+  sql: string
+}
 
 export const MIGRATIONS: Migration[] = [
   { id: 1, name: 'init', sql: init },

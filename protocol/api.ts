@@ -1,4 +1,4 @@
-// Admin HTTP API resources (DESIGN "Contracts"): request bodies, responses,
+// Admin HTTP API resources (docs/design.md "Contracts"): request bodies, responses,
 // problem+json. The same schemas validate requests, serialise responses and
 // generate /openapi.json.
 import { Type, type Static, type TSchema } from '@sinclair/typebox'

@@ -1,6 +1,6 @@
 // HostFacts: what an agent knows about its host. The agent prints it
 // (`gpumesh-agent detect --json`), registers with it, and the coordinator
-// stores it; other tools read its required fields (see DESIGN "Agent" 2).
+// stores it; other tools read its required fields (see docs/design.md "Agent").
 import { Type, type Static } from '@sinclair/typebox'
 import { Nullable } from './schema.js'
 

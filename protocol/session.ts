@@ -3,7 +3,7 @@
 //
 //   client --WebSocket--> coordinator --/gpumesh/session/1--> agent --unix socket--> pty holder
 //
-// WebSocket (GET /v1/workloads/:id/attach, DESIGN "Contracts"): binary
+// WebSocket (GET /v1/workloads/:id/attach, docs/design.md "Contracts"): binary
 // messages are terminal bytes both ways; text messages are JSON control
 // (ClientMessage from the client, ServerMessage from the coordinator). The
 // socket's close code and reason say why an attach ended (SESSION_CLOSE).

@@ -1,4 +1,4 @@
-// Workload specs: what `POST /v1/workloads` accepts (DESIGN "Contracts").
+// Workload specs: what `POST /v1/workloads` accepts (docs/design.md "Contracts").
 // `gpus` is per replica (endpoint) or per host (recipe).
 import { Type, type Static } from '@sinclair/typebox'
 

@@ -1,4 +1,4 @@
-// The environment of a placement (DESIGN "Contracts"): the agent's own
+// The environment of a placement (docs/design.md "Contracts"): the agent's own
 // environment without its GPUMESH_* settings, then the GPU variables,
 // GPUMESH_WORKLOAD and GPUMESH_PLACEMENT_ID, then the workload's `run.env`,
 // then the assignment's `env` (GPUMESH_RANK, GPUMESH_WORLD_SIZE, MASTER_ADDR,

@@ -1,5 +1,5 @@
 // GET /v1/workloads/:id/attach: a WebSocket to a session's terminal
-// (DESIGN "Contracts"). Everything that can refuse an attach is checked
+// (docs/design.md "Contracts"). Everything that can refuse an attach is checked
 // before the upgrade, so the client gets an HTTP answer with a problem+json
 // body: the bearer token and its role (operator; in the Authorization header,
 // or as a `bearer.<token>` subprotocol for browsers, see http/auth.ts), the

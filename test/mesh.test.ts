@@ -356,13 +356,15 @@ t.test('gossip: agents of a pool see each other, through the coordinator when th
   const a = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { joinToken: await joinToken(c) })
   const b = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-b', { joinToken: await joinToken(c) })
   const l = await startTestAgent(t, c, 'l40s-1x', 'node-l', { joinToken: await joinToken(c) })
+  // Both directions: each side hears the other on its own gossip schedule.
   const view = await eventually(
     async () => {
       const v = a.membership.view('h100-80gb-8x-nvlink')
-      return v.some((m) => m.name === 'node-b') ? v : undefined
+      const heard = v.some((m) => m.name === 'node-b') && b.membership.view('h100-80gb-8x-nvlink').length > 0
+      return heard ? v : undefined
     },
     20_000,
-    'node-a to hear node-b'
+    'node-a and node-b to hear each other'
   )
   t.same(
     view.map((m) => m.name),

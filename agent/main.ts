@@ -100,7 +100,10 @@ detectOptions(program.command('run', { isDefault: true }))
     )
   )
   .addOption(
-    new Option('--join-token <token>', 'enrollment token, used on the first start only (one token may enroll a fleet: see --uses)').env('GPUMESH_JOIN_TOKEN')
+    new Option(
+      '--join-token <token>',
+      'enrollment token, used on the first start only (one token may enroll a fleet: see --uses)'
+    ).env('GPUMESH_JOIN_TOKEN')
   )
   .addOption(
     new Option('--node-name <name>', 'name the host registers under (default: hostname)').env('GPUMESH_NODE_NAME')

@@ -21,22 +21,13 @@ import { ADMIN_TOKEN, eventually } from '../test/helpers/coordinator.js'
 import { call, spawnCoordinator, type Proc } from '../test/helpers/coordinator-process.js'
 import { AGENT_RUN } from '../test/helpers/fixtures.js'
 import { agentEnv } from '../test/helpers/mesh.js'
-import { ApiClient } from '../test/helpers/netns.js'
+import { ApiClient, alive } from '../test/helpers/netns.js'
 
 const MACHINE = 'h100-8x-nv18'
 const REPLICAS = 8
 
 function log(line: string): void {
   process.stderr.write(`[faults ${new Date().toISOString().slice(11, 19)}] ${line}\n`)
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
 }
 
 interface AgentProc {

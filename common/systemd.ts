@@ -61,13 +61,14 @@ export function systemdNotifier(env: NodeJS.ProcessEnv, binary = 'systemd-notify
           .catch(() => false)
         if (closed) return
         if (ok) send('WATCHDOG=1')
-        schedule()
+        // After a failed check, look again soon: a dependency back within the period must ping before systemd's deadline.
+        schedule(ok ? every : Math.max(100, every / 10))
       }
-      const schedule = () => {
-        timer = setTimeout(() => void check(), every)
+      const schedule = (ms: number) => {
+        timer = setTimeout(() => void check(), ms)
         timer.unref()
       }
-      schedule()
+      schedule(every)
     },
     close
   }

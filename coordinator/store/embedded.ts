@@ -56,8 +56,8 @@ export async function startEmbeddedPostgres(
     authMethod: 'scram-sha-256',
     postgresFlags: ['-c', 'listen_addresses=', '-k', dataDir, '-c', 'max_connections=200'],
     onLog: (m: string) => {
-      lastWords = m.trim().slice(-500)
-      log.debug({ postgres: lastWords }, 'postgres')
+      lastWords = m.trim().slice(-500) // why a start failed, for the error
+      log.debug({ postgres: m.trim() }, 'postgres')
     },
     onError: (m: unknown) => log.debug({ postgres: String(m).trim() }, 'postgres')
   })

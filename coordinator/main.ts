@@ -9,6 +9,7 @@ import { createLogger, loggerSettings } from '../common/log.js'
 import { systemdNotifier } from '../common/systemd.js'
 import { VERSION } from '../common/version.js'
 import { parseListen, startCoordinator } from './server.js'
+import { watchdogCheck } from './watchdog.js'
 
 function listenAddress(value: string): string {
   try {
@@ -114,6 +115,10 @@ program
     const log = createLogger('gpumesh-coordinator', loggerSettings(process.env))
     log.info({ version: VERSION, stateDir: o.stateDir }, 'gpumesh-coordinator starting')
     let coordinator
+    let onFatal: (err: Error) => void = () => {}
+    const fatal = new Promise<Error>((resolve) => {
+      onFatal = resolve
+    })
     try {
       const cert = o.tlsCert ?? ''
       const key = o.tlsKey ?? ''
@@ -129,6 +134,7 @@ program
           staleHostSeconds: o.staleHostSeconds,
           tls: cert === '' ? null : { certFile: cert, keyFile: key },
           allowInsecure: o.allowInsecure === true,
+          onFatal,
           ...(o.clusterKeyFile === undefined ? {} : { clusterKeyFile: o.clusterKeyFile }),
           ...(o.databaseUrl === undefined ? {} : { databaseUrl: o.databaseUrl }),
           ...(o.redisUrl === undefined ? {} : { redisUrl: o.redisUrl }),
@@ -143,9 +149,16 @@ program
     }
     const running = coordinator
     const systemd = systemdNotifier(process.env)
-    systemd.ready(`API on ${running.api}`)
-    systemd.watchdog(() => Date.now() - running.leadership.lastTick < 30_000)
-    await daemonShutdown(log, systemd, running.stop)
+    const status = `API on ${running.api}`
+    systemd.ready(status)
+    systemd.watchdog(watchdogCheck(running, systemd, status))
+    // A database lost for good: stop what is left and exit 1, for systemd (Restart=on-failure) to start afresh.
+    const lost = fatal.then(async () => {
+      systemd.stopping()
+      process.exitCode = 1
+      await running.stop()
+    })
+    await Promise.race([daemonShutdown(log, systemd, running.stop), lost])
   })
 
 await program.parseAsync(process.argv)

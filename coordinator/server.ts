@@ -44,6 +44,8 @@ export interface CoordinatorOptions {
   tls?: { certFile: string; keyFile: string } | null
   /** Serve session attach over plain ws to non-loopback clients (--allow-insecure, GPUMESH_ALLOW_INSECURE=1). */
   allowInsecure?: boolean
+  /** The coordinator cannot go on: its embedded PostgreSQL died and could not be restarted. */
+  onFatal?: (err: Error) => void
 }
 
 const isLoopback = (host: string) => /^(127\.|::1$|localhost$)/.test(host)
@@ -73,7 +75,11 @@ export async function startCoordinator(options: CoordinatorOptions, log: Logger)
   try {
     let url = options.databaseUrl
     if (url === undefined || url === '') {
-      const embedded: EmbeddedDatabase = await startEmbeddedPostgres(options.stateDir, log)
+      const embedded: EmbeddedDatabase = await startEmbeddedPostgres(
+        options.stateDir,
+        log,
+        options.onFatal === undefined ? {} : { onGiveUp: options.onFatal }
+      )
       started.add('embedded PostgreSQL', embedded.stop)
       url = embedded.url
     }

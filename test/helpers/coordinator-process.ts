@@ -19,8 +19,9 @@ export interface Proc {
   output: () => string
 }
 
+/** `t`: a tap test, or anything that runs teardowns (a bench). */
 export async function spawnCoordinator(
-  t: Test,
+  t: Pick<Test, 'teardown'>,
   env: Record<string, string>,
   stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-proc-'))
 ): Promise<Proc> {

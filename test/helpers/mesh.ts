@@ -77,22 +77,44 @@ export async function startTestAgent(
   }
 }
 
-/** The environment of a `gpumesh-agent run` process joining `c` on loopback, replaying `machine` (no mDNS). */
+/** Where a `gpumesh-agent run` process joins: a coordinator's addresses, its cluster key, a join token. */
+export interface JoinTarget {
+  coordinators: string[]
+  clusterKeyFile: string
+  joinToken: string
+}
+
+/** The environment of a `gpumesh-agent run` process joining `target` on loopback, replaying `machine` (no mDNS). */
+export function agentEnv(
+  target: JoinTarget,
+  stateDir: string,
+  machine: string,
+  extra: Record<string, string> = {}
+): Record<string, string> {
+  return cleanEnv({
+    GPUMESH_NVIDIA_SMI: NVIDIA_SMI_DOUBLE,
+    GPUMESH_SMI_FIXTURE: join(MACHINES, machine),
+    GPUMESH_STATE_DIR: stateDir,
+    GPUMESH_LISTEN: '/ip4/127.0.0.1/tcp/0',
+    GPUMESH_COORDINATOR: target.coordinators.join(','),
+    GPUMESH_CLUSTER_KEY_FILE: target.clusterKeyFile,
+    GPUMESH_JOIN_TOKEN: target.joinToken,
+    GPUMESH_NO_MDNS: '1',
+    ...extra
+  })
+}
+
+/** agentEnv for the in-process test coordinator `c`, with a fresh join token. */
 export async function agentProcessEnv(
   c: TestCoordinator,
   stateDir: string,
   machine: string,
   extra: Record<string, string> = {}
 ): Promise<Record<string, string>> {
-  return cleanEnv({
-    GPUMESH_NVIDIA_SMI: NVIDIA_SMI_DOUBLE,
-    GPUMESH_SMI_FIXTURE: join(MACHINES, machine),
-    GPUMESH_STATE_DIR: stateDir,
-    GPUMESH_LISTEN: '/ip4/127.0.0.1/tcp/0',
-    GPUMESH_COORDINATOR: c.mesh.multiaddrs().join(','),
-    GPUMESH_CLUSTER_KEY_FILE: join(c.stateDir, 'cluster.key'),
-    GPUMESH_JOIN_TOKEN: await joinToken(c),
-    GPUMESH_NO_MDNS: '1',
-    ...extra
-  })
+  const target = {
+    coordinators: c.mesh.multiaddrs(),
+    clusterKeyFile: join(c.stateDir, 'cluster.key'),
+    joinToken: await joinToken(c)
+  }
+  return agentEnv(target, stateDir, machine, extra)
 }

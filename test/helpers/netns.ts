@@ -81,7 +81,8 @@ export interface NetProc {
 
 let networks = 0
 
-function alive(pid: number): boolean {
+/** Whether a process with this pid exists (signal 0). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0)
     return true

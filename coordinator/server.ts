@@ -44,6 +44,8 @@ export interface CoordinatorOptions {
   tls?: { certFile: string; keyFile: string } | null
   /** Serve session attach over plain ws to non-loopback clients (--allow-insecure, GPUMESH_ALLOW_INSECURE=1). */
   allowInsecure?: boolean
+  /** How long a request's headers and body may take to arrive (--request-timeout-ms); default 30 s. */
+  requestTimeoutMs?: number
 }
 
 const isLoopback = (host: string) => /^(127\.|::1$|localhost$)/.test(host)
@@ -172,7 +174,8 @@ export async function startCoordinator(options: CoordinatorOptions, log: Logger)
       metrics,
       log,
       attach,
-      ...(https === undefined ? {} : { https })
+      ...(https === undefined ? {} : { https }),
+      ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs })
     })
     await app.listen({ host: listen.host, port: listen.port })
     started.add('admin API', async () => {

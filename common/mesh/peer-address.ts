@@ -6,6 +6,7 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { InvalidArgumentError } from 'commander'
+import { multiaddrs } from '../cli.js'
 
 const HOSTS = new Set(['ip4', 'ip6', 'dns', 'dns4', 'dns6'])
 
@@ -33,11 +34,7 @@ export function peerAddressProblem(address: string): string | null {
 
 /** Comma-separated peer addresses (a commander option parser). */
 export function peerAddresses(value: string): string[] {
-  const list = value
-    .split(',')
-    .map((s) => s.trim())
-    .filter((s) => s !== '')
-  if (list.length === 0) throw new InvalidArgumentError('must be one or more multiaddrs ending in /p2p/<peer id>')
+  const list = multiaddrs(value)
   for (const a of list) {
     const problem = peerAddressProblem(a)
     if (problem !== null) throw new InvalidArgumentError(problem)

@@ -5,10 +5,14 @@
 // 500 or a connection held open.
 import { connect } from 'node:net'
 import { once } from 'node:events'
+import Fastify from 'fastify'
 import t from 'tap'
+import { installErrorHandling } from '../coordinator/http/problem.js'
+import { createPool } from '../coordinator/store/db.js'
 import { registerHost } from '../coordinator/store/hosts.js'
 import { ADMIN_TOKEN, addHost, factsFor, startTestCoordinator } from './helpers/coordinator.js'
 import { Mismatches } from './helpers/mismatches.js'
+import { freshDatabase } from './helpers/postgres.js'
 
 const POOL = 'h100-80gb-8x-nvlink'
 const run = { driver: 'process', command: ['python3', 'serve.py'] }
@@ -233,4 +237,25 @@ t.test('a body that stops arriving: the connection is closed after the request t
   )
   await once(socket, 'close')
   t.match(answer, /^HTTP\/1\.1 408 /, 'the server says why before it closes')
+})
+
+t.test('a character PostgreSQL refuses that validation missed is a 400, not a 500', async (t) => {
+  const pool = createPool(await freshDatabase(t), 2)
+  t.teardown(() => pool.end())
+  // Routes validate every string first; this app's routes do not, so PostgreSQL itself refuses.
+  const app = Fastify()
+  installErrorHandling(app)
+  app.get('/text', async () => (await pool.query('select $1::text as v', ['a\u0000b'])).rows)
+  app.get('/jsonb', async () => (await pool.query('select $1::jsonb as v', ['"a\\u0000b"'])).rows)
+  t.teardown(() => app.close())
+  const m = new Mismatches()
+  for (const [path, pgCode] of [
+    ['/text', '22021'],
+    ['/jsonb', '22P05']
+  ]) {
+    const r = await app.inject({ method: 'GET', url: path })
+    m.check(`PostgreSQL ${pgCode}`, 'status', r.statusCode, 400)
+    m.check(`PostgreSQL ${pgCode}`, 'code', r.json().code, 'VALIDATION')
+  }
+  t.same(m.list, [])
 })

@@ -5,10 +5,12 @@ import { Command, Option } from 'commander'
 import { EXIT_CONFIG, EXIT_SOFTWARE, multiaddrs, positiveInt } from '../common/cli.js'
 import { exitCodeFor } from '../common/config-error.js'
 import { daemonShutdown } from '../common/daemon/shutdown.js'
+import { peerAddresses } from '../common/mesh/peer-address.js'
 import { HostFacts } from '../protocol/host-facts.js'
 import { schemaErrors } from '../protocol/validate.js'
 import { VERSION } from '../common/version.js'
 import { detect, type DetectOptions } from './detect/detect.js'
+import { poolLabelOption } from './detect/pool.js'
 
 interface DetectFlags {
   nvidiaSmi?: string
@@ -26,7 +28,11 @@ const detectOptions = (cmd: Command) =>
         .argParser(positiveInt)
         .default(10_000)
     )
-    .addOption(new Option('--pool-label <label>', 'operator label appended to the pool key').env('GPUMESH_POOL_LABEL'))
+    .addOption(
+      new Option('--pool-label <label>', 'operator label appended to the pool key (at most 63 characters)')
+        .env('GPUMESH_POOL_LABEL')
+        .argParser(poolLabelOption)
+    )
 
 const toDetectOptions = (o: DetectFlags): DetectOptions => ({
   env: process.env,
@@ -92,7 +98,7 @@ detectOptions(program.command('run', { isDefault: true }))
   .addOption(
     new Option('--coordinator <multiaddrs>', 'coordinator multiaddr(s) ending in /p2p/<peer id>')
       .env('GPUMESH_COORDINATOR')
-      .argParser(multiaddrs)
+      .argParser(peerAddresses)
   )
   .addOption(
     new Option('--cluster-key-file <path>', "the cluster's private-network key (swarm.key)").env(

@@ -34,6 +34,7 @@ interface Flags {
   tlsCert?: string
   tlsKey?: string
   allowInsecure: boolean
+  requestTimeoutMs: number
 }
 
 /** GPUMESH_ALLOW_INSECURE=1 allows (as it always has; other values do not); the flag alone allows too. */
@@ -111,6 +112,12 @@ program
       .argParser(onOff)
       .default(false)
   )
+  .addOption(
+    new Option('--request-timeout-ms <ms>', "how long a request's headers and body may take to arrive")
+      .env('GPUMESH_REQUEST_TIMEOUT_MS')
+      .argParser(positiveInt)
+      .default(30_000)
+  )
   .action(async (o: Flags) => {
     const log = createLogger('gpumesh-coordinator', loggerSettings(process.env))
     log.info({ version: VERSION, stateDir: o.stateDir }, 'gpumesh-coordinator starting')
@@ -135,6 +142,7 @@ program
           tls: cert === '' ? null : { certFile: cert, keyFile: key },
           allowInsecure: o.allowInsecure === true,
           onFatal,
+          requestTimeoutMs: o.requestTimeoutMs,
           ...(o.clusterKeyFile === undefined ? {} : { clusterKeyFile: o.clusterKeyFile }),
           ...(o.databaseUrl === undefined ? {} : { databaseUrl: o.databaseUrl }),
           ...(o.redisUrl === undefined ? {} : { redisUrl: o.redisUrl }),

@@ -46,6 +46,8 @@ export interface CoordinatorOptions {
   allowInsecure?: boolean
   /** The coordinator cannot go on: its embedded PostgreSQL died and could not be restarted. */
   onFatal?: (err: Error) => void
+  /** How long a request's headers and body may take to arrive (--request-timeout-ms); default 30 s. */
+  requestTimeoutMs?: number
 }
 
 const isLoopback = (host: string) => /^(127\.|::1$|localhost$)/.test(host)
@@ -178,7 +180,8 @@ export async function startCoordinator(options: CoordinatorOptions, log: Logger)
       metrics,
       log,
       attach,
-      ...(https === undefined ? {} : { https })
+      ...(https === undefined ? {} : { https }),
+      ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs })
     })
     await app.listen({ host: listen.host, port: listen.port })
     started.add('admin API', async () => {

@@ -98,6 +98,9 @@ export const Placement = Type.Object({
   updatedAt: Timestamp
 })
 
+/** What a viewer token reads in place of each `run.env` value. */
+export const REDACTED = '<redacted>'
+
 export const Workload = Type.Object({
   id: Uuid,
   name: Type.String(),

@@ -10,6 +10,7 @@ export const ERRORS = {
   INVALID_CURSOR: { status: 400, title: 'The pagination cursor is not one this API issued' },
   PAYLOAD_TOO_LARGE: { status: 413, title: 'The body is larger than the limit' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Send application/json' },
+  URI_TOO_LONG: { status: 414, title: 'A path segment is longer than the limit' },
   NAME_TAKEN: { status: 409, title: 'A live workload already has this name' },
   UNKNOWN_POOL: { status: 422, title: 'No such pool' },
   POOL_KIND: { status: 422, title: "The pool's kind does not run this workload kind" },

@@ -3,6 +3,7 @@
 // stores it; other tools read its required fields (see docs/design.md "Agent").
 import { Type, type Static } from '@sinclair/typebox'
 import { Nullable } from './schema.js'
+import { MAX_POOL_LABEL_LENGTH, POOL_KEY_PATTERN } from './workload.js'
 
 export const HOST_FACTS_VERSION = 1
 
@@ -155,12 +156,12 @@ export const Interconnect = Type.Union([
 
 export const PoolAttributes = Type.Object(
   {
-    key: Type.String({ pattern: '^[a-z0-9][a-z0-9.-]*$' }),
+    key: Type.String({ pattern: POOL_KEY_PATTERN }),
     family: Type.String(),
     memoryGB: Nullable(Type.Integer({ minimum: 0 })),
     gpuCount: Type.Integer({ minimum: 0 }),
     interconnect: Interconnect,
-    label: Nullable(Type.String())
+    label: Nullable(Type.String({ maxLength: MAX_POOL_LABEL_LENGTH }))
   },
   { additionalProperties: false }
 )

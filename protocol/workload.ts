@@ -4,6 +4,8 @@ import { Type, type Static } from '@sinclair/typebox'
 
 export const NAME_PATTERN = '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'
 export const POOL_KEY_PATTERN = '^[a-z0-9][a-z0-9.-]{0,127}$'
+/** An operator's pool label (GPUMESH_POOL_LABEL): with the derived part of a key (at most ~32 characters) it fits in 128. */
+export const MAX_POOL_LABEL_LENGTH = 63
 /** More GPUs than any single host has is rejected by the API against live capacity; this is the shape bound. */
 export const MAX_GPUS_PER_HOST = 72
 
@@ -22,7 +24,8 @@ export const Run = Type.Object(
       Type.Record(
         Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$', maxLength: 256 }),
         Type.String({ maxLength: 32768 }),
-        { maxProperties: 256 }
+        // Names that are not variable names are refused, not passed on (the pattern alone would let them through).
+        { maxProperties: 256, additionalProperties: false }
       )
     ),
     /** Container image, for the docker driver. */

@@ -111,7 +111,14 @@ t.test('run without a coordinator or cluster key is a configuration error', asyn
   t.match(r.stdout, /GPUMESH_COORDINATOR.*GPUMESH_CLUSTER_KEY_FILE/)
   const badKey = await execa(
     process.execPath,
-    [AGENT, 'run', '--coordinator', '/ip4/127.0.0.1/tcp/1/p2p/12D3KooWtest', '--cluster-key-file', AGENT],
+    [
+      AGENT,
+      'run',
+      '--coordinator',
+      '/ip4/127.0.0.1/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN',
+      '--cluster-key-file',
+      AGENT
+    ],
     {
       env: cleanEnv({
         GPUMESH_STATE_DIR: mkdtempSync(join(tmpdir(), 'gpumesh-badkey-')),

@@ -46,6 +46,46 @@ t.test('configuration errors exit 78 from the agent, the coordinator and gpumesh
       says: /agent\.json is corrupt.*Move it aside/
     },
     { name: 'agent: an unknown option', argv: [AGENT, 'run', '--no-such-option'], says: /unknown option/ },
+    // Without the peer id, the agent would talk to whoever answers at that address.
+    {
+      name: 'agent: a coordinator address without /p2p/<peer id>',
+      argv: [AGENT, 'run', '--coordinator', '/ip4/127.0.0.1/tcp/7471', '--cluster-key-file', key],
+      env: { GPUMESH_STATE_DIR: join(dir, 'agent-nopeer') },
+      says: /\/ip4\/127\.0\.0\.1\/tcp\/7471 must end in \/p2p\/<peer id>/
+    },
+    {
+      name: 'agent: a coordinator peer id that is not one',
+      argv: [AGENT, 'run', '--coordinator', '/ip4/127.0.0.1/tcp/7471/p2p/notapeer', '--cluster-key-file', key],
+      env: { GPUMESH_STATE_DIR: join(dir, 'agent-badpeer') },
+      says: /notapeer is not a peer id/
+    },
+    {
+      name: 'agent: a coordinator address over an unsupported transport',
+      argv: [
+        AGENT,
+        'run',
+        '--coordinator',
+        coordinator[0]?.replace('/tcp/1/', '/udp/1/quic-v1/') as string,
+        '--cluster-key-file',
+        key
+      ],
+      env: { GPUMESH_STATE_DIR: join(dir, 'agent-quic') },
+      says: /transport.*tcp/
+    },
+    {
+      name: 'agent: GPUMESH_COORDINATOR without /p2p/<peer id>',
+      argv: [AGENT, 'run', '--cluster-key-file', key],
+      env: {
+        GPUMESH_STATE_DIR: join(dir, 'agent-nopeer-env'),
+        GPUMESH_COORDINATOR: '/dns4/coordinator.example/tcp/7471'
+      },
+      says: /must end in \/p2p\/<peer id>/
+    },
+    {
+      name: 'agent: a pool label longer than 63 characters',
+      argv: [AGENT, 'detect', '--pool-label', 'x'.repeat(64)],
+      says: /--pool-label.*at most 63 characters/
+    },
     {
       name: 'coordinator: a file that is not a cluster key',
       argv: [

@@ -9,7 +9,9 @@
 //           then whole GiB): 46068 MiB -> 48, 143771 MiB -> 141.
 // interconnect  nvlink (all GPUs in one NVLink domain), nvlink-partial,
 //           pcie, unknown; omitted for a single GPU, which has no peer.
+import { InvalidArgumentError } from 'commander'
 import type { Gpu, Interconnect, PoolAttributes, Topology } from '../../protocol/host-facts.js'
+import { MAX_POOL_LABEL_LENGTH } from '../../protocol/workload.js'
 
 const VENDOR = /^(nvidia|tesla|geforce|quadro)$/i
 const DROPPED = /^(\d+gb|hbm\d*e?|gddr\d+x?|sxm\d*)$/i
@@ -56,6 +58,13 @@ export function interconnect(gpus: Gpu[], topology: Topology): Interconnect {
   if (gpus.every((g) => (g.nvlink?.active ?? 0) > 0)) return 'nvlink'
   if (gpus.every((g) => g.nvlink !== null && g.nvlink.active === 0)) return 'pcie'
   return 'unknown'
+}
+
+/** --pool-label (GPUMESH_POOL_LABEL) as an option parser: a label that would not fit in a pool key is refused. */
+export function poolLabelOption(value: string): string {
+  if (value.length > MAX_POOL_LABEL_LENGTH)
+    throw new InvalidArgumentError(`--pool-label must be at most ${MAX_POOL_LABEL_LENGTH} characters`)
+  return value
 }
 
 export function sanitizeLabel(label: string | undefined): string | null {

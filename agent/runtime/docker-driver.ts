@@ -1,11 +1,12 @@
 // The `docker` driver: `docker run --rm --name gpumesh-<id> --gpus
-// '"device=<i,j>"' -e K=V ... <image> <command...>` in the foreground, under
+// '"device=<i,j>"' -e K ... <image> <command...>` in the foreground, under
 // the same wrapper, process group and log files as the process driver (see
 // process-driver.ts): the client's exit status is the container's, and its
 // output is the container's output. Stop is `docker stop -t <grace>`;
 // recovery asks docker about the container by name.
 import { execa } from 'execa'
 import type { Driver } from './driver.js'
+import { describeRunProblem, runProblem } from '../../protocol/workload-rules.js'
 import { agentEnvWithoutSettings, placementVariables } from './env.js'
 import { LaunchError, resolveExecutable, stopProcessGroup, within } from './process-driver.js'
 import { signalGroup } from './proc.js'
@@ -18,21 +19,45 @@ export function dockerCommand(option: string | undefined): string {
   return option !== undefined && option !== '' ? option : 'docker'
 }
 
+/**
+ * Variables the docker client reads for itself: given to it as the
+ * container's, they would move its daemon, configuration or credential
+ * helpers. They go on the command line as `-e K=V` (paths and addresses).
+ */
+const CLIENT_VARIABLE = /^(DOCKER_.*|PATH|HOME|XDG_CONFIG_HOME)$/
+
+/**
+ * How a placement's variables reach `docker run`: `-e K` arguments, and the
+ * values in the client's environment (docker copies them into the
+ * container). Any local user reads a command line (`ps`,
+ * /proc/<pid>/cmdline); only root and the agent's user read its environment.
+ */
+export function dockerEnv(a: Assignment): { args: string[]; clientEnv: Record<string, string> } {
+  const args: string[] = []
+  const values: Array<[string, string]> = []
+  for (const [k, v] of Object.entries(placementVariables(a, 'docker'))) {
+    if (CLIENT_VARIABLE.test(k)) args.push('-e', `${k}=${v}`)
+    else {
+      args.push('-e', k)
+      values.push([k, v])
+    }
+  }
+  // fromEntries, not assignment: "__proto__" is a variable name like any other.
+  return { args, clientEnv: Object.fromEntries(values) }
+}
+
 /** The arguments of `docker` that run this placement; throws LaunchError when it cannot run. */
 export function dockerRunArgs(a: Assignment): string[] {
-  const image = a.run.image
-  if (image === undefined || image === '') throw new LaunchError('the docker driver needs run.image (no image given)')
-  // An "image" that docker would read as an option (--privileged, -v/:/host)
-  // must never get that far.
-  if (image.startsWith('-') || /\s/.test(image)) throw new LaunchError(`invalid run.image ${JSON.stringify(image)}`)
+  // An "image" that docker would read as an option (--privileged, -v/:/host) must never get that far.
+  const problem = runProblem(a.run)
+  if (problem !== null) throw new LaunchError(describeRunProblem(problem))
   const args = ['run', '--rm', '--name', containerName(a.placementId)]
   // A list of devices must reach docker in double quotes ("device=0,1"),
   // otherwise the comma separates --gpus options rather than devices.
   if (a.gpus.length > 0) args.push('--gpus', `"device=${a.gpus.join(',')}"`)
   // Only the placement's variables: the agent's own environment (PATH, HOME...)
   // would override the image's.
-  for (const [k, v] of Object.entries(placementVariables(a, 'docker'))) args.push('-e', `${k}=${v}`)
-  args.push(image, ...a.run.command)
+  args.push(...dockerEnv(a).args, a.run.image as string, ...a.run.command)
   return args
 }
 
@@ -111,7 +136,7 @@ export function dockerDriver(docker: string, agentEnv: NodeJS.ProcessEnv): Drive
       } catch (err) {
         throw new LaunchError(`docker driver: ${(err as Error).message}`)
       }
-      return { argv: [file, ...args], env: clientEnv }
+      return { argv: [file, ...args], env: { ...clientEnv, ...dockerEnv(a).clientEnv } }
     },
     stop: async (target, graceMs, ended) => {
       if (target.container !== null) await stopContainer(docker, target.container, target.pgid, graceMs, ended, env())

@@ -3,6 +3,7 @@
 // the command an execve() call.
 import { Assignment } from '../../protocol/control.js'
 import { schemaErrors, UUID } from '../../protocol/validate.js'
+import { describeRunProblem, runProblem } from '../../protocol/workload-rules.js'
 
 export const isUuid = (v: unknown): v is string => typeof v === 'string' && UUID.test(v)
 
@@ -18,6 +19,8 @@ export function assignmentProblem(a: unknown): string | null {
     return 'invalid assignment: run.command has an empty or non-string argument'
   const errors = schemaErrors(Assignment, a, 3)
   if (errors.length > 0) return `invalid assignment: ${errors.join('; ')}`
+  const rule = runProblem((a as Assignment).run)
+  if (rule !== null) return `invalid assignment: ${describeRunProblem(rule)}`
   // execve() takes C strings: a NUL cannot be passed, and would cut a value short.
   const strings = [
     ...(command as string[]),

@@ -8,7 +8,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import type { Redis } from 'ioredis'
 import type { Logger } from '../../common/log.js'
 import { VERSION } from '../../common/version.js'
-import { ApiError } from './problem.js'
+import { ApiError, frameworkError, MAX_PARAM_LENGTH } from './problem.js'
 import { MAX_CLIENT_MESSAGE, SESSION_CLOSE } from '../../protocol/session.js'
 import type { Notifier } from '../events/notifier.js'
 import type { Metrics } from '../metrics.js'
@@ -36,19 +36,37 @@ export interface AppDeps {
   https?: { cert: Buffer; key: Buffer }
   /** Session attach (GET /v1/workloads/:id/attach); without it the route does not exist. */
   attach?: { deps: AttachDeps; hub: AttachHub }
+  /** How long a request's headers and body may take to arrive (default 30 s). */
+  requestTimeoutMs?: number
 }
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true })
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  // A client that sends its headers or body slowly (or stops) holds a socket:
+  // past this it gets a 408 and the connection closes. Node checks for it at
+  // an interval, so the interval follows the timeout. Once a request has
+  // arrived the timeout no longer applies (event streams, attach).
+  const requestTimeout = deps.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS
+  const server = {
+    requestTimeout,
+    headersTimeout: requestTimeout,
+    connectionsCheckingInterval: Math.min(requestTimeout, 1000)
+  }
   const app = Fastify({
     loggerInstance: deps.log as unknown as FastifyBaseLogger,
     // Requests are counted in /metrics; a log line per request would drown the journal.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.bodyLimit ?? 1024 * 1024,
-    ...(deps.https === undefined ? {} : { https: deps.https })
+    requestTimeout,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    frameworkErrors: frameworkError,
+    ...(deps.https === undefined ? { http: server } : { https: { ...server, ...deps.https } })
   }).withTypeProvider<TypeBoxTypeProvider>()
   installValidation(app)
+  // Fastify reads text/plain bodies as strings by default; every body here is JSON (415 otherwise).
+  app.removeContentTypeParser('text/plain')
 
   // JSON bodies must be valid UTF-8; Node would otherwise replace bad bytes silently.
   const defaultJson = app.getDefaultJsonParser('error', 'error')

@@ -5,6 +5,9 @@ import { ERRORS, PROBLEM_TYPE_PREFIX, type ErrorCode } from '../../protocol/erro
 import type { Problem } from '../../protocol/api.js'
 import { StoreError, type StoreErrorCode } from '../store/errors.js'
 
+/** The longest path parameter routed: more than any pool key (128) or id can be. */
+export const MAX_PARAM_LENGTH = 256
+
 /** An error that becomes a problem+json response with this code. */
 export class ApiError extends Error {
   readonly status: number
@@ -56,6 +59,12 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
 
 /** Errors from pg / the network that mean "the database is not there right now". */
 const UNAVAILABLE = /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|57P01|57P03|08\d\d\d)$/
+/**
+ * PostgreSQL refusing a character (22021 character_not_in_repertoire, 22P05
+ * untranslatable_character): the request's, so a 400. Validation refuses
+ * these first (protocol/text.ts); this is the backstop for a string it missed.
+ */
+const UNSTORABLE_TEXT = /^(22021|22P05)$/
 
 type SchemaError = { instancePath: string; keyword: string; message?: string; params: Record<string, unknown> }
 
@@ -81,6 +90,14 @@ function describe(v: SchemaError): string {
   return `${v.instancePath === '' ? '/' : v.instancePath} ${v.message ?? 'is invalid'}${extra}`
 }
 
+/** Errors Fastify raises before a route is found (frameworkErrors): a path segment that is not UTF-8 or too long. */
+export function frameworkError(err: FastifyError, _req: FastifyRequest, reply: FastifyReply): void {
+  if (err.code === 'FST_ERR_MAX_PARAM_LENGTH')
+    void sendProblem(reply, 'URI_TOO_LONG', `a path segment is longer than ${MAX_PARAM_LENGTH} characters`)
+  else if (err.code === 'FST_ERR_BAD_URL') void sendProblem(reply, 'VALIDATION', err.message)
+  else void sendProblem(reply, 'INTERNAL')
+}
+
 export function installErrorHandling(app: FastifyInstance): void {
   app.setNotFoundHandler((req, reply) => {
     void sendProblem(reply, 'NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0] ?? ''}`)
@@ -96,6 +113,14 @@ export function installErrorHandling(app: FastifyInstance): void {
       )
     const mapped = err.code === undefined ? undefined : FASTIFY_CODES[err.code]
     if (mapped !== undefined) return sendProblem(reply, mapped, mapped === 'BAD_BODY' ? err.message : undefined)
+    if (err.code !== undefined && UNSTORABLE_TEXT.test(err.code)) {
+      req.log.warn({ code: err.code }, 'the database refused a character of the request')
+      return sendProblem(
+        reply,
+        'VALIDATION',
+        'a string contains a character that cannot be stored (NUL or a lone surrogate)'
+      )
+    }
     if (err.code !== undefined && UNAVAILABLE.test(err.code)) {
       req.log.warn({ code: err.code }, 'database unavailable')
       return sendProblem(reply, 'UNAVAILABLE', 'the database is unavailable; retry shortly')

@@ -49,8 +49,17 @@ export async function authenticate(pool: Pool, token: string): Promise<Principal
 }
 
 /**
+ * The hash of the bootstrap token this coordinator applied last. Kept per
+ * coordinator (not per database): coordinators sharing a database each have
+ * their own, and one must not revoke another's.
+ */
+const APPLIED_FILE = 'bootstrap-token.sha256'
+
+/**
  * The bootstrap admin token: GPUMESH_ADMIN_TOKEN when set, else the one in
- * <state>/admin.token, generated (0600) on first start.
+ * <state>/admin.token, generated (0600) on first start. When it differs from
+ * the one this coordinator applied before, that one is revoked: changing
+ * GPUMESH_ADMIN_TOKEN (a leaked token) takes the old one away.
  */
 export async function ensureBootstrapToken(
   pool: Pool,
@@ -68,10 +77,35 @@ export async function ensureBootstrapToken(
       await writeFile(file, `${token}\n`, { mode: 0o600, flag: 'wx' })
     }
   }
-  await pool.query(
-    `insert into api_tokens (name, role, token_hash) values ('bootstrap', 'admin', $1) on conflict (token_hash) do nothing`,
-    [hashToken(token)]
+  const hash = hashToken(token)
+  const appliedFile = join(stateDir, APPLIED_FILE)
+  const applied = await readFile(appliedFile, 'utf8').then(
+    (text) => text.trim(),
+    () => null
   )
+  await transaction(pool, async (c) => {
+    // The configured token is valid even when it was revoked before (a change undone).
+    await c.query(
+      `insert into api_tokens (name, role, token_hash) values ('bootstrap', 'admin', $1)
+       on conflict (token_hash) do update set revoked_at = null where api_tokens.name = 'bootstrap'`,
+      [hash]
+    )
+    if (applied === null || applied === hash.toString('hex')) return
+    const { rows } = await c.query<{ id: string }>(
+      `update api_tokens set revoked_at = now() where token_hash = $1 and name = 'bootstrap' and revoked_at is null returning id`,
+      [Buffer.from(applied, 'hex')]
+    )
+    await appendEvents(
+      c,
+      rows.map((r) => ({
+        type: 'token.revoked',
+        subjectKind: 'token',
+        subjectId: r.id,
+        data: { name: 'bootstrap', reason: 'the configured bootstrap token changed' }
+      }))
+    )
+  })
+  await writeFile(appliedFile, `${hash.toString('hex')}\n`, { mode: 0o600 })
   return { token, file }
 }
 

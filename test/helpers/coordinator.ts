@@ -40,6 +40,10 @@ export interface TestCoordinatorOptions {
   stateDir?: string
   /** Serve the API over HTTPS with these PEM files. */
   tls?: { certFile: string; keyFile: string }
+  /** The bootstrap admin token (default ADMIN_TOKEN). */
+  adminToken?: string
+  /** How long a request (headers and body) may take to arrive. */
+  requestTimeoutMs?: number
 }
 
 export async function startTestCoordinator(t: Test, options: TestCoordinatorOptions = {}): Promise<TestCoordinator> {
@@ -51,7 +55,7 @@ export async function startTestCoordinator(t: Test, options: TestCoordinatorOpti
       stateDir,
       apiListen: '127.0.0.1:0',
       databaseUrl,
-      adminToken: ADMIN_TOKEN,
+      adminToken: options.adminToken ?? ADMIN_TOKEN,
       leaderRetryMs: options.leaderRetryMs ?? 200,
       usageIntervalMs: 200,
       listen: options.listen ?? ['/ip4/127.0.0.1/tcp/0'],
@@ -60,7 +64,8 @@ export async function startTestCoordinator(t: Test, options: TestCoordinatorOpti
       ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
       ...(options.clusterKeyFile === undefined ? {} : { clusterKeyFile: options.clusterKeyFile }),
       ...(options.redisUrl === undefined ? {} : { redisUrl: options.redisUrl }),
-      ...(options.tls === undefined ? {} : { tls: options.tls })
+      ...(options.tls === undefined ? {} : { tls: options.tls }),
+      ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs })
     },
     log
   )

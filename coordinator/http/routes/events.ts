@@ -24,7 +24,8 @@ export const eventRoutes =
           tags: ['events'],
           summary: 'Server-sent events; resumable with Last-Event-ID',
           querystring: Type.Object(
-            { after: Type.Optional(Type.Integer({ minimum: 0 })) },
+            // Past 2^53 a number is no longer exact: the stream would resume from another event.
+            { after: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })) },
             { additionalProperties: false }
           ),
           headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$' })) }),

@@ -1,9 +1,20 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { IdParams, ListQuery, Page, Placement, Workload } from '../../../protocol/api.js'
+import type { FastifyRequest } from 'fastify'
+import { IdParams, ListQuery, Page, Placement, REDACTED, Workload } from '../../../protocol/api.js'
 import { WorkloadSpec } from '../../../protocol/workload.js'
+import { runProblem } from '../../../protocol/workload-rules.js'
 import type { Pool } from '../../store/db.js'
 import { createWorkload, deleteWorkload, getWorkload, listPlacements, listWorkloads } from '../../store/workloads.js'
+import { ApiError } from '../problem.js'
 import { responses } from '../schemas.js'
+
+/** `run.env` values are often secrets (HF_TOKEN): a viewer sees the names only. */
+function forReader(req: FastifyRequest, w: Workload): Workload {
+  const env = w.spec.run.env
+  if (req.principal?.role !== 'viewer' || env === undefined) return w
+  const names = Object.fromEntries(Object.keys(env).map((k) => [k, REDACTED]))
+  return { ...w, spec: { ...w.spec, run: { ...w.spec.run, env: names } } }
+}
 
 export const workloadRoutes =
   (pool: Pool): FastifyPluginAsyncTypebox =>
@@ -20,7 +31,12 @@ export const workloadRoutes =
           response: responses({ 201: Workload }, 409, 413, 415, 422)
         }
       },
-      async (req, reply) => reply.code(201).send(await createWorkload(pool, req.body))
+      async (req, reply) => {
+        // What the agent would refuse is refused here, where the operator sees why.
+        const problem = runProblem(req.body.run)
+        if (problem !== null) throw new ApiError('VALIDATION', `body: /run${problem.path} ${problem.message}`)
+        return reply.code(201).send(await createWorkload(pool, req.body))
+      }
     )
 
     app.get(
@@ -30,11 +46,15 @@ export const workloadRoutes =
           operationId: 'listWorkloads',
           tags: ['workloads'],
           summary: 'Workloads that are not deleted, with their placements',
+          description: `A viewer token sees each \`run.env\` value as \`${REDACTED}\`; operator and admin tokens see the values.`,
           querystring: ListQuery,
           response: responses({ 200: Page(Workload) })
         }
       },
-      async (req) => await listWorkloads(pool, req.query.limit ?? 100, req.query.cursor)
+      async (req) => {
+        const page = await listWorkloads(pool, req.query.limit ?? 100, req.query.cursor)
+        return { ...page, items: page.items.map((w) => forReader(req, w)) }
+      }
     )
 
     app.get(
@@ -44,11 +64,12 @@ export const workloadRoutes =
           operationId: 'getWorkload',
           tags: ['workloads'],
           summary: 'One workload; while pending, `reason` says why',
+          description: `A viewer token sees each \`run.env\` value as \`${REDACTED}\`; operator and admin tokens see the values.`,
           params: IdParams,
           response: responses({ 200: Workload }, 404)
         }
       },
-      async (req) => await getWorkload(pool, req.params.id)
+      async (req) => forReader(req, await getWorkload(pool, req.params.id))
     )
 
     app.delete(

@@ -100,7 +100,10 @@ detectOptions(program.command('run', { isDefault: true }))
     )
   )
   .addOption(
-    new Option('--join-token <token>', 'enrollment token, used on the first start only (one token may enroll a fleet: see --uses)').env('GPUMESH_JOIN_TOKEN')
+    new Option(
+      '--join-token <token>',
+      'enrollment token, used on the first start only (one token may enroll a fleet: see --uses)'
+    ).env('GPUMESH_JOIN_TOKEN')
   )
   .addOption(
     new Option('--node-name <name>', 'name the host registers under (default: hostname)').env('GPUMESH_NODE_NAME')
@@ -156,7 +159,13 @@ detectOptions(program.command('run', { isDefault: true }))
     systemd.ready(`serving as ${agent.node.peerId.toString()}`)
     // The control loop dials or heartbeats at least every few seconds; silence means it is stuck.
     systemd.watchdog(() => Date.now() - agent.control.lastProgress < 45_000)
-    await daemonShutdown(log, systemd, agent.stop, 'stopping (placements keep running)')
+    // A revoked host ends the agent for good: 78, which systemd does not restart.
+    const revoked = agent.fatal.then(async (err) => {
+      log.fatal({ code: err.code }, err.message)
+      await agent.stop()
+      process.exitCode = exitCodeFor(err)
+    })
+    await Promise.race([daemonShutdown(log, systemd, agent.stop, 'stopping (placements keep running)'), revoked])
   })
 
 await program.parseAsync(process.argv)

@@ -328,10 +328,11 @@ t.test('revocation: the peer id stops being a credential', async (t) => {
   })
   t.equal(same.peerId.toString(), a.node.peerId.toString(), 'the revoked identity')
   const lp = lpStream(await same.dialProtocol(multiaddr(c.mesh.multiaddrs()[0] as string), CONTROL_PROTOCOL))
+  await lp.write(new TextEncoder().encode(JSON.stringify({ v: 1, type: 'heartbeat', seq: 0, gpus: [] })))
   const answer = JSON.parse(
     new TextDecoder().decode((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray())
   ) as { type: string; code: string }
-  t.same([answer.type, answer.code], ['error', 'ERR_REVOKED'], 'its control stream is answered ERR_REVOKED')
+  t.same([answer.type, answer.code], ['error', 'ERR_REVOKED'], 'its first frame is answered ERR_REVOKED')
   await eventually(
     () => (same.getConnections().length === 0 ? true : undefined),
     10_000,

@@ -37,6 +37,7 @@ export interface MeshServerOptions {
 const TOUCH_EVERY_MS = 5000
 /** How long a revoked peer's connection is left open to read its ERR_REVOKED. */
 const REVOKED_LINGER_MS = 5000
+const HELLO_TIMEOUT_MS = 4000
 
 export class MeshServer {
   readonly sessions = new Map<string, AgentSession>()
@@ -185,6 +186,9 @@ export class MeshServer {
   /** A revoked peer dialled in (an agent that was away when it was revoked, or restarted). */
   private async tellRevoked(stream: Stream, connection: Connection): Promise<void> {
     const channel = new FrameChannel(stream, AgentFrame, CoordinatorFrame)
+    // After its hello (whatever it says), as any refusal: an answer that beats the dialler's
+    // protocol negotiation would fail that, and its agent would only dial again.
+    await channel.receive(AbortSignal.timeout(HELLO_TIMEOUT_MS)).catch(() => null)
     await channel.send({ v: 1, type: 'error', code: 'ERR_REVOKED', message: REVOKED_MESSAGE }).catch(() => {})
     this.log.info({ peer: connection.remotePeer.toString() }, 'revoked peer told so and cut off')
     await channel.close().catch(() => {})

@@ -87,8 +87,17 @@ function pidOf(stateDir: string, placementId: string): number | undefined {
   }
 }
 
-async function enrolledHost(c: TestCoordinator, name: string): Promise<{ id: string }> {
-  return await eventually(
+/** An agent process with a state directory of its own, once its host is ready. */
+async function enrolledAgent(
+  t: Test,
+  c: TestCoordinator,
+  name: string
+): Promise<{ stateDir: string; env: Record<string, string>; agent: AgentProcess; host: { id: string } }> {
+  const stateDir = mkdtempSync(join(tmpdir(), `gpumesh-agent-${name}-`))
+  t.teardown(() => rmSync(stateDir, { recursive: true, force: true }))
+  const env = await agentProcessEnv(c, stateDir, MACHINE, { GPUMESH_NODE_NAME: name })
+  const agent = runAgent(t, env)
+  const host = await eventually(
     async () =>
       (await c.call('GET', '/v1/hosts')).body.items.find(
         (h: { name: string; state: string }) => h.name === name && h.state === 'ready'
@@ -96,6 +105,7 @@ async function enrolledHost(c: TestCoordinator, name: string): Promise<{ id: str
     60_000,
     `${name} to enroll`
   )
+  return { stateDir, env, agent, host }
 }
 
 /** An endpoint of `replicas` one-GPU replicas that print their pid; resolves to placement id -> pid once all run. */
@@ -147,11 +157,9 @@ async function eventTypes(c: TestCoordinator): Promise<Array<{ type: string; sub
 t.test('an agent restart (kill -9, then SIGTERM) leaves its workloads alone', async (t) => {
   // The grace is longer than any agent start: it must never be what decides here.
   const c = await startTestCoordinator(t, { agentGraceMs: 10 * 60_000 })
-  const stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-agent-restart-'))
-  t.teardown(() => rmSync(stateDir, { recursive: true, force: true }))
-  const env = await agentProcessEnv(c, stateDir, MACHINE, { GPUMESH_NODE_NAME: 'restarting' })
-  let agent = runAgent(t, env)
-  const host = await enrolledHost(c, 'restarting')
+  const enrolled = await enrolledAgent(t, c, 'restarting')
+  const { stateDir, env, host } = enrolled
+  let agent = enrolled.agent
   const pids = await runningReplicas(t, c, stateDir, 3)
 
   let restarts = 0
@@ -193,11 +201,7 @@ t.test('an agent restart (kill -9, then SIGTERM) leaves its workloads alone', as
 
 t.test('a revoked host stops its work and its agent exits 78, at once again when restarted', async (t) => {
   const c = await startTestCoordinator(t)
-  const stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-agent-revoked-'))
-  t.teardown(() => rmSync(stateDir, { recursive: true, force: true }))
-  const env = await agentProcessEnv(c, stateDir, MACHINE, { GPUMESH_NODE_NAME: 'revoked' })
-  const agent = runAgent(t, env)
-  const host = await enrolledHost(c, 'revoked')
+  const { stateDir, env, host, agent } = await enrolledAgent(t, c, 'revoked')
   const [pid] = [...(await runningReplicas(t, c, stateDir, 1)).values()]
   t.equal((await c.call('DELETE', `/v1/hosts/${host.id}`)).status, 204)
   const ended = await agent.exited
@@ -218,11 +222,7 @@ t.test('a revoked host stops its work and its agent exits 78, at once again when
 
 t.test('an agent revoked while it was stopped is told so when it dials in, and exits 78', async (t) => {
   const c = await startTestCoordinator(t)
-  const stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-agent-revoked-away-'))
-  t.teardown(() => rmSync(stateDir, { recursive: true, force: true }))
-  const env = await agentProcessEnv(c, stateDir, MACHINE, { GPUMESH_NODE_NAME: 'away' })
-  const first = runAgent(t, env)
-  const host = await enrolledHost(c, 'away')
+  const { env, host, agent: first } = await enrolledAgent(t, c, 'away')
   first.kill('SIGTERM')
   t.equal((await first.exited).exitCode, 0)
   t.equal((await c.call('DELETE', `/v1/hosts/${host.id}`)).status, 204)

@@ -1,13 +1,22 @@
 // The failure detector against a real PostgreSQL: what it decides in memory
 // must be what the hosts table ends up saying, however its writes interleave;
 // a closed connection (the agent restarting) is waited for, silence is not.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { createLogger } from '../common/log.js'
 import { Liveness, type Probeable } from '../coordinator/mesh/liveness.js'
-import { createPool } from '../coordinator/store/db.js'
+import { createPool, type Pool } from '../coordinator/store/db.js'
 import { migrate } from '../coordinator/store/migrate.js'
 import { addHost, eventually } from './helpers/coordinator.js'
 import { freshDatabase } from './helpers/postgres.js'
+
+async function database(t: Test): Promise<Pool> {
+  const pool = createPool(await freshDatabase(t))
+  t.teardown(async () => {
+    await pool.end()
+  })
+  await migrate(pool)
+  return pool
+}
 
 const session = (hostId: string): Probeable => ({
   hostId,
@@ -22,11 +31,7 @@ const session = (hostId: string): Probeable => ({
 })
 
 t.test('a host heard from right after it went suspect ends ready in the database, not suspect', async (t) => {
-  const pool = createPool(await freshDatabase(t))
-  t.teardown(async () => {
-    await pool.end()
-  })
-  await migrate(pool)
+  const pool = await database(t)
   const ids: string[] = []
   for (let i = 0; i < 40; i++) ids.push(await addHost(pool, 'l40s-1x', `flapping-${i}`))
   const liveness = new Liveness(pool, () => [], createLogger('liveness', { level: 'silent' }), { heartbeatMs: 1000 })
@@ -64,11 +69,7 @@ t.test('a host heard from right after it went suspect ends ready in the database
 })
 
 t.test('a closed connection gets the grace period; a host gone silent does not', async (t) => {
-  const pool = createPool(await freshDatabase(t))
-  t.teardown(async () => {
-    await pool.end()
-  })
-  await migrate(pool)
+  const pool = await database(t)
   const restarting = await addHost(pool, 'l40s-1x', 'restarting')
   const silent = await addHost(pool, 'l40s-1x', 'silent')
   // A grace far longer than this test: whatever goes down here went down without waiting for it.

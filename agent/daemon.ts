@@ -4,6 +4,7 @@
 // session, plus periodic re-detection. stop() leaves workloads running.
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
+import type { ConfigError } from '../common/config-error.js'
 import { Loop } from '../common/daemon/loop.js'
 import { Started } from '../common/daemon/startable.js'
 import type { Logger } from '../common/log.js'
@@ -48,6 +49,8 @@ export interface Agent {
   membership: Membership
   sessions: SessionRelay
   facts: () => HostFacts
+  /** Resolves when the agent must end for good (its host was revoked; its placements are stopped): exit 78. */
+  fatal: Promise<ConfigError>
   stop: () => Promise<void>
 }
 
@@ -157,6 +160,7 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
       membership,
       sessions,
       facts: () => facts,
+      fatal: control.fatal,
       // In reverse: re-detection, control, usage, membership, sessions, the node, the runtime (workloads keep running).
       stop: async () => {
         await started.stop()

@@ -165,7 +165,13 @@ detectOptions(program.command('run', { isDefault: true }))
     systemd.ready(`serving as ${agent.node.peerId.toString()}`)
     // The control loop dials or heartbeats at least every few seconds; silence means it is stuck.
     systemd.watchdog(() => Date.now() - agent.control.lastProgress < 45_000)
-    await daemonShutdown(log, systemd, agent.stop, 'stopping (placements keep running)')
+    // A revoked host ends the agent for good: 78, which systemd does not restart.
+    const revoked = agent.fatal.then(async (err) => {
+      log.fatal({ code: err.code }, err.message)
+      await agent.stop()
+      process.exitCode = exitCodeFor(err)
+    })
+    await Promise.race([daemonShutdown(log, systemd, agent.stop, 'stopping (placements keep running)'), revoked])
   })
 
 await program.parseAsync(process.argv)

@@ -30,6 +30,7 @@ interface Flags {
   adminToken?: string
   leaderRetry: number
   heartbeatMs: number
+  agentGraceSeconds: number
   staleHostSeconds: number
   tlsCert?: string
   tlsKey?: string
@@ -94,6 +95,15 @@ program
       .default(1000)
   )
   .addOption(
+    new Option(
+      '--agent-grace-seconds <s>',
+      "how long a host whose agent's connection closed (a restart: the host answered) keeps its work while the agent is waited for"
+    )
+      .env('GPUMESH_AGENT_GRACE_SECONDS')
+      .argParser(nonNegativeInt)
+      .default(30)
+  )
+  .addOption(
     new Option('--stale-host-seconds <s>', 'a host no coordinator has heard from for this long is down (0 = never)')
       .env('GPUMESH_STALE_HOST_SECONDS')
       .argParser(nonNegativeInt)
@@ -138,6 +148,7 @@ program
           listen: o.listen,
           leaderRetryMs: o.leaderRetry,
           heartbeatMs: o.heartbeatMs,
+          agentGraceMs: o.agentGraceSeconds * 1000,
           staleHostSeconds: o.staleHostSeconds,
           tls: cert === '' ? null : { certFile: cert, keyFile: key },
           allowInsecure: o.allowInsecure === true,

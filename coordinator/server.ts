@@ -38,6 +38,8 @@ export interface CoordinatorOptions {
   clusterKeyFile?: string
   /** Agents' heartbeat period; failure detection follows it. */
   heartbeatMs?: number
+  /** How long a host whose agent closed its connection (a restart) is waited for before it may be declared down. */
+  agentGraceMs?: number
   /** A host not heard from by any coordinator for this long is down (0 = never; hosts registered without an agent). */
   staleHostSeconds?: number
   /** PEM certificate and key files (--tls-cert/--tls-key, GPUMESH_TLS_CERT/GPUMESH_TLS_KEY): the API (and session attach) is served over HTTPS/wss. Default: none. */
@@ -119,7 +121,8 @@ export async function startCoordinator(options: CoordinatorOptions, log: Logger)
       stateDir: options.stateDir,
       listen: options.listen ?? ['/ip4/0.0.0.0/tcp/7471'],
       ...(options.clusterKeyFile === undefined ? {} : { clusterKeyFile: options.clusterKeyFile }),
-      ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs })
+      ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
+      ...(options.agentGraceMs === undefined ? {} : { agentGraceMs: options.agentGraceMs })
     })
     await started.start('mesh', mesh)
     sessions = () => mesh.sessions.size

@@ -73,7 +73,9 @@ export const Hello = Type.Object(
     /** What the agent runs now (after a restart: what it re-adopted). */
     running: Type.Array(RunningPlacement),
     /** Highest coordinator epoch this agent has obeyed; a coordinator behind it is refused. */
-    epoch: Type.Integer({ minimum: 0 })
+    epoch: Type.Integer({ minimum: 0 }),
+    /** The first hello of a new agent process on an enrolled host: `running` is what it re-adopted. */
+    restarted: Type.Optional(Type.Boolean())
   },
   { additionalProperties: false }
 )
@@ -118,7 +120,20 @@ export const ProbeResult = Type.Object(
   { additionalProperties: false }
 )
 
-export const AgentFrame = Type.Union([Hello, Heartbeat, Status, FactsUpdate, ProbeResult])
+/**
+ * A planned stop (SIGTERM: an upgrade, `systemctl restart`): the placements keep running and the
+ * coordinator waits for the agent's return instead of declaring the host down.
+ */
+export const Goodbye = Type.Object(
+  {
+    v: Type.Literal(CONTROL_VERSION),
+    type: Type.Literal('goodbye'),
+    reason: Type.String({ maxLength: 256 })
+  },
+  { additionalProperties: false }
+)
+
+export const AgentFrame = Type.Union([Hello, Heartbeat, Status, FactsUpdate, ProbeResult, Goodbye])
 
 // Coordinator -> agent
 export const Welcome = Type.Object(
@@ -194,6 +209,7 @@ export const HeartbeatAck = Type.Object(
   { additionalProperties: false }
 )
 
+/** Ends the session. `ERR_REVOKED` (the host was revoked) also ends the agent: it stops its placements and exits 78. */
 export const ErrorFrame = Type.Object(
   {
     v: Type.Literal(CONTROL_VERSION),

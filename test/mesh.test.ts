@@ -313,9 +313,9 @@ t.test('revocation: the peer id stops being a credential', async (t) => {
   const id = a.control.hostId as string
   t.equal((await c.call('DELETE', `/v1/hosts/${id}`)).status, 204)
   t.equal((await c.call('GET', `/v1/hosts/${id}`)).status, 404)
-  await eventually(async () => (a.control.connectedAt === 0 ? true : undefined), 10_000, 'the session to close')
-  // It cannot come back: its identity (the agent's own key file) is refused at the connection already
-  // (the coordinator's gater closes it once the handshake names the peer).
+  t.match(await a.fatal, { code: 'ERR_REVOKED' }, 'the agent is told, and must end')
+  t.equal(a.control.connectedAt, 0, 'its session is closed')
+  // It cannot come back: its identity (the agent's own key file) is answered ERR_REVOKED and cut off.
   await a.stop()
   const same = await createMeshNode({
     privateKey: await loadOrCreateIdentity(join(a.stateDir, 'peer.key')),
@@ -327,12 +327,18 @@ t.test('revocation: the peer id stops being a credential', async (t) => {
     await same.stop()
   })
   t.equal(same.peerId.toString(), a.node.peerId.toString(), 'the revoked identity')
-  await t.rejects(
-    same.dialProtocol(multiaddr(c.mesh.multiaddrs()[0] as string), CONTROL_PROTOCOL, {
-      signal: AbortSignal.timeout(30_000)
-    }),
-    { name: 'UnexpectedEOFError' }
+  const lp = lpStream(await same.dialProtocol(multiaddr(c.mesh.multiaddrs()[0] as string), CONTROL_PROTOCOL))
+  await lp.write(new TextEncoder().encode(JSON.stringify({ v: 1, type: 'heartbeat', seq: 0, gpus: [] })))
+  const answer = JSON.parse(
+    new TextDecoder().decode((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray())
+  ) as { type: string; code: string }
+  t.same([answer.type, answer.code], ['error', 'ERR_REVOKED'], 'its first frame is answered ERR_REVOKED')
+  await eventually(
+    () => (same.getConnections().length === 0 ? true : undefined),
+    10_000,
+    'the coordinator to cut the connection'
   )
+  t.equal((await hosts(c)).length, 0, 'and it is not a host again')
 })
 
 t.test('changed GPUs quarantine the host instead of shrinking its pool', async (t) => {

@@ -2,7 +2,9 @@
 // the highest epoch obeyed), then welcome -> reconcile with the authoritative
 // list (fencing: anything else running is stopped), heartbeats every
 // heartbeatMs, statuses as they happen, and assign/stop/drain/probe frames.
-// Reconnects with backoff, forever: workloads keep running meanwhile.
+// Reconnects with backoff, forever: workloads keep running meanwhile. A
+// planned stop says goodbye first (the coordinator then waits for the agent);
+// a revoked host stops its placements and ends the agent (`fatal`).
 import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { backoff } from '../../common/daemon/backoff.js'
@@ -11,6 +13,7 @@ import type { Startable } from '../../common/daemon/startable.js'
 import type { Logger } from '../../common/log.js'
 import { FrameChannel } from '../../common/mesh/frames.js'
 import type { MeshNode } from '../../common/mesh/node.js'
+import { ConfigError } from '../../common/config-error.js'
 import {
   agentSilenceMs,
   AgentFrame,
@@ -27,6 +30,11 @@ import type { AgentState } from './state.js'
 
 /** Enrollment refusals: retrying soon cannot help; an operator must act. */
 const FATAL = new Set(['ERR_REVOKED', 'ERR_UNKNOWN_PEER', 'ERR_JOIN_TOKEN', 'ERR_POOL_MISMATCH'])
+/** How long a stopping agent gives its goodbye to leave. */
+const GOODBYE_MS = 1000
+
+/** How a session ended: dial again soon, later (refused), or never (the host was revoked). */
+type Ending = 'again' | 'refused' | { revoked: string }
 
 export interface ControlOptions {
   node: MeshNode
@@ -60,6 +68,13 @@ export class ControlClient implements Startable {
   hostId: string | null = null
   /** The coordinator's last refusal of a session (until a welcome): what an operator (or a test) looks at. */
   refusal: { code: string; message: string } | null = null
+  /** Whether a coordinator has welcomed this process yet: its first hello on an enrolled host is a restart. */
+  private welcomed = false
+  private endFatal!: (err: ConfigError) => void
+  /** Resolves when the agent must end for good (its host was revoked), its placements already stopped. */
+  readonly fatal = new Promise<ConfigError>((resolve) => {
+    this.endFatal = resolve
+  })
 
   constructor(private readonly o: ControlOptions) {}
 
@@ -76,6 +91,15 @@ export class ControlClient implements Startable {
     clearInterval(this.heartbeat)
     this.abort.abort()
     const channel = this.channel
+    if (channel !== null && this.connectedAt > 0) {
+      // A planned stop (an upgrade, a restart): the coordinator waits for us instead of moving our work.
+      const given = new AbortController()
+      await Promise.race([
+        channel.send({ v: 1, type: 'goodbye', reason: 'agent stopping; its placements keep running' }).catch(() => {}),
+        sleep(GOODBYE_MS, given.signal)
+      ])
+      given.abort()
+    }
     await channel?.close().catch(() => {})
     channel?.abort('agent stopping')
     await this.loop
@@ -92,7 +116,7 @@ export class ControlClient implements Startable {
     while (this.running) {
       const target = this.o.coordinators[next++ % this.o.coordinators.length] as string
       this.lastProgress = Date.now()
-      let fatal = false
+      let ending: Ending = 'again'
       try {
         const connection = await this.o.node.dial(multiaddr(target))
         const channel: Channel = new FrameChannel(
@@ -101,7 +125,7 @@ export class ControlClient implements Startable {
           AgentFrame
         )
         this.channel = channel
-        fatal = await this.session(channel, (why) => {
+        ending = await this.session(channel, (why) => {
           channel.abort(why)
           connection.abort(new Error(why))
         })
@@ -115,12 +139,38 @@ export class ControlClient implements Startable {
         clearInterval(this.heartbeat)
       }
       if (!this.running) break
-      await sleep(fatal ? 20_000 : backoff(attempt++, { baseMs: 200, capMs: 5000 }), this.abort.signal)
+      if (typeof ending === 'object') {
+        await this.revoked(ending.revoked)
+        break
+      }
+      await sleep(ending === 'refused' ? 20_000 : backoff(attempt++, { baseMs: 200, capMs: 5000 }), this.abort.signal)
     }
   }
 
-  /** One session; true when the coordinator refused us for a reason retrying cannot fix. */
-  private async session(channel: Channel, drop: (why: string) => void): Promise<boolean> {
+  /**
+   * The coordinator revoked this host: its work runs elsewhere now, so it stops here, and the
+   * agent ends (exit 78; systemd does not restart it) instead of dialling forever. The state file
+   * remembers it, so that a restart ends at once too.
+   */
+  private async revoked(message: string): Promise<void> {
+    const { runtime, state, log } = this.o
+    log.error({ code: 'ERR_REVOKED' }, `${message}; stopping this host's placements`)
+    await Promise.all(
+      runtime
+        .list()
+        .filter((p) => p.state === 'running' || p.state === 'starting')
+        .map(async (p) => {
+          await runtime
+            .stop(p.placementId, 'host revoked')
+            .catch((err: Error) => log.warn({ placement: p.placementId, err: err.message }, 'stop failed'))
+        })
+    )
+    await state.revoke(message).catch((err: Error) => log.warn({ err: err.message }, 'cannot record the revocation'))
+    this.endFatal(new ConfigError(message, { code: 'ERR_REVOKED' }))
+  }
+
+  /** One session, and how it ended. */
+  private async session(channel: Channel, drop: (why: string) => void): Promise<Ending> {
     const { state, runtime, log } = this.o
     this.lastHeard = Date.now()
     await channel.send({
@@ -131,18 +181,20 @@ export class ControlClient implements Startable {
       facts: this.o.facts(),
       running: runtime.list(),
       epoch: state.epoch,
+      ...(state.hostId !== null && !this.welcomed ? { restarted: true } : {}),
       ...(state.hostId === null && this.o.joinToken !== undefined ? { joinToken: this.o.joinToken } : {})
     })
     for (;;) {
       const frame = await channel.receive()
-      if (frame === null) return false
+      if (frame === null) return 'again'
       this.lastHeard = Date.now()
       if (frame.type === 'heartbeat-ack') continue
       if (frame.type === 'error') {
         const fatal = FATAL.has(frame.code)
         this.refusal = { code: frame.code, message: frame.message }
         log[fatal ? 'error' : 'warn']({ code: frame.code }, `coordinator refused the session: ${frame.message}`)
-        return fatal
+        if (frame.code === 'ERR_REVOKED') return { revoked: frame.message }
+        return fatal ? 'refused' : 'again'
       }
       if (frame.type === 'welcome') {
         if (frame.epoch <= state.epoch && state.hostId === frame.hostId) {
@@ -150,9 +202,10 @@ export class ControlClient implements Startable {
             { epoch: frame.epoch, known: state.epoch },
             'welcome from a coordinator behind this agent (stale epoch); ignoring it'
           )
-          return false
+          return 'again'
         }
         await state.save({ hostId: frame.hostId, epoch: frame.epoch })
+        this.welcomed = true
         this.hostId = frame.hostId
         this.refusal = null
         this.connectedAt = Date.now()

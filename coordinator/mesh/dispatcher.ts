@@ -15,7 +15,6 @@ export interface Deliverable {
   hostId: string
   epoch: number
   send: (frame: CoordinatorFrame) => Promise<void>
-  close: (code: string, message: string) => void
 }
 
 export class Dispatcher implements Startable {
@@ -26,7 +25,8 @@ export class Dispatcher implements Startable {
     private readonly pool: Pool,
     notifier: Notifier,
     private readonly sessionOf: (hostId: string) => Deliverable | undefined,
-    private readonly onRevoked: (peerId: string) => void,
+    /** Tells the host's agent (when its session is here) and shuts the peer out. */
+    private readonly onRevoked: (peerId: string, hostId: string) => void,
     private readonly log: Logger
   ) {
     this.loop = new Loop(async () => await this.deliver(), {
@@ -56,8 +56,7 @@ export class Dispatcher implements Startable {
         const host = typeof e.data.host === 'string' ? e.data.host : e.subject.id
         const session = this.sessionOf(host)
         if (e.type === 'host.revoked') {
-          if (typeof e.data.peerId === 'string') this.onRevoked(e.data.peerId)
-          session?.close('ERR_REVOKED', 'this host was revoked')
+          if (typeof e.data.peerId === 'string') this.onRevoked(e.data.peerId, e.subject.id)
         } else if (session === undefined) {
         } else if (e.type === 'placement.created') {
           assign.push({ host, placement: e.subject.id })

@@ -1,12 +1,15 @@
 // An agent's hello: a known peer id is its own credential; an unknown one
 // must bring a valid join token (uses left, unexpired, of the right pool). A
-// host whose GPUs changed since it registered is quarantined, not shrunk.
+// host whose GPUs changed since it registered is quarantined, not shrunk. A
+// new agent process on a known host is an event of its own, with how much of
+// the host's work it found still running.
 import type { HostFacts } from '../../protocol/host-facts.js'
 import type { Hello } from '../../protocol/control.js'
 import { appendEvents, type NewEvent } from '../store/outbox.js'
-import { transaction, type Pool } from '../store/db.js'
+import { transaction, type Client, type Pool } from '../store/db.js'
 import { upsertHost } from '../store/hosts.js'
 import { quarantine } from '../store/lifecycle.js'
+import { ACTIVE_PLACEMENT_STATES } from '../store/sql.js'
 import { joinTokenUsed, takeJoinTokenUse } from '../store/tokens.js'
 
 export class EnrollError extends Error {
@@ -18,6 +21,9 @@ export class EnrollError extends Error {
     this.name = 'EnrollError'
   }
 }
+
+export const REVOKED_MESSAGE =
+  'this host was revoked (DELETE /v1/hosts/:id); enroll it again under a new identity (an empty state directory) with a new join token'
 
 export interface Enrolled {
   hostId: string
@@ -39,11 +45,7 @@ export async function enroll(pool: Pool, peerId: string, hello: Hello, address: 
       [peerId]
     )
     const known = rows[0]
-    if (known?.revoked_at != null)
-      throw new EnrollError(
-        'ERR_REVOKED',
-        'this peer was revoked; enroll again under a new identity with a new join token'
-      )
+    if (known?.revoked_at != null) throw new EnrollError('ERR_REVOKED', REVOKED_MESSAGE)
     const events: NewEvent[] = []
     if (known === undefined) {
       if (hello.joinToken === undefined)
@@ -67,6 +69,7 @@ export async function enroll(pool: Pool, peerId: string, hello: Hello, address: 
     const changed = gpuSignature(known.facts) !== gpuSignature(hello.facts)
     const up = await upsertHost(c, { peerId, facts: hello.facts, name: hello.name, address })
     events.push(...up.events)
+    if (hello.restarted === true) events.push(await agentRestarted(c, up.id, known.state, hello))
     if (changed)
       events.push(
         ...(await quarantine(
@@ -78,6 +81,21 @@ export async function enroll(pool: Pool, peerId: string, hello: Hello, address: 
     await appendEvents(c, events)
     return { hostId: up.id, epoch: up.epoch }
   })
+}
+
+/** `kept`: placements the new agent re-adopted that are still this host's, i.e. were not placed elsewhere meanwhile. */
+async function agentRestarted(c: Client, hostId: string, state: string, hello: Hello): Promise<NewEvent> {
+  const live = hello.running.filter((p) => p.state === 'running' || p.state === 'starting').map((p) => p.placementId)
+  const { rows } = await c.query<{ n: number }>(
+    'select count(*)::int as n from placements where host_id = $1 and id = any($2::uuid[]) and state = any($3::text[])',
+    [hostId, live, ACTIVE_PLACEMENT_STATES]
+  )
+  return {
+    type: 'host.agent-restarted',
+    subjectKind: 'host',
+    subjectId: hostId,
+    data: { name: hello.name, from: state, running: live.length, kept: rows[0]?.n ?? 0 }
+  }
 }
 
 /** Re-detected facts from a connected agent: stored; changed GPUs quarantine the host. */

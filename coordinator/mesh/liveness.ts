@@ -1,9 +1,15 @@
 // Failure detection for the agents connected to this coordinator. Missed
-// heartbeats (or a dropped connection, at once) make a host suspect; up to
-// three of its pool peers then try to reach it over the mesh. If none can,
-// it is down and its placements are handled by their workloads' policies;
-// if one can, it stays suspect (alive, but not talking to us) and is probed
-// again. A heartbeat or a new session makes it ready.
+// heartbeats make a host suspect; up to three of its pool peers then try to
+// reach it over the mesh. If none can, it is down and its placements are
+// handled by their workloads' policies; if one can, it stays suspect (alive,
+// but not talking to us) and is probed again. A heartbeat or a new session
+// makes it ready.
+//
+// A connection that closes while heartbeats were flowing is not a lost host:
+// a dead host or a cut link goes silent, it does not close anything. A close
+// (or a goodbye) means the host's kernel answered and only the agent process
+// is gone, e.g. restarting: the host is suspect for a grace period and its
+// work stays put; only if no agent is back by then are the peers asked.
 import { randomUUID } from 'node:crypto'
 import { Loop } from '../../common/daemon/loop.js'
 import { sleep } from '../../common/daemon/sleep.js'
@@ -11,6 +17,7 @@ import type { Startable } from '../../common/daemon/startable.js'
 import type { Logger } from '../../common/log.js'
 import type { Probe } from '../../protocol/control.js'
 import type { Pool } from '../store/db.js'
+import { hostEpoch } from '../store/hosts.js'
 import { setLiveness } from '../store/lifecycle.js'
 
 export interface Probeable {
@@ -19,6 +26,8 @@ export interface Probeable {
   pool: string
   name: string
   lastHeartbeat: number
+  /** The registration this session holds: a higher one in the database means the host came back elsewhere. */
+  epoch: number
   /** Where the host's agent listens, as the mesh last learnt it (identify). */
   addresses: () => Promise<string[]>
   send: (frame: Probe) => Promise<void>
@@ -34,12 +43,16 @@ export interface LivenessOptions {
   probeTimeoutMs?: number
   /** Peers asked to probe a suspect host. */
   probers?: number
+  /** How long a host whose agent closed its connection (or said goodbye) is waited for before probing (default 30 s). */
+  agentGraceMs?: number
 }
 
 interface Tracked {
   state: 'ok' | 'suspect' | 'down'
   session: Probeable | null
   since: number
+  /** Ends the grace period early: the host was heard from again, or forgotten, or we stop. */
+  wake?: AbortController
 }
 
 export class Liveness implements Startable {
@@ -53,6 +66,7 @@ export class Liveness implements Startable {
   private stopped = false
   readonly suspectAfterMs: number
   readonly probeTimeoutMs: number
+  readonly agentGraceMs: number
 
   constructor(
     private readonly pool: Pool,
@@ -62,6 +76,7 @@ export class Liveness implements Startable {
   ) {
     this.suspectAfterMs = o.suspectAfterMs ?? Math.round(o.heartbeatMs * 1.5)
     this.probeTimeoutMs = o.probeTimeoutMs ?? 800
+    this.agentGraceMs = o.agentGraceMs ?? 30_000
     this.loop = new Loop(
       () => {
         this.sweep()
@@ -77,6 +92,7 @@ export class Liveness implements Startable {
   async stop(): Promise<void> {
     this.stopped = true
     this.abort.abort()
+    for (const t of this.hosts.values()) t.wake?.abort()
     for (const resolve of this.waiting.values()) resolve(false)
     await this.loop.stop()
   }
@@ -86,16 +102,26 @@ export class Liveness implements Startable {
     s.lastHeartbeat = Date.now()
     const t = this.hosts.get(s.hostId)
     if (t !== undefined && t.state === 'ok' && t.session === s) return
+    t?.wake?.abort()
     this.hosts.set(s.hostId, { state: 'ok', session: s, since: Date.now() })
     if (t !== undefined && t.state !== 'ok') void this.mark(s.hostId, 'ready', 'heard from again')
   }
 
-  /** The session ended: a dropped connection counts as missed heartbeats at once. */
+  /**
+   * The session ended. Heard from until now, the host is up and its agent gone (see above): it
+   * gets the grace period. One already suspect (silent first) is probed on as before.
+   */
   lost(s: Probeable, why: string): void {
     const t = this.hosts.get(s.hostId)
     if (t === undefined || t.session !== s) return
     t.session = null
-    void this.suspect(s, why)
+    void this.suspect(s, why, this.agentGraceMs)
+  }
+
+  /** A revoked host: nothing to wait for or probe. */
+  forget(hostId: string): void {
+    this.hosts.get(hostId)?.wake?.abort()
+    this.hosts.delete(hostId)
   }
 
   probeResult(requestId: string, reachable: boolean): void {
@@ -115,27 +141,53 @@ export class Liveness implements Startable {
     }
   }
 
-  private async suspect(s: Probeable, why: string): Promise<void> {
+  private async suspect(s: Probeable, why: string, graceMs = 0): Promise<void> {
     const t = this.hosts.get(s.hostId)
     if (this.stopped || t === undefined || t.state !== 'ok') return
     t.state = 'suspect'
     t.since = Date.now()
-    this.log.warn({ host: s.hostId, name: s.name, why }, 'host suspect; asking its pool peers')
-    await this.mark(s.hostId, 'suspect', why)
-    while (!this.stopped && this.hosts.get(s.hostId) === t && t.state === 'suspect') {
+    const current = () => !this.stopped && this.hosts.get(s.hostId) === t && t.state === 'suspect'
+    let reason = why
+    if (graceMs > 0) {
+      const seconds = Math.round(graceMs / 1000)
+      this.log.warn({ host: s.hostId, name: s.name, why }, `agent gone, host up: waiting ${seconds} s for the agent`)
+      await this.mark(s.hostId, 'suspect', `${why}; waiting ${seconds} s for the agent to return`)
+      t.wake = new AbortController()
+      if (current()) await sleep(graceMs, t.wake.signal)
+      if (!current()) return
+      reason = `${why}; the agent did not return within ${seconds} s`
+    } else {
+      this.log.warn({ host: s.hostId, name: s.name, why }, 'host suspect; asking its pool peers')
+      await this.mark(s.hostId, 'suspect', why)
+    }
+    while (current()) {
       const reachable = await this.probe(s)
-      if (this.stopped || this.hosts.get(s.hostId) !== t || t.state !== 'suspect') return
+      if (!current()) return
       if (reachable === 0) {
+        // An agent that came back through another coordinator is not this one's to judge.
+        if (await this.registeredAgain(s)) {
+          if (current()) this.hosts.delete(s.hostId)
+          return
+        }
+        if (!current()) return
         t.state = 'down'
         this.log.warn({ host: s.hostId, name: s.name }, 'host down: unreachable from its pool peers')
         // Its work is placed elsewhere now: if the host comes back, it must do so through a new
         // session, whose welcome fences what it still runs. A connection kept through the outage would not.
         s.drop('host marked down')
-        await this.mark(s.hostId, 'down', `${why}; unreachable from its pool peers`)
+        await this.mark(s.hostId, 'down', `${reason}; unreachable from its pool peers`)
         return
       }
       // Alive but not talking to us: do not move its work; look again shortly.
       await sleep(this.o.heartbeatMs * 2, this.abort.signal)
+    }
+  }
+
+  private async registeredAgain(s: Probeable): Promise<boolean> {
+    try {
+      return (await hostEpoch(this.pool, s.hostId)) > s.epoch
+    } catch {
+      return false
     }
   }
 

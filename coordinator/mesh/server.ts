@@ -1,7 +1,9 @@
 // The coordinator's side of the mesh: a libp2p node with the cluster key
-// (peers without it cannot connect), a stable identity, a gater that refuses
-// revoked peers, the control protocol handler, the sessions it holds, and
-// the dispatcher and failure detector that serve them.
+// (peers without it cannot connect), a stable identity, the control protocol
+// handler, the sessions it holds, and the dispatcher and failure detector
+// that serve them. A revoked peer is never dialled; when it dials in, it is
+// told ERR_REVOKED on its control stream and cut off, so that its agent
+// stops (exit 78) instead of redialling forever.
 import { join } from 'node:path'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -10,11 +12,13 @@ import type { Logger } from '../../common/log.js'
 import { createClusterKey, readClusterKey } from '../../common/mesh/cluster-key.js'
 import { loadOrCreateIdentity } from '../../common/mesh/identity.js'
 import { createMeshNode, type MeshNode } from '../../common/mesh/node.js'
-import { CLUSTER_TOPIC, CONTROL_PROTOCOL, poolTopic } from '../../protocol/control.js'
+import { FrameChannel } from '../../common/mesh/frames.js'
+import { AgentFrame, CLUSTER_TOPIC, CONTROL_PROTOCOL, CoordinatorFrame, poolTopic } from '../../protocol/control.js'
 import type { Notifier } from '../events/notifier.js'
 import type { Pool } from '../store/db.js'
 import { touchHosts } from '../store/hosts.js'
 import { Dispatcher } from './dispatcher.js'
+import { REVOKED_MESSAGE } from './enroll.js'
 import { Liveness } from './liveness.js'
 import { AgentSession } from './session.js'
 
@@ -26,9 +30,14 @@ export interface MeshServerOptions {
   heartbeatMs?: number
   suspectAfterMs?: number
   probeTimeoutMs?: number
+  /** How long a host whose agent closed its connection is waited for before it may be declared down. */
+  agentGraceMs?: number
 }
 
 const TOUCH_EVERY_MS = 5000
+/** How long a revoked peer's connection is left open to read its ERR_REVOKED. */
+const REVOKED_LINGER_MS = 5000
+const HELLO_TIMEOUT_MS = 4000
 
 export class MeshServer {
   readonly sessions = new Map<string, AgentSession>()
@@ -71,20 +80,31 @@ export class MeshServer {
       listen: this.o.listen,
       clusterKey,
       role: 'coordinator',
+      // Inbound ones get through, to be told (see the control handler); unknown peers do as well.
       gater: {
-        denyInboundEncryptedConnection: refused,
         denyOutboundEncryptedConnection: refused,
         denyDialPeer: refused
       }
     })
+    this.node.addEventListener('connection:open', ({ detail: connection }) => {
+      if (refused(connection.remotePeer))
+        setTimeout(() => {
+          connection.abort(new Error('revoked peer'))
+        }, REVOKED_LINGER_MS).unref()
+    })
     this.liveness = new Liveness(this.pool, () => [...this.sessions.values()], this.log, {
       heartbeatMs: this.heartbeatMs,
       ...(this.o.suspectAfterMs === undefined ? {} : { suspectAfterMs: this.o.suspectAfterMs }),
-      ...(this.o.probeTimeoutMs === undefined ? {} : { probeTimeoutMs: this.o.probeTimeoutMs })
+      ...(this.o.probeTimeoutMs === undefined ? {} : { probeTimeoutMs: this.o.probeTimeoutMs }),
+      ...(this.o.agentGraceMs === undefined ? {} : { agentGraceMs: this.o.agentGraceMs })
     })
     await this.node.handle(
       CONTROL_PROTOCOL,
       (stream, connection) => {
+        if (refused(connection.remotePeer)) {
+          void this.tellRevoked(stream, connection)
+          return
+        }
         const session = new AgentSession(stream, connection, {
           pool: this.pool,
           log: this.log,
@@ -96,7 +116,7 @@ export class MeshServer {
             const before = this.sessions.get(s.hostId)
             this.sessions.set(s.hostId, s)
             if (before !== undefined && before !== s)
-              before.close('ERR_REPLACED', 'a newer session of this host took over')
+              void before.close('ERR_REPLACED', 'a newer session of this host took over')
           },
           unregister: (s) => {
             if (this.sessions.get(s.hostId) === s) this.sessions.delete(s.hostId)
@@ -112,8 +132,8 @@ export class MeshServer {
       this.pool,
       this.notifier,
       (hostId) => this.sessions.get(hostId),
-      (peerId) => {
-        void this.revoke(peerId)
+      (peerId, hostId) => {
+        void this.revoke(peerId, hostId)
       },
       this.log
     )
@@ -154,9 +174,28 @@ export class MeshServer {
     return peer.addresses.map((a) => a.multiaddr.toString())
   }
 
-  /** A revoked peer may not connect again; its connections close now. */
-  private async revoke(peerId: string): Promise<void> {
+  /** A revoked peer is told so, and its connections close: its agent stops its work and exits. */
+  private async revoke(peerId: string, hostId: string): Promise<void> {
     this.denied.add(peerId)
+    this.liveness.forget(hostId)
+    const session = this.sessions.get(hostId)
+    if (session?.peerId === peerId) await session.close('ERR_REVOKED', REVOKED_MESSAGE)
+    await this.cutOff(peerId)
+  }
+
+  /** A revoked peer dialled in (an agent that was away when it was revoked, or restarted). */
+  private async tellRevoked(stream: Stream, connection: Connection): Promise<void> {
+    const channel = new FrameChannel(stream, AgentFrame, CoordinatorFrame)
+    // After its hello (whatever it says), as any refusal: an answer that beats the dialler's
+    // protocol negotiation would fail that, and its agent would only dial again.
+    await channel.receive(AbortSignal.timeout(HELLO_TIMEOUT_MS)).catch(() => null)
+    await channel.send({ v: 1, type: 'error', code: 'ERR_REVOKED', message: REVOKED_MESSAGE }).catch(() => {})
+    this.log.info({ peer: connection.remotePeer.toString() }, 'revoked peer told so and cut off')
+    await channel.close().catch(() => {})
+    await this.cutOff(connection.remotePeer.toString())
+  }
+
+  private async cutOff(peerId: string): Promise<void> {
     for (const c of this.node.getConnections()) if (c.remotePeer.toString() === peerId) await c.close().catch(() => {})
   }
 }

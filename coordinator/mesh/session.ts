@@ -1,8 +1,10 @@
 // One agent's control session on this coordinator: hello -> enrollment ->
 // welcome (the authoritative placement list) -> heartbeats, statuses, facts
-// and probe results in; assign, stop, drain and probe out. A bad frame gets
-// an error frame and ends this session only.
+// and probe results in (and a goodbye before a planned stop); assign, stop,
+// drain and probe out. A bad frame gets an error frame and ends this session
+// only.
 import type { Connection, Stream } from '@libp2p/interface'
+import { sleep } from '../../common/daemon/sleep.js'
 import type { Logger } from '../../common/log.js'
 import { FrameChannel, FrameError } from '../../common/mesh/frames.js'
 import {
@@ -19,6 +21,7 @@ import { enroll, EnrollError, updateFacts } from './enroll.js'
 import type { Liveness, Probeable } from './liveness.js'
 
 const HELLO_TIMEOUT_MS = 10_000
+const CLOSE_MS = 2000
 
 export interface SessionHost {
   pool: Pool
@@ -70,13 +73,16 @@ export class AgentSession implements Probeable {
     await this.channel.send(frame)
   }
 
-  close(code: string, message: string): void {
-    void this.channel
-      .send({ v: 1, type: 'error', code, message })
-      .catch(() => {})
-      .finally(() => {
-        this.channel.abort(message)
-      })
+  /** Tells the agent why, then ends the session; resolves once the error frame is written (or could not be). */
+  async close(code: string, message: string): Promise<void> {
+    // Bounded: a stalled connection must not hold up whoever closes it.
+    const waiting = new AbortController()
+    await Promise.race([
+      this.channel.send({ v: 1, type: 'error', code, message }).catch(() => {}),
+      sleep(CLOSE_MS, waiting.signal)
+    ])
+    waiting.abort()
+    this.channel.abort(message)
   }
 
   /** Ends the session and its connection at once: an agent that comes back must say hello again (and be fenced). */
@@ -87,6 +93,9 @@ export class AgentSession implements Probeable {
 
   async run(): Promise<void> {
     const { log } = this.host
+    // The agent's word for why it goes: a planned stop, told before its connection closes.
+    let goodbye: string | null = null
+    const ended = (why: string) => (goodbye === null ? why : `agent stopping (${goodbye})`)
     try {
       const hello = await this.channel.receive(AbortSignal.timeout(HELLO_TIMEOUT_MS))
       if (hello === null) return
@@ -127,20 +136,23 @@ export class AgentSession implements Probeable {
           case 'probe-result':
             this.host.liveness.probeResult(frame.requestId, frame.reachable)
             break
+          case 'goodbye':
+            goodbye = frame.reason
+            break
           case 'hello':
             throw new FrameError('ERR_FRAME_SHAPE', 'hello twice in one session')
         }
       }
       await this.channel.close()
-      this.end('agent closed the session')
+      this.end(ended('agent closed the session'))
     } catch (err) {
       if (err instanceof EnrollError || err instanceof FrameError) {
         log.warn({ peer: this.peerId, code: err.code, err: err.message }, 'control session refused')
-        this.close(err.code, err.message)
+        void this.close(err.code, err.message)
       } else if (!this.connection.status.startsWith('clos')) {
         log.debug({ peer: this.peerId, err: (err as Error).message }, 'control session ended')
       }
-      this.end((err as Error).message)
+      this.end(ended((err as Error).message))
     }
   }
 

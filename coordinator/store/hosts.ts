@@ -167,3 +167,9 @@ export async function setHostState(
     return await getHost(c, id)
   })
 }
+
+/** A host's registration epoch (0 when unknown): it rises with every session. */
+export async function hostEpoch(pool: Pool, id: string): Promise<number> {
+  const { rows } = await pool.query<{ epoch: string }>('select epoch from hosts where id = $1', [id])
+  return Number(rows[0]?.epoch ?? 0)
+}

@@ -32,6 +32,8 @@ export interface TestCoordinatorOptions {
   redisUrl?: string
   leaderRetryMs?: number
   heartbeatMs?: number
+  /** How long an agent whose connection closed is waited for (default here 500 ms: crashes are judged at once). */
+  agentGraceMs?: number
   clusterKeyFile?: string
   staleHostSeconds?: number
   /** libp2p listen addresses (default 127.0.0.1, any port). */
@@ -61,6 +63,7 @@ export async function startTestCoordinator(t: Test, options: TestCoordinatorOpti
       listen: options.listen ?? ['/ip4/127.0.0.1/tcp/0'],
       // Hosts registered without an agent must not be swept down in tests.
       staleHostSeconds: options.staleHostSeconds ?? 0,
+      agentGraceMs: options.agentGraceMs ?? 500,
       ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
       ...(options.clusterKeyFile === undefined ? {} : { clusterKeyFile: options.clusterKeyFile }),
       ...(options.redisUrl === undefined ? {} : { redisUrl: options.redisUrl }),

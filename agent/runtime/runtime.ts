@@ -15,16 +15,18 @@
 // end is reported: the coordinator frees the GPUs on that report.
 import { EventEmitter } from 'node:events'
 import { existsSync } from 'node:fs'
-import { mkdir } from 'node:fs/promises'
+import { mkdir, rm } from 'node:fs/promises'
 import { constants as osConstants } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
 import type { RunState } from '../../protocol/control.js'
 import { containerName, dockerCommand, dockerDriver } from './docker-driver.js'
 import type { Driver } from './driver.js'
 import { deferred, newEntry, isFinal, type Ending, type Entry } from './entry.js'
+import { dockerLaunchFailure } from './launch-failure.js'
 import { launch, LaunchError, processDriver } from './process-driver.js'
 import { holderArgs, MAX_SOCKET_PATH, socketPath } from '../session/paths.js'
 import { groupMembers, signalGroup, waitGroupEmpty } from './proc.js'
+import { endedToPrune } from './prune.js'
 import { endedSincePolled, recoverPlacements, type RecoveryHost } from './recovery.js'
 import { placementDir, readExitCode, RECORD_FILE, RECORD_VERSION, writeRecord, type PlacementRecord } from './state.js'
 import type { Assignment, Runtime, RuntimeOptions, RunningPlacement } from './types.js'
@@ -156,7 +158,9 @@ class PlacementRuntime extends EventEmitter implements Runtime {
 
   recover = async (): Promise<RunningPlacement[]> => {
     if (this.#isClosed) throw new Error('runtime is closed')
-    return await recoverPlacements(this.#recovery)
+    const found = await recoverPlacements(this.#recovery)
+    await this.#prune()
+    return found
   }
 
   close = async (): Promise<void> => {
@@ -208,6 +212,19 @@ class PlacementRuntime extends EventEmitter implements Runtime {
     await this.#transition(e, { ...final, endedAt: new Date().toISOString() })
     e.started.resolve()
     e.ended.resolve()
+    await this.#prune()
+  }
+
+  /** Forgets ended placements beyond the last few of their replica, folders and all (prune.ts). */
+  async #prune(): Promise<void> {
+    for (const old of endedToPrune(this.#entries.values())) {
+      if (this.#isClosed) return
+      this.#entries.delete(old.id)
+      await old.writes
+      await rm(old.dir as string, { recursive: true, force: true }).catch((err: unknown) => {
+        this.#warn(`cannot remove ${old.dir as string}: ${(err as Error).message}`)
+      })
+    }
   }
 
   async #persist(e: Entry): Promise<void> {
@@ -302,7 +319,12 @@ class PlacementRuntime extends EventEmitter implements Runtime {
         reason = `killed by ${how.signal}`
       }
     }
+    const launchFailure =
+      e.stopping === null && exitCode !== null && e.record?.assignment.run.driver === 'docker'
+        ? await dockerLaunchFailure(exitCode, e.dir)
+        : null
     if (e.stopping !== null) await this.#end(e, { state: 'stopped', exitCode, reason: e.stopping.reason })
+    else if (launchFailure !== null) await this.#end(e, { state: 'failed', exitCode, reason: launchFailure })
     else if (exitCode !== null) await this.#end(e, { state: 'exited', exitCode, reason })
     else
       await this.#end(e, {

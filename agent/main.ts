@@ -74,6 +74,7 @@ interface RunFlags extends DetectFlags {
   mdns: boolean
   detectInterval: number
   docker?: string
+  placementLogMaxBytes?: number
 }
 
 detectOptions(program.command('run', { isDefault: true }))
@@ -100,7 +101,10 @@ detectOptions(program.command('run', { isDefault: true }))
     )
   )
   .addOption(
-    new Option('--join-token <token>', 'enrollment token, used on the first start only (one token may enroll a fleet: see --uses)').env('GPUMESH_JOIN_TOKEN')
+    new Option(
+      '--join-token <token>',
+      'enrollment token, used on the first start only (one token may enroll a fleet: see --uses)'
+    ).env('GPUMESH_JOIN_TOKEN')
   )
   .addOption(
     new Option('--node-name <name>', 'name the host registers under (default: hostname)').env('GPUMESH_NODE_NAME')
@@ -116,6 +120,14 @@ detectOptions(program.command('run', { isDefault: true }))
     new Option('--docker <path>', 'docker client for placements with driver docker (default: docker from PATH)').env(
       'GPUMESH_DOCKER'
     )
+  )
+  .addOption(
+    new Option(
+      '--placement-log-max-bytes <bytes>',
+      "where a placement's stdout.log and stderr.log rotate (one previous file kept)"
+    )
+      .env('GPUMESH_PLACEMENT_LOG_MAX_BYTES')
+      .argParser(positiveInt)
   )
   .action(async (o: RunFlags) => {
     const { createLogger, loggerSettings } = await import('../common/log.js')
@@ -143,6 +155,7 @@ detectOptions(program.command('run', { isDefault: true }))
         mdns: o.mdns,
         log,
         ...(o.docker === undefined ? {} : { docker: o.docker }),
+        ...(o.placementLogMaxBytes === undefined ? {} : { logMaxBytes: o.placementLogMaxBytes }),
         ...(o.joinToken === undefined ? {} : { joinToken: o.joinToken }),
         ...(o.nodeName === undefined ? {} : { name: o.nodeName })
       })

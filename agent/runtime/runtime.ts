@@ -23,7 +23,7 @@ import { containerName, dockerCommand, dockerDriver } from './docker-driver.js'
 import type { Driver } from './driver.js'
 import { deferred, newEntry, isFinal, type Ending, type Entry } from './entry.js'
 import { dockerLaunchFailure } from './launch-failure.js'
-import { launch, LaunchError, processDriver } from './process-driver.js'
+import { DEFAULT_LOG_MAX_BYTES, launch, LaunchError, processDriver } from './process-driver.js'
 import { holderArgs, MAX_SOCKET_PATH, socketPath } from '../session/paths.js'
 import { groupMembers, signalGroup, waitGroupEmpty } from './proc.js'
 import { endedToPrune } from './prune.js'
@@ -39,10 +39,13 @@ export const DEFAULT_STOP_GRACE_MS = 10_000
 export const POLL_MS = 500
 /** How long leftovers of a process group get to die after SIGKILL before the end is reported anyway. */
 const GROUP_KILL_WAIT_MS = 5_000
+/** How long the log keepers (process-driver.ts) get to write what the command left in their pipes. */
+const LOG_DRAIN_MS = 2_000
 
 class PlacementRuntime extends EventEmitter implements Runtime {
   readonly #stateDir: string
   readonly #graceMs: number
+  readonly #logMaxBytes: number
   readonly #drivers: Record<'process' | 'docker', Driver>
   readonly #entries = new Map<string, Entry>()
   readonly #closed = deferred()
@@ -53,6 +56,7 @@ class PlacementRuntime extends EventEmitter implements Runtime {
     super()
     this.#stateDir = resolve(options.stateDir)
     this.#graceMs = options.stopGraceMs ?? DEFAULT_STOP_GRACE_MS
+    this.#logMaxBytes = options.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES
     const docker = dockerCommand(options.docker)
     // The agent's environment is the placements' (minus its GPUMESH_* settings): what they inherit, not configuration.
     const agentEnv = options.env ?? process.env
@@ -105,7 +109,7 @@ class PlacementRuntime extends EventEmitter implements Runtime {
       await this.#transition(entry, { state: 'starting' })
       const { argv, env } = await this.#prepare(assignment, dir as string)
       if (this.#isClosed) throw new LaunchError('runtime closed before it started')
-      const { subprocess, identity } = launch(dir as string, id, argv, env)
+      const { subprocess, identity } = launch(dir as string, id, argv, env, this.#logMaxBytes)
       entry.child = subprocess
       entry.identity = identity
       entry.pgid = identity.pid
@@ -299,10 +303,9 @@ class PlacementRuntime extends EventEmitter implements Runtime {
     const pgid = e.pgid
     const cancelled = () => this.#isClosed
     if (pgid !== null) {
-      if (e.stopping !== null) {
-        // Stopping: the rest of the group got SIGTERM too and has the rest of the grace.
-        await waitGroupEmpty(pgid, e.stopping.killAt, cancelled)
-      }
+      // Stopping: the rest of the group got SIGTERM too and has the rest of the grace. Either way the log
+      // keepers end by themselves once the command's output is written, unless something still holds the pipe.
+      await waitGroupEmpty(pgid, Math.max(e.stopping?.killAt ?? 0, Date.now() + LOG_DRAIN_MS), cancelled)
       // Only signalled while it has members: an empty group's id could be reused.
       if (groupMembers(pgid).length > 0) signalGroup(pgid, 'SIGKILL')
       await waitGroupEmpty(pgid, Date.now() + GROUP_KILL_WAIT_MS, cancelled)

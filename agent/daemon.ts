@@ -39,6 +39,8 @@ export interface AgentOptions {
   mdns?: boolean
   docker?: string
   stopGraceMs?: number
+  /** Where placement logs rotate (GPUMESH_PLACEMENT_LOG_MAX_BYTES; default 64 MiB). */
+  logMaxBytes?: number
   log: Logger
 }
 
@@ -66,7 +68,8 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
     const runtime = createRuntime({
       stateDir: o.stateDir,
       ...(o.docker === undefined ? {} : { docker: o.docker }),
-      ...(o.stopGraceMs === undefined ? {} : { stopGraceMs: o.stopGraceMs })
+      ...(o.stopGraceMs === undefined ? {} : { stopGraceMs: o.stopGraceMs }),
+      ...(o.logMaxBytes === undefined ? {} : { logMaxBytes: o.logMaxBytes })
     })
     started.add('runtime', runtime.close)
     const adopted = await runtime.recover()

@@ -80,6 +80,7 @@ interface RunFlags extends DetectFlags {
   mdns: boolean
   detectInterval: number
   docker?: string
+  placementLogMaxBytes?: number
 }
 
 detectOptions(program.command('run', { isDefault: true }))
@@ -126,6 +127,14 @@ detectOptions(program.command('run', { isDefault: true }))
       'GPUMESH_DOCKER'
     )
   )
+  .addOption(
+    new Option(
+      '--placement-log-max-bytes <bytes>',
+      "where a placement's stdout.log and stderr.log rotate (one previous file kept)"
+    )
+      .env('GPUMESH_PLACEMENT_LOG_MAX_BYTES')
+      .argParser(positiveInt)
+  )
   .action(async (o: RunFlags) => {
     const { createLogger, loggerSettings } = await import('../common/log.js')
     const log = createLogger('gpumesh-agent', loggerSettings(process.env))
@@ -152,6 +161,7 @@ detectOptions(program.command('run', { isDefault: true }))
         mdns: o.mdns,
         log,
         ...(o.docker === undefined ? {} : { docker: o.docker }),
+        ...(o.placementLogMaxBytes === undefined ? {} : { logMaxBytes: o.placementLogMaxBytes }),
         ...(o.joinToken === undefined ? {} : { joinToken: o.joinToken }),
         ...(o.nodeName === undefined ? {} : { name: o.nodeName })
       })

@@ -75,6 +75,7 @@ export function hostDetail(h: Host, now = Date.now()): string {
     ['Peer', h.peerId],
     ['Pool', h.pool],
     ['State', h.stateReason === null ? h.state : `${h.state} (${h.stateReason})`],
+    ['Conditions', h.conditions.length === 0 ? null : h.conditions.map((c) => `${c.type} (${c.detail})`).join('; ')],
     ['GPUs free', `${h.freeGpus.length}/${h.gpuCount}${h.freeGpus.length === 0 ? '' : ` [${gpuIndices(h.freeGpus)}]`}`],
     ['Agent', h.agentVersion],
     ['Registered', when(h.registeredAt)],

@@ -50,6 +50,8 @@ export const Host = Type.Object({
   agentVersion: Nullable(Type.String()),
   registeredAt: Timestamp,
   lastSeenAt: Timestamp,
+  /** What its agent reported and is still true (disk-full: it cannot write its state directory). */
+  conditions: Type.Array(Type.Object({ type: Type.String(), detail: Type.String(), since: Timestamp })),
   facts: HostFacts
 })
 

@@ -133,7 +133,22 @@ export const Goodbye = Type.Object(
   { additionalProperties: false }
 )
 
-export const AgentFrame = Type.Union([Hello, Heartbeat, Status, FactsUpdate, ProbeResult, Goodbye])
+/** Host conditions an agent reports: it cannot write its state directory (disk-full: ENOSPC or EDQUOT). */
+export const HostConditionType = Type.Union([Type.Literal('disk-full'), Type.Literal('state-unwritable')])
+
+/** A host condition begins (active) or ends; the session goes on either way. */
+export const Condition = Type.Object(
+  {
+    v: Type.Literal(CONTROL_VERSION),
+    type: Type.Literal('condition'),
+    condition: HostConditionType,
+    active: Type.Boolean(),
+    detail: Type.String({ maxLength: 1024 })
+  },
+  { additionalProperties: false }
+)
+
+export const AgentFrame = Type.Union([Hello, Heartbeat, Status, FactsUpdate, ProbeResult, Goodbye, Condition])
 
 // Coordinator -> agent
 export const Welcome = Type.Object(
@@ -242,6 +257,7 @@ export type GpuUsage = Static<typeof GpuUsage>
 export type Hello = Static<typeof Hello>
 export type Heartbeat = Static<typeof Heartbeat>
 export type AgentFrame = Static<typeof AgentFrame>
+export type HostConditionType = Static<typeof HostConditionType>
 export type CoordinatorFrame = Static<typeof CoordinatorFrame>
 export type Welcome = Static<typeof Welcome>
 export type Assign = Static<typeof Assign>

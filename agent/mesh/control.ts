@@ -21,6 +21,7 @@ import {
   CoordinatorFrame,
   type Assignment,
   type GpuUsage,
+  type HostConditionType,
   type Probe,
   type RunningPlacement
 } from '../../protocol/control.js'
@@ -75,6 +76,11 @@ export class ControlClient implements Startable {
   readonly fatal = new Promise<ConfigError>((resolve) => {
     this.endFatal = resolve
   })
+  /** An enrollment not saved yet (the state disk is full), retried at every heartbeat. */
+  private unsaved: { hostId: string; epoch: number } | null = null
+  private saving = false
+  /** The host condition reported while `unsaved`. */
+  condition: HostConditionType | null = null
 
   constructor(private readonly o: ControlOptions) {}
 
@@ -204,12 +210,13 @@ export class ControlClient implements Startable {
           )
           return 'again'
         }
-        await state.save({ hostId: frame.hostId, epoch: frame.epoch })
         this.welcomed = true
         this.hostId = frame.hostId
         this.refusal = null
         this.connectedAt = Date.now()
+        // Fence and stop first, then save: a state file that cannot be written must not keep stale work running.
         await this.reconcile(frame.placements)
+        await this.saveState(channel, { hostId: frame.hostId, epoch: frame.epoch })
         let seq = 0
         const silenceMs = agentSilenceMs(frame.heartbeatMs)
         this.heartbeat = setInterval(() => {
@@ -224,6 +231,7 @@ export class ControlClient implements Startable {
           }
           this.lastProgress = Date.now()
           void channel.send({ v: 1, type: 'heartbeat', seq: seq++, gpus: this.o.usage() }).catch(() => {})
+          if (this.unsaved !== null) void this.saveState(channel, this.unsaved)
         }, frame.heartbeatMs)
         log.info(
           { hostId: frame.hostId, epoch: frame.epoch, placements: frame.placements.length },
@@ -247,6 +255,49 @@ export class ControlClient implements Startable {
       else if (frame.type === 'drain')
         log.info({ reason: frame.reason }, 'host drained: its placements are being stopped')
     }
+  }
+
+  /**
+   * Saves the enrollment; a failure (ENOSPC: the state disk is full) is a host condition reported to the
+   * coordinator, not a reason to drop the session: the epoch holds in memory and the save is retried at
+   * every heartbeat until it succeeds, which ends the condition.
+   */
+  private async saveState(channel: Channel, next: { hostId: string; epoch: number }): Promise<void> {
+    if (this.saving) return // the heartbeat's retry while the welcome's save (or the last retry) still writes
+    this.saving = true
+    try {
+      await this.o.state.save(next)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      const condition = code === 'ENOSPC' || code === 'EDQUOT' ? 'disk-full' : 'state-unwritable'
+      const detail = `cannot save the agent state: ${(err as Error).message}`.slice(0, 1024)
+      if (this.unsaved === null || this.condition !== condition) {
+        this.o.log.error({ condition, err: (err as Error).message }, 'cannot save the agent state; retrying')
+        if (this.condition !== null && this.condition !== condition)
+          await this.sendCondition(channel, this.condition, false, 'another condition replaced it')
+        await this.sendCondition(channel, condition, true, detail)
+      }
+      this.unsaved = next
+      this.condition = condition
+      return
+    } finally {
+      this.saving = false
+    }
+    this.unsaved = null
+    if (this.condition !== null) {
+      this.o.log.info({ condition: this.condition }, 'agent state saved again')
+      await this.sendCondition(channel, this.condition, false, 'the agent state was saved')
+      this.condition = null
+    }
+  }
+
+  private async sendCondition(
+    channel: Channel,
+    condition: HostConditionType,
+    active: boolean,
+    detail: string
+  ): Promise<void> {
+    await channel.send({ v: 1, type: 'condition', condition, active, detail }).catch(() => {})
   }
 
   /** The coordinator's list is authoritative: stop what is not on it, start what is missing. */

@@ -26,14 +26,17 @@ import { identify, signalGroup, type ProcessIdentity } from './proc.js'
 import { EXIT_FILE, PID_FILE, STDERR_FILE, STDOUT_FILE } from './state.js'
 
 /**
- * The wrapper, run as `sh -c WRAPPER gpumesh-<placementId> <command...>`:
- * - traps HUP INT QUIT TERM with a no-op: a stop signals the whole group, so
+ * The wrapper, run as `sh -c WRAPPER gpumesh-<placementId> <logMaxBytes> <command...>`:
+ * - writes its own pid first (found again even if the agent stopped before
+ *   recording it);
+ * - gives the command's stdout and stderr to two log keepers (below) through
+ *   pipes, made as FIFOs that are removed once open;
+ * - then (a stop during the set-up simply ends it, by the signal) traps HUP
+ *   INT QUIT TERM with a no-op: a stop signals the whole group, so
  *   the command gets the signal directly; the wrapper, rather than dying
  *   with it, waits for the command and records 128+signal. A trapped (not
  *   ignored) signal is reset to its default in the command when it is
  *   exec'd, so the command sees the signals as usual;
- * - writes its own pid first (found again even if the agent stopped before
- *   recording it);
  * - runs "$@" as a simple command: sh forks once and the child execs the
  *   command itself (no shell in between), quoting intact whatever the
  *   arguments hold; it cannot `exec` the command in its own place, since
@@ -43,9 +46,36 @@ import { EXIT_FILE, PID_FILE, STDERR_FILE, STDOUT_FILE } from './state.js'
  *   sent it knows.
  * `gpumesh-<id>` is the wrapper's $0: `ps` shows which placement it is, and
  * it tells a pid of ours from a reused one.
+ *
+ * A log keeper (`keep`, a subshell of the wrapper, so in its process group
+ * and independent of the agent) is GNU `split -b <max>` reading its pipe:
+ * each <max> bytes go to a new `cat >> stdout.log` (stderr.log), which first
+ * makes a full stdout.log the previous one (stdout.log.1, replacing the one
+ * before). split writes what it reads at once (logs stay live) and cuts the
+ * stream at exactly <max> bytes. The command writes into a pipe, so however
+ * fast it writes it waits for the keeper: a placement's logs never take more
+ * than twice <max> per stream. Keepers ignore the stop signals (the command
+ * may log on its way out) and end when the pipe closes. A write that fails
+ * (a full disk) loses the rest of that chunk, never the command. Without
+ * FIFOs (mkfifo failed) the command writes to the files the agent opened,
+ * uncapped, as before. The tools are found in the system's PATH, whatever
+ * PATH the placement sets.
  */
-export const WRAPPER = `trap : HUP INT QUIT TERM; echo $$ > ${PID_FILE}; "$@"; c=$?; echo $c > ${EXIT_FILE}; exit $c`
+const OUT_FIFO = '.stdout.pipe'
+const ERR_FIFO = '.stderr.pipe'
+const ROTATE = `[ -s "$L" ] && mv -f "$L" "$L.1"; exec cat >> "$L"`
+export const WRAPPER = [
+  `echo $$ > ${PID_FILE}; m=$1; shift; o=''`,
+  `keep () { trap '' HUP INT QUIT TERM; umask 027; exec /usr/bin/env L="$1" SHELL=/bin/sh PATH=/usr/bin:/bin split -b "$m" --filter='${ROTATE}' -; }`,
+  `if command -p rm -f ${OUT_FIFO} ${ERR_FIFO} && command -p mkfifo -m 600 ${OUT_FIFO} ${ERR_FIFO}; then`,
+  `keep ${STDOUT_FILE} < ${OUT_FIFO} & keep ${STDERR_FILE} < ${ERR_FIFO} &`,
+  `exec 3> ${OUT_FIFO} 4> ${ERR_FIFO}; command -p rm -f ${OUT_FIFO} ${ERR_FIFO}; o=1; fi`,
+  `trap : HUP INT QUIT TERM`,
+  `if [ -n "$o" ]; then "$@" >&3 2>&4 3>&- 4>&-; else "$@"; fi; c=$?; exec 3>&- 4>&-; echo $c > ${EXIT_FILE}; exit $c`
+].join('\n')
 export const SH = '/bin/sh'
+/** GPUMESH_PLACEMENT_LOG_MAX_BYTES: where stdout.log and stderr.log rotate. */
+export const DEFAULT_LOG_MAX_BYTES = 64 * 1024 * 1024
 export const wrapperName = (placementId: string) => `gpumesh-${placementId}`
 
 // execa's types list file descriptors 3-9 only (literals for `stdio`
@@ -72,8 +102,14 @@ export interface Launched {
 
 export class LaunchError extends Error {}
 
-/** Starts `argv` under the wrapper in `dir`; its pid is also its process group. */
-export function launch(dir: string, placementId: string, argv: string[], env: Record<string, string>): Launched {
+/** Starts `argv` under the wrapper in `dir`, its logs rotating at `logMaxBytes`; its pid is also its process group. */
+export function launch(
+  dir: string,
+  placementId: string,
+  argv: string[],
+  env: Record<string, string>,
+  logMaxBytes: number = DEFAULT_LOG_MAX_BYTES
+): Launched {
   const out = openSync(join(dir, STDOUT_FILE), constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o640)
   let err: number
   try {
@@ -86,7 +122,7 @@ export function launch(dir: string, placementId: string, argv: string[], env: Re
   try {
     subprocess = execa(
       SH,
-      ['-c', WRAPPER, wrapperName(placementId), ...argv],
+      ['-c', WRAPPER, wrapperName(placementId), String(logMaxBytes), ...argv],
       spawnOptions(dir, env, out as Fd, err as Fd)
     )
   } finally {

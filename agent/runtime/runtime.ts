@@ -15,16 +15,18 @@
 // end is reported: the coordinator frees the GPUs on that report.
 import { EventEmitter } from 'node:events'
 import { existsSync } from 'node:fs'
-import { mkdir } from 'node:fs/promises'
+import { mkdir, rm } from 'node:fs/promises'
 import { constants as osConstants } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
 import type { RunState } from '../../protocol/control.js'
 import { containerName, dockerCommand, dockerDriver } from './docker-driver.js'
 import type { Driver } from './driver.js'
 import { deferred, newEntry, isFinal, type Ending, type Entry } from './entry.js'
-import { launch, LaunchError, processDriver } from './process-driver.js'
+import { dockerLaunchFailure } from './launch-failure.js'
+import { DEFAULT_LOG_MAX_BYTES, launch, LaunchError, processDriver } from './process-driver.js'
 import { holderArgs, MAX_SOCKET_PATH, socketPath } from '../session/paths.js'
 import { groupMembers, signalGroup, waitGroupEmpty } from './proc.js'
+import { endedToPrune } from './prune.js'
 import { endedSincePolled, recoverPlacements, type RecoveryHost } from './recovery.js'
 import { placementDir, readExitCode, RECORD_FILE, RECORD_VERSION, writeRecord, type PlacementRecord } from './state.js'
 import type { Assignment, Runtime, RuntimeOptions, RunningPlacement } from './types.js'
@@ -37,10 +39,13 @@ export const DEFAULT_STOP_GRACE_MS = 10_000
 export const POLL_MS = 500
 /** How long leftovers of a process group get to die after SIGKILL before the end is reported anyway. */
 const GROUP_KILL_WAIT_MS = 5_000
+/** How long the log keepers (process-driver.ts) get to write what the command left in their pipes. */
+const LOG_DRAIN_MS = 2_000
 
 class PlacementRuntime extends EventEmitter implements Runtime {
   readonly #stateDir: string
   readonly #graceMs: number
+  readonly #logMaxBytes: number
   readonly #drivers: Record<'process' | 'docker', Driver>
   readonly #entries = new Map<string, Entry>()
   readonly #closed = deferred()
@@ -51,6 +56,7 @@ class PlacementRuntime extends EventEmitter implements Runtime {
     super()
     this.#stateDir = resolve(options.stateDir)
     this.#graceMs = options.stopGraceMs ?? DEFAULT_STOP_GRACE_MS
+    this.#logMaxBytes = options.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES
     const docker = dockerCommand(options.docker)
     // The agent's environment is the placements' (minus its GPUMESH_* settings): what they inherit, not configuration.
     const agentEnv = options.env ?? process.env
@@ -103,7 +109,7 @@ class PlacementRuntime extends EventEmitter implements Runtime {
       await this.#transition(entry, { state: 'starting' })
       const { argv, env } = await this.#prepare(assignment, dir as string)
       if (this.#isClosed) throw new LaunchError('runtime closed before it started')
-      const { subprocess, identity } = launch(dir as string, id, argv, env)
+      const { subprocess, identity } = launch(dir as string, id, argv, env, this.#logMaxBytes)
       entry.child = subprocess
       entry.identity = identity
       entry.pgid = identity.pid
@@ -156,7 +162,9 @@ class PlacementRuntime extends EventEmitter implements Runtime {
 
   recover = async (): Promise<RunningPlacement[]> => {
     if (this.#isClosed) throw new Error('runtime is closed')
-    return await recoverPlacements(this.#recovery)
+    const found = await recoverPlacements(this.#recovery)
+    await this.#prune()
+    return found
   }
 
   close = async (): Promise<void> => {
@@ -208,6 +216,19 @@ class PlacementRuntime extends EventEmitter implements Runtime {
     await this.#transition(e, { ...final, endedAt: new Date().toISOString() })
     e.started.resolve()
     e.ended.resolve()
+    await this.#prune()
+  }
+
+  /** Forgets ended placements beyond the last few of their replica, folders and all (prune.ts). */
+  async #prune(): Promise<void> {
+    for (const old of endedToPrune(this.#entries.values())) {
+      if (this.#isClosed) return
+      this.#entries.delete(old.id)
+      await old.writes
+      await rm(old.dir as string, { recursive: true, force: true }).catch((err: unknown) => {
+        this.#warn(`cannot remove ${old.dir as string}: ${(err as Error).message}`)
+      })
+    }
   }
 
   async #persist(e: Entry): Promise<void> {
@@ -282,10 +303,9 @@ class PlacementRuntime extends EventEmitter implements Runtime {
     const pgid = e.pgid
     const cancelled = () => this.#isClosed
     if (pgid !== null) {
-      if (e.stopping !== null) {
-        // Stopping: the rest of the group got SIGTERM too and has the rest of the grace.
-        await waitGroupEmpty(pgid, e.stopping.killAt, cancelled)
-      }
+      // Stopping: the rest of the group got SIGTERM too and has the rest of the grace. Either way the log
+      // keepers end by themselves once the command's output is written, unless something still holds the pipe.
+      await waitGroupEmpty(pgid, Math.max(e.stopping?.killAt ?? 0, Date.now() + LOG_DRAIN_MS), cancelled)
       // Only signalled while it has members: an empty group's id could be reused.
       if (groupMembers(pgid).length > 0) signalGroup(pgid, 'SIGKILL')
       await waitGroupEmpty(pgid, Date.now() + GROUP_KILL_WAIT_MS, cancelled)
@@ -302,7 +322,12 @@ class PlacementRuntime extends EventEmitter implements Runtime {
         reason = `killed by ${how.signal}`
       }
     }
+    const launchFailure =
+      e.stopping === null && exitCode !== null && e.record?.assignment.run.driver === 'docker'
+        ? await dockerLaunchFailure(exitCode, e.dir)
+        : null
     if (e.stopping !== null) await this.#end(e, { state: 'stopped', exitCode, reason: e.stopping.reason })
+    else if (launchFailure !== null) await this.#end(e, { state: 'failed', exitCode, reason: launchFailure })
     else if (exitCode !== null) await this.#end(e, { state: 'exited', exitCode, reason })
     else
       await this.#end(e, {

@@ -15,6 +15,8 @@ export interface RuntimeOptions {
   docker?: string
   /** The agent's environment, which placements inherit without its GPUMESH_* settings (default: this process's). */
   env?: NodeJS.ProcessEnv
+  /** Where a placement's stdout.log and stderr.log rotate (default 64 MiB; one previous file kept). */
+  logMaxBytes?: number
 }
 
 /**

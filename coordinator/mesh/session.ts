@@ -16,6 +16,7 @@ import {
 } from '../../protocol/control.js'
 import type { Pool } from '../store/db.js'
 import { assignmentsOfHost } from '../store/assignments.js'
+import { setHostCondition } from '../store/hosts.js'
 import { recordStatus } from '../store/lifecycle.js'
 import { enroll, EnrollError, updateFacts } from './enroll.js'
 import type { Liveness, Probeable } from './liveness.js'
@@ -138,6 +139,9 @@ export class AgentSession implements Probeable {
             break
           case 'goodbye':
             goodbye = frame.reason
+            break
+          case 'condition':
+            await setHostCondition(this.host.pool, hostId, frame.condition, frame.active, frame.detail)
             break
           case 'hello':
             throw new FrameError('ERR_FRAME_SHAPE', 'hello twice in one session')

@@ -2,7 +2,9 @@
 // the fleet picture up to date, decide for pending workloads, persist. New
 // workloads are decided as their events arrive; the whole pending queue is
 // walked again (a page per pass) only when capacity may have changed, so a
-// queue of unplaceable work costs nothing between changes.
+// queue of unplaceable work costs nothing between changes. Replicas in
+// restart backoff (store/restarts.ts) are left out until their time, when the
+// queue is walked again.
 import { Loop } from '../../common/daemon/loop.js'
 import type { Startable } from '../../common/daemon/startable.js'
 import type { Logger } from '../../common/log.js'
@@ -11,11 +13,12 @@ import type { Notifier } from '../events/notifier.js'
 import type { Metrics } from '../metrics.js'
 import type { Pool } from '../store/db.js'
 import { persistDecisions, type DecisionToPersist } from '../store/placements.js'
+import { backoffReason, type ReplicaBackoff } from '../store/restarts.js'
 import { snapshotSource } from '../store/snapshot.js'
 import { ACTIVE_PLACEMENT_STATES, sortTs } from '../store/sql.js'
 import { SnapshotCache } from './cache.js'
 import { placeOn } from './place.js'
-import type { SchedWorkload } from './types.js'
+import type { Decision, SchedWorkload } from './types.js'
 
 const PAGE = 2000
 const IDLE_WAIT_MS = 1000
@@ -26,13 +29,18 @@ interface PendingRow {
   reason: string | null
   replicas: number[]
   hosts: string[]
+  /** Replicas waiting out a restart backoff. */
+  backoff: Array<Omit<ReplicaBackoff, 'notBefore'> & { notBefore: string }>
   sort_ts: string
 }
 
 const SELECT_PENDING = `
   select w.id, w.spec, w.reason, ${sortTs('w.created_at')},
     coalesce(array_agg(p.replica) filter (where p.id is not null), '{}') as replicas,
-    coalesce(array_agg(p.host_id::text) filter (where p.id is not null), '{}') as hosts
+    coalesce(array_agg(p.host_id::text) filter (where p.id is not null), '{}') as hosts,
+    (select coalesce(jsonb_agg(jsonb_build_object('replica', r.replica, 'failures', r.failures,
+       'notBefore', r.not_before, 'lastReason', r.last_reason)), '[]')
+     from replica_restarts r where r.workload_id = w.id and r.not_before > now()) as backoff
   from workloads w left join placements p on p.workload_id = w.id and p.state = any($1::text[])
   where w.state = 'pending'`
 
@@ -47,6 +55,8 @@ export class SchedulerLoop implements Startable {
   private term: AbortSignal | null = null
   /** Where the walk of the pending queue has got to; null when there is no walk. */
   private scan: { after: [string, string] | null } | null = null
+  /** When the earliest restart backoff seen ends (ms since the epoch): the queue is walked again then. */
+  private wakeAt: number | null = null
 
   constructor(
     private readonly pool: Pool,
@@ -91,7 +101,10 @@ export class SchedulerLoop implements Startable {
   async pass(): Promise<boolean> {
     const started = performance.now()
     const { capacityChanged, newWorkloads } = await this.cache.refresh()
-    if (capacityChanged) this.scan = { after: null }
+    if (capacityChanged || (this.wakeAt !== null && Date.now() >= this.wakeAt)) {
+      this.scan = { after: null }
+      this.wakeAt = null
+    }
     const todo = new Map<string, PendingRow>()
     if (this.scan !== null) {
       const after = this.scan.after
@@ -113,14 +126,7 @@ export class SchedulerLoop implements Startable {
     }
     if (todo.size === 0) return this.scan !== null
     const rows = [...todo.values()]
-    const decisions = rows.map((r) =>
-      placeOn(this.cache.index, {
-        id: r.id,
-        spec: r.spec,
-        placedReplicas: r.replicas,
-        usedHosts: r.hosts
-      } as SchedWorkload)
-    )
+    const decisions = rows.map((r) => this.decide(r))
     const items: DecisionToPersist[] = decisions.map((decision, i) => {
       const row = rows[i] as PendingRow
       return {
@@ -148,5 +154,22 @@ export class SchedulerLoop implements Startable {
     }
     this.metrics.schedulerPass.observe((performance.now() - started) / 1000)
     return anyPlaced || this.scan !== null
+  }
+
+  /** Places what may be placed now: replicas in backoff wait (a gang waits whole), and the reason says until when. */
+  private decide(r: PendingRow): Decision {
+    const waiting = r.backoff.map((b) => ({ ...b, notBefore: new Date(b.notBefore) }))
+    for (const b of waiting) this.wakeAt = Math.min(this.wakeAt ?? Number.POSITIVE_INFINITY, b.notBefore.getTime())
+    if (waiting.length > 0 && r.spec.kind !== 'endpoint')
+      return { workloadId: r.id, assignments: [], reason: backoffReason(waiting) }
+    const decision = placeOn(this.cache.index, {
+      id: r.id,
+      spec: r.spec,
+      placedReplicas: [...r.replicas, ...waiting.map((b) => b.replica)],
+      usedHosts: r.hosts
+    } as SchedWorkload)
+    if (waiting.length === 0) return decision
+    const reason = backoffReason(waiting)
+    return { ...decision, reason: decision.reason === null ? reason : `${reason}; ${decision.reason}` }
   }
 }

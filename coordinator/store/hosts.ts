@@ -21,6 +21,7 @@ export interface HostRow {
   agent_version: string | null
   registered_at: Date
   last_seen_at: Date
+  conditions: Record<string, { detail: string; since: string }>
   free_gpus: number[]
 }
 
@@ -40,6 +41,7 @@ export function toHost(r: HostRow): Host {
     agentVersion: r.agent_version,
     registeredAt: r.registered_at.toISOString(),
     lastSeenAt: r.last_seen_at.toISOString(),
+    conditions: Object.entries(r.conditions ?? {}).map(([type, c]) => ({ type, detail: c.detail, since: c.since })),
     facts: r.facts
   }
 }
@@ -172,4 +174,27 @@ export async function setHostState(
 export async function hostEpoch(pool: Pool, id: string): Promise<number> {
   const { rows } = await pool.query<{ epoch: string }>('select epoch from hosts where id = $1', [id])
   return Number(rows[0]?.epoch ?? 0)
+}
+
+/** A condition the host's agent reported begins or ends; an event `host.condition` when that changes anything. */
+export async function setHostCondition(
+  pool: Pool,
+  id: string,
+  condition: string,
+  active: boolean,
+  detail: string
+): Promise<void> {
+  await transaction(pool, async (c) => {
+    const { rows } = await c.query<{ id: string }>(
+      active
+        ? `update hosts set conditions = conditions || jsonb_build_object($2::text, jsonb_build_object('detail', $3::text, 'since', now()))
+           where id = $1 and not conditions ? $2 returning id`
+        : 'update hosts set conditions = conditions - $2::text where id = $1 and conditions ? $2 and $3::text is not null returning id',
+      [id, condition, detail]
+    )
+    if (rows.length === 0) return
+    await appendEvents(c, [
+      { type: 'host.condition', subjectKind: 'host', subjectId: id, data: { condition, active, detail } }
+    ])
+  })
 }

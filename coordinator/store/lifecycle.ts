@@ -10,6 +10,7 @@ import type { RunningPlacement } from '../../protocol/control.js'
 import type { WorkloadSpec } from '../../protocol/workload.js'
 import { appendEvents, type NewEvent } from './outbox.js'
 import { transaction, type Client, type Pool } from './db.js'
+import { backoffReason, pruneEnded, recordCrash, type ReplicaBackoff } from './restarts.js'
 import { ACTIVE_PLACEMENT_STATES } from './sql.js'
 
 const TERMINAL: PlacementState[] = ['exited', 'failed', 'stopped', 'lost']
@@ -22,10 +23,15 @@ interface Ending {
   gpus: number[]
   state: PlacementState
   exit_code: number | null
+  started_at: Date | null
 }
 
-/** Ends placements (with `state`), releases their GPUs, applies each workload's policy. Returns the events to append. */
-async function endPlacements(c: Client, ended: Ending[], reason: string | null): Promise<NewEvent[]> {
+/**
+ * Ends placements (with `state`), releases their GPUs, applies each workload's policy. Returns the events to append.
+ * `crashed`: the agent reported the end (the workload's own doing), so a restart waits (restarts.ts); a host
+ * that went away is not the workload's fault and its replicas are placed again at once.
+ */
+async function endPlacements(c: Client, ended: Ending[], reason: string | null, crashed: boolean): Promise<NewEvent[]> {
   if (ended.length === 0) return []
   const events: NewEvent[] = []
   await c.query(
@@ -53,12 +59,29 @@ async function endPlacements(c: Client, ended: Ending[], reason: string | null):
     [workloads]
   )
   for (const w of rows) {
-    if (w.state === 'deleted' || w.state === 'completed' || w.state === 'failed') continue
     const mine = ended.filter((p) => p.workload_id === w.id)
+    await pruneEnded(
+      c,
+      w.id,
+      mine.map((p) => p.replica)
+    )
+    if (w.state === 'deleted' || w.state === 'completed' || w.state === 'failed') continue
     const bad = mine.filter(
       (p) => p.state === 'lost' || p.state === 'failed' || (p.state === 'exited' && p.exit_code !== 0)
     )
     const why = bad[0] === undefined ? reason : describe(bad[0], reason)
+    const waiting: ReplicaBackoff[] = []
+    const restarts = w.spec.kind === 'endpoint' || (w.spec.kind === 'recipe' && w.spec.restart === 'on-failure')
+    if (crashed && restarts)
+      for (const p of w.spec.kind === 'endpoint' ? mine.filter((p) => p.state !== 'stopped') : bad)
+        waiting.push(
+          await recordCrash(c, {
+            workloadId: w.id,
+            replica: p.replica,
+            startedAt: p.started_at,
+            why: describe(p, reason)
+          })
+        )
     if (w.spec.kind === 'endpoint') {
       if (mine.some((p) => p.state !== 'stopped'))
         events.push(
@@ -66,7 +89,9 @@ async function endPlacements(c: Client, ended: Ending[], reason: string | null):
             c,
             w.id,
             'pending',
-            `replica ${mine.map((p) => p.replica).join(', ')} ${why ?? 'ended'}; placing it again`
+            waiting.length > 0
+              ? backoffReason(waiting)
+              : `replica ${mine.map((p) => p.replica).join(', ')} ${why ?? 'ended'}; placing it again`
           ))
         )
     } else if (w.spec.kind === 'session') {
@@ -79,7 +104,11 @@ async function endPlacements(c: Client, ended: Ending[], reason: string | null):
           c,
           w.id,
           w.spec.restart === 'on-failure' ? 'pending' : 'failed',
-          w.spec.restart === 'on-failure' ? `${why ?? 'a rank failed'}; restarting the gang` : why
+          w.spec.restart !== 'on-failure'
+            ? why
+            : waiting.length > 0
+              ? backoffReason(waiting)
+              : `${why ?? 'a rank failed'}; restarting the gang`
         ))
       )
     } else if (mine.some((p) => p.state === 'exited')) {
@@ -151,7 +180,7 @@ export async function recordStatus(pool: Pool, hostId: string, report: RunningPl
       [current.id, state, report.exitCode, report.reason, TERMINAL]
     )
     const events: NewEvent[] = TERMINAL.includes(state)
-      ? await endPlacements(c, [{ ...current, state, exit_code: report.exitCode }], report.reason)
+      ? await endPlacements(c, [{ ...current, state, exit_code: report.exitCode }], report.reason, true)
       : [
           {
             type: `placement.${state}`,
@@ -203,7 +232,7 @@ export async function loseHostPlacements(c: Client, hostId: string, reason: stri
      where host_id = $1 and state = any($3::text[]) returning *`,
     [hostId, reason, ACTIVE_PLACEMENT_STATES]
   )
-  return await endPlacements(c, rows, reason)
+  return await endPlacements(c, rows, reason, false)
 }
 
 /** DELETE /v1/hosts/:id: the peer id stops being a credential; its work is placed elsewhere. */

@@ -3,6 +3,7 @@
 import init from './0001-init.js'
 import mesh from './0002-mesh.js'
 import joinTokenUses from './0003-join-token-uses.js'
+import faults from './0004-faults.js'
 
 export interface Migration {
   id: number
@@ -13,5 +14,6 @@ export interface Migration {
 export const MIGRATIONS: Migration[] = [
   { id: 1, name: 'init', sql: init },
   { id: 2, name: 'mesh', sql: mesh },
-  { id: 3, name: 'join-token-uses', sql: joinTokenUses }
+  { id: 3, name: 'join-token-uses', sql: joinTokenUses },
+  { id: 4, name: 'faults', sql: faults }
 ]

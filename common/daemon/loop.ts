@@ -76,3 +76,23 @@ export class Loop implements Startable {
     }
   }
 }
+
+/** A part whose whole life is one Loop over its tick(): start() starts the loop, stop() awaits its end. */
+export abstract class Periodic implements Startable {
+  private readonly loop: Loop
+
+  constructor(options: LoopOptions) {
+    this.loop = new Loop(async (signal) => await this.tick(signal), options)
+  }
+
+  /** One round; see Tick for what it returns. */
+  protected abstract tick(signal: AbortSignal): Promise<number | undefined>
+
+  start(): void | Promise<void> {
+    this.loop.start()
+  }
+
+  async stop(): Promise<void> {
+    await this.loop.stop()
+  }
+}

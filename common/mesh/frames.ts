@@ -7,16 +7,11 @@ import type { TSchema, Static } from '@sinclair/typebox'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import { CONTROL_VERSION, MAX_FRAME_BYTES } from '../../protocol/control.js'
 import { schemaErrors, isValid } from '../../protocol/validate.js'
+import { CodedError } from '../coded-error.js'
 
-export class FrameError extends Error {
-  constructor(
-    readonly code: 'ERR_FRAME_TOO_LARGE' | 'ERR_FRAME_JSON' | 'ERR_FRAME_VERSION' | 'ERR_FRAME_SHAPE',
-    message: string
-  ) {
-    super(message)
-    this.name = 'FrameError'
-  }
-}
+export class FrameError extends CodedError<
+  'ERR_FRAME_TOO_LARGE' | 'ERR_FRAME_JSON' | 'ERR_FRAME_VERSION' | 'ERR_FRAME_SHAPE'
+> {}
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder('utf-8', { fatal: true })

@@ -5,8 +5,7 @@
 // Redis down = events delayed; they wait in PostgreSQL.
 import type { Redis } from 'ioredis'
 import { backoff } from '../../common/daemon/backoff.js'
-import { Loop } from '../../common/daemon/loop.js'
-import type { Startable } from '../../common/daemon/startable.js'
+import { Periodic } from '../../common/daemon/loop.js'
 import type { Logger } from '../../common/log.js'
 import type { Metrics } from '../metrics.js'
 import type { Pool } from '../store/db.js'
@@ -19,8 +18,7 @@ const BATCH = 500
 const MAX_LEN = 1_000_000
 const ALREADY_THERE = /equal or smaller than the target stream top item/
 
-export class RedisRelay implements Startable {
-  private readonly loop: Loop
+export class RedisRelay extends Periodic {
   /** Where the stream is known to be; null: to be derived again. */
   private cursor: number | null = null
   private attempt = 0
@@ -34,24 +32,11 @@ export class RedisRelay implements Startable {
     private readonly log: Logger,
     private readonly metrics: Metrics
   ) {
-    this.loop = new Loop(async (signal) => await this.relay(signal), {
-      name: 'Redis relay',
-      everyMs: 1000,
-      wait: notifier.wait.bind(notifier),
-      log
-    })
-  }
-
-  start(): void {
-    this.loop.start()
-  }
-
-  async stop(): Promise<void> {
-    await this.loop.stop()
+    super({ name: 'Redis relay', everyMs: 1000, wait: notifier.wait.bind(notifier), log })
   }
 
   /** One batch; the milliseconds to wait before the next when it should not wait for a new event. */
-  private async relay(term: AbortSignal): Promise<number | undefined> {
+  protected async tick(term: AbortSignal): Promise<number | undefined> {
     if (this.term !== term) {
       this.term = term
       this.cursor = null

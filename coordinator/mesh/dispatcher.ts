@@ -2,8 +2,7 @@
 // (from now on; what came before is in each session's welcome) and turns
 // placement and host events into assign, stop and drain frames for the
 // agents whose sessions are on this coordinator.
-import { Loop } from '../../common/daemon/loop.js'
-import type { Startable } from '../../common/daemon/startable.js'
+import { Periodic } from '../../common/daemon/loop.js'
 import type { Logger } from '../../common/log.js'
 import type { CoordinatorFrame } from '../../protocol/control.js'
 import type { Notifier } from '../events/notifier.js'
@@ -17,8 +16,7 @@ export interface Deliverable {
   send: (frame: CoordinatorFrame) => Promise<void>
 }
 
-export class Dispatcher implements Startable {
-  private readonly loop: Loop
+export class Dispatcher extends Periodic {
   private cursor = 0
 
   constructor(
@@ -29,25 +27,16 @@ export class Dispatcher implements Startable {
     private readonly onRevoked: (peerId: string, hostId: string) => void,
     private readonly log: Logger
   ) {
-    this.loop = new Loop(async () => await this.deliver(), {
-      name: 'dispatcher',
-      everyMs: 1000,
-      wait: notifier.wait.bind(notifier),
-      log
-    })
+    super({ name: 'dispatcher', everyMs: 1000, wait: notifier.wait.bind(notifier), log })
   }
 
-  async start(): Promise<void> {
+  override async start(): Promise<void> {
     this.cursor = await lastEventId(this.pool)
-    this.loop.start()
-  }
-
-  async stop(): Promise<void> {
-    await this.loop.stop()
+    await super.start()
   }
 
   /** One batch of events; 0 when another may be waiting already. */
-  private async deliver(): Promise<number | undefined> {
+  protected async tick(): Promise<number | undefined> {
     try {
       const events = await readEvents(this.pool, this.cursor, 500)
       const assign: Array<{ host: string; placement: string }> = []

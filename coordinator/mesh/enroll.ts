@@ -11,16 +11,11 @@ import { upsertHost } from '../store/hosts.js'
 import { quarantine } from '../store/lifecycle.js'
 import { ACTIVE_PLACEMENT_STATES } from '../store/sql.js'
 import { joinTokenUsed, takeJoinTokenUse } from '../store/tokens.js'
+import { CodedError } from '../../common/coded-error.js'
 
-export class EnrollError extends Error {
-  constructor(
-    readonly code: 'ERR_REVOKED' | 'ERR_UNKNOWN_PEER' | 'ERR_JOIN_TOKEN' | 'ERR_POOL_MISMATCH',
-    message: string
-  ) {
-    super(message)
-    this.name = 'EnrollError'
-  }
-}
+export class EnrollError extends CodedError<
+  'ERR_REVOKED' | 'ERR_UNKNOWN_PEER' | 'ERR_JOIN_TOKEN' | 'ERR_POOL_MISMATCH'
+> {}
 
 export const REVOKED_MESSAGE =
   'this host was revoked (DELETE /v1/hosts/:id); enroll it again under a new identity (an empty state directory) with a new join token'

@@ -5,8 +5,7 @@
 // queue of unplaceable work costs nothing between changes. Replicas in
 // restart backoff (store/restarts.ts) are left out until their time, when the
 // queue is walked again.
-import { Loop } from '../../common/daemon/loop.js'
-import type { Startable } from '../../common/daemon/startable.js'
+import { Periodic } from '../../common/daemon/loop.js'
 import type { Logger } from '../../common/log.js'
 import type { WorkloadSpec } from '../../protocol/workload.js'
 import type { Notifier } from '../events/notifier.js'
@@ -48,9 +47,8 @@ export function replicasNeeded(spec: WorkloadSpec): number {
   return spec.kind === 'endpoint' ? spec.replicas : spec.kind === 'recipe' ? spec.hosts : 1
 }
 
-export class SchedulerLoop implements Startable {
+export class SchedulerLoop extends Periodic {
   private readonly cache: SnapshotCache
-  private readonly loop: Loop
   /** The run the cache belongs to: a new leadership term starts from the database. */
   private term: AbortSignal | null = null
   /** Where the walk of the pending queue has got to; null when there is no walk. */
@@ -64,25 +62,12 @@ export class SchedulerLoop implements Startable {
     private readonly log: Logger,
     private readonly metrics: Metrics
   ) {
+    super({ name: 'scheduling', everyMs: IDLE_WAIT_MS, wait: notifier.wait.bind(notifier), log })
     this.cache = new SnapshotCache(snapshotSource(pool))
-    this.loop = new Loop(async (signal) => await this.tick(signal), {
-      name: 'scheduling',
-      everyMs: IDLE_WAIT_MS,
-      wait: notifier.wait.bind(notifier),
-      log
-    })
-  }
-
-  start(): void {
-    this.loop.start()
-  }
-
-  async stop(): Promise<void> {
-    await this.loop.stop()
   }
 
   /** Passes back to back while there is work; otherwise wait for an event (or a second). */
-  private async tick(term: AbortSignal): Promise<number | undefined> {
+  protected async tick(term: AbortSignal): Promise<number | undefined> {
     if (this.term !== term) {
       this.term = term
       this.cache.invalidate()

@@ -1,6 +1,8 @@
 // What the store refuses, in its own words: a stable code and a sentence.
 // The store knows nothing of HTTP; http/problem.ts maps each code to the
 // API's error catalog (protocol/errors.ts).
+import { CodedError } from '../../common/coded-error.js'
+
 export type StoreErrorCode =
   | 'not-found'
   | 'invalid-cursor'
@@ -9,12 +11,4 @@ export type StoreErrorCode =
   | 'pool-kind'
   | 'not-enough-gpus'
 
-export class StoreError extends Error {
-  constructor(
-    readonly code: StoreErrorCode,
-    message: string
-  ) {
-    super(message)
-    this.name = 'StoreError'
-  }
-}
+export class StoreError extends CodedError<StoreErrorCode> {}

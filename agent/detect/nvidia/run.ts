@@ -4,16 +4,9 @@
 import { access, constants, stat } from 'node:fs/promises'
 import { delimiter, isAbsolute, join } from 'node:path'
 import { spawn } from 'node:child_process'
+import { CodedError } from '../../../common/coded-error.js'
 
-export class SmiError extends Error {
-  constructor(
-    readonly code: 'ERR_SMI_EXIT' | 'ERR_SMI_TIMEOUT' | 'ERR_SMI_OUTPUT' | 'ERR_SMI_SPAWN',
-    message: string
-  ) {
-    super(message)
-    this.name = 'SmiError'
-  }
-}
+export class SmiError extends CodedError<'ERR_SMI_EXIT' | 'ERR_SMI_TIMEOUT' | 'ERR_SMI_OUTPUT' | 'ERR_SMI_SPAWN'> {}
 
 export type SmiRunner = (args: string[]) => Promise<string>
 

@@ -21,32 +21,15 @@ import { placementEnv, placementVariables } from '../agent/runtime/env.js'
 import { readProcStat } from '../agent/runtime/proc.js'
 import { createRuntime } from '../agent/runtime/runtime.js'
 import type { Assignment, Runtime, RuntimeOptions, RunningPlacement } from '../agent/runtime/types.js'
+import { eventually } from './helpers/eventually.js'
 import { ROOT } from './helpers/fixtures.js'
+import { alive } from './helpers/process.js'
 
 const DOCKER_DOUBLE = join(ROOT, 'test/doubles/docker')
 const RUNTIME_JS = join(ROOT, 'dist/agent/runtime/runtime.js')
 const FINAL = new Set(['exited', 'failed', 'stopped', 'lost'])
 
 // ------------------------------------------------------------------ helpers
-
-const sleep = async (ms: number) => await new Promise((resolve) => setTimeout(resolve, ms))
-
-/** Polls `fn` until it returns a truthy value; fails past the deadline. */
-async function eventually<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v !== undefined && v !== null && v !== false) return v as NonNullable<T>
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(20)
-  }
-}
-
-/** Alive and not a zombie (init here may never reap what is reparented to it). */
-function alive(pid: number): boolean {
-  const s = readProcStat(pid)
-  return s !== null && s.state !== 'Z'
-}
 
 function scratch(t: Test, prefix = 'gpumesh-runtime-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix))
@@ -164,13 +147,22 @@ interface RecordJson {
 }
 const readRecordJson = (stateDir: string, id: string) =>
   JSON.parse(readFileSync(join(pdir(stateDir, id), 'placement.json'), 'utf8')) as RecordJson
+/** Rewrites a record the runtime wrote, as an agent that died at some step would have left it. */
+const writeRecordJson = (stateDir: string, id: string, record: Record<string, unknown>) =>
+  writeFileSync(join(pdir(stateDir, id), 'placement.json'), JSON.stringify(record))
 
 /** `sh -c 'echo $$ > ready; ...'` style commands write files in their folder: waits for one. */
 const fileIn = async (stateDir: string, id: string, name: string) =>
   await eventually(
-    `${name} in placement ${id}`,
-    () => existsSync(join(pdir(stateDir, id), name)) && readFileSync(join(pdir(stateDir, id), name), 'utf8')
+    // Not yet written counts as not there: the shell creates the file before it writes.
+    () => (existsSync(join(pdir(stateDir, id), name)) && readFileSync(join(pdir(stateDir, id), name), 'utf8')) || false,
+    10_000,
+    `${name} in placement ${id}`
   )
+
+/** The docker double's containers below print "up" first: waits for it. */
+const containerUp = async (stateDir: string, id: string) =>
+  await eventually(() => readLog(stateDir, id) === 'up\n', 10_000, 'the container to be up')
 
 // Agent settings in the agent's own environment must not reach workloads.
 process.env.GPUMESH_JOIN_TOKEN = 'secret-join-token'
@@ -486,13 +478,15 @@ t.test(
       { reject: false, stdin: 'ignore' }
     )
     const started = await eventually(
-      'the agent to start both placements',
-      () => agent.pid !== undefined && existsSync(join(pdir(stateDir, b.placementId), 'ready'))
+      () => agent.pid !== undefined && existsSync(join(pdir(stateDir, b.placementId), 'ready')),
+      10_000,
+      'the agent to start both placements'
     )
     t.ok(started)
     await eventually(
-      'the agent to report them running',
-      () => readRecordJson(stateDir, b.placementId).state === 'running'
+      () => readRecordJson(stateDir, b.placementId).state === 'running',
+      10_000,
+      'the agent to report them running'
     )
     agent.kill('SIGKILL')
     const r = await agent
@@ -543,7 +537,7 @@ t.test(
     for (const a of [killed, reused]) {
       const pid = readRecordJson(stateDir, a.placementId).pid
       process.kill(-pid, 'SIGKILL') // no exit code can be written
-      await eventually(`${pid} to die`, () => !alive(pid))
+      await eventually(() => !alive(pid), 10_000, `${pid} to die`)
     }
     // The reused pid: a live process that is not ours (the test's own, unrelated).
     const stranger = execa('sleep', ['60'], { reject: false, detached: true, stdin: 'ignore' })
@@ -551,8 +545,7 @@ t.test(
       stranger.kill('SIGKILL')
     })
     const strangerPid = stranger.pid as number
-    const file = join(pdir(stateDir, reused.placementId), 'placement.json')
-    writeFileSync(file, JSON.stringify({ ...readRecordJson(stateDir, reused.placementId), pid: strangerPid }))
+    writeRecordJson(stateDir, reused.placementId, { ...readRecordJson(stateDir, reused.placementId), pid: strangerPid })
 
     const second = runtime(t, { stateDir })
     const recovered = await second.rt.recover()
@@ -597,8 +590,9 @@ t.test(
     await fileIn(stateDir, unrecorded.placementId, 'ready')
     const stopping = first.rt.stop(stubborn.placementId, 'fenced')
     await eventually(
-      'the stop to be recorded',
-      () => readRecordJson(stateDir, stubborn.placementId).stopRequested !== null
+      () => readRecordJson(stateDir, stubborn.placementId).stopRequested !== null,
+      10_000,
+      'the stop to be recorded'
     )
     await first.rt.close()
     await stopping // abandoned by close(), resolves
@@ -606,10 +600,14 @@ t.test(
     t.ok(alive(pid), 'the closed runtime did not SIGKILL it')
     // As if the agent had died between starting the process and recording its pid.
     const rec = readRecordJson(stateDir, unrecorded.placementId)
-    writeFileSync(
-      join(pdir(stateDir, unrecorded.placementId), 'placement.json'),
-      JSON.stringify({ ...rec, state: 'starting', pid: null, startTime: null, bootId: null, startedAt: null })
-    )
+    writeRecordJson(stateDir, unrecorded.placementId, {
+      ...rec,
+      state: 'starting',
+      pid: null,
+      startTime: null,
+      bootId: null,
+      startedAt: null
+    })
 
     const second = runtime(t, { stateDir, stopGraceMs: 300 })
     const recovered = await second.rt.recover()
@@ -632,26 +630,22 @@ t.test('recovery: an unreadable record is reported lost; a record that never got
   const broken = randomUUID()
   mkdirSync(pdir(stateDir, broken), { recursive: true })
   writeFileSync(join(pdir(stateDir, broken), 'placement.json'), '{"version":')
-  const never = assignment()
-  mkdirSync(pdir(stateDir, never.placementId), { recursive: true })
-  writeFileSync(
-    join(pdir(stateDir, never.placementId), 'placement.json'),
-    JSON.stringify({
-      version: 1,
-      assignment: never,
-      state: 'starting',
-      exitCode: null,
-      reason: null,
-      pid: null,
-      startTime: null,
-      bootId: null,
-      container: null,
-      createdAt: new Date().toISOString(),
-      startedAt: null,
-      endedAt: null,
-      stopRequested: null
-    })
-  )
+  // As if the agent had died right after recording a placement, before starting anything: the record
+  // of a refused placement (no process ever), as the runtime wrote it, turned back into a starting one.
+  const never = assignment({ command: [] })
+  const first = runtime(t, { stateDir })
+  await first.rt.start(never)
+  await first.until(never.placementId)
+  await first.rt.close()
+  const rec = readRecordJson(stateDir, never.placementId)
+  t.match(rec, { pid: null, startedAt: null }, 'the refused placement never got a process')
+  writeRecordJson(stateDir, never.placementId, {
+    ...rec,
+    state: 'starting',
+    exitCode: null,
+    reason: null,
+    endedAt: null
+  })
   mkdirSync(join(stateDir, 'placements', 'not-a-placement'))
   const { rt } = runtime(t, { stateDir })
   const recovered = await rt.recover()
@@ -725,7 +719,20 @@ t.test('docker: exact docker run argv, env in the container, exit code', async (
     "the container's exit code"
   )
   t.same(states(a.placementId), ['starting', 'running', 'exited'])
-  const name = `gpumesh-${a.placementId}`
+  // The placement's variables in the order docker gets them (-e each); the container sees exactly these.
+  const variables = [
+    'CUDA_VISIBLE_DEVICES=0,1',
+    'NVIDIA_VISIBLE_DEVICES=2,3',
+    'CUDA_DEVICE_ORDER=PCI_BUS_ID',
+    `GPUMESH_WORKLOAD=${a.workloadName}`,
+    `GPUMESH_PLACEMENT_ID=${a.placementId}`,
+    'HF_HOME=/data/hf',
+    'QUOTED=it\'s "x"',
+    'GPUMESH_RANK=0',
+    'GPUMESH_WORLD_SIZE=2',
+    'MASTER_ADDR=10.0.0.1',
+    'MASTER_PORT=29500'
+  ]
   t.same(
     docker.calls(),
     [
@@ -733,31 +740,10 @@ t.test('docker: exact docker run argv, env in the container, exit code', async (
         'run',
         '--rm',
         '--name',
-        name,
+        `gpumesh-${a.placementId}`,
         '--gpus',
         '"device=2,3"',
-        '-e',
-        'CUDA_VISIBLE_DEVICES=0,1',
-        '-e',
-        'NVIDIA_VISIBLE_DEVICES=2,3',
-        '-e',
-        'CUDA_DEVICE_ORDER=PCI_BUS_ID',
-        '-e',
-        `GPUMESH_WORKLOAD=${a.workloadName}`,
-        '-e',
-        `GPUMESH_PLACEMENT_ID=${a.placementId}`,
-        '-e',
-        'HF_HOME=/data/hf',
-        '-e',
-        'QUOTED=it\'s "x"',
-        '-e',
-        'GPUMESH_RANK=0',
-        '-e',
-        'GPUMESH_WORLD_SIZE=2',
-        '-e',
-        'MASTER_ADDR=10.0.0.1',
-        '-e',
-        'MASTER_PORT=29500',
+        ...variables.flatMap((v) => ['-e', v]),
         'registry.example/llm:1.2',
         'sh',
         '-c',
@@ -770,20 +756,8 @@ t.test('docker: exact docker run argv, env in the container, exit code', async (
     .split('\n')
     .filter((l) => l !== '' && !l.startsWith('PWD=') && !l.startsWith('PATH='))
   t.same(
-    env,
-    [
-      'CUDA_DEVICE_ORDER=PCI_BUS_ID',
-      'CUDA_VISIBLE_DEVICES=0,1',
-      `GPUMESH_PLACEMENT_ID=${a.placementId}`,
-      'GPUMESH_RANK=0',
-      `GPUMESH_WORKLOAD=${a.workloadName}`,
-      'GPUMESH_WORLD_SIZE=2',
-      'HF_HOME=/data/hf',
-      'MASTER_ADDR=10.0.0.1',
-      'MASTER_PORT=29500',
-      'NVIDIA_VISIBLE_DEVICES=2,3',
-      'QUOTED=it\'s "x"'
-    ],
+    env.sort(),
+    [...variables].sort(),
     "the container's environment: the placement's variables, nothing of the agent's"
   )
 })
@@ -819,7 +793,7 @@ t.test('docker: stop is docker stop -t <grace s>; a missing image or docker fail
     }
   })
   await rt.start(a)
-  await eventually('the container to be up', () => readLog(stateDir, a.placementId) === 'up\n')
+  await containerUp(stateDir, a.placementId)
   await rt.stop(a.placementId, 'workload deleted')
   t.same(await until(a.placementId), {
     placementId: a.placementId,
@@ -858,7 +832,7 @@ t.test('docker: stop falls back to the client when docker stop fails', async (t)
     run: { driver: 'docker', image: 'img', command: ['sh', '-c', 'echo up; while :; do sleep 0.05; done'] }
   })
   await rt.start(a)
-  await eventually('the container to be up', () => readLog(stateDir, a.placementId) === 'up\n')
+  await containerUp(stateDir, a.placementId)
   // The daemon "forgets" the container: docker stop says no such container.
   const pidFile = join(stateDir, 'docker', `gpumesh-${a.placementId}.pid`)
   const container = readFileSync(pidFile, 'utf8')
@@ -888,11 +862,11 @@ t.test('docker: after a restart, a container whose client died is watched throug
   const live = assignment({ run: { driver: 'docker', image: 'img', command: ['sleep', '60'] } })
   await first.rt.start(a)
   await first.rt.start(live)
-  await eventually('the container to be up', () => readLog(stateDir, a.placementId) === 'up\n')
+  await containerUp(stateDir, a.placementId)
   await first.rt.close()
   const client = readRecordJson(stateDir, a.placementId).pid
   process.kill(-client, 'SIGKILL') // the client dies; the container (its own session) does not
-  await eventually('the client to die', () => !alive(client))
+  await eventually(() => !alive(client), 10_000, 'the client to die')
 
   const second = runtime(t, { stateDir, docker: DOCKER_DOUBLE, stopGraceMs: 1_000 })
   const recovered = await second.rt.recover()
@@ -909,8 +883,10 @@ t.test('docker: after a restart, a container whose client died is watched throug
     'not about the one whose client lives'
   )
   t.ok(
-    await eventually('docker wait', () =>
-      docker.calls().some((c) => c[0] === 'wait' && c[1] === `gpumesh-${a.placementId}`)
+    await eventually(
+      () => docker.calls().some((c) => c[0] === 'wait' && c[1] === `gpumesh-${a.placementId}`),
+      10_000,
+      'docker wait'
     ),
     'watching it with docker wait'
   )

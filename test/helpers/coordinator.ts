@@ -13,6 +13,8 @@ import type { Pool } from '../../coordinator/store/db.js'
 import type { HostFacts } from '../../protocol/host-facts.js'
 import { freshDatabase } from './postgres.js'
 
+export { eventually } from './eventually.js'
+
 export const ADMIN_TOKEN = 'gmt_test-admin-token-0123456789abcdef'
 
 export interface TestCoordinator extends Coordinator {
@@ -114,19 +116,4 @@ export async function addHost(pool: Pool, machine: string, name: string, label?:
   const facts = await factsFor(machine, label)
   facts.hostname = name
   return await registerHost(pool, { peerId: `12D3KooWtest${process.pid}x${++peers}`, facts, name })
-}
-
-/** Polls until `check` returns a value (not undefined), or fails after `ms`. */
-export async function eventually<T>(
-  check: () => T | undefined | Promise<T | undefined>,
-  ms = 10_000,
-  what = 'condition'
-): Promise<T> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const v = await check()
-    if (v !== undefined) return v
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
 }

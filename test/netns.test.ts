@@ -12,6 +12,7 @@ import pg from 'pg'
 import t from 'tap'
 import { freshDatabase } from './helpers/postgres.js'
 import { eventually as waitFor } from './helpers/coordinator.js'
+import { alive } from './helpers/process.js'
 import { networkFor, requireNetns, startNetAgent, startNetCoordinator, type NetAgent } from './helpers/netns.js'
 
 const H100 = 'h100-80gb-8x-nvlink'
@@ -283,7 +284,7 @@ t.test(
       )
       const record = agent(victim).placementRecord(staleId)
       t.equal(record?.state, 'running', 'the partitioned host still runs its copy: it cannot know yet')
-      t.ok(record?.pid != null && isAlive(record.pid), 'its process is alive')
+      t.ok(record?.pid != null && alive(record.pid), 'its process is alive')
     })
 
     await t.test('healing the link: the host comes back and its stale copy is fenced', async (t) => {
@@ -311,7 +312,7 @@ t.test(
         'the stale copy to be stopped by its agent'
       )
       t.equal(record.state, 'stopped', `the agent stopped it (${record.reason ?? ''})`)
-      t.ok(pid !== null && !isAlive(pid), `its process (pid ${String(pid)}, alive through the partition) is gone`)
+      t.ok(pid !== null && !alive(pid), `its process (pid ${String(pid)}, alive through the partition) is gone`)
       // Its re-registration raised the host's epoch, and the agent obeys that one now.
       const epochAfter = await waitFor(
         () => {
@@ -357,13 +358,4 @@ t.test(
 /** The highest coordinator epoch the agent has obeyed, from its state file. */
 function agentEpoch(a: NetAgent): number {
   return (JSON.parse(readFileSync(join(a.stateDir, 'agent.json'), 'utf8')) as { epoch: number }).epoch
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
 }

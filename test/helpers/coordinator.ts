@@ -12,6 +12,7 @@ import { registerHost } from '../../coordinator/store/hosts.js'
 import type { Pool } from '../../coordinator/store/db.js'
 import type { HostFacts } from '../../protocol/host-facts.js'
 import { freshDatabase } from './postgres.js'
+import { stopOnce } from './stop-once.js'
 
 export { eventually } from './eventually.js'
 
@@ -66,12 +67,11 @@ export async function startTestCoordinator(t: Test, options: TestCoordinatorOpti
     },
     log
   )
-  let stopped = false
+  const once = stopOnce()
   const stop = async () => {
-    if (!stopped) {
-      stopped = true
+    await once(async () => {
       await c.stop()
-    }
+    })
   }
   t.teardown(async () => {
     await stop()

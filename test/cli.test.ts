@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { execa } from 'execa'
+import { execa, type ResultPromise } from 'execa'
 import t, { type Test } from 'tap'
 import { jsonSyntaxProblem } from '../cli/json-syntax.js'
 import { SseParser } from '../protocol/sse.js'
@@ -92,6 +92,23 @@ async function jsonIsApi(t: Test, c: TestCoordinator, cases: Array<[args: string
     )
   }
   t.same(m.list, [], '--json prints what the API answers')
+}
+
+/** `gpumesh events --follow --json` running against `api` (killed at teardown), and what it printed so far. */
+function followEvents(t: Test, api: string, token: string): { follow: ResultPromise; output: () => string } {
+  const follow = execa(process.execPath, [CLI, 'events', '--follow', '--json'], {
+    env: cleanEnv({ GPUMESH_API: api, GPUMESH_TOKEN: token }),
+    extendEnv: false,
+    reject: false
+  })
+  t.teardown(() => {
+    follow.kill()
+  })
+  let out = ''
+  follow.stdout?.on('data', (chunk: Buffer) => {
+    out += chunk.toString('utf8')
+  })
+  return { follow, output: () => out }
 }
 
 function scratch(t: Test): string {
@@ -390,28 +407,17 @@ t.test('events: up to now, --json, --after, and --follow', async (t) => {
   t.ok(after.length > 0 && after.every((id) => id > mid), '--after skips what came before')
 
   // --follow: history, then an event created while it runs.
-  const follow = execa(process.execPath, [CLI, 'events', '--follow', '--json'], {
-    env: cleanEnv({ GPUMESH_API: c.api, GPUMESH_TOKEN: ADMIN_TOKEN }),
-    extendEnv: false,
-    reject: false
-  })
-  t.teardown(() => {
-    follow.kill()
-  })
-  let out = ''
-  follow.stdout?.on('data', (chunk: Buffer) => {
-    out += chunk.toString('utf8')
-  })
-  await eventually(async () => (out.includes('"workload.created"') ? true : undefined), 15_000, 'the history')
+  const { follow, output } = followEvents(t, c.api, ADMIN_TOKEN)
+  await eventually(() => output().includes('"workload.created"'), 15_000, 'the history')
   t.equal(
     (await c.call('POST', '/v1/workloads', { name: 'second', kind: 'session', pool: H100, gpus: 1, run })).status,
     201
   )
-  await eventually(async () => (out.includes('"name":"second"') ? true : undefined), 15_000, 'the new event')
+  await eventually(() => output().includes('"name":"second"'), 15_000, 'the new event')
   follow.kill('SIGTERM')
   const r = await follow
   t.not(r.exitCode, 0, 'still running until killed')
-  const events = out
+  const events = output()
     .trimEnd()
     .split('\n')
     .map((l) => JSON.parse(l) as { id: number; type: string; data: { name?: string } })
@@ -449,23 +455,12 @@ t.test('events --follow resumes with Last-Event-ID after a disconnect', async (t
   })
   const address = server.address()
   const api = `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`
-  const follow = execa(process.execPath, [CLI, 'events', '--follow', '--json'], {
-    env: cleanEnv({ GPUMESH_API: api, GPUMESH_TOKEN: 'gmt_x' }),
-    extendEnv: false,
-    reject: false
-  })
-  t.teardown(() => {
-    follow.kill()
-  })
-  let out = ''
-  follow.stdout?.on('data', (chunk: Buffer) => {
-    out += chunk.toString('utf8')
-  })
-  await eventually(async () => (out.split('\n').length > 4 ? true : undefined), 10_000, 'four events')
+  const { follow, output } = followEvents(t, api, 'gmt_x')
+  await eventually(() => output().split('\n').length > 4, 10_000, 'four events')
   follow.kill('SIGTERM')
   const r = await follow
   t.same(
-    out
+    output()
       .trimEnd()
       .split('\n')
       .map((l) => (JSON.parse(l) as { id: number }).id),

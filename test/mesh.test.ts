@@ -46,6 +46,19 @@ async function workloadWhen(
   )
 }
 
+/** A one-replica endpoint on the H100 pool, once its replica runs. */
+async function runningEndpoint(c: TestCoordinator, name: string, gpus: number, script: string): Promise<any> {
+  const w = await c.call('POST', '/v1/workloads', {
+    name,
+    kind: 'endpoint',
+    replicas: 1,
+    gpus,
+    pools: ['h100-80gb-8x-nvlink'],
+    run: sh(script)
+  })
+  return await workloadWhen(c, w.body.id, (x) => x.placements[0]?.state === 'running', 15_000, 'the replica to run')
+}
+
 const log = (agent: TestAgent, placementId: string): string => placementLog(agent.stateDir, placementId)
 
 t.test('enrollment: join tokens are one-time, pool-bound, and the peer id is the credential after', async (t) => {
@@ -124,23 +137,9 @@ t.test('placements run with the GPU environment; exits and deletions are reporte
   t.equal(log(a, p.id).trim(), `cuda=0,1,2,3 nvidia=0,1,2,3 workload=env placement=${p.id as string}`)
 
   // A long-running endpoint replica, then DELETE: the agent stops it.
-  const ep = await c.call('POST', '/v1/workloads', {
-    name: 'serve',
-    kind: 'endpoint',
-    replicas: 1,
-    gpus: 2,
-    pools: ['h100-80gb-8x-nvlink'],
-    run: sh('echo up; exec sleep 60')
-  })
-  const running = await workloadWhen(
-    c,
-    ep.body.id,
-    (x) => x.placements[0]?.state === 'running',
-    15_000,
-    'the replica to run'
-  )
+  const running = await runningEndpoint(c, 'serve', 2, 'echo up; exec sleep 60')
   const pid = running.placements[0].id as string
-  t.equal((await c.call('DELETE', `/v1/workloads/${ep.body.id as string}`)).status, 200)
+  t.equal((await c.call('DELETE', `/v1/workloads/${running.id as string}`)).status, 200)
   await eventually(
     async () => (a.runtime.list().find((x) => x.placementId === pid)?.state === 'stopped' ? true : undefined),
     15_000,
@@ -185,27 +184,13 @@ t.test('a 2-host recipe gets ranks, world size and the rank-0 address', async (t
 t.test('a crashed agent is detected, its endpoint replica moves, the stale copy is fenced on return', async (t) => {
   const c = await startTestCoordinator(t, { heartbeatMs: 500 })
   const agents = await joinedAgents(t, c, 'h100-8x-nv18-nics', ['node-a', 'node-b', 'node-c'])
-  const w = await c.call('POST', '/v1/workloads', {
-    name: 'chat',
-    kind: 'endpoint',
-    replicas: 1,
-    gpus: 8,
-    pools: ['h100-80gb-8x-nvlink'],
-    run: sh('exec sleep 120')
-  })
-  const first = await workloadWhen(
-    c,
-    w.body.id,
-    (x) => x.placements[0]?.state === 'running',
-    15_000,
-    'the replica to run'
-  )
+  const first = await runningEndpoint(c, 'chat', 8, 'exec sleep 120')
   const victim = agents.find((a) => a.control.hostId === first.placements[0].hostId) as TestAgent
   await victim.crash()
   // How fast is a bench figure (bench mesh: down_detect_ms); here only that it happens.
   const moved = await workloadWhen(
     c,
-    w.body.id,
+    first.id,
     (x) => x.placements.some((p: any) => p.state === 'running' && p.hostId !== victim.control.hostId),
     30_000,
     'the replica to be placed elsewhere'

@@ -90,6 +90,8 @@ function assignment(over: Partial<Assignment> & { command?: string[] } = {}): As
 }
 
 const sh = (script: string) => ['sh', '-c', script]
+/** An assignment run in a container of `image` by the docker driver. */
+const inContainer = (command: string[], image = 'img') => assignment({ run: { driver: 'docker', image, command } })
 
 interface Tracked {
   rt: Runtime
@@ -766,13 +768,7 @@ t.test("docker: no GPUs -> no --gpus; docker from the options (the agent's --doc
   const stateDir = scratch(t)
   const docker = dockerDouble(t, stateDir)
   const { rt, until } = runtime(t, { stateDir, docker: DOCKER_DOUBLE })
-  const a = assignment({
-    run: {
-      driver: 'docker',
-      image: 'alpine:3',
-      command: ['sh', '-c', 'echo "[$CUDA_VISIBLE_DEVICES] [$NVIDIA_VISIBLE_DEVICES]"']
-    }
-  })
+  const a = inContainer(sh('echo "[$CUDA_VISIBLE_DEVICES] [$NVIDIA_VISIBLE_DEVICES]"'), 'alpine:3')
   await rt.start(a)
   t.match(await until(a.placementId), { state: 'exited', exitCode: 0 })
   const [call] = docker.calls()
@@ -785,13 +781,7 @@ t.test('docker: stop is docker stop -t <grace s>; a missing image or docker fail
   const stateDir = scratch(t)
   const docker = dockerDouble(t, stateDir)
   const { rt, states, until } = runtime(t, { stateDir, docker: DOCKER_DOUBLE, stopGraceMs: 1_000 })
-  const a = assignment({
-    run: {
-      driver: 'docker',
-      image: 'img',
-      command: ['sh', '-c', 'trap "echo term; exit 0" TERM; echo up; while :; do sleep 0.05; done']
-    }
-  })
+  const a = inContainer(sh('trap "echo term; exit 0" TERM; echo up; while :; do sleep 0.05; done'))
   await rt.start(a)
   await containerUp(stateDir, a.placementId)
   await rt.stop(a.placementId, 'workload deleted')
@@ -819,7 +809,7 @@ t.test('docker: stop is docker stop -t <grace s>; a missing image or docker fail
   t.equal(docker.calls().length, before, 'docker never called')
 
   const { rt: noDocker, until: untilNoDocker } = runtime(t, { stateDir, docker: join(stateDir, 'no-docker-here') })
-  const b = assignment({ run: { driver: 'docker', image: 'img', command: ['serve'] } })
+  const b = inContainer(['serve'])
   await noDocker.start(b)
   t.match(await untilNoDocker(b.placementId), { state: 'failed', reason: /docker driver: executable not found/ })
 })
@@ -828,9 +818,7 @@ t.test('docker: stop falls back to the client when docker stop fails', async (t)
   const stateDir = scratch(t)
   dockerDouble(t, stateDir)
   const { rt, until } = runtime(t, { stateDir, docker: DOCKER_DOUBLE, stopGraceMs: 1_000 })
-  const a = assignment({
-    run: { driver: 'docker', image: 'img', command: ['sh', '-c', 'echo up; while :; do sleep 0.05; done'] }
-  })
+  const a = inContainer(sh('echo up; while :; do sleep 0.05; done'))
   await rt.start(a)
   await containerUp(stateDir, a.placementId)
   // The daemon "forgets" the container: docker stop says no such container.
@@ -852,14 +840,8 @@ t.test('docker: after a restart, a container whose client died is watched throug
   const docker = dockerDouble(t, stateDir)
   const first = runtime(t, { stateDir, docker: DOCKER_DOUBLE })
   const go = join(stateDir, 'go')
-  const a = assignment({
-    run: {
-      driver: 'docker',
-      image: 'img',
-      command: ['sh', '-c', `echo up; while [ ! -e ${go} ]; do sleep 0.05; done; exit 7`]
-    }
-  })
-  const live = assignment({ run: { driver: 'docker', image: 'img', command: ['sleep', '60'] } })
+  const a = inContainer(sh(`echo up; while [ ! -e ${go} ]; do sleep 0.05; done; exit 7`))
+  const live = inContainer(['sleep', '60'])
   await first.rt.start(a)
   await first.rt.start(live)
   await containerUp(stateDir, a.placementId)

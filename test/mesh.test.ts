@@ -7,7 +7,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import t from 'tap'
 import { loadOrCreateIdentity } from '../common/mesh/identity.js'
 import { ACK_AFTER_MS, agentSilenceMs, CONTROL_PROTOCOL } from '../protocol/control.js'
-import { eventually, startTestCoordinator, type TestCoordinator } from './helpers/coordinator.js'
+import { eventually, startTestCoordinator, type TestCoordinator, workloadWhen } from './helpers/coordinator.js'
 import {
   bareNode,
   clusterKeyOf,
@@ -27,23 +27,6 @@ async function hosts(
   c: TestCoordinator
 ): Promise<Array<{ id: string; name: string; state: string; pool: string; peerId: string }>> {
   return (await c.call('GET', '/v1/hosts')).body.items
-}
-
-async function workloadWhen(
-  c: TestCoordinator,
-  id: string,
-  ok: (w: any) => boolean,
-  ms = 15_000,
-  what = 'workload state'
-): Promise<any> {
-  return await eventually(
-    async () => {
-      const w = (await c.call('GET', `/v1/workloads/${id}`)).body
-      return ok(w) ? w : undefined
-    },
-    ms,
-    what
-  )
 }
 
 /** A one-replica endpoint on the H100 pool, once its replica runs. */

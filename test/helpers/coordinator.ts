@@ -14,7 +14,9 @@ import type { HostFacts } from '../../protocol/host-facts.js'
 import { freshDatabase } from './postgres.js'
 import { stopOnce } from './stop-once.js'
 
-export { eventually } from './eventually.js'
+import { eventually } from './eventually.js'
+
+export { eventually }
 
 export const ADMIN_TOKEN = 'gmt_test-admin-token-0123456789abcdef'
 
@@ -116,4 +118,22 @@ export async function addHost(pool: Pool, machine: string, name: string, label?:
   const facts = await factsFor(machine, label)
   facts.hostname = name
   return await registerHost(pool, { peerId: `12D3KooWtest${process.pid}x${++peers}`, facts, name })
+}
+
+/** The workload `id` as the API shows it, once `ok` holds for it. */
+export async function workloadWhen(
+  c: TestCoordinator,
+  id: string,
+  ok: (w: any) => boolean,
+  ms = 15_000,
+  what = 'workload state'
+): Promise<any> {
+  return await eventually(
+    async () => {
+      const w = (await c.call('GET', `/v1/workloads/${id}`)).body
+      return ok(w) ? w : undefined
+    },
+    ms,
+    what
+  )
 }

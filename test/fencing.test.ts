@@ -70,23 +70,15 @@ t.test('a partitioned agent: new epoch on heal, its stale copy killed, an old-ep
   )
   t.ok(alive(pid), `its process ${pid} runs`)
 
-  await eventually(
-    () => (healed ? true : undefined),
-    30_000,
-    'the agent to give up the silent session and say hello again'
-  )
+  await eventually(() => healed, 30_000, 'the agent to give up the silent session and say hello again')
   t.same(
     hellos[1],
     { epoch: 1, running: [stale.placementId] },
     'through the partition it kept epoch 1 and its placement running'
   )
+  await eventually(() => state(current.placementId) === 'running', 15_000, 'the assignment of epoch 2 to run')
   await eventually(
-    () => (state(current.placementId) === 'running' ? true : undefined),
-    15_000,
-    'the assignment of epoch 2 to run'
-  )
-  await eventually(
-    () => (state(stale.placementId) === 'stopped' ? true : undefined),
+    () => state(stale.placementId) === 'stopped',
     15_000,
     'the stale copy, not on the list of epoch 2, to be stopped (fenced)'
   )

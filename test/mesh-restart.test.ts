@@ -36,11 +36,7 @@ t.test('coordinator restart: agents reconnect, work keeps running, nothing runs 
   const ids = placed.placements.map((p: { id: string }) => p.id).sort()
 
   await first.stop()
-  await eventually(
-    async () => (agents.every((a) => a.control.connectedAt === 0) ? true : undefined),
-    10_000,
-    'the agents to notice'
-  )
+  await eventually(async () => agents.every((a) => a.control.connectedAt === 0), 10_000, 'the agents to notice')
   t.ok(
     agents.every((a) => a.runtime.list().filter((p) => p.state === 'running').length === 1),
     'work keeps running while the coordinator is away'
@@ -49,7 +45,7 @@ t.test('coordinator restart: agents reconnect, work keeps running, nothing runs 
   const second = await startTestCoordinator(t, { stateDir, listen, databaseUrl: first.databaseUrl })
   t.equal(second.mesh.peerId, first.mesh.peerId, 'same identity after a restart')
   await eventually(
-    async () => (agents.every((a) => a.control.connectedAt > 0) ? true : undefined),
+    async () => agents.every((a) => a.control.connectedAt > 0),
     15_000,
     'the agents to reconnect by themselves'
   )

@@ -48,11 +48,7 @@ t.test('enrollment: join tokens are one-time, pool-bound, and the peer id is the
   const c = await startTestCoordinator(t)
   const token = await joinToken(c)
   const a = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { joinToken: token })
-  await eventually(
-    async () => ((await hosts(c)).some((h) => h.name === 'node-a') ? true : undefined),
-    10_000,
-    'node-a enrolled'
-  )
+  await eventually(async () => (await hosts(c)).some((h) => h.name === 'node-a'), 10_000, 'node-a enrolled')
   const host = (await hosts(c)).find((h) => h.name === 'node-a')
   t.equal(host?.peerId, a.node.peerId.toString(), 'registered under its peer id')
   t.equal(host?.pool, 'h100-80gb-8x-nvlink')
@@ -87,7 +83,7 @@ t.test('enrollment: join tokens are one-time, pool-bound, and the peer id is the
   await a.stop()
   const again = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { stateDir: a.stateDir })
   await eventually(
-    async () => (again.control.hostId === host?.id ? true : undefined),
+    async () => again.control.hostId === host?.id,
     10_000,
     'the restarted agent to rejoin as the same host'
   )
@@ -124,7 +120,7 @@ t.test('placements run with the GPU environment; exits and deletions are reporte
   const pid = running.placements[0].id as string
   t.equal((await c.call('DELETE', `/v1/workloads/${running.id as string}`)).status, 200)
   await eventually(
-    async () => (a.runtime.list().find((x) => x.placementId === pid)?.state === 'stopped' ? true : undefined),
+    async () => a.runtime.list().find((x) => x.placementId === pid)?.state === 'stopped',
     15_000,
     'the agent to stop the deleted replica'
   )
@@ -183,13 +179,12 @@ t.test('a crashed agent is detected, its endpoint replica moves, the stale copy 
   // The crashed agent comes back (same state dir): its old process is still running; the coordinator's list fences it.
   const back = await startTestAgent(t, c, 'h100-8x-nv18-nics', victim.name, { stateDir: victim.stateDir })
   await eventually(
-    async () =>
-      back.runtime.list().find((p) => p.placementId === first.placements[0].id)?.state === 'stopped' ? true : undefined,
+    async () => back.runtime.list().find((p) => p.placementId === first.placements[0].id)?.state === 'stopped',
     15_000,
     'the stale replica to be stopped'
   )
   await eventually(
-    async () => ((await hosts(c)).find((h) => h.name === victim.name)?.state === 'ready' ? true : undefined),
+    async () => (await hosts(c)).find((h) => h.name === victim.name)?.state === 'ready',
     10_000,
     'the host to be ready again'
   )
@@ -244,7 +239,7 @@ t.test('revocation: the peer id stops being a credential', async (t) => {
   const id = a.control.hostId as string
   t.equal((await c.call('DELETE', `/v1/hosts/${id}`)).status, 204)
   t.equal((await c.call('GET', `/v1/hosts/${id}`)).status, 404)
-  await eventually(async () => (a.control.connectedAt === 0 ? true : undefined), 10_000, 'the session to close')
+  await eventually(async () => a.control.connectedAt === 0, 10_000, 'the session to close')
   // It cannot come back: its identity (the agent's own key file) is refused at the connection already
   // (the coordinator's gater closes it once the handshake names the peer).
   await a.stop()
@@ -289,7 +284,7 @@ t.test('gossip: agents of a pool see each other, through the coordinator when th
     'its pool: the other H100 host, not itself'
   )
   await eventually(
-    async () => (a.membership.view().some((m) => m.name === 'node-l') ? true : undefined),
+    async () => a.membership.view().some((m) => m.name === 'node-l'),
     20_000,
     'the cluster view to include the L40S host'
   )
@@ -369,18 +364,14 @@ t.test(
     })
     await startTestAgent(t, target, 'l40s-1x', 'listener', { mdns: false })
     const silenceMs = agentSilenceMs(200)
-    await eventually(async () => (hellos.length >= 2 ? true : undefined), silenceMs + 5000, 'the agent to dial again')
+    await eventually(async () => hellos.length >= 2, silenceMs + 5000, 'the agent to dial again')
     const gap = (hellos[1] as number) - (hellos[0] as number)
     t.ok(
       gap >= silenceMs,
       `a new session ${gap} ms after the first: not before the coordinator was silent for ${silenceMs} ms`
     )
     t.ok(
-      await eventually(
-        async () => (silent.getConnections().length === 1 ? true : undefined),
-        5000,
-        'the old connection to close'
-      ),
+      await eventually(async () => silent.getConnections().length === 1, 5000, 'the old connection to close'),
       'over a new connection; the old one is closed'
     )
     ack = true
@@ -388,7 +379,7 @@ t.test(
     const before = hellos.length
     // Heartbeats answered for longer than the agent's silence limit: had it dropped the session, it would have said hello again.
     await eventually(
-      () => (acked.some((at) => at - ackedFrom > silenceMs + 200) ? true : undefined),
+      () => acked.some((at) => at - ackedFrom > silenceMs + 200),
       silenceMs + 10_000,
       'heartbeats past the silence limit'
     )

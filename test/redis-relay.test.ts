@@ -45,7 +45,7 @@ t.test('relay: in order, exactly once, across a Redis restart', async (t) => {
   await eventually(
     async () => {
       const [ids, outbox] = [await streamIds(redis), await outboxIds(c)]
-      return outbox.length > 0 && ids.length === outbox.length ? true : undefined
+      return outbox.length > 0 && ids.length === outbox.length
     },
     10_000,
     'the first events in Redis'
@@ -83,7 +83,7 @@ t.test('relay resumes from its cursor after a restart without duplicates', async
     redis.disconnect()
   })
   await addHost(c.pool, 'h100-8x-nv18-nics', 'h1')
-  await eventually(async () => ((await streamIds(redis)).length === 2 ? true : undefined))
+  await eventually(async () => (await streamIds(redis)).length === 2)
   // Forget the saved cursor, as if the coordinator died before writing it:
   // the stream's own top id keeps the relay from publishing twice.
   await c.pool.query('delete from relay_cursors')
@@ -107,9 +107,7 @@ t.test('usage statistics and live host metadata', async (t) => {
   })
   const host = await addHost(c.pool, 'h100-8x-nv18-nics', 'h1')
   const w = await c.call('POST', '/v1/workloads', { ...session('busy'), gpus: 4 })
-  await eventually(async () =>
-    (await c.call('GET', `/v1/workloads/${w.body.id as string}`)).body.state === 'placed' ? true : undefined
-  )
+  await eventually(async () => (await c.call('GET', `/v1/workloads/${w.body.id as string}`)).body.state === 'placed')
   const usage = await eventually(
     async () => {
       const h = await redis.hgetall(USAGE_KEY('h100-80gb-8x-nvlink'))

@@ -140,11 +140,11 @@ t.test('no watchdog ping while the daemon is not healthy', async (t) => {
   })
   await notify.next(/WATCHDOG=1/, 5000)
   healthy = false
-  await eventually(() => (unhealthyTicks >= 3 ? true : undefined), 10_000, 'three watchdog ticks while unhealthy')
+  await eventually(() => unhealthyTicks >= 3, 10_000, 'three watchdog ticks while unhealthy')
   // A marker sent after those ticks: a ping sent for any of them would be queued on the socket before it.
   n.ready('marker')
   await notify.next(/STATUS=marker/, 10_000)
-  await eventually(() => (pings() >= sentHealthy ? true : undefined), 10_000, 'the pings sent while healthy')
+  await eventually(() => pings() >= sentHealthy, 10_000, 'the pings sent while healthy')
   t.equal(
     pings(),
     sentHealthy,
@@ -152,7 +152,7 @@ t.test('no watchdog ping while the daemon is not healthy', async (t) => {
   )
   const before = pings()
   healthy = true
-  await eventually(() => (pings() > before ? true : undefined), 10_000, 'a ping once healthy again')
+  await eventually(() => pings() > before, 10_000, 'a ping once healthy again')
   t.pass('pings again once healthy')
   n.close()
 })
@@ -172,7 +172,7 @@ t.test('without NOTIFY_SOCKET nothing is sent', async (t) => {
     ticks++
     return true
   })
-  await eventually(() => (ticks >= 3 ? true : undefined), 10_000, 'three healthy watchdog ticks')
+  await eventually(() => ticks >= 3, 10_000, 'three healthy watchdog ticks')
   none.stopping()
   const notify = await notifySocket(t)
   systemdNotifier({ NOTIFY_SOCKET: notify.path, PATH: process.env.PATH ?? '' }, wrapper).ready('marker')

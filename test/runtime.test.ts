@@ -133,6 +133,12 @@ function runtime(t: Test, options: RuntimeOptions): Tracked {
   return { rt, statuses, states: (id) => statuses(id).map((s) => s.state), until }
 }
 
+/** A stop that SIGTERM was enough for: started, ran, then stopped with the command's own exit 0 and `reason`. */
+async function stoppedByTerm(t: Test, r: Pick<Tracked, 'until' | 'states'>, id: string, reason: string): Promise<void> {
+  t.same(await r.until(id), { placementId: id, state: 'stopped', exitCode: 0, reason })
+  t.same(r.states(id), ['starting', 'running', 'stopped'])
+}
+
 const pdir = (stateDir: string, id: string) => join(stateDir, 'placements', id)
 const readLog = (stateDir: string, id: string, file = 'stdout.log') =>
   readFileSync(join(pdir(stateDir, id), file), 'utf8')
@@ -280,13 +286,7 @@ t.test('stop: SIGTERM to the workload, reported stopped', async (t) => {
   await rt.stop(a.placementId, 'workload deleted')
   t.ok(Date.now() - began < 4_000, 'did not need the SIGKILL')
   t.equal(readFileSync(join(pdir(stateDir, a.placementId), 'got-term'), 'utf8'), 'term\n', 'the command got SIGTERM')
-  t.same(await until(a.placementId), {
-    placementId: a.placementId,
-    state: 'stopped',
-    exitCode: 0,
-    reason: 'workload deleted'
-  })
-  t.same(states(a.placementId), ['starting', 'running', 'stopped'])
+  await stoppedByTerm(t, { until, states }, a.placementId, 'workload deleted')
   t.equal(readRecordJson(stateDir, a.placementId).state, 'stopped')
   await rt.stop(a.placementId, 'again')
   await rt.stop(randomUUID(), 'unknown')
@@ -785,13 +785,7 @@ t.test('docker: stop is docker stop -t <grace s>; a missing image or docker fail
   await rt.start(a)
   await containerUp(stateDir, a.placementId)
   await rt.stop(a.placementId, 'workload deleted')
-  t.same(await until(a.placementId), {
-    placementId: a.placementId,
-    state: 'stopped',
-    exitCode: 0,
-    reason: 'workload deleted'
-  })
-  t.same(states(a.placementId), ['starting', 'running', 'stopped'])
+  await stoppedByTerm(t, { until, states }, a.placementId, 'workload deleted')
   t.same(docker.calls().slice(1), [['stop', '-t', '1', `gpumesh-${a.placementId}`]])
   t.equal(readLog(stateDir, a.placementId), 'up\nterm\n', 'the container got SIGTERM')
 

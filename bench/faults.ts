@@ -21,7 +21,8 @@ import { ADMIN_TOKEN, eventually } from '../test/helpers/coordinator.js'
 import { call, spawnCoordinator, type Proc } from '../test/helpers/coordinator-process.js'
 import { AGENT_RUN } from '../test/helpers/fixtures.js'
 import { agentEnv } from '../test/helpers/mesh.js'
-import { ApiClient, alive } from '../test/helpers/netns.js'
+import { ApiClient } from '../test/helpers/netns.js'
+import { alive } from '../test/helpers/process.js'
 
 const MACHINE = 'h100-8x-nv18'
 const REPLICAS = 8

@@ -7,9 +7,27 @@ import { join } from 'node:path'
 import { execa } from 'execa'
 import t from 'tap'
 import { cleanEnv } from './helpers/agent.js'
-import { eventually, startTestCoordinator } from './helpers/coordinator.js'
+import { eventually, startTestCoordinator, type TestCoordinator } from './helpers/coordinator.js'
 import { AGENT, MACHINES } from './helpers/fixtures.js'
 import { agentProcessEnv } from './helpers/mesh.js'
+
+/** The host called `name` once the coordinator lists it (in `state`, unless null). */
+async function hostNamed(
+  c: TestCoordinator,
+  name: string,
+  state: string | null,
+  ms: number,
+  what: string
+): Promise<any> {
+  return await eventually(
+    async () =>
+      (await c.call('GET', '/v1/hosts')).body.items.find(
+        (h: { name: string; state: string }) => h.name === name && (state === null || h.state === state)
+      ),
+    ms,
+    what
+  )
+}
 
 t.test('run: detects, enrolls, logs, stops on SIGTERM', async (t) => {
   const c = await startTestCoordinator(t)
@@ -25,14 +43,7 @@ t.test('run: detects, enrolls, logs, stops on SIGTERM', async (t) => {
   child.stdout?.on('data', (d: Buffer) => {
     output += d.toString()
   })
-  const host = await eventually(
-    async () => {
-      const r = await c.call('GET', '/v1/hosts')
-      return r.body.items.find((h: { name: string }) => h.name === 'proc-node')
-    },
-    30_000,
-    'the agent process to enroll'
-  )
+  const host = await hostNamed(c, 'proc-node', null, 30_000, 'the agent process to enroll')
   t.equal(host.pool, 'h100-80gb-8x-nvlink', 'its detected facts decide its pool')
   t.equal(host.facts.gpus.length, 8)
   child.kill('SIGTERM')
@@ -76,26 +87,12 @@ t.test('run: GPUs that change while it runs quarantine the host (detection in a 
   t.teardown(() => {
     child.kill('SIGKILL')
   })
-  const host = await eventually(
-    async () =>
-      (await c.call('GET', '/v1/hosts')).body.items.find(
-        (h: { name: string; state: string }) => h.name === 'changing' && h.state === 'ready'
-      ),
-    30_000,
-    'the agent to enroll'
-  )
+  const host = await hostNamed(c, 'changing', 'ready', 30_000, 'the agent to enroll')
   t.equal(host.facts.gpus.length, 8, 'enrolled with the 8 GPUs its first detection found')
   // Half the GPUs are gone (a GPU fell off the bus, a driver update went wrong).
   rmSync(machine, { recursive: true })
   cpSync(join(MACHINES, 'h100-4x-nv18'), machine, { recursive: true })
-  const changed = await eventually(
-    async () =>
-      (await c.call('GET', '/v1/hosts')).body.items.find(
-        (h: { name: string; state: string }) => h.name === 'changing' && h.state === 'quarantined'
-      ),
-    20_000,
-    'the host to be quarantined'
-  )
+  const changed = await hostNamed(c, 'changing', 'quarantined', 20_000, 'the host to be quarantined')
   t.equal(changed.pool, host.pool, 'it stays in its pool, out of scheduling, instead of shrinking it')
   const events = (await c.pool.query<{ type: string }>("select type from events where type = 'host.quarantined'")).rows
   t.equal(events.length, 1, 'an event says so')

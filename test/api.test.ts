@@ -15,6 +15,7 @@ const session = (name: string, extra: Record<string, unknown> = {}) => ({
   run,
   ...extra
 })
+const endpoint = (name: string, pool: string) => ({ name, kind: 'endpoint', replicas: 1, gpus: 1, pools: [pool], run })
 
 async function counts(c: TestCoordinator): Promise<{ workloads: number; events: number }> {
   const { rows } = await c.pool.query<{ w: number; e: number }>(
@@ -78,12 +79,7 @@ t.test('bad input: 4xx problem+json and nothing written', async (t) => {
     ['empty command', session('a', { run: { driver: 'process', command: [] } }), 400, 'VALIDATION'],
     ['unknown pool', session('a', { pool: 'tpu-v5-8x' }), 422, 'UNKNOWN_POOL'],
     ['more GPUs than any host has', session('a', { gpus: 16 }), 422, 'NOT_ENOUGH_GPUS'],
-    [
-      'endpoint on a pool it may not use',
-      { name: 'e', kind: 'endpoint', replicas: 1, gpus: 1, pools: ['l40s-48gb-1x'], run },
-      201,
-      ''
-    ],
+    ['endpoint on a pool it may not use', endpoint('e', 'l40s-48gb-1x'), 201, ''],
     ['not JSON', '{"name": "a",', 400, 'BAD_BODY'],
     ['JSON array', '[1,2]', 400, 'VALIDATION']
   ]
@@ -103,27 +99,16 @@ t.test('bad input: 4xx problem+json and nothing written', async (t) => {
 
   // The training-only pool refuses endpoints.
   await c.call('PATCH', '/v1/pools/l40s-48gb-1x', { kind: 'training' })
-  const kind = await c.call('POST', '/v1/workloads', {
-    name: 'e2',
-    kind: 'endpoint',
-    replicas: 1,
-    gpus: 1,
-    pools: ['l40s-48gb-1x'],
-    run
-  })
-  t.equal(kind.status, 422)
-  t.equal(kind.body.code, 'POOL_KIND')
-
-  const dup = await c.call('POST', '/v1/workloads', {
-    name: 'e',
-    kind: 'endpoint',
-    replicas: 1,
-    gpus: 1,
-    pools: ['h100-80gb-8x-nvlink'],
-    run
-  })
-  t.equal(dup.status, 409)
-  t.equal(dup.body.code, 'NAME_TAKEN')
+  t.match(
+    await c.call('POST', '/v1/workloads', endpoint('e2', 'l40s-48gb-1x')),
+    { status: 422, body: { code: 'POOL_KIND' } },
+    'a training pool refuses an endpoint'
+  )
+  t.match(
+    await c.call('POST', '/v1/workloads', endpoint('e', 'h100-80gb-8x-nvlink')),
+    { status: 409, body: { code: 'NAME_TAKEN' } },
+    'a name in use'
+  )
 
   // Raw requests for what fetch's JSON helper would not send.
   const raw = async (body: Buffer | string, type = 'application/json') => {

@@ -12,15 +12,12 @@ import t, { type Test } from 'tap'
 import WebSocket from 'ws'
 import { STALL_MS } from '../coordinator/attach/bridge.js'
 import { secureEnough } from '../coordinator/attach/route.js'
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { readClusterKey } from '../common/mesh/cluster-key.js'
-import { createMeshNode } from '../common/mesh/node.js'
 import { encodeControl, FrameDecoder, SESSION_CLOSE, SESSION_PROTOCOL, WS_SUBPROTOCOL } from '../protocol/session.js'
 import { ADMIN_TOKEN, eventually, type TestCoordinator } from './helpers/coordinator.js'
 import { startTestCoordinator } from './helpers/coordinator.js'
 import { ROOT } from './helpers/fixtures.js'
-import { joinToken, startTestAgent, type TestAgent } from './helpers/mesh.js'
+import { bareNode, clusterKeyOf, joinedAgents, startTestAgent, type TestAgent } from './helpers/mesh.js'
 import { Mismatches } from './helpers/mismatches.js'
 import { attach, attachRefused } from './helpers/ws.js'
 
@@ -71,10 +68,21 @@ function endAtTeardown(t: Test, placementId: string): void {
   })
 }
 
+/** An endpoint (not attachable): created, not waited for. */
+async function endpoint(c: TestCoordinator, name: string): Promise<{ status: number; body: any }> {
+  return await c.call('POST', '/v1/workloads', {
+    name,
+    kind: 'endpoint',
+    replicas: 1,
+    gpus: 1,
+    pools: [POOL],
+    run: { driver: 'process', command: ['sleep', '60'] }
+  })
+}
+
 async function cluster(t: Test): Promise<{ c: TestCoordinator; a: TestAgent }> {
   const c = await startTestCoordinator(t)
-  const a = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { joinToken: await joinToken(c) })
-  await eventually(async () => (a.control.hostId !== null ? true : undefined), 10_000, 'the agent to join')
+  const [a] = (await joinedAgents(t, c, 'h100-8x-nv18-nics', ['node-a'])) as [TestAgent]
   return { c, a }
 }
 
@@ -158,15 +166,7 @@ t.test('attach: GPU environment, resize, two clients, detach and re-attach, exit
   t.match(done.placements[0], { state: 'exited', exitCode: 3 })
 
   // Another member of the mesh (it has the cluster key) may not open a terminal: only the coordinator may.
-  const other = await createMeshNode({
-    privateKey: await generateKeyPair('Ed25519'),
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    clusterKey: await readClusterKey(join(c.stateDir, 'cluster.key')),
-    role: 'agent'
-  })
-  t.teardown(async () => {
-    await other.stop()
-  })
+  const other = await bareNode(t, clusterKeyOf(c))
   const stream = await other.dialProtocol(a.node.getMultiaddrs()[0] as Multiaddr, SESSION_PROTOCOL)
   stream.send(encodeControl({ v: 1, type: 'open', placementId: w.placements[0].id, cols: 80, rows: 24 }))
   const decoder = new FrameDecoder()
@@ -217,14 +217,7 @@ t.test('refusals, bad messages, deletion and the idle timeout', async (t) => {
     { status: 404, body: { code: 'NOT_FOUND' } },
     'unknown workload: 404'
   )
-  const ep = await c.call('POST', '/v1/workloads', {
-    name: 'serve',
-    kind: 'endpoint',
-    replicas: 1,
-    gpus: 1,
-    pools: [POOL],
-    run: { driver: 'process', command: ['sleep', '60'] }
-  })
+  const ep = await endpoint(c, 'serve')
   t.match(
     await attachRefused(c, ep.body.id),
     { status: 409, body: { code: 'NOT_ATTACHABLE', detail: /only sessions/ } },
@@ -366,14 +359,7 @@ t.test('gpumesh attach: piped stdin, a real terminal (raw mode, resize, detach),
   t.equal(piped.exitCode, 7, 'exits with the remote exit code')
   t.match(piped.stdout, /cli-42/)
 
-  const ep = await c.call('POST', '/v1/workloads', {
-    name: 'serve',
-    kind: 'endpoint',
-    replicas: 1,
-    gpus: 1,
-    pools: [POOL],
-    run: { driver: 'process', command: ['sleep', '60'] }
-  })
+  const ep = await endpoint(c, 'serve')
   t.ok(ep.status === 201)
   const refused = await execa(process.execPath, [cli, 'attach', 'serve'], { env, reject: false, timeout: 30_000 })
   t.equal(refused.exitCode, 1)

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { execa } from 'execa'
+import { execa, type ResultPromise } from 'execa'
 import t, { type Test } from 'tap'
 import { jsonSyntaxProblem } from '../cli/json-syntax.js'
 import { SseParser } from '../protocol/sse.js'
@@ -76,6 +76,41 @@ function rows(table: string): string[][] {
     .map((l) => l.trim().split(/\s{2,}/))
 }
 
+/**
+ * `gpumesh --json <args>` prints what `GET <path>` answers: the items of a list, the resource of a get.
+ * The table of commands is one assertion (each command's exit code is checked by ok()).
+ */
+async function jsonIsApi(t: Test, c: TestCoordinator, cases: Array<[args: string[], path: string]>): Promise<void> {
+  const m = new Mismatches()
+  for (const [args, path] of cases) {
+    const api = (await c.call('GET', path)).body
+    m.check(
+      `gpumesh --json ${args.join(' ')}`,
+      `GET ${path}`,
+      await okJson(t, c, args),
+      args[1] === 'get' ? api : api.items
+    )
+  }
+  t.same(m.list, [], '--json prints what the API answers')
+}
+
+/** `gpumesh events --follow --json` running against `api` (killed at teardown), and what it printed so far. */
+function followEvents(t: Test, api: string, token: string): { follow: ResultPromise; output: () => string } {
+  const follow = execa(process.execPath, [CLI, 'events', '--follow', '--json'], {
+    env: cleanEnv({ GPUMESH_API: api, GPUMESH_TOKEN: token }),
+    extendEnv: false,
+    reject: false
+  })
+  t.teardown(() => {
+    follow.kill()
+  })
+  let out = ''
+  follow.stdout?.on('data', (chunk: Buffer) => {
+    out += chunk.toString('utf8')
+  })
+  return { follow, output: () => out }
+}
+
 function scratch(t: Test): string {
   const dir = mkdtempSync(join(tmpdir(), 'gpumesh-cli-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
@@ -102,16 +137,10 @@ t.test('hosts and pools: tables, --json equal to the API, host actions, pool set
     'a host row: short id, name, pool, state, free/total GPUs'
   )
   t.equal(hosts.length, 4, 'one row per host')
-  t.same(
-    await okJson(t, c, ['hosts']),
-    (await c.call('GET', '/v1/hosts')).body.items,
-    "hosts --json is the API's items"
-  )
-  t.same(
-    await okJson(t, c, ['hosts', 'get', h1]),
-    (await c.call('GET', `/v1/hosts/${h1}`)).body,
-    'hosts get --json is the API resource'
-  )
+  await jsonIsApi(t, c, [
+    [['hosts'], '/v1/hosts'],
+    [['hosts', 'get', h1], `/v1/hosts/${h1}`]
+  ])
   t.same(await ok(t, c, ['hosts', '--json']), await ok(t, c, ['--json', 'hosts']), '--json works after the command too')
   const detail = await ok(t, c, ['hosts', 'get', 'h1'])
   t.match(detail, new RegExp(`ID:\\s+${h1}`), 'get by name shows the full id')
@@ -135,16 +164,10 @@ t.test('hosts and pools: tables, --json equal to the API, host actions, pool set
     pools.some((r) => r[0] === 'l40s-48gb-1x'),
     'the L40S pool is listed'
   )
-  t.same(
-    await okJson(t, c, ['pools']),
-    (await c.call('GET', '/v1/pools')).body.items,
-    "pools --json is the API's items"
-  )
-  t.same(
-    await okJson(t, c, ['pools', 'get', H100]),
-    (await c.call('GET', `/v1/pools/${H100}`)).body,
-    'pools get --json is the API resource'
-  )
+  await jsonIsApi(t, c, [
+    [['pools'], '/v1/pools'],
+    [['pools', 'get', H100], `/v1/pools/${H100}`]
+  ])
   const pool = await ok(t, c, ['pools', 'get', H100])
   t.match(pool, /Kind:\s+static/)
   t.match(pool, /\bh1\s+draining\s+8\/8/, "the pool's hosts are listed")
@@ -236,11 +259,7 @@ run:
     table.find((r) => r[1] === 'dev'),
     [/^[0-9a-f]{8}$/, 'dev', 'session', 'placed', '1/1']
   )
-  t.same(
-    await okJson(t, c, ['workloads', 'get', created.id]),
-    (await c.call('GET', `/v1/workloads/${created.id as string}`)).body,
-    'workloads get --json is the API resource'
-  )
+  await jsonIsApi(t, c, [[['workloads', 'get', created.id], `/v1/workloads/${created.id as string}`]])
   const got = await ok(t, c, ['workloads', 'get', 'chat'])
   t.match(got, new RegExp(`ID:\\s+${created.id as string}`), 'get by name')
   t.match(got, /Shape:\s+2 replicas × 4 GPUs/)
@@ -251,11 +270,7 @@ run:
   t.same(placements[0], ['ID', 'WORKLOAD', 'REPLICA', 'HOST', 'GPUS', 'STATE', 'EXIT', 'REASON'])
   t.equal(placements.filter((r) => r[1] === 'chat').length, 2, 'two chat replicas, by workload name')
   t.equal(placements.filter((r) => r[1] === 'dev').length, 1)
-  t.same(
-    await okJson(t, c, ['placements']),
-    (await c.call('GET', '/v1/placements')).body.items,
-    "placements --json is the API's items"
-  )
+  await jsonIsApi(t, c, [[['placements'], '/v1/placements']])
 
   // More workloads than one page: the CLI must follow nextCursor to the end.
   const batch: number[] = []
@@ -392,28 +407,17 @@ t.test('events: up to now, --json, --after, and --follow', async (t) => {
   t.ok(after.length > 0 && after.every((id) => id > mid), '--after skips what came before')
 
   // --follow: history, then an event created while it runs.
-  const follow = execa(process.execPath, [CLI, 'events', '--follow', '--json'], {
-    env: cleanEnv({ GPUMESH_API: c.api, GPUMESH_TOKEN: ADMIN_TOKEN }),
-    extendEnv: false,
-    reject: false
-  })
-  t.teardown(() => {
-    follow.kill()
-  })
-  let out = ''
-  follow.stdout?.on('data', (chunk: Buffer) => {
-    out += chunk.toString('utf8')
-  })
-  await eventually(async () => (out.includes('"workload.created"') ? true : undefined), 15_000, 'the history')
+  const { follow, output } = followEvents(t, c.api, ADMIN_TOKEN)
+  await eventually(() => output().includes('"workload.created"'), 15_000, 'the history')
   t.equal(
     (await c.call('POST', '/v1/workloads', { name: 'second', kind: 'session', pool: H100, gpus: 1, run })).status,
     201
   )
-  await eventually(async () => (out.includes('"name":"second"') ? true : undefined), 15_000, 'the new event')
+  await eventually(() => output().includes('"name":"second"'), 15_000, 'the new event')
   follow.kill('SIGTERM')
   const r = await follow
   t.not(r.exitCode, 0, 'still running until killed')
-  const events = out
+  const events = output()
     .trimEnd()
     .split('\n')
     .map((l) => JSON.parse(l) as { id: number; type: string; data: { name?: string } })
@@ -451,23 +455,12 @@ t.test('events --follow resumes with Last-Event-ID after a disconnect', async (t
   })
   const address = server.address()
   const api = `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`
-  const follow = execa(process.execPath, [CLI, 'events', '--follow', '--json'], {
-    env: cleanEnv({ GPUMESH_API: api, GPUMESH_TOKEN: 'gmt_x' }),
-    extendEnv: false,
-    reject: false
-  })
-  t.teardown(() => {
-    follow.kill()
-  })
-  let out = ''
-  follow.stdout?.on('data', (chunk: Buffer) => {
-    out += chunk.toString('utf8')
-  })
-  await eventually(async () => (out.split('\n').length > 4 ? true : undefined), 10_000, 'four events')
+  const { follow, output } = followEvents(t, api, 'gmt_x')
+  await eventually(() => output().split('\n').length > 4, 10_000, 'four events')
   follow.kill('SIGTERM')
   const r = await follow
   t.same(
-    out
+    output()
       .trimEnd()
       .split('\n')
       .map((l) => (JSON.parse(l) as { id: number }).id),
@@ -612,14 +605,12 @@ t.test('SSE parser: fields, multi-line data, comments, chunks split anywhere', a
   t.same(whole.push(stream), want, 'in one piece')
   t.equal(whole.retryMs, 250)
   t.equal(whole.lastEventId, '8')
+  const m = new Mismatches()
   for (let cut = 1; cut < stream.length; cut++) {
     const p = new SseParser()
-    const got = [...p.push(stream.slice(0, cut)), ...p.push(stream.slice(cut))]
-    if (JSON.stringify(got) !== JSON.stringify(want)) {
-      t.fail(`split at ${cut}: ${JSON.stringify(got)}`)
-      return
-    }
+    m.check(`split at ${cut}`, 'events', [...p.push(stream.slice(0, cut)), ...p.push(stream.slice(cut))], want)
   }
+  t.same(m.list, [], 'in two pieces, split anywhere')
   const bytewise = new SseParser()
   t.same(
     [...stream].flatMap((ch) => bytewise.push(ch)),

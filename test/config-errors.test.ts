@@ -9,6 +9,7 @@ import { createClusterKey } from '../common/mesh/cluster-key.js'
 import { cleanEnv } from './helpers/agent.js'
 import { AGENT, ROOT } from './helpers/fixtures.js'
 import { freshDatabase } from './helpers/postgres.js'
+import { Mismatches } from './helpers/mismatches.js'
 
 const COORDINATOR = join(ROOT, 'dist/coordinator/main.js')
 const CLI = join(ROOT, 'dist/cli/main.js')
@@ -124,7 +125,7 @@ t.test('configuration errors exit 78 from the agent, the coordinator and gpumesh
       says: /must be host:port/
     }
   ]
-  const mismatches: string[] = []
+  const m = new Mismatches()
   for (const c of cases) {
     const r = await execa(process.execPath, c.argv, {
       env: cleanEnv({ GPUMESH_NVIDIA_SMI: '/nonexistent', ...c.env }),
@@ -133,10 +134,9 @@ t.test('configuration errors exit 78 from the agent, the coordinator and gpumesh
       timeout: 60_000
     })
     const output = `${String(r.stdout)}\n${String(r.stderr)}`
-    if (r.exitCode !== 78)
-      mismatches.push(`${c.name}: exit ${String(r.exitCode)}, want 78 (output: ${output.trim().slice(-400)})`)
-    else if (!c.says.test(output))
-      mismatches.push(`${c.name}: output does not match ${String(c.says)}: ${output.trim().slice(-400)}`)
+    // What it said stands in the diff when it is not what was expected.
+    const said = c.says.test(output) || output.trim().slice(-400)
+    m.check(c.name, `exit 78, says ${String(c.says)}`, { exit: r.exitCode, said }, { exit: 78, said: true })
   }
-  t.same(mismatches, [])
+  t.same(m.list, [], 'each configuration error: exit 78 and what is wrong')
 })

@@ -1,9 +1,13 @@
 // The coordinator end to end on a real PostgreSQL: hosts registered from
 // fixture machines, workloads created through the API, placed by the leader.
 import t from 'tap'
-import { addHost, eventually, startTestCoordinator } from './helpers/coordinator.js'
+import { addHost, startTestCoordinator, workloadWhen } from './helpers/coordinator.js'
 
 const run = { driver: 'process', command: ['python3', 'serve.py'] }
+
+const isPlaced = (w: { state: string }) => w.state === 'placed'
+/** The scheduler has looked at it: placed, or pending with its reason. */
+const decided = (w: { reason: string | null }) => w.reason !== 'waiting for the scheduler'
 
 t.test('hosts form pools; workloads are placed topology-aware and best-fit', async (t) => {
   const c = await startTestCoordinator(t)
@@ -35,14 +39,7 @@ t.test('hosts form pools; workloads are placed topology-aware and best-fit', asy
   })
   t.equal(created.status, 201)
   t.equal(created.body.state, 'pending')
-  const placed = await eventually(
-    async () => {
-      const w = await c.call('GET', `/v1/workloads/${created.body.id as string}`)
-      return w.body.state === 'placed' ? w.body : undefined
-    },
-    10_000,
-    'the recipe to be placed'
-  )
+  const placed = await workloadWhen(c, created.body.id, isPlaced, 10_000, 'the recipe to be placed')
   t.equal(placed.placements.length, 1)
   const p = placed.placements[0]
   t.ok([h1, h2].includes(p.hostId))
@@ -57,10 +54,7 @@ t.test('hosts form pools; workloads are placed topology-aware and best-fit', asy
     gpus: 4,
     run: { driver: 'process', command: ['bash'] }
   })
-  const s = await eventually(async () => {
-    const w = await c.call('GET', `/v1/workloads/${second.body.id as string}`)
-    return w.body.state === 'placed' ? w.body : undefined
-  })
+  const s = await workloadWhen(c, second.body.id, isPlaced, 10_000, 'the session to be placed')
   t.equal(s.placements[0].hostId, p.hostId, 'best fit packs the fuller host')
   t.same(s.placements[0].gpus, [4, 5, 6, 7])
 
@@ -74,20 +68,14 @@ t.test('hosts form pools; workloads are placed topology-aware and best-fit', asy
     run
   })
   t.equal(big.status, 201)
-  const pending = await eventually(async () => {
-    const w = await c.call('GET', `/v1/workloads/${big.body.id as string}`)
-    return w.body.reason !== 'waiting for the scheduler' ? w.body : undefined
-  })
+  const pending = await workloadWhen(c, big.body.id, decided, 10_000, 'the scheduler to decide on the gang')
   t.equal(pending.state, 'pending')
   t.match(pending.reason, /pool h100-80gb-8x-nvlink/)
 
   // Deleting frees GPUs; the pending gang then fits.
   t.equal((await c.call('DELETE', `/v1/workloads/${created.body.id as string}`)).status, 200)
   t.equal((await c.call('DELETE', `/v1/workloads/${second.body.id as string}`)).status, 200)
-  const gang = await eventually(async () => {
-    const w = await c.call('GET', `/v1/workloads/${big.body.id as string}`)
-    return w.body.state === 'placed' ? w.body : undefined
-  })
+  const gang = await workloadWhen(c, big.body.id, isPlaced, 10_000, 'the gang to be placed')
   t.same(gang.placements.map((x: { replica: number }) => x.replica).sort(), [0, 1], 'ranks 0 and 1')
   t.same(new Set(gang.placements.map((x: { hostId: string }) => x.hostId)), new Set([h1, h2]), 'one rank per host')
 })
@@ -106,19 +94,9 @@ t.test('cordoned hosts get nothing new', async (t) => {
     gpus: 1,
     run
   })
-  const pending = await eventually(async () => {
-    const r = await c.call('GET', `/v1/workloads/${w.body.id as string}`)
-    return r.body.reason !== 'waiting for the scheduler' ? r.body : undefined
-  })
+  const pending = await workloadWhen(c, w.body.id, decided, 10_000, 'the scheduler to decide')
   t.equal(pending.state, 'pending')
   t.match(pending.reason, /cordoned/)
   await c.call('POST', `/v1/hosts/${h}/uncordon`)
-  await eventually(
-    async () => {
-      const r = await c.call('GET', `/v1/workloads/${w.body.id as string}`)
-      return r.body.state === 'placed' ? true : undefined
-    },
-    10_000,
-    'placement after uncordon'
-  )
+  await workloadWhen(c, w.body.id, isPlaced, 10_000, 'placement after uncordon')
 })

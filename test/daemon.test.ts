@@ -5,6 +5,7 @@ import { backoff } from '../common/daemon/backoff.js'
 import { Loop } from '../common/daemon/loop.js'
 import { sleep } from '../common/daemon/sleep.js'
 import { group, startAll, Started, type Startable } from '../common/daemon/startable.js'
+import { Mismatches } from './helpers/mismatches.js'
 
 /** A promise and what settles it. */
 function gate(): { promise: Promise<void>; open: () => void } {
@@ -205,18 +206,19 @@ t.test('backoff: doubles from the base, capped, jitter within [half, whole)', as
     { attempt: 3, options: { baseMs: 200, capMs: 5000 }, low: 800, high: 1600 },
     { attempt: 10, options: { baseMs: 200, capMs: 5000 }, low: 2500, high: 5000 }
   ]
-  const mismatches: string[] = []
+  const m = new Mismatches()
   for (const c of cases) {
-    const lowest = backoff(c.attempt, c.options, () => 0)
+    const what = `attempt ${c.attempt} ${JSON.stringify(c.options ?? {})}`
+    m.check(
+      what,
+      'lowest',
+      backoff(c.attempt, c.options, () => 0),
+      c.low
+    )
     const highest = backoff(c.attempt, c.options, () => 0.999999)
-    if (lowest !== c.low)
-      mismatches.push(`attempt ${c.attempt} ${JSON.stringify(c.options ?? {})}: lowest ${lowest}, want ${c.low}`)
-    if (!(highest < c.high && highest > c.high * 0.999))
-      mismatches.push(
-        `attempt ${c.attempt} ${JSON.stringify(c.options ?? {})}: highest ${highest}, want just under ${c.high}`
-      )
+    m.check(what, `highest ${highest} just under ${c.high}`, highest < c.high && highest > c.high * 0.999, true)
   }
-  t.same(mismatches, [])
+  t.same(m.list, [], 'each attempt: its range')
 })
 
 t.test('sleep: an abort ends it at once; an already aborted signal does not wait', async (t) => {

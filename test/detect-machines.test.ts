@@ -8,6 +8,7 @@ import { schemaErrors } from '../protocol/validate.js'
 import { detectJson, machine, makeMachine, runDetect, warned } from './helpers/agent.js'
 import { MACHINES } from './helpers/fixtures.js'
 import { Mismatches } from './helpers/mismatches.js'
+import { type CellCase, checkCells, checkNics, type NicCases } from './helpers/topology.js'
 
 interface MachineCase {
   key: string
@@ -15,9 +16,8 @@ interface MachineCase {
   /** Per GPU index: fields that must equal. */
   gpus?: Record<number, Partial<Gpu>>
   domains?: number[][]
-  /** NIC label -> [device, nearest GPUs, link] */
-  nics?: Record<string, [string | null, number[], string | null]>
-  cells?: Array<[string, string, string | null]>
+  nics?: NicCases
+  cells?: CellCase[]
   driver?: string | null
   cuda?: string | null
   /** Warning codes that must be present (storage.small depends on the test machine and is ignored). */
@@ -269,18 +269,8 @@ async function checkMachine(t: Test, m: Mismatches, name: string, c: MachineCase
       m.check(name, `GPU ${i} ${field}`, got?.[field as keyof Gpu], value)
   }
   if (c.domains !== undefined) m.check(name, 'NVLink domains', facts.topology.nvlinkDomains, c.domains)
-  for (const [label, [device, nearest, link]] of Object.entries(c.nics ?? {})) {
-    m.check(
-      name,
-      `NIC ${label}`,
-      facts.topology.nics.find((n) => n.label === label),
-      { label, name: device, nearestGpus: nearest, link }
-    )
-  }
-  for (const [row, col, cell] of c.cells ?? []) {
-    const { labels, matrix } = facts.topology
-    m.check(name, `cell ${row}/${col}`, matrix[labels.indexOf(row)]?.[labels.indexOf(col)], cell)
-  }
+  checkNics(m, name, facts.topology.nics, c.nics ?? {})
+  checkCells(m, name, facts.topology, c.cells ?? [])
   if (c.driver !== undefined) m.check(name, 'driver version', facts.driverVersion, c.driver)
   if (c.cuda !== undefined) m.check(name, 'CUDA version', facts.cudaVersion, c.cuda)
   // storage.small depends on the test machine; of the policy warnings, exactly the expected ones.

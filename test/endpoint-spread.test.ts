@@ -2,7 +2,7 @@
 // places through the API on a real PostgreSQL, where best fit alone would
 // pack replicas onto the fullest host.
 import t from 'tap'
-import { addHost, eventually, startTestCoordinator, type TestCoordinator } from './helpers/coordinator.js'
+import { addHost, startTestCoordinator, type TestCoordinator, workloadWhen } from './helpers/coordinator.js'
 
 const POOL = 'h100-80gb-8x-nvlink'
 const run = { driver: 'process', command: ['python3', 'serve.py'] }
@@ -10,11 +10,10 @@ const run = { driver: 'process', command: ['python3', 'serve.py'] }
 async function placed(c: TestCoordinator, body: unknown): Promise<Array<{ hostId: string; gpus: number[] }>> {
   const created = await c.call('POST', '/v1/workloads', body)
   if (created.status !== 201) throw new Error(`create failed: ${JSON.stringify(created.body)}`)
-  const w = await eventually(
-    async () => {
-      const r = await c.call('GET', `/v1/workloads/${created.body.id as string}`)
-      return r.body.state === 'placed' ? r.body : undefined
-    },
+  const w = await workloadWhen(
+    c,
+    created.body.id,
+    (x) => x.state === 'placed',
     10_000,
     `${(body as { name: string }).name} to be placed`
   )

@@ -64,9 +64,7 @@ t.test('state changes are events, streamed and resumable', async (t) => {
     pools: ['h100-80gb-8x-nvlink'],
     run: { driver: 'process', command: ['serve'] }
   })
-  await eventually(async () =>
-    (await c.call('GET', `/v1/workloads/${w.body.id as string}`)).body.state === 'placed' ? true : undefined
-  )
+  await eventually(async () => (await c.call('GET', `/v1/workloads/${w.body.id as string}`)).body.state === 'placed')
   await c.call('POST', `/v1/hosts/${host}/cordon`)
 
   const all = await readSse(`${c.api}/v1/events?after=0`, {}, 7)

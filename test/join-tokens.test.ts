@@ -3,47 +3,20 @@
 // racing for the last use get it exactly once. Tokens are made through the
 // API and the CLI; peers say hello over the real mesh to a real coordinator
 // on real PostgreSQL, and the coordinator's answer is what is checked.
-import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import { multiaddr } from '@multiformats/multiaddr'
 import { execa } from 'execa'
 import t, { type Test } from 'tap'
-import { FrameChannel } from '../common/mesh/frames.js'
-import { createMeshNode } from '../common/mesh/node.js'
-import { AgentFrame, CONTROL_PROTOCOL, CoordinatorFrame } from '../protocol/control.js'
 import { cleanEnv } from './helpers/agent.js'
-import { ADMIN_TOKEN, factsFor, startTestCoordinator, type TestCoordinator } from './helpers/coordinator.js'
+import { ADMIN_TOKEN, startTestCoordinator, type TestCoordinator } from './helpers/coordinator.js'
 import { ROOT } from './helpers/fixtures.js'
+import { bareNode, clusterKeyOf, sayHello } from './helpers/mesh.js'
+import { Mismatches } from './helpers/mismatches.js'
 
 const CLI = join(ROOT, 'dist/cli/main.js')
 
 /** A new peer says hello with `token`; the coordinator's first answer: 'welcome' or the refusal's code. */
 async function hello(t: Test, c: TestCoordinator, name: string, token: string): Promise<string> {
-  const node = await createMeshNode({
-    privateKey: await generateKeyPair('Ed25519'),
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    clusterKey: readFileSync(join(c.stateDir, 'cluster.key')),
-    role: 'agent'
-  })
-  t.teardown(async () => {
-    await node.stop()
-  })
-  const channel = new FrameChannel(
-    await node.dialProtocol(multiaddr(c.mesh.multiaddrs()[0] as string), CONTROL_PROTOCOL),
-    CoordinatorFrame,
-    AgentFrame
-  )
-  await channel.send({
-    v: 1,
-    type: 'hello',
-    name,
-    agentVersion: 'test',
-    facts: { ...(await factsFor('l40s-1x')), hostname: name },
-    running: [],
-    epoch: 0,
-    joinToken: token
-  })
+  const channel = await sayHello(await bareNode(t, clusterKeyOf(c)), c, name, token)
   const answer = await channel.receive(AbortSignal.timeout(30_000))
   return answer?.type === 'error' ? answer.code : (answer?.type ?? 'closed')
 }
@@ -147,15 +120,17 @@ t.test('uses is checked: 1 to 100000', async (t) => {
     [100_000, 201],
     [undefined, 201]
   ]
-  const mismatches: string[] = []
+  const m = new Mismatches()
   for (const [uses, status] of cases) {
     const r = await c.call('POST', '/v1/join-tokens', uses === undefined ? {} : { uses })
-    const expected = status === 201 ? { status, uses: uses ?? 1 } : { status, code: 'VALIDATION' }
-    const got = status === 201 ? { status: r.status, uses: r.body.uses } : { status: r.status, code: r.body.code }
-    if (JSON.stringify(got) !== JSON.stringify(expected))
-      mismatches.push(`uses ${JSON.stringify(uses)}: ${JSON.stringify(got)}, want ${JSON.stringify(expected)}`)
+    m.check(
+      `uses ${JSON.stringify(uses)}`,
+      'answer',
+      status === 201 ? { status: r.status, uses: r.body.uses } : { status: r.status, code: r.body.code },
+      status === 201 ? { status, uses: uses ?? 1 } : { status, code: 'VALIDATION' }
+    )
   }
-  t.same(mismatches, [])
+  t.same(m.list, [], 'each count: created with it, or refused')
 })
 
 t.test('gpumesh join-token create --uses N --ttl S, as a process', async (t) => {

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { eventually, startTestCoordinator } from './helpers/coordinator.js'
-import { joinToken, startTestAgent } from './helpers/mesh.js'
+import { joinedAgents } from './helpers/mesh.js'
 import { freePort } from './helpers/redis.js'
 
 t.test('coordinator restart: agents reconnect, work keeps running, nothing runs twice', async (t) => {
@@ -14,11 +14,7 @@ t.test('coordinator restart: agents reconnect, work keeps running, nothing runs 
   t.teardown(() => rmSync(stateDir, { recursive: true, force: true }))
   const listen = [`/ip4/127.0.0.1/tcp/${await freePort()}`]
   const first = await startTestCoordinator(t, { stateDir, listen })
-  const agents = [
-    await startTestAgent(t, first, 'h100-8x-nv18-nics', 'node-a', { joinToken: await joinToken(first) }),
-    await startTestAgent(t, first, 'h100-8x-nv18-nics', 'node-b', { joinToken: await joinToken(first) })
-  ]
-  await eventually(async () => (agents.every((a) => a.control.hostId !== null) ? true : undefined))
+  const agents = await joinedAgents(t, first, 'h100-8x-nv18-nics', ['node-a', 'node-b'])
   const w = await first.call('POST', '/v1/workloads', {
     name: 'chat',
     kind: 'endpoint',
@@ -40,11 +36,7 @@ t.test('coordinator restart: agents reconnect, work keeps running, nothing runs 
   const ids = placed.placements.map((p: { id: string }) => p.id).sort()
 
   await first.stop()
-  await eventually(
-    async () => (agents.every((a) => a.control.connectedAt === 0) ? true : undefined),
-    10_000,
-    'the agents to notice'
-  )
+  await eventually(async () => agents.every((a) => a.control.connectedAt === 0), 10_000, 'the agents to notice')
   t.ok(
     agents.every((a) => a.runtime.list().filter((p) => p.state === 'running').length === 1),
     'work keeps running while the coordinator is away'
@@ -53,7 +45,7 @@ t.test('coordinator restart: agents reconnect, work keeps running, nothing runs 
   const second = await startTestCoordinator(t, { stateDir, listen, databaseUrl: first.databaseUrl })
   t.equal(second.mesh.peerId, first.mesh.peerId, 'same identity after a restart')
   await eventually(
-    async () => (agents.every((a) => a.control.connectedAt > 0) ? true : undefined),
+    async () => agents.every((a) => a.control.connectedAt > 0),
     15_000,
     'the agents to reconnect by themselves'
   )

@@ -1,22 +1,25 @@
 // Agents and a coordinator over libp2p on 127.0.0.1 (many nodes in one
 // process): enrollment and trust, placements really running with the GPU
 // environment, gangs with rank variables, failures, fencing, bad frames.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { generateKeyPair } from '@libp2p/crypto/keys'
+import { join } from 'node:path'
 import { lpStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import t from 'tap'
-import { startAgent } from '../agent/daemon.js'
-import { createLogger } from '../common/log.js'
-import { createClusterKey } from '../common/mesh/cluster-key.js'
-import { FrameChannel } from '../common/mesh/frames.js'
 import { loadOrCreateIdentity } from '../common/mesh/identity.js'
-import { createMeshNode } from '../common/mesh/node.js'
-import { ACK_AFTER_MS, AgentFrame, agentSilenceMs, CONTROL_PROTOCOL, CoordinatorFrame } from '../protocol/control.js'
-import { eventually, factsFor, startTestCoordinator, type TestCoordinator } from './helpers/coordinator.js'
-import { joinToken, startTestAgent, type TestAgent } from './helpers/mesh.js'
+import { ACK_AFTER_MS, agentSilenceMs, CONTROL_PROTOCOL } from '../protocol/control.js'
+import { eventually, startTestCoordinator, type TestCoordinator, workloadWhen } from './helpers/coordinator.js'
+import {
+  bareNode,
+  clusterKeyOf,
+  dialControl,
+  joinedAgents,
+  joinToken,
+  placementLog,
+  sayHello,
+  scriptedCoordinator,
+  startTestAgent,
+  type TestAgent
+} from './helpers/mesh.js'
 
 const sh = (script: string) => ({ driver: 'process', command: ['sh', '-c', script] })
 
@@ -26,40 +29,26 @@ async function hosts(
   return (await c.call('GET', '/v1/hosts')).body.items
 }
 
-async function workloadWhen(
-  c: TestCoordinator,
-  id: string,
-  ok: (w: any) => boolean,
-  ms = 15_000,
-  what = 'workload state'
-): Promise<any> {
-  return await eventually(
-    async () => {
-      const w = (await c.call('GET', `/v1/workloads/${id}`)).body
-      return ok(w) ? w : undefined
-    },
-    ms,
-    what
-  )
+/** A one-replica endpoint on the H100 pool, once its replica runs. */
+async function runningEndpoint(c: TestCoordinator, name: string, gpus: number, script: string): Promise<any> {
+  const w = await c.call('POST', '/v1/workloads', {
+    name,
+    kind: 'endpoint',
+    replicas: 1,
+    gpus,
+    pools: ['h100-80gb-8x-nvlink'],
+    run: sh(script)
+  })
+  return await workloadWhen(c, w.body.id, (x) => x.placements[0]?.state === 'running', 15_000, 'the replica to run')
 }
 
-function log(agent: TestAgent, placementId: string): string {
-  try {
-    return readFileSync(join(agent.stateDir, 'placements', placementId, 'stdout.log'), 'utf8')
-  } catch {
-    return ''
-  }
-}
+const log = (agent: TestAgent, placementId: string): string => placementLog(agent.stateDir, placementId)
 
 t.test('enrollment: join tokens are one-time, pool-bound, and the peer id is the credential after', async (t) => {
   const c = await startTestCoordinator(t)
   const token = await joinToken(c)
   const a = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { joinToken: token })
-  await eventually(
-    async () => ((await hosts(c)).some((h) => h.name === 'node-a') ? true : undefined),
-    10_000,
-    'node-a enrolled'
-  )
+  await eventually(async () => (await hosts(c)).some((h) => h.name === 'node-a'), 10_000, 'node-a enrolled')
   const host = (await hosts(c)).find((h) => h.name === 'node-a')
   t.equal(host?.peerId, a.node.peerId.toString(), 'registered under its peer id')
   t.equal(host?.pool, 'h100-80gb-8x-nvlink')
@@ -94,7 +83,7 @@ t.test('enrollment: join tokens are one-time, pool-bound, and the peer id is the
   await a.stop()
   const again = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { stateDir: a.stateDir })
   await eventually(
-    async () => (again.control.hostId === host?.id ? true : undefined),
+    async () => again.control.hostId === host?.id,
     10_000,
     'the restarted agent to rejoin as the same host'
   )
@@ -104,28 +93,14 @@ t.test('enrollment: join tokens are one-time, pool-bound, and the peer id is the
 t.test('a peer without the cluster key cannot even connect', async (t) => {
   const c = await startTestCoordinator(t)
   const wrongKey = new TextEncoder().encode(`/key/swarm/psk/1.0.0/\n/base16/\n${'0f'.repeat(32)}\n`)
-  const outsider = await createMeshNode({
-    privateKey: await generateKeyPair('Ed25519'),
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    clusterKey: wrongKey,
-    role: 'agent'
-  })
-  t.teardown(async () => {
-    await outsider.stop()
-  })
+  const outsider = await bareNode(t, wrongKey)
   // The handshake itself fails (pnet), at once: not the dial's timeout (an AbortError) running out.
-  await t.rejects(
-    outsider.dialProtocol(multiaddr(c.mesh.multiaddrs()[0] as string), CONTROL_PROTOCOL, {
-      signal: AbortSignal.timeout(30_000)
-    }),
-    { name: 'EncryptionFailedError' }
-  )
+  await t.rejects(dialControl(outsider, c, AbortSignal.timeout(30_000)), { name: 'EncryptionFailedError' })
 })
 
 t.test('placements run with the GPU environment; exits and deletions are reported', async (t) => {
   const c = await startTestCoordinator(t)
-  const a = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { joinToken: await joinToken(c) })
-  await eventually(async () => (a.control.hostId !== null ? true : undefined))
+  const [a] = (await joinedAgents(t, c, 'h100-8x-nv18-nics', ['node-a'])) as [TestAgent]
   const w = await c.call('POST', '/v1/workloads', {
     name: 'env',
     kind: 'session',
@@ -141,25 +116,11 @@ t.test('placements run with the GPU environment; exits and deletions are reporte
   t.equal(log(a, p.id).trim(), `cuda=0,1,2,3 nvidia=0,1,2,3 workload=env placement=${p.id as string}`)
 
   // A long-running endpoint replica, then DELETE: the agent stops it.
-  const ep = await c.call('POST', '/v1/workloads', {
-    name: 'serve',
-    kind: 'endpoint',
-    replicas: 1,
-    gpus: 2,
-    pools: ['h100-80gb-8x-nvlink'],
-    run: sh('echo up; exec sleep 60')
-  })
-  const running = await workloadWhen(
-    c,
-    ep.body.id,
-    (x) => x.placements[0]?.state === 'running',
-    15_000,
-    'the replica to run'
-  )
+  const running = await runningEndpoint(c, 'serve', 2, 'echo up; exec sleep 60')
   const pid = running.placements[0].id as string
-  t.equal((await c.call('DELETE', `/v1/workloads/${ep.body.id as string}`)).status, 200)
+  t.equal((await c.call('DELETE', `/v1/workloads/${running.id as string}`)).status, 200)
   await eventually(
-    async () => (a.runtime.list().find((x) => x.placementId === pid)?.state === 'stopped' ? true : undefined),
+    async () => a.runtime.list().find((x) => x.placementId === pid)?.state === 'stopped',
     15_000,
     'the agent to stop the deleted replica'
   )
@@ -179,12 +140,7 @@ t.test('placements run with the GPU environment; exits and deletions are reporte
 
 t.test('a 2-host recipe gets ranks, world size and the rank-0 address', async (t) => {
   const c = await startTestCoordinator(t)
-  const token = async () => await joinToken(c)
-  const agents = [
-    await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { joinToken: await token() }),
-    await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-b', { joinToken: await token() })
-  ]
-  await eventually(async () => (agents.every((a) => a.control.hostId !== null) ? true : undefined))
+  const agents = await joinedAgents(t, c, 'h100-8x-nv18-nics', ['node-a', 'node-b'])
   const w = await c.call('POST', '/v1/workloads', {
     name: 'sft',
     kind: 'recipe',
@@ -206,32 +162,14 @@ t.test('a 2-host recipe gets ranks, world size and the rank-0 address', async (t
 
 t.test('a crashed agent is detected, its endpoint replica moves, the stale copy is fenced on return', async (t) => {
   const c = await startTestCoordinator(t, { heartbeatMs: 500 })
-  const names = ['node-a', 'node-b', 'node-c']
-  const agents: TestAgent[] = []
-  for (const n of names)
-    agents.push(await startTestAgent(t, c, 'h100-8x-nv18-nics', n, { joinToken: await joinToken(c) }))
-  await eventually(async () => (agents.every((a) => a.control.hostId !== null) ? true : undefined))
-  const w = await c.call('POST', '/v1/workloads', {
-    name: 'chat',
-    kind: 'endpoint',
-    replicas: 1,
-    gpus: 8,
-    pools: ['h100-80gb-8x-nvlink'],
-    run: sh('exec sleep 120')
-  })
-  const first = await workloadWhen(
-    c,
-    w.body.id,
-    (x) => x.placements[0]?.state === 'running',
-    15_000,
-    'the replica to run'
-  )
+  const agents = await joinedAgents(t, c, 'h100-8x-nv18-nics', ['node-a', 'node-b', 'node-c'])
+  const first = await runningEndpoint(c, 'chat', 8, 'exec sleep 120')
   const victim = agents.find((a) => a.control.hostId === first.placements[0].hostId) as TestAgent
   await victim.crash()
   // How fast is a bench figure (bench mesh: down_detect_ms); here only that it happens.
   const moved = await workloadWhen(
     c,
-    w.body.id,
+    first.id,
     (x) => x.placements.some((p: any) => p.state === 'running' && p.hostId !== victim.control.hostId),
     30_000,
     'the replica to be placed elsewhere'
@@ -241,13 +179,12 @@ t.test('a crashed agent is detected, its endpoint replica moves, the stale copy 
   // The crashed agent comes back (same state dir): its old process is still running; the coordinator's list fences it.
   const back = await startTestAgent(t, c, 'h100-8x-nv18-nics', victim.name, { stateDir: victim.stateDir })
   await eventually(
-    async () =>
-      back.runtime.list().find((p) => p.placementId === first.placements[0].id)?.state === 'stopped' ? true : undefined,
+    async () => back.runtime.list().find((p) => p.placementId === first.placements[0].id)?.state === 'stopped',
     15_000,
     'the stale replica to be stopped'
   )
   await eventually(
-    async () => ((await hosts(c)).find((h) => h.name === victim.name)?.state === 'ready' ? true : undefined),
+    async () => (await hosts(c)).find((h) => h.name === victim.name)?.state === 'ready',
     10_000,
     'the host to be ready again'
   )
@@ -255,18 +192,8 @@ t.test('a crashed agent is detected, its endpoint replica moves, the stale copy 
 
 t.test('bad frames get an error and close that stream only', async (t) => {
   const c = await startTestCoordinator(t)
-  const a = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { joinToken: await joinToken(c) })
-  await eventually(async () => (a.control.hostId !== null ? true : undefined))
-  const clusterKey = readFileSync(join(c.stateDir, 'cluster.key'))
-  const rogue = await createMeshNode({
-    privateKey: await generateKeyPair('Ed25519'),
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    clusterKey,
-    role: 'agent'
-  })
-  t.teardown(async () => {
-    await rogue.stop()
-  })
+  await joinedAgents(t, c, 'h100-8x-nv18-nics', ['node-a'])
+  const rogue = await bareNode(t, clusterKeyOf(c))
   const target = multiaddr(c.mesh.multiaddrs()[0] as string)
   const answers: string[] = []
   for (const bytes of [
@@ -308,8 +235,7 @@ t.test('bad frames get an error and close that stream only', async (t) => {
 
 t.test('revocation: the peer id stops being a credential', async (t) => {
   const c = await startTestCoordinator(t)
-  const a = await startTestAgent(t, c, 'l40s-1x', 'node-a', { joinToken: await joinToken(c) })
-  await eventually(async () => (a.control.hostId !== null ? true : undefined))
+  const [a] = (await joinedAgents(t, c, 'l40s-1x', ['node-a'])) as [TestAgent]
   const id = a.control.hostId as string
   t.equal((await c.call('DELETE', `/v1/hosts/${id}`)).status, 204)
   t.equal((await c.call('GET', `/v1/hosts/${id}`)).status, 404)
@@ -317,14 +243,8 @@ t.test('revocation: the peer id stops being a credential', async (t) => {
   t.equal(a.control.connectedAt, 0, 'its session is closed')
   // It cannot come back: its identity (the agent's own key file) is answered ERR_REVOKED and cut off.
   await a.stop()
-  const same = await createMeshNode({
-    privateKey: await loadOrCreateIdentity(join(a.stateDir, 'peer.key')),
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    clusterKey: readFileSync(join(c.stateDir, 'cluster.key')),
-    role: 'agent'
-  })
-  t.teardown(async () => {
-    await same.stop()
+  const same = await bareNode(t, clusterKeyOf(c), {
+    privateKey: await loadOrCreateIdentity(join(a.stateDir, 'peer.key'))
   })
   t.equal(same.peerId.toString(), a.node.peerId.toString(), 'the revoked identity')
   const lp = lpStream(await same.dialProtocol(multiaddr(c.mesh.multiaddrs()[0] as string), CONTROL_PROTOCOL))
@@ -343,8 +263,7 @@ t.test('revocation: the peer id stops being a credential', async (t) => {
 
 t.test('changed GPUs quarantine the host instead of shrinking its pool', async (t) => {
   const c = await startTestCoordinator(t)
-  const a = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', { joinToken: await joinToken(c) })
-  await eventually(async () => (a.control.hostId !== null ? true : undefined))
+  const [a] = (await joinedAgents(t, c, 'h100-8x-nv18-nics', ['node-a'])) as [TestAgent]
   const facts = a.facts()
   await a.control.sendFacts({ ...facts, gpus: facts.gpus.slice(0, 7) })
   const host = await eventually(
@@ -378,7 +297,7 @@ t.test('gossip: agents of a pool see each other, through the coordinator when th
     'its pool: the other H100 host, not itself'
   )
   await eventually(
-    async () => (a.membership.view().some((m) => m.name === 'node-l') ? true : undefined),
+    async () => a.membership.view().some((m) => m.name === 'node-l'),
     20_000,
     'the cluster view to include the L40S host'
   )
@@ -390,31 +309,7 @@ t.test(
   'liveness in the control session: the coordinator acks a heartbeat only after 2 s of saying nothing',
   async (t) => {
     const c = await startTestCoordinator(t)
-    const clusterKey = readFileSync(join(c.stateDir, 'cluster.key'))
-    const raw = await createMeshNode({
-      privateKey: await generateKeyPair('Ed25519'),
-      listen: ['/ip4/127.0.0.1/tcp/0'],
-      clusterKey,
-      role: 'agent'
-    })
-    t.teardown(async () => {
-      await raw.stop()
-    })
-    const channel = new FrameChannel(
-      await raw.dialProtocol(multiaddr(c.mesh.multiaddrs()[0] as string), CONTROL_PROTOCOL),
-      CoordinatorFrame,
-      AgentFrame
-    )
-    await channel.send({
-      v: 1,
-      type: 'hello',
-      name: 'raw-agent',
-      agentVersion: 'test',
-      facts: { ...(await factsFor('l40s-1x')), hostname: 'raw-agent' },
-      running: [],
-      epoch: 0,
-      joinToken: await joinToken(c)
-    })
+    const channel = await sayHello(await bareNode(t, clusterKeyOf(c)), c, 'raw-agent', await joinToken(c))
     const welcome = await channel.receive(AbortSignal.timeout(5000))
     t.equal(welcome?.type, 'welcome', 'enrolled')
     const welcomedAt = Date.now()
@@ -458,71 +353,38 @@ t.test(
   async (t) => {
     // A coordinator that welcomes the agent and then stays silent, as one behind a partition does
     // (the old connection never errors); with `ack` on, it answers heartbeats.
-    const clusterKeyFile = join(mkdtempSync(join(tmpdir(), 'gpumesh-silent-')), 'cluster.key')
-    const silent = await createMeshNode({
-      privateKey: await generateKeyPair('Ed25519'),
-      listen: ['/ip4/127.0.0.1/tcp/0'],
-      clusterKey: await createClusterKey(clusterKeyFile),
-      role: 'coordinator'
-    })
-    t.teardown(async () => {
-      await silent.stop()
-      rmSync(dirname(clusterKeyFile), { recursive: true, force: true })
-    })
     const hellos: number[] = []
     let ack = false
     const acked: number[] = []
     let epoch = 0
-    await silent.handle(CONTROL_PROTOCOL, (stream) => {
-      void (async () => {
-        const channel = new FrameChannel(stream, AgentFrame, CoordinatorFrame)
-        for (let frame = await channel.receive(); frame !== null; frame = await channel.receive()) {
-          if (frame.type === 'hello') {
-            hellos.push(Date.now())
-            await channel.send({
-              v: 1,
-              type: 'welcome',
-              hostId: '00000000-0000-4000-8000-000000000001',
-              epoch: ++epoch,
-              heartbeatMs: 200,
-              placements: []
-            })
-          } else if (frame.type === 'heartbeat' && ack) {
-            acked.push(Date.now())
-            await channel.send({ v: 1, type: 'heartbeat-ack', seq: frame.seq })
-          }
+    const { node: silent, target } = await scriptedCoordinator(t, async (channel) => {
+      for (let frame = await channel.receive(); frame !== null; frame = await channel.receive()) {
+        if (frame.type === 'hello') {
+          hellos.push(Date.now())
+          await channel.send({
+            v: 1,
+            type: 'welcome',
+            hostId: '00000000-0000-4000-8000-000000000001',
+            epoch: ++epoch,
+            heartbeatMs: 200,
+            placements: []
+          })
+        } else if (frame.type === 'heartbeat' && ack) {
+          acked.push(Date.now())
+          await channel.send({ v: 1, type: 'heartbeat-ack', seq: frame.seq })
         }
-      })().catch(() => {})
+      }
     })
-    const stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-agent-silent-'))
-    const agent = await startAgent({
-      stateDir,
-      listen: ['/ip4/127.0.0.1/tcp/0'],
-      coordinators: silent.getMultiaddrs().map(String),
-      clusterKeyFile,
-      name: 'listener',
-      facts: await factsFor('l40s-1x'),
-      detect: { agentVersion: 'test', timeoutMs: 2000 },
-      mdns: false,
-      log: createLogger('agent-listener', { level: 'silent' })
-    })
-    t.teardown(async () => {
-      await agent.stop()
-      rmSync(stateDir, { recursive: true, force: true })
-    })
+    await startTestAgent(t, target, 'l40s-1x', 'listener', { mdns: false })
     const silenceMs = agentSilenceMs(200)
-    await eventually(async () => (hellos.length >= 2 ? true : undefined), silenceMs + 5000, 'the agent to dial again')
+    await eventually(async () => hellos.length >= 2, silenceMs + 5000, 'the agent to dial again')
     const gap = (hellos[1] as number) - (hellos[0] as number)
     t.ok(
       gap >= silenceMs,
       `a new session ${gap} ms after the first: not before the coordinator was silent for ${silenceMs} ms`
     )
     t.ok(
-      await eventually(
-        async () => (silent.getConnections().length === 1 ? true : undefined),
-        5000,
-        'the old connection to close'
-      ),
+      await eventually(async () => silent.getConnections().length === 1, 5000, 'the old connection to close'),
       'over a new connection; the old one is closed'
     )
     ack = true
@@ -530,7 +392,7 @@ t.test(
     const before = hellos.length
     // Heartbeats answered for longer than the agent's silence limit: had it dropped the session, it would have said hello again.
     await eventually(
-      () => (acked.some((at) => at - ackedFrom > silenceMs + 200) ? true : undefined),
+      () => acked.some((at) => at - ackedFrom > silenceMs + 200),
       silenceMs + 10_000,
       'heartbeats past the silence limit'
     )

@@ -12,6 +12,8 @@ import pg from 'pg'
 import t from 'tap'
 import { freshDatabase } from './helpers/postgres.js'
 import { eventually as waitFor } from './helpers/coordinator.js'
+import { Mismatches } from './helpers/mismatches.js'
+import { alive } from './helpers/process.js'
 import { networkFor, requireNetns, startNetAgent, startNetCoordinator, type NetAgent } from './helpers/netns.js'
 
 const H100 = 'h100-80gb-8x-nvlink'
@@ -87,11 +89,13 @@ t.test(
     }
 
     const agents = new Map<string, NetAgent>()
+    const tokens: number[] = []
     for (const [name, machine] of Object.entries(MACHINES)) {
       const token = await api.call('POST', '/v1/join-tokens', {})
-      t.equal(token.status, 201, `a join token for ${name}`)
+      tokens.push(token.status)
       agents.set(name, startNetAgent(net, name, { machine, coordinator: c, joinToken: token.body.token as string }))
     }
+    t.same(tokens, Array(agents.size).fill(201), 'a join token for each host')
     const agent = (name: string) => agents.get(name) as NetAgent
     const hostName = new Map<string, string>()
     await waitFor(
@@ -187,25 +191,33 @@ t.test(
       )
       const rank0 = done.placements.find((p) => p.replica === 0) as Placement
       const rank0Ip = net.node(hostName.get(rank0.hostId) as string).ip
+      // A log line that is not there shows as the whole log in the diff.
+      const has = (out: string, re: RegExp) => re.test(out) || out
+      const m = new Mismatches()
       for (const p of [...done.placements].sort((a, b) => a.replica - b.replica)) {
         const name = hostName.get(p.hostId) as string
         const out = agent(name).placementLog(p.id)
-        t.match(
-          out,
-          new RegExp(
-            `^rank=${p.replica} world=2 master=${rank0Ip.replaceAll('.', '\\.')}:\\d+ cuda=0,1,2,3,4,5,6,7$`,
-            'm'
-          ),
-          `rank ${p.replica} on ${name}: its rank, world size 2, MASTER_ADDR = rank 0's namespace address (${rank0Ip}), 8 GPUs`
+        const rank = `rank ${p.replica} on ${name}`
+        const line = new RegExp(
+          `^rank=${p.replica} world=2 master=${rank0Ip.replaceAll('.', '\\.')}:\\d+ cuda=0,1,2,3,4,5,6,7$`,
+          'm'
         )
-        t.equal(p.state, 'exited')
+        m.check(
+          rank,
+          `its rank, world size 2, MASTER_ADDR = rank 0's namespace address (${rank0Ip}), 8 GPUs`,
+          has(out, line),
+          true
+        )
+        m.check(rank, 'state', p.state, 'exited')
         if (p.replica === 1)
-          t.match(
-            out,
-            /^rendezvous: hello from rank 0$/m,
-            'rank 1 reached rank 0 at MASTER_ADDR:MASTER_PORT across namespaces'
+          m.check(
+            rank,
+            'reached rank 0 at MASTER_ADDR:MASTER_PORT across namespaces',
+            has(out, /^rendezvous: hello from rank 0$/m),
+            true
           )
       }
+      t.same(m.list, [], 'each rank: its variables and the rendezvous')
     })
 
     const endpointId = await post({
@@ -283,7 +295,7 @@ t.test(
       )
       const record = agent(victim).placementRecord(staleId)
       t.equal(record?.state, 'running', 'the partitioned host still runs its copy: it cannot know yet')
-      t.ok(record?.pid != null && isAlive(record.pid), 'its process is alive')
+      t.ok(record?.pid != null && alive(record.pid), 'its process is alive')
     })
 
     await t.test('healing the link: the host comes back and its stale copy is fenced', async (t) => {
@@ -311,7 +323,7 @@ t.test(
         'the stale copy to be stopped by its agent'
       )
       t.equal(record.state, 'stopped', `the agent stopped it (${record.reason ?? ''})`)
-      t.ok(pid !== null && !isAlive(pid), `its process (pid ${String(pid)}, alive through the partition) is gone`)
+      t.ok(pid !== null && !alive(pid), `its process (pid ${String(pid)}, alive through the partition) is gone`)
       // Its re-registration raised the host's epoch, and the agent obeys that one now.
       const epochAfter = await waitFor(
         () => {
@@ -357,13 +369,4 @@ t.test(
 /** The highest coordinator epoch the agent has obeyed, from its state file. */
 function agentEpoch(a: NetAgent): number {
   return (JSON.parse(readFileSync(join(a.stateDir, 'agent.json'), 'utf8')) as { epoch: number }).epoch
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
 }

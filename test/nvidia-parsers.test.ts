@@ -13,18 +13,17 @@ import { parseTable } from '../agent/detect/nvidia/parse-table.js'
 import { parseTopo } from '../agent/detect/nvidia/parse-topo.js'
 import { CAPTURES, capture } from './helpers/fixtures.js'
 import { Mismatches } from './helpers/mismatches.js'
+import { type CellCase, checkCells, checkNics, type NicCases } from './helpers/topology.js'
 
 interface TopoCase {
   kind: 'topo'
   labels: string[]
-  /** [row, column, cell as printed, or null where the paste is damaged] */
-  cells: Array<[string, string, string | null]>
+  cells: CellCase[]
   /** GPU label -> [CPU affinity, NUMA affinity, GPU NUMA ID] */
   attributes: Record<string, [string | null, string | null, string | null]>
   legend: Record<string, string>
   domains: number[][]
-  /** NIC label -> [device name, nearest GPUs, link] */
-  nics: Record<string, [string | null, number[], string]>
+  nics: NicCases
   problems: number
 }
 
@@ -53,6 +52,17 @@ const nicsOf = (n: number, prefix = 'NIC') => Array.from({ length: n }, (_, i) =
 const legendOf = (n: number, first = 0) =>
   Object.fromEntries(Array.from({ length: n }, (_, i) => [`NIC${i}`, `mlx5_${i + first}`]))
 const range = (a: number, b: number) => Array.from({ length: b - a + 1 }, (_, i) => a + i)
+/** A one-GPU host: the diagonal only, the GPU on NUMA node 0 with this CPU affinity, no NICs. */
+const oneGpu = (cpuAffinity: string): TopoCase => ({
+  kind: 'topo',
+  labels: ['GPU0'],
+  cells: [['GPU0', 'GPU0', 'X']],
+  attributes: { GPU0: [cpuAffinity, '0', 'N/A'] },
+  legend: {},
+  domains: [],
+  nics: {},
+  problems: 0
+})
 
 const CASES: Record<string, TopoCase | InventoryCase> = {
   'a100-sxm4-80gb-8x-topo-m-1.txt': {
@@ -139,16 +149,7 @@ const CASES: Record<string, TopoCase | InventoryCase> = {
     nics: { NIC0: ['mlx5_0', [0, 1, 2, 3], 'NODE'], NIC5: ['mlx5_5', [0, 1, 2, 3], 'NODE'] },
     problems: 0
   },
-  'h100-1x-topo-m-1.txt': {
-    kind: 'topo',
-    labels: ['GPU0'],
-    cells: [['GPU0', 'GPU0', 'X']],
-    attributes: { GPU0: ['0-19', '0', 'N/A'] },
-    legend: {},
-    domains: [],
-    nics: {},
-    problems: 0
-  },
+  'h100-1x-topo-m-1.txt': oneGpu('0-19'),
   'h100-4x-topo-m-1.txt': {
     kind: 'topo',
     labels: [...gpusOf(4), ...nicsOf(8)],
@@ -206,16 +207,7 @@ const CASES: Record<string, TopoCase | InventoryCase> = {
     nics: { NIC0: ['mlx5_1', [0], 'PIX'], NIC7: ['mlx5_8', [7], 'PIX'] },
     problems: 0
   },
-  'h200-1x-topo-m-mig-1.txt': {
-    kind: 'topo',
-    labels: ['GPU0'],
-    cells: [['GPU0', 'GPU0', 'X']],
-    attributes: { GPU0: ['0-23', '0', 'N/A'] },
-    legend: {},
-    domains: [],
-    nics: {},
-    problems: 0
-  },
+  'h200-1x-topo-m-mig-1.txt': oneGpu('0-23'),
   'rtx5090-2x-topo-m-1.txt': {
     kind: 'topo',
     labels: gpusOf(2),
@@ -293,16 +285,7 @@ const CASES: Record<string, TopoCase | InventoryCase> = {
     cuda: '13.1',
     gpus: { 0: { name: 'NVIDIA H100 80GB HBM3', memoryMiB: 81559, pciBusId: '00000000:00:09.0' } }
   },
-  'h100-1x-topo-m-2.txt': {
-    kind: 'topo',
-    labels: ['GPU0'],
-    cells: [['GPU0', 'GPU0', 'X']],
-    attributes: { GPU0: ['0-19', '0', 'N/A'] },
-    legend: {},
-    domains: [],
-    nics: {},
-    problems: 0
-  },
+  'h100-1x-topo-m-2.txt': oneGpu('0-19'),
   'h100-8x-L-1.txt': {
     // CRLF line endings.
     kind: 'list',
@@ -398,26 +381,8 @@ const CASES: Record<string, TopoCase | InventoryCase> = {
     cuda: '13.0',
     gpus: { 0: { name: 'NVIDIA H200', memoryMiB: 143771, pciBusId: '00000000:83:00.0', migMode: 'disabled' } }
   },
-  'h200-1x-topo-m-1.txt': {
-    kind: 'topo',
-    labels: ['GPU0'],
-    cells: [['GPU0', 'GPU0', 'X']],
-    attributes: { GPU0: ['0-23', '0', 'N/A'] },
-    legend: {},
-    domains: [],
-    nics: {},
-    problems: 0
-  },
-  'h200-1x-topo-m-mig-2.txt': {
-    kind: 'topo',
-    labels: ['GPU0'],
-    cells: [['GPU0', 'GPU0', 'X']],
-    attributes: { GPU0: ['0-23', '0', 'N/A'] },
-    legend: {},
-    domains: [],
-    nics: {},
-    problems: 0
-  },
+  'h200-1x-topo-m-1.txt': oneGpu('0-23'),
+  'h200-1x-topo-m-mig-2.txt': oneGpu('0-23'),
   'l40s-1x-L-1.txt': { kind: 'list', count: 1, problems: 0, gpus: { 0: { name: 'NVIDIA L40S' } } },
   'l40s-1x-nvlink-s-1.txt': {
     // "Device does not have or support Nvlink": no links, which is not a failure.
@@ -449,16 +414,7 @@ const CASES: Record<string, TopoCase | InventoryCase> = {
     cuda: '13.2',
     gpus: { 0: { name: 'NVIDIA L40S', memoryMiB: 46068, pciBusId: '00000000:01:00.0' } }
   },
-  'l40s-1x-topo-m-1.txt': {
-    kind: 'topo',
-    labels: ['GPU0'],
-    cells: [['GPU0', 'GPU0', 'X']],
-    attributes: { GPU0: ['0-7', '0', 'N/A'] },
-    legend: {},
-    domains: [],
-    nics: {},
-    problems: 0
-  },
+  'l40s-1x-topo-m-1.txt': oneGpu('0-7'),
   'a100-sxm4-80gb-1x-L-mig-1.txt': {
     kind: 'list',
     count: 1,
@@ -634,9 +590,7 @@ function checkTopo(m: Mismatches, file: string, c: TopoCase): void {
   const { value, problems } = parseTopo(capture(file))
   m.check(file, 'labels in printed order', value.labels, c.labels)
   m.check(file, 'one row per label', value.matrix.length, c.labels.length)
-  for (const [row, col, cell] of c.cells) {
-    m.check(file, `cell ${row}/${col}`, value.matrix[c.labels.indexOf(row)]?.[c.labels.indexOf(col)], cell)
-  }
+  checkCells(m, file, value, c.cells)
   for (const [gpu, [cpu, numa, gpuNuma]] of Object.entries(c.attributes)) {
     m.check(file, `${gpu} affinity`, value.attributes.get(gpu), {
       cpuAffinity: cpu,
@@ -648,14 +602,7 @@ function checkTopo(m: Mismatches, file: string, c: TopoCase): void {
   m.check(file, `problems: ${problems.join('; ')}`, problems.length, c.problems)
   const { topology } = combineGpus([], value)
   m.check(file, 'NVLink domains', topology.nvlinkDomains, c.domains)
-  for (const [label, [name, nearest, link]] of Object.entries(c.nics)) {
-    m.check(
-      file,
-      `NIC ${label}`,
-      topology.nics.find((n) => n.label === label),
-      { label, name, nearestGpus: nearest, link }
-    )
-  }
+  checkNics(m, file, topology.nics, c.nics)
   m.check(
     file,
     'every non-GPU column is a NIC',

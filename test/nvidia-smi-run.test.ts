@@ -15,6 +15,7 @@ import { parseTable } from '../agent/detect/nvidia/parse-table.js'
 import { parseTopo } from '../agent/detect/nvidia/parse-topo.js'
 import { ParseError } from '../agent/detect/nvidia/text.js'
 import { NVIDIA_SMI_DOUBLE, capture } from './helpers/fixtures.js'
+import { Mismatches } from './helpers/mismatches.js'
 
 function machine(t: Test, files: Record<string, string | Buffer>): string {
   const dir = mkdtempSync(join(tmpdir(), 'gpumesh-smi-'))
@@ -86,9 +87,9 @@ t.test('findNvidiaSmi: override, PATH, absent', async (t) => {
     ['the first on PATH', findNvidiaSmi(undefined, `/nonexistent:${bin}`), join(bin, 'nvidia-smi')],
     ['relative PATH entries are ignored', findNvidiaSmi(undefined, '/nonexistent:relative/dir'), null]
   ]
-  const wrong = []
-  for (const [name, found, want] of cases) if ((await found) !== want) wrong.push({ name, found: await found, want })
-  t.same(wrong, [], 'where nvidia-smi is found')
+  const m = new Mismatches()
+  for (const [name, found, want] of cases) m.check(name, 'found', await found, want)
+  t.same(m.list, [], 'where nvidia-smi is found')
 })
 
 t.test('parsers reject output that is not theirs', async (t) => {

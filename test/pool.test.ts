@@ -7,6 +7,7 @@ import { parseTopo } from '../agent/detect/nvidia/parse-topo.js'
 import { derivePool, family, memoryClassGB, sanitizeLabel } from '../agent/detect/pool.js'
 import { policyWarnings } from '../agent/detect/policy.js'
 import { capture } from './helpers/fixtures.js'
+import { Mismatches } from './helpers/mismatches.js'
 
 const gpu = (index: number, name: string | null, memoryMiB: number | null, nvlink: Gpu['nvlink'] = null): Gpu => ({
   index,
@@ -54,27 +55,28 @@ t.test('family and memory class from the model string and memory size', async (t
     ['NVIDIA GeForce RTX 4080 ...', 16376, 'rtx-4080', 16],
     ['NVIDIA H100 80G...', 81559, 'h100', 80]
   ]
+  const m = new Mismatches()
   for (const [name, mib, fam, gb] of cases) {
-    t.equal(family(name), fam, `family of ${name}`)
-    t.equal(memoryClassGB(name, mib), gb, `memory class of ${name}`)
+    m.check(name, 'family', family(name), fam)
+    m.check(name, `memory class of ${String(mib)} MiB`, memoryClassGB(name, mib), gb)
   }
+  t.same(m.list, [], 'each model string: its family and memory class')
 })
 
 t.test('pool keys of real topologies', async (t) => {
-  t.equal(
-    derivePool(many(8, 'NVIDIA H100 80GB HBM3', 81559), topologyOf('h100-sxm-8x-topo-m-1.txt')).key,
-    'h100-80gb-8x-nvlink'
-  )
-  t.equal(
-    derivePool(many(8, 'NVIDIA A100-SXM4-80GB', 81920), topologyOf('a100-sxm4-80gb-8x-topo-m-1.txt')).key,
-    'a100-80gb-8x-nvlink'
-  )
-  t.equal(derivePool(many(4, 'NVIDIA GB200', 189471), topologyOf('gb200-4x-topo-m-1.txt')).key, 'gb200-186gb-4x-nvlink')
-  t.equal(
-    derivePool(many(2, 'NVIDIA GeForce RTX 5090', 32607), topologyOf('rtx5090-2x-topo-m-1.txt')).key,
-    'rtx-5090-32gb-2x-pcie'
-  )
-  t.equal(derivePool(many(4, 'NVIDIA L40S', 46068), BRIDGED_PAIRS).key, 'l40s-48gb-4x-nvlink-partial')
+  const cases: Array<[topo: string | Topology, gpus: Gpu[], key: string]> = [
+    ['h100-sxm-8x-topo-m-1.txt', many(8, 'NVIDIA H100 80GB HBM3', 81559), 'h100-80gb-8x-nvlink'],
+    ['a100-sxm4-80gb-8x-topo-m-1.txt', many(8, 'NVIDIA A100-SXM4-80GB', 81920), 'a100-80gb-8x-nvlink'],
+    ['gb200-4x-topo-m-1.txt', many(4, 'NVIDIA GB200', 189471), 'gb200-186gb-4x-nvlink'],
+    ['rtx5090-2x-topo-m-1.txt', many(2, 'NVIDIA GeForce RTX 5090', 32607), 'rtx-5090-32gb-2x-pcie'],
+    [BRIDGED_PAIRS, many(4, 'NVIDIA L40S', 46068), 'l40s-48gb-4x-nvlink-partial']
+  ]
+  const m = new Mismatches()
+  for (const [topo, gpus, key] of cases) {
+    const what = typeof topo === 'string' ? topo : 'L40S with NVLink bridges on pairs'
+    m.check(what, 'pool key', derivePool(gpus, typeof topo === 'string' ? topologyOf(topo) : topo).key, key)
+  }
+  t.same(m.list, [], 'each topology: its pool key')
 })
 
 t.test('interconnect without a topology falls back to nvlink -s', async (t) => {

@@ -45,19 +45,16 @@ t.test('relay: in order, exactly once, across a Redis restart', async (t) => {
   await eventually(
     async () => {
       const [ids, outbox] = [await streamIds(redis), await outboxIds(c)]
-      return outbox.length > 0 && ids.length === outbox.length ? true : undefined
+      return outbox.length > 0 && ids.length === outbox.length
     },
     10_000,
     'the first events in Redis'
   )
 
   await redisServer.stop()
-  for (let i = 0; i < 5; i++)
-    t.equal(
-      (await c.call('POST', '/v1/workloads', session(`during-${i}`))).status,
-      201,
-      'the API works while Redis is down'
-    )
+  const during: number[] = []
+  for (let i = 0; i < 5; i++) during.push((await c.call('POST', '/v1/workloads', session(`during-${i}`))).status)
+  t.same(during, Array(5).fill(201), 'the API works while Redis is down')
   const readyDown = await c.call('GET', '/readyz', undefined, null)
   t.equal(readyDown.status, 503, '/readyz reports Redis down')
   t.match(readyDown.body.detail, /redis/)
@@ -86,7 +83,7 @@ t.test('relay resumes from its cursor after a restart without duplicates', async
     redis.disconnect()
   })
   await addHost(c.pool, 'h100-8x-nv18-nics', 'h1')
-  await eventually(async () => ((await streamIds(redis)).length === 2 ? true : undefined))
+  await eventually(async () => (await streamIds(redis)).length === 2)
   // Forget the saved cursor, as if the coordinator died before writing it:
   // the stream's own top id keeps the relay from publishing twice.
   await c.pool.query('delete from relay_cursors')
@@ -110,9 +107,7 @@ t.test('usage statistics and live host metadata', async (t) => {
   })
   const host = await addHost(c.pool, 'h100-8x-nv18-nics', 'h1')
   const w = await c.call('POST', '/v1/workloads', { ...session('busy'), gpus: 4 })
-  await eventually(async () =>
-    (await c.call('GET', `/v1/workloads/${w.body.id as string}`)).body.state === 'placed' ? true : undefined
-  )
+  await eventually(async () => (await c.call('GET', `/v1/workloads/${w.body.id as string}`)).body.state === 'placed')
   const usage = await eventually(
     async () => {
       const h = await redis.hgetall(USAGE_KEY('h100-80gb-8x-nvlink'))

@@ -21,32 +21,15 @@ import { placementEnv, placementVariables } from '../agent/runtime/env.js'
 import { readProcStat } from '../agent/runtime/proc.js'
 import { createRuntime } from '../agent/runtime/runtime.js'
 import type { Assignment, Runtime, RuntimeOptions, RunningPlacement } from '../agent/runtime/types.js'
+import { eventually } from './helpers/eventually.js'
 import { ROOT } from './helpers/fixtures.js'
+import { alive } from './helpers/process.js'
 
 const DOCKER_DOUBLE = join(ROOT, 'test/doubles/docker')
 const RUNTIME_JS = join(ROOT, 'dist/agent/runtime/runtime.js')
 const FINAL = new Set(['exited', 'failed', 'stopped', 'lost'])
 
 // ------------------------------------------------------------------ helpers
-
-const sleep = async (ms: number) => await new Promise((resolve) => setTimeout(resolve, ms))
-
-/** Polls `fn` until it returns a truthy value; fails past the deadline. */
-async function eventually<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v !== undefined && v !== null && v !== false) return v as NonNullable<T>
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(20)
-  }
-}
-
-/** Alive and not a zombie (init here may never reap what is reparented to it). */
-function alive(pid: number): boolean {
-  const s = readProcStat(pid)
-  return s !== null && s.state !== 'Z'
-}
 
 function scratch(t: Test, prefix = 'gpumesh-runtime-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix))
@@ -107,6 +90,8 @@ function assignment(over: Partial<Assignment> & { command?: string[] } = {}): As
 }
 
 const sh = (script: string) => ['sh', '-c', script]
+/** An assignment run in a container of `image` by the docker driver. */
+const inContainer = (command: string[], image = 'img') => assignment({ run: { driver: 'docker', image, command } })
 
 interface Tracked {
   rt: Runtime
@@ -148,6 +133,12 @@ function runtime(t: Test, options: RuntimeOptions): Tracked {
   return { rt, statuses, states: (id) => statuses(id).map((s) => s.state), until }
 }
 
+/** A stop that SIGTERM was enough for: started, ran, then stopped with the command's own exit 0 and `reason`. */
+async function stoppedByTerm(t: Test, r: Pick<Tracked, 'until' | 'states'>, id: string, reason: string): Promise<void> {
+  t.same(await r.until(id), { placementId: id, state: 'stopped', exitCode: 0, reason })
+  t.same(r.states(id), ['starting', 'running', 'stopped'])
+}
+
 const pdir = (stateDir: string, id: string) => join(stateDir, 'placements', id)
 const readLog = (stateDir: string, id: string, file = 'stdout.log') =>
   readFileSync(join(pdir(stateDir, id), file), 'utf8')
@@ -164,13 +155,22 @@ interface RecordJson {
 }
 const readRecordJson = (stateDir: string, id: string) =>
   JSON.parse(readFileSync(join(pdir(stateDir, id), 'placement.json'), 'utf8')) as RecordJson
+/** Rewrites a record the runtime wrote, as an agent that died at some step would have left it. */
+const writeRecordJson = (stateDir: string, id: string, record: Record<string, unknown>) =>
+  writeFileSync(join(pdir(stateDir, id), 'placement.json'), JSON.stringify(record))
 
 /** `sh -c 'echo $$ > ready; ...'` style commands write files in their folder: waits for one. */
 const fileIn = async (stateDir: string, id: string, name: string) =>
   await eventually(
-    `${name} in placement ${id}`,
-    () => existsSync(join(pdir(stateDir, id), name)) && readFileSync(join(pdir(stateDir, id), name), 'utf8')
+    // Not yet written counts as not there: the shell creates the file before it writes.
+    () => (existsSync(join(pdir(stateDir, id), name)) && readFileSync(join(pdir(stateDir, id), name), 'utf8')) || false,
+    10_000,
+    `${name} in placement ${id}`
   )
+
+/** The docker double's containers below print "up" first: waits for it. */
+const containerUp = async (stateDir: string, id: string) =>
+  await eventually(() => readLog(stateDir, id) === 'up\n', 10_000, 'the container to be up')
 
 // Agent settings in the agent's own environment must not reach workloads.
 process.env.GPUMESH_JOIN_TOKEN = 'secret-join-token'
@@ -286,13 +286,7 @@ t.test('stop: SIGTERM to the workload, reported stopped', async (t) => {
   await rt.stop(a.placementId, 'workload deleted')
   t.ok(Date.now() - began < 4_000, 'did not need the SIGKILL')
   t.equal(readFileSync(join(pdir(stateDir, a.placementId), 'got-term'), 'utf8'), 'term\n', 'the command got SIGTERM')
-  t.same(await until(a.placementId), {
-    placementId: a.placementId,
-    state: 'stopped',
-    exitCode: 0,
-    reason: 'workload deleted'
-  })
-  t.same(states(a.placementId), ['starting', 'running', 'stopped'])
+  await stoppedByTerm(t, { until, states }, a.placementId, 'workload deleted')
   t.equal(readRecordJson(stateDir, a.placementId).state, 'stopped')
   await rt.stop(a.placementId, 'again')
   await rt.stop(randomUUID(), 'unknown')
@@ -486,13 +480,15 @@ t.test(
       { reject: false, stdin: 'ignore' }
     )
     const started = await eventually(
-      'the agent to start both placements',
-      () => agent.pid !== undefined && existsSync(join(pdir(stateDir, b.placementId), 'ready'))
+      () => agent.pid !== undefined && existsSync(join(pdir(stateDir, b.placementId), 'ready')),
+      10_000,
+      'the agent to start both placements'
     )
     t.ok(started)
     await eventually(
-      'the agent to report them running',
-      () => readRecordJson(stateDir, b.placementId).state === 'running'
+      () => readRecordJson(stateDir, b.placementId).state === 'running',
+      10_000,
+      'the agent to report them running'
     )
     agent.kill('SIGKILL')
     const r = await agent
@@ -543,7 +539,7 @@ t.test(
     for (const a of [killed, reused]) {
       const pid = readRecordJson(stateDir, a.placementId).pid
       process.kill(-pid, 'SIGKILL') // no exit code can be written
-      await eventually(`${pid} to die`, () => !alive(pid))
+      await eventually(() => !alive(pid), 10_000, `${pid} to die`)
     }
     // The reused pid: a live process that is not ours (the test's own, unrelated).
     const stranger = execa('sleep', ['60'], { reject: false, detached: true, stdin: 'ignore' })
@@ -551,8 +547,7 @@ t.test(
       stranger.kill('SIGKILL')
     })
     const strangerPid = stranger.pid as number
-    const file = join(pdir(stateDir, reused.placementId), 'placement.json')
-    writeFileSync(file, JSON.stringify({ ...readRecordJson(stateDir, reused.placementId), pid: strangerPid }))
+    writeRecordJson(stateDir, reused.placementId, { ...readRecordJson(stateDir, reused.placementId), pid: strangerPid })
 
     const second = runtime(t, { stateDir })
     const recovered = await second.rt.recover()
@@ -597,8 +592,9 @@ t.test(
     await fileIn(stateDir, unrecorded.placementId, 'ready')
     const stopping = first.rt.stop(stubborn.placementId, 'fenced')
     await eventually(
-      'the stop to be recorded',
-      () => readRecordJson(stateDir, stubborn.placementId).stopRequested !== null
+      () => readRecordJson(stateDir, stubborn.placementId).stopRequested !== null,
+      10_000,
+      'the stop to be recorded'
     )
     await first.rt.close()
     await stopping // abandoned by close(), resolves
@@ -606,10 +602,14 @@ t.test(
     t.ok(alive(pid), 'the closed runtime did not SIGKILL it')
     // As if the agent had died between starting the process and recording its pid.
     const rec = readRecordJson(stateDir, unrecorded.placementId)
-    writeFileSync(
-      join(pdir(stateDir, unrecorded.placementId), 'placement.json'),
-      JSON.stringify({ ...rec, state: 'starting', pid: null, startTime: null, bootId: null, startedAt: null })
-    )
+    writeRecordJson(stateDir, unrecorded.placementId, {
+      ...rec,
+      state: 'starting',
+      pid: null,
+      startTime: null,
+      bootId: null,
+      startedAt: null
+    })
 
     const second = runtime(t, { stateDir, stopGraceMs: 300 })
     const recovered = await second.rt.recover()
@@ -632,26 +632,22 @@ t.test('recovery: an unreadable record is reported lost; a record that never got
   const broken = randomUUID()
   mkdirSync(pdir(stateDir, broken), { recursive: true })
   writeFileSync(join(pdir(stateDir, broken), 'placement.json'), '{"version":')
-  const never = assignment()
-  mkdirSync(pdir(stateDir, never.placementId), { recursive: true })
-  writeFileSync(
-    join(pdir(stateDir, never.placementId), 'placement.json'),
-    JSON.stringify({
-      version: 1,
-      assignment: never,
-      state: 'starting',
-      exitCode: null,
-      reason: null,
-      pid: null,
-      startTime: null,
-      bootId: null,
-      container: null,
-      createdAt: new Date().toISOString(),
-      startedAt: null,
-      endedAt: null,
-      stopRequested: null
-    })
-  )
+  // As if the agent had died right after recording a placement, before starting anything: the record
+  // of a refused placement (no process ever), as the runtime wrote it, turned back into a starting one.
+  const never = assignment({ command: [] })
+  const first = runtime(t, { stateDir })
+  await first.rt.start(never)
+  await first.until(never.placementId)
+  await first.rt.close()
+  const rec = readRecordJson(stateDir, never.placementId)
+  t.match(rec, { pid: null, startedAt: null }, 'the refused placement never got a process')
+  writeRecordJson(stateDir, never.placementId, {
+    ...rec,
+    state: 'starting',
+    exitCode: null,
+    reason: null,
+    endedAt: null
+  })
   mkdirSync(join(stateDir, 'placements', 'not-a-placement'))
   const { rt } = runtime(t, { stateDir })
   const recovered = await rt.recover()
@@ -725,7 +721,6 @@ t.test('docker: exact docker run argv with variable names only, values in the co
     "the container's exit code"
   )
   t.same(states(a.placementId), ['starting', 'running', 'exited'])
-  const name = `gpumesh-${a.placementId}`
   const names = [
     'CUDA_VISIBLE_DEVICES',
     'NVIDIA_VISIBLE_DEVICES',
@@ -748,7 +743,7 @@ t.test('docker: exact docker run argv with variable names only, values in the co
         'run',
         '--rm',
         '--name',
-        name,
+        `gpumesh-${a.placementId}`,
         '--gpus',
         '"device=2,3"',
         ...names.flatMap((n) => ['-e', n]),
@@ -787,13 +782,7 @@ t.test("docker: no GPUs -> no --gpus; docker from the options (the agent's --doc
   const stateDir = scratch(t)
   const docker = dockerDouble(t, stateDir)
   const { rt, until } = runtime(t, { stateDir, docker: DOCKER_DOUBLE })
-  const a = assignment({
-    run: {
-      driver: 'docker',
-      image: 'alpine:3',
-      command: ['sh', '-c', 'echo "[$CUDA_VISIBLE_DEVICES] [$NVIDIA_VISIBLE_DEVICES]"']
-    }
-  })
+  const a = inContainer(sh('echo "[$CUDA_VISIBLE_DEVICES] [$NVIDIA_VISIBLE_DEVICES]"'), 'alpine:3')
   await rt.start(a)
   t.match(await until(a.placementId), { state: 'exited', exitCode: 0 })
   const [call] = docker.calls()
@@ -806,23 +795,11 @@ t.test('docker: stop is docker stop -t <grace s>; a missing image or docker fail
   const stateDir = scratch(t)
   const docker = dockerDouble(t, stateDir)
   const { rt, states, until } = runtime(t, { stateDir, docker: DOCKER_DOUBLE, stopGraceMs: 1_000 })
-  const a = assignment({
-    run: {
-      driver: 'docker',
-      image: 'img',
-      command: ['sh', '-c', 'trap "echo term; exit 0" TERM; echo up; while :; do sleep 0.05; done']
-    }
-  })
+  const a = inContainer(sh('trap "echo term; exit 0" TERM; echo up; while :; do sleep 0.05; done'))
   await rt.start(a)
-  await eventually('the container to be up', () => readLog(stateDir, a.placementId) === 'up\n')
+  await containerUp(stateDir, a.placementId)
   await rt.stop(a.placementId, 'workload deleted')
-  t.same(await until(a.placementId), {
-    placementId: a.placementId,
-    state: 'stopped',
-    exitCode: 0,
-    reason: 'workload deleted'
-  })
-  t.same(states(a.placementId), ['starting', 'running', 'stopped'])
+  await stoppedByTerm(t, { until, states }, a.placementId, 'workload deleted')
   t.same(docker.calls().slice(1), [['stop', '-t', '1', `gpumesh-${a.placementId}`]])
   t.equal(readLog(stateDir, a.placementId), 'up\nterm\n', 'the container got SIGTERM')
 
@@ -840,7 +817,7 @@ t.test('docker: stop is docker stop -t <grace s>; a missing image or docker fail
   t.equal(docker.calls().length, before, 'docker never called')
 
   const { rt: noDocker, until: untilNoDocker } = runtime(t, { stateDir, docker: join(stateDir, 'no-docker-here') })
-  const b = assignment({ run: { driver: 'docker', image: 'img', command: ['serve'] } })
+  const b = inContainer(['serve'])
   await noDocker.start(b)
   t.match(await untilNoDocker(b.placementId), { state: 'failed', reason: /docker driver: executable not found/ })
 })
@@ -849,11 +826,9 @@ t.test('docker: stop falls back to the client when docker stop fails', async (t)
   const stateDir = scratch(t)
   dockerDouble(t, stateDir)
   const { rt, until } = runtime(t, { stateDir, docker: DOCKER_DOUBLE, stopGraceMs: 1_000 })
-  const a = assignment({
-    run: { driver: 'docker', image: 'img', command: ['sh', '-c', 'echo up; while :; do sleep 0.05; done'] }
-  })
+  const a = inContainer(sh('echo up; while :; do sleep 0.05; done'))
   await rt.start(a)
-  await eventually('the container to be up', () => readLog(stateDir, a.placementId) === 'up\n')
+  await containerUp(stateDir, a.placementId)
   // The daemon "forgets" the container: docker stop says no such container.
   const pidFile = join(stateDir, 'docker', `gpumesh-${a.placementId}.pid`)
   const container = readFileSync(pidFile, 'utf8')
@@ -873,21 +848,15 @@ t.test('docker: after a restart, a container whose client died is watched throug
   const docker = dockerDouble(t, stateDir)
   const first = runtime(t, { stateDir, docker: DOCKER_DOUBLE })
   const go = join(stateDir, 'go')
-  const a = assignment({
-    run: {
-      driver: 'docker',
-      image: 'img',
-      command: ['sh', '-c', `echo up; while [ ! -e ${go} ]; do sleep 0.05; done; exit 7`]
-    }
-  })
-  const live = assignment({ run: { driver: 'docker', image: 'img', command: ['sleep', '60'] } })
+  const a = inContainer(sh(`echo up; while [ ! -e ${go} ]; do sleep 0.05; done; exit 7`))
+  const live = inContainer(['sleep', '60'])
   await first.rt.start(a)
   await first.rt.start(live)
-  await eventually('the container to be up', () => readLog(stateDir, a.placementId) === 'up\n')
+  await containerUp(stateDir, a.placementId)
   await first.rt.close()
   const client = readRecordJson(stateDir, a.placementId).pid
   process.kill(-client, 'SIGKILL') // the client dies; the container (its own session) does not
-  await eventually('the client to die', () => !alive(client))
+  await eventually(() => !alive(client), 10_000, 'the client to die')
 
   const second = runtime(t, { stateDir, docker: DOCKER_DOUBLE, stopGraceMs: 1_000 })
   const recovered = await second.rt.recover()
@@ -904,8 +873,10 @@ t.test('docker: after a restart, a container whose client died is watched throug
     'not about the one whose client lives'
   )
   t.ok(
-    await eventually('docker wait', () =>
-      docker.calls().some((c) => c[0] === 'wait' && c[1] === `gpumesh-${a.placementId}`)
+    await eventually(
+      () => docker.calls().some((c) => c[0] === 'wait' && c[1] === `gpumesh-${a.placementId}`),
+      10_000,
+      'docker wait'
     ),
     'watching it with docker wait'
   )

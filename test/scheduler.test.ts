@@ -1,7 +1,7 @@
 // The scheduler on real host shapes (topologies parsed from the captures in
 // share/nvidia-smi) and on hand-written `topo -m` texts where a
 // property needs a shape no capture has.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { buildFleet, buildWorkloads, host72, hostShape, PCIE_4X_TOPO } from './helpers/fleet.js'
 import { chooseGpus, gpuChoice, scoreGpus } from '../coordinator/scheduler/gpu-choice.js'
 import { SnapshotIndex } from '../coordinator/scheduler/host-index.js'
@@ -9,6 +9,7 @@ import { applyDecision, decide, scheduleAll } from '../coordinator/scheduler/pla
 import { POOL_KINDS_FOR } from '../coordinator/scheduler/reasons.js'
 import type { Decision, PoolKind, SchedHost, SchedWorkload, Snapshot } from '../coordinator/scheduler/types.js'
 import { capture } from './helpers/fixtures.js'
+import { Mismatches } from './helpers/mismatches.js'
 
 const H100 = hostShape(capture('h100-sxm-8x-topo-m-1.txt'))
 const A100 = hostShape(capture('a100-sxm4-80gb-8x-topo-m-1.txt'))
@@ -80,6 +81,20 @@ const endpoint = (
 })
 
 const where = (d: Decision) => d.assignments.map((a) => [a.replica, a.hostId, a.gpus] as const)
+
+/** What a case expects of its decision: the placements [replica, host, GPUs], the refusal's reason, or null (no reason). */
+type Expected = Array<[number, string, number[]]> | string | null
+
+/** Decides each workload on `snap` against what it expects; the table is one assertion. */
+function decideTable(t: Test, snap: Snapshot, cases: Array<[string, SchedWorkload, Expected]>, what: string): void {
+  const m = new Mismatches()
+  for (const [label, w, want] of cases) {
+    const d = decide(w, snap)
+    if (want === null || typeof want === 'string') m.check(label, 'reason', d.reason, want)
+    else m.check(label, 'placements', where(d), want)
+  }
+  t.same(m.list, [], what)
+}
 
 t.test('GPU choice: NVLink pairs on a PCIe host', async (t) => {
   t.same(
@@ -190,9 +205,16 @@ t.test('best fit across hosts: fewest free left, then topology, then id', async 
   const snap: Snapshot = {
     hosts: [host('a', H100), host('b', H100, { free: [5, 6, 7] }), host('c', H100, { free: taken(H100, [0]) })]
   }
-  t.same(where(decide(session('s', 'p', 2), snap)), [[0, 'b', [5, 6]]], 'the fullest host that fits')
-  t.same(where(decide(session('s', 'p', 4), snap)), [[0, 'c', [4, 5, 6, 7]]])
-  t.same(where(decide(session('s', 'p', 8), snap)), [[0, 'a', [0, 1, 2, 3, 4, 5, 6, 7]]])
+  decideTable(
+    t,
+    snap,
+    [
+      ['the fullest host that fits', session('s', 'p', 2), [[0, 'b', [5, 6]]]],
+      ['4 GPUs', session('s', 'p', 4), [[0, 'c', [4, 5, 6, 7]]]],
+      ['8 GPUs', session('s', 'p', 8), [[0, 'a', [0, 1, 2, 3, 4, 5, 6, 7]]]]
+    ],
+    'fewest free GPUs left'
+  )
   const tie: Snapshot = {
     hosts: [
       host('a', H100, { free: [0, 1, 4, 5] }),
@@ -200,12 +222,15 @@ t.test('best fit across hosts: fewest free left, then topology, then id', async 
       host('c', H100, { free: [0, 1, 2, 3] })
     ]
   }
-  t.same(
-    where(decide(session('s', 'p', 4), tie)),
-    [[0, 'b', [4, 5, 6, 7]]],
-    'same free count: one NUMA node beats the lower id'
+  decideTable(
+    t,
+    tie,
+    [
+      ['same free count: one NUMA node beats the lower id', session('s', 'p', 4), [[0, 'b', [4, 5, 6, 7]]]],
+      ['same score: lower id', session('s', 'p', 1), [[0, 'a', [0]]]]
+    ],
+    'ties: topology, then id'
   )
-  t.same(where(decide(session('s', 'p', 1), tie)), [[0, 'a', [0]]], 'same score: lower id')
 })
 
 t.test('endpoints: spread, co-location as a last resort, two pools, partial placement', async (t) => {
@@ -216,44 +241,51 @@ t.test('endpoints: spread, co-location as a last resort, two pools, partial plac
       host('b1', GB200, { pool: 'b', kind: 'static' })
     ]
   }
-  t.same(
-    where(decide(endpoint('e', ['a'], 2, 2), snap)),
+  decideTable(
+    t,
+    snap,
     [
-      [0, 'a2', [0, 1]],
-      [1, 'a1', [0, 1]]
+      [
+        'one replica per host',
+        endpoint('e', ['a'], 2, 2),
+        [
+          [0, 'a2', [0, 1]],
+          [1, 'a1', [0, 1]]
+        ]
+      ],
+      [
+        'co-located once every host has one',
+        endpoint('e', ['a'], 3, 2),
+        [
+          [0, 'a2', [0, 1]],
+          [1, 'a1', [0, 1]],
+          [2, 'a2', [2, 3]]
+        ]
+      ],
+      [
+        'a fresh host of the next pool before co-locating',
+        endpoint('e', ['a', 'b'], 3, 2),
+        [
+          [0, 'a2', [0, 1]],
+          [1, 'a1', [0, 1]],
+          [2, 'b1', [0, 1]]
+        ]
+      ],
+      [
+        'pools in the order given',
+        endpoint('e', ['b', 'a'], 2, 2),
+        [
+          [0, 'b1', [0, 1]],
+          [1, 'a2', [0, 1]]
+        ]
+      ],
+      [
+        'only the missing replicas, away from used hosts',
+        endpoint('e', ['a'], 2, 4, { replicas: [0], hosts: ['a2'] }),
+        [[1, 'a1', [0, 1, 2, 3]]]
+      ]
     ],
-    'one replica per host'
-  )
-  t.same(
-    where(decide(endpoint('e', ['a'], 3, 2), snap)),
-    [
-      [0, 'a2', [0, 1]],
-      [1, 'a1', [0, 1]],
-      [2, 'a2', [2, 3]]
-    ],
-    'co-located once every host has one'
-  )
-  t.same(
-    where(decide(endpoint('e', ['a', 'b'], 3, 2), snap)),
-    [
-      [0, 'a2', [0, 1]],
-      [1, 'a1', [0, 1]],
-      [2, 'b1', [0, 1]]
-    ],
-    'a fresh host of the next pool before co-locating'
-  )
-  t.same(
-    where(decide(endpoint('e', ['b', 'a'], 2, 2), snap)),
-    [
-      [0, 'b1', [0, 1]],
-      [1, 'a2', [0, 1]]
-    ],
-    'pools in the order given'
-  )
-  t.same(
-    where(decide(endpoint('e', ['a'], 2, 4, { replicas: [0], hosts: ['a2'] }), snap)),
-    [[1, 'a1', [0, 1, 2, 3]]],
-    'only the missing replicas, away from used hosts'
+    'replicas spread over hosts and pools'
   )
   t.same(
     decide(endpoint('e', ['a'], 2, 4, { replicas: [0, 1], hosts: ['a2', 'a1'] }), snap),
@@ -287,24 +319,30 @@ t.test('pool kinds: endpoints on inference/static, recipes on training/static, s
       host('s', GB200, { pool: 'stat', kind: 'static' })
     ]
   }
-  t.equal(
-    decide(endpoint('e', ['train'], 1, 1), snap).reason,
-    '0 of 1 replicas placed; pool train is a training pool; endpoints run on inference or static pools'
+  decideTable(
+    t,
+    snap,
+    [
+      [
+        'an endpoint on a training pool',
+        endpoint('e', ['train'], 1, 1),
+        '0 of 1 replicas placed; pool train is a training pool; endpoints run on inference or static pools'
+      ],
+      ['a training pool in the list is skipped', endpoint('e', ['train', 'inf'], 1, 1), [[0, 'i', [0]]]],
+      ['an endpoint on a static pool', endpoint('e', ['stat'], 1, 1), [[0, 's', [0]]]],
+      [
+        'a recipe on an inference pool',
+        recipe('r', 'inf', 1, 1),
+        'pool inf is an inference pool; recipes run on training or static pools'
+      ],
+      ['a recipe on a training pool', recipe('r', 'train', 1, 1), [[0, 't', [0]]]],
+      ['a recipe on a static pool', recipe('r', 'stat', 1, 1), [[0, 's', [0]]]],
+      ['a session on an inference pool', session('x', 'inf', 1), null],
+      ['a session on a training pool', session('x', 'train', 1), null],
+      ['a session on a static pool', session('x', 'stat', 1), null]
+    ],
+    'each kind on the pool kinds it may use'
   )
-  t.same(
-    where(decide(endpoint('e', ['train', 'inf'], 1, 1), snap)),
-    [[0, 'i', [0]]],
-    'a training pool in the list is skipped'
-  )
-  t.same(where(decide(endpoint('e', ['stat'], 1, 1), snap)), [[0, 's', [0]]])
-  t.equal(
-    decide(recipe('r', 'inf', 1, 1), snap).reason,
-    'pool inf is an inference pool; recipes run on training or static pools'
-  )
-  t.same(where(decide(recipe('r', 'train', 1, 1), snap)), [[0, 't', [0]]])
-  t.same(where(decide(recipe('r', 'stat', 1, 1), snap)), [[0, 's', [0]]])
-  for (const pool of ['inf', 'train', 'stat'])
-    t.equal(decide(session('x', pool, 1), snap).reason, null, `session on ${pool}`)
 })
 
 t.test('recipes: a gang of distinct hosts, ranks as replicas, all or nothing', async (t) => {
@@ -430,17 +468,20 @@ t.test('decide looks, applyDecision takes', async (t) => {
 })
 
 t.test('scheduleAll never assigns a GPU twice and keeps every rule (seeded random fleets)', async (t) => {
+  const m = new Mismatches()
   for (const seed of [1, 2, 3, 4, 5]) {
     const fleet = buildFleet(300, seed)
     const workloads = buildWorkloads(1200, seed * 7, fleet.pools)
     const decisions = scheduleAll(workloads, fleet)
-    const problems = check(fleet, workloads, decisions)
-    t.same(
-      problems.slice(0, 5),
-      [],
-      `seed ${seed}: ${decisions.filter((d) => d.reason === null).length} of ${workloads.length} placed`
+    const placed = decisions.filter((d) => d.reason === null).length
+    m.check(
+      `seed ${seed} (${placed} of ${workloads.length} placed)`,
+      'rules broken',
+      check(fleet, workloads, decisions).slice(0, 5),
+      []
     )
   }
+  t.same(m.list, [], 'every fleet: no rule broken')
 })
 
 t.test('the index picks what a plain scan of the hosts would pick', async (t) => {
@@ -455,7 +496,7 @@ t.test('the index picks what a plain scan of the hosts would pick', async (t) =>
   const workloads = buildWorkloads(1500, 12, fleet.pools).filter((w) => single(w) !== null)
   const naive = new Map(fleet.hosts.map((h) => [h.id, { ...h, free: new Set(h.free) }]))
   const decisions = scheduleAll(workloads, fleet)
-  let differ = 0
+  const m = new Mismatches()
   workloads.forEach((w, i) => {
     const d = decisions[i] as Decision
     const { pool, gpus } = single(w) as { pool: string; gpus: number }
@@ -473,11 +514,11 @@ t.test('the index picks what a plain scan of the hosts would pick', async (t) =>
         best = { id: h.id, left, score: c.score, gpus: c.gpus }
     }
     const expected = best === null ? [] : [[0, best.id, best.gpus]]
-    if (JSON.stringify(where(d)) !== JSON.stringify(expected)) differ++
+    m.check(w.id, 'placed as a full scan would', where(d), expected)
     for (const a of d.assignments) for (const g of a.gpus) naive.get(a.hostId)?.free.delete(g)
   })
   t.ok(decisions.filter((d) => d.reason === null).length > 300, 'most of them place')
-  t.equal(differ, 0, `${workloads.length} workloads placed as a full scan would`)
+  t.same(m.list, [], `${workloads.length} workloads placed as a full scan would`)
 })
 
 t.test('same input, same output', async (t) => {

@@ -3,6 +3,7 @@
 // a missing or unknown kind is one error that lists the kinds.
 import t from 'tap'
 import { addHost, startTestCoordinator } from './helpers/coordinator.js'
+import { Mismatches } from './helpers/mismatches.js'
 
 const run = { driver: 'process', command: ['python3', 'serve.py'] }
 const session = { name: 's', kind: 'session', pool: 'h100-80gb-8x-nvlink', gpus: 1, run }
@@ -51,17 +52,19 @@ const CASES: Array<[string, unknown, string]> = [
 t.test('each bad workload body: 400 problem+json naming only what is wrong for its kind', async (t) => {
   const c = await startTestCoordinator(t)
   await addHost(c.pool, 'h100-8x-nv18-nics', 'h1')
-  const mismatches: string[] = []
+  const m = new Mismatches()
   for (const [what, body, detail] of CASES) {
     const r = await c.call('POST', '/v1/workloads', body)
-    const got = { status: r.status, type: r.headers.get('content-type'), code: r.body.code, detail: r.body.detail }
-    const want = { status: 400, type: 'application/problem+json; charset=utf-8', code: 'VALIDATION', detail }
-    if (JSON.stringify(got) !== JSON.stringify(want))
-      mismatches.push(`${what}: got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`)
+    m.check(
+      what,
+      'answer',
+      { status: r.status, type: r.headers.get('content-type'), code: r.body.code, detail: r.body.detail },
+      { status: 400, type: 'application/problem+json; charset=utf-8', code: 'VALIDATION', detail }
+    )
   }
   for (const good of [session, endpoint, recipe]) {
     const r = await c.call('POST', '/v1/workloads', good)
-    if (r.status !== 201) mismatches.push(`valid ${good.kind}: got ${r.status} ${JSON.stringify(r.body)}`)
+    m.check(`valid ${good.kind}`, 'created', r.status === 201 ? 201 : { status: r.status, body: r.body }, 201)
   }
-  t.same(mismatches, [], 'bodies whose answer is not the one error expected')
+  t.same(m.list, [], 'bodies whose answer is not the one error expected')
 })

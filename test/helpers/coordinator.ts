@@ -12,6 +12,11 @@ import { registerHost } from '../../coordinator/store/hosts.js'
 import type { Pool } from '../../coordinator/store/db.js'
 import type { HostFacts } from '../../protocol/host-facts.js'
 import { freshDatabase } from './postgres.js'
+import { stopOnce } from './stop-once.js'
+
+import { eventually } from './eventually.js'
+
+export { eventually }
 
 export const ADMIN_TOKEN = 'gmt_test-admin-token-0123456789abcdef'
 
@@ -72,12 +77,11 @@ export async function startTestCoordinator(t: Test, options: TestCoordinatorOpti
     },
     log
   )
-  let stopped = false
+  const once = stopOnce()
   const stop = async () => {
-    if (!stopped) {
-      stopped = true
+    await once(async () => {
       await c.stop()
-    }
+    })
   }
   t.teardown(async () => {
     await stop()
@@ -124,17 +128,20 @@ export async function addHost(pool: Pool, machine: string, name: string, label?:
   return await registerHost(pool, { peerId: `12D3KooWtest${process.pid}x${++peers}`, facts, name })
 }
 
-/** Polls until `check` returns a value (not undefined), or fails after `ms`. */
-export async function eventually<T>(
-  check: () => T | undefined | Promise<T | undefined>,
-  ms = 10_000,
-  what = 'condition'
-): Promise<T> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const v = await check()
-    if (v !== undefined) return v
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
+/** The workload `id` as the API shows it, once `ok` holds for it. */
+export async function workloadWhen(
+  c: TestCoordinator,
+  id: string,
+  ok: (w: any) => boolean,
+  ms = 15_000,
+  what = 'workload state'
+): Promise<any> {
+  return await eventually(
+    async () => {
+      const w = (await c.call('GET', `/v1/workloads/${id}`)).body
+      return ok(w) ? w : undefined
+    },
+    ms,
+    what
+  )
 }

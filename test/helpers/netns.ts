@@ -28,6 +28,7 @@ import type { Test } from 'tap'
 import { SseParser } from '../../protocol/sse.js'
 import { cleanEnv } from './agent.js'
 import { eventually } from './coordinator.js'
+import { alive } from './process.js'
 import { AGENT_RUN, MACHINES, NVIDIA_SMI_DOUBLE, ROOT } from './fixtures.js'
 
 const run = promisify(execFile)
@@ -80,16 +81,6 @@ export interface NetProc {
 }
 
 let networks = 0
-
-/** Whether a process with this pid exists (signal 0). */
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
 
 function ip(args: string[]): string {
   const r = spawnSync('ip', args, { encoding: 'utf8' })

@@ -90,4 +90,6 @@ t.test('a partitioned agent: new epoch on heal, its stale copy killed, an old-ep
     { hostId: HOST_ID, epoch: 2 },
     'the agent obeys epoch 2 now, on disk too'
   )
+  // Placements outlive their agent by design: the test stops the one it leaves running.
+  await agent.runtime.stop(current.placementId, 'the test is over')
 })

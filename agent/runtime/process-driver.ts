@@ -102,7 +102,11 @@ export interface Launched {
 
 export class LaunchError extends Error {}
 
-/** Starts `argv` under the wrapper in `dir`, its logs rotating at `logMaxBytes`; its pid is also its process group. */
+/**
+ * Starts `argv` under the wrapper in `dir`; its pid is also its process group. Its two streams share
+ * `logMaxBytes`: each file rotates at half of it, one previous file kept, so the placement's logs take at
+ * most twice `logMaxBytes` in all.
+ */
 export function launch(
   dir: string,
   placementId: string,
@@ -122,7 +126,7 @@ export function launch(
   try {
     subprocess = execa(
       SH,
-      ['-c', WRAPPER, wrapperName(placementId), String(logMaxBytes), ...argv],
+      ['-c', WRAPPER, wrapperName(placementId), String(Math.max(1, Math.floor(logMaxBytes / 2))), ...argv],
       spawnOptions(dir, env, out as Fd, err as Fd)
     )
   } finally {

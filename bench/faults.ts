@@ -11,7 +11,7 @@
 //   crash_loop_placements_per_min  a 1-replica endpoint whose command does not exist: placement.created
 //                                  events for it over `window` seconds, per minute (goal <= 10)
 //   db_kill_recovery_ms            kill -9 of the embedded postmaster -> /readyz 200 again
-// Usage: npm run bench -- faults [window=30]. Progress goes to stderr, the JSON to stdout.
+// Usage: npm run bench -- faults [window=60]. Progress goes to stderr, the JSON to stdout.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
@@ -228,8 +228,8 @@ async function dbKill(c: Proc): Promise<Record<string, unknown>> {
 }
 
 export async function run(args: string[]): Promise<Record<string, unknown>> {
-  const windowS = Number(/^(?:window=)?(\d+)$/.exec(args[0] ?? '30')?.[1])
-  if (!(windowS > 0)) throw new Error('usage: npm run bench -- faults [window=30]')
+  const windowS = Number(/^(?:window=)?(\d+)$/.exec(args[0] ?? '60')?.[1])
+  if (!(windowS > 0)) throw new Error('usage: npm run bench -- faults [window=60]')
   const started = performance.now()
   const cleanup: Array<() => Promise<void> | void> = []
   const agents: AgentProc[] = []

@@ -14,6 +14,11 @@ export const CONTROL_VERSION = 1
 export const MAX_FRAME_BYTES = 4 * 1024 * 1024
 
 export const ACK_AFTER_MS = 2000
+/**
+ * Ended placements kept per replica, by the coordinator (rows) and the agent
+ * (folders with their logs) alike: a crash loop must not grow either without bound.
+ */
+export const KEEP_ENDED_PLACEMENTS = 3
 export function agentSilenceMs(heartbeatMs: number): number {
   return Math.max(3 * ACK_AFTER_MS, 5 * heartbeatMs)
 }

@@ -1,14 +1,12 @@
-// Ended placements kept on disk: the last KEEP_ENDED of each replica (their
+// Ended placements kept on disk: the last KEEP_ENDED_PLACEMENTS (protocol/control.ts) of each replica (their
 // logs are what an operator reads after a failure). A crash loop must not
 // fill the state directory with folders. Safe to forget: the coordinator has
 // placed that replica three times since, so it never sends these ids again.
-import type { Entry } from './entry.js'
-import { isFinal } from './entry.js'
+import { type Entry, isFinal } from './entry.js'
+import { KEEP_ENDED_PLACEMENTS } from '../../protocol/control.js'
 
-export const KEEP_ENDED = 3
-
-/** Ended placements beyond the last KEEP_ENDED of their replica (by creation time). */
-export function endedToPrune(entries: Iterable<Entry>, keep = KEEP_ENDED): Entry[] {
+/** Ended placements beyond the last KEEP_ENDED_PLACEMENTS of their replica (by creation time). */
+export function endedToPrune(entries: Iterable<Entry>, keep = KEEP_ENDED_PLACEMENTS): Entry[] {
   const byReplica = new Map<string, Entry[]>()
   for (const e of entries) {
     const a = e.record?.assignment

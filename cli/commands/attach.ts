@@ -16,6 +16,7 @@ import type { ServerMessage } from '../../protocol/session.js'
 import { CliError, ProblemError, networkReason } from '../client.js'
 import { contextOf, positiveInt, redact, resolveToken } from '../config.js'
 import { resolveId } from '../resolve.js'
+import { sleep } from '../../common/daemon/sleep.js'
 
 export const EXIT_LOST = 255
 /** protocol/session.ts SESSION_CLOSE.EXITED; the module itself (and ws) load only when attaching: every other command starts faster. */
@@ -57,7 +58,7 @@ async function waitRunning(get: () => Promise<Workload>, ms: number): Promise<vo
       throw new CliError(
         `session ${w.name} is not running after ${Math.round(ms / 1000)} s (${w.state}${w.reason === null ? '' : `: ${w.reason}`})`
       )
-    await new Promise((resolve) => setTimeout(resolve, 250))
+    await sleep(250)
   }
 }
 

@@ -9,6 +9,7 @@ import { UnreachableError, isTransient, networkReason, type ApiClient } from '..
 import { contextOf, write } from '../config.js'
 import { eventHeader, eventLine } from '../render.js'
 import { SseParser, type SseMessage } from '../../protocol/sse.js'
+import { sleep } from '../../common/daemon/sleep.js'
 
 /** Without --follow: this long without a byte means the backlog is all read. */
 const QUIET_MS = 1000
@@ -156,7 +157,7 @@ export async function streamEvents(client: ApiClient, o: StreamOptions): Promise
       o.notice(
         `event stream interrupted (${err instanceof UnreachableError ? err.reason : (err as Error).message}); reconnecting in ${Math.round(delay / 100) / 10} s`
       )
-      await new Promise((resolve) => setTimeout(resolve, delay))
+      await sleep(delay)
       continue
     }
     if (!o.follow || outcome === 'stopped') return
@@ -166,7 +167,7 @@ export async function streamEvents(client: ApiClient, o: StreamOptions): Promise
     o.notice(
       `event stream ${outcome === 'quiet' ? 'stalled' : 'closed by the server'}; reconnecting${delay === 0 ? '' : ` in ${Math.round(delay / 100) / 10} s`}`
     )
-    if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay))
+    if (delay > 0) await sleep(delay)
   }
 }
 

@@ -14,6 +14,7 @@ import { ApiClient } from '../client.js'
 import { startCoordinator, type Coordinator } from '../../coordinator/server.js'
 import { machinesFor } from './machines.js'
 import { simulatedFacts } from './simulated.js'
+import { sleep } from '../../common/daemon/sleep.js'
 
 export interface LocalClusterOptions {
   stateDir: string
@@ -145,7 +146,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
         throw new Error(
           `only ${ready.length} of ${hosts.length} hosts joined within ${JOIN_TIMEOUT_MS / 1000} s; see the log`
         )
-      await new Promise((resolve) => setTimeout(resolve, 200))
+      await sleep(200)
     }
     return { coordinator, api: coordinator.api, adminToken, hosts, client, snapshot, stop }
   } catch (err) {
@@ -163,5 +164,5 @@ async function stopWorkloads(agent: Agent): Promise<void> {
     })
   )
   const deadline = Date.now() + WORKLOAD_STOP_MS
-  while (live().length > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100))
+  while (live().length > 0 && Date.now() < deadline) await sleep(100)
 }

@@ -10,6 +10,7 @@ import { promisify } from 'node:util'
 import type { Logger } from '../../common/log.js'
 import { withDatabase } from './db.js'
 import { Supervisor } from './supervisor.js'
+import { sleep } from '../../common/daemon/sleep.js'
 
 export interface EmbeddedDatabase {
   url: string
@@ -185,7 +186,7 @@ async function stopLeftover(dataDir: string, log: Logger): Promise<void> {
   if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return
   log.warn({ pid }, 'stopping a PostgreSQL left running by an earlier coordinator')
   process.kill(pid, 'SIGINT') // fast shutdown
-  for (let i = 0; i < 100 && alive(pid); i++) await new Promise((resolve) => setTimeout(resolve, 100))
+  for (let i = 0; i < 100 && alive(pid); i++) await sleep(100)
   if (alive(pid)) throw new Error(`PostgreSQL ${pid} still holds ${dataDir} after 10 s`)
 }
 

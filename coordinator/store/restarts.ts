@@ -5,10 +5,11 @@
 // workload's reason says `crash-loop`. The scheduler (scheduler/loop.ts)
 // skips replicas whose time has not come and wakes up when it does.
 //
-// Only the last KEEP_ENDED ended placements of a replica are kept (their
+// Only the last KEEP_ENDED_PLACEMENTS ended placements of a replica are kept (their
 // rows; the agent keeps as many folders, for their logs): a crash loop must
 // not grow the database without bound.
 import { backoff } from '../../common/daemon/backoff.js'
+import { KEEP_ENDED_PLACEMENTS } from '../../protocol/control.js'
 import type { Client } from './db.js'
 
 export const RESTART_BASE_MS = 1000
@@ -16,7 +17,6 @@ export const RESTART_CAP_MS = 5 * 60_000
 /** A replica that ran this long before it ended was not crash-looping: its next restart is quick again. */
 export const STEADY_MS = 10 * 60_000
 export const CRASH_LOOP_AFTER = 5
-export const KEEP_ENDED = 3
 
 export interface ReplicaBackoff {
   replica: number
@@ -77,7 +77,7 @@ export function backoffReason(waiting: ReplicaBackoff[]): string {
     .join('; ')
 }
 
-/** Deletes all but the last KEEP_ENDED ended placements of these replicas (and their released GPU allocations). */
+/** Deletes all but the last KEEP_ENDED_PLACEMENTS ended placements of these replicas (and their released GPU allocations). */
 export async function pruneEnded(c: Client, workloadId: string, replicas: number[]): Promise<void> {
   const { rows } = await c.query<{ id: string }>(
     `select id from (
@@ -85,7 +85,7 @@ export async function pruneEnded(c: Client, workloadId: string, replicas: number
        from placements
        where workload_id = $1 and replica = any($2::int[]) and state in ('exited', 'failed', 'stopped', 'lost')
      ) ended where n > $3`,
-    [workloadId, replicas, KEEP_ENDED]
+    [workloadId, replicas, KEEP_ENDED_PLACEMENTS]
   )
   if (rows.length === 0) return
   const ids = rows.map((r) => r.id)

@@ -96,6 +96,12 @@ export const Placement = Type.Object({
   state: PlacementState,
   exitCode: Nullable(Type.Integer()),
   reason: Nullable(Type.String()),
+  /** Endpoint replicas: the host port the replica serves on; null for recipes and sessions. */
+  port: Nullable(Type.Integer()),
+  /** Endpoint replicas: the readiness probe passes (without `serve.readiness`: the process runs). */
+  ready: Type.Boolean(),
+  /** The workload's spec generation this placement runs (a rolling update raises it). */
+  generation: Type.Integer(),
   createdAt: Timestamp,
   updatedAt: Timestamp
 })

@@ -6,7 +6,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { HostFacts } from './host-facts.js'
 import { Literals, Nullable } from './schema.js'
 import { SessionSettings } from './session.js'
-import { Run } from './workload.js'
+import { Run, Serve } from './workload.js'
 
 export const CONTROL_PROTOCOL = '/gpumesh/control/1'
 export const CONTROL_VERSION = 1
@@ -14,6 +14,11 @@ export const CONTROL_VERSION = 1
 export const MAX_FRAME_BYTES = 4 * 1024 * 1024
 
 export const ACK_AFTER_MS = 2000
+/**
+ * Host ports endpoint replicas serve on, one per live replica of a host (as Nomad's dynamic ports):
+ * above the gang rendezvous ports (20000-29999) and below Linux's ephemeral range (32768+).
+ */
+export const SERVE_PORTS = { first: 30000, last: 32767 } as const
 /**
  * Ended placements kept per replica, by the coordinator (rows) and the agent
  * (folders with their logs) alike: a crash loop must not grow either without bound.
@@ -41,7 +46,11 @@ export const Assignment = Type.Object(
     /** Extra environment from the coordinator: GPUMESH_RANK, GPUMESH_WORLD_SIZE, MASTER_ADDR, MASTER_PORT for gangs. */
     env: Type.Record(Type.String(), Type.String()),
     /** Set for session workloads only: run the command in a pseudo-terminal that `gpumesh attach` reaches. */
-    session: Type.Optional(SessionSettings)
+    session: Type.Optional(SessionSettings),
+    /** Endpoint replicas: the host port the process serves on (env PORT), chosen by the coordinator from SERVE_PORTS. */
+    port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
+    /** Endpoint replicas: how readiness is probed on `port` (absent: a running process is ready). */
+    serve: Type.Optional(Serve)
   },
   { additionalProperties: false }
 )
@@ -51,7 +60,9 @@ export const RunningPlacement = Type.Object(
     placementId: Type.String({ format: 'uuid' }),
     state: RunState,
     exitCode: Nullable(Type.Integer()),
-    reason: Nullable(Type.String())
+    reason: Nullable(Type.String()),
+    /** Endpoint replicas: whether the readiness probe passes (absent: not an endpoint, or not known yet). */
+    ready: Type.Optional(Type.Boolean())
   },
   { additionalProperties: false }
 )

@@ -34,6 +34,38 @@ export const Run = Type.Object(
   { additionalProperties: false }
 )
 
+/** How the agent learns that a replica serves: GET http://127.0.0.1:$PORT<path> answers 2xx. */
+export const Readiness = Type.Object(
+  {
+    path: Type.String({
+      pattern: '^/[\\x21-\\x7e]*$',
+      maxLength: 1024,
+      description: 'HTTP path probed on the replica'
+    }),
+    periodSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 300, description: 'default 2' })),
+    timeoutSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 60, description: 'default 1' })),
+    failureThreshold: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 100, description: 'failures in a row that make it unready; default 3' })
+    ),
+    initialDelaySeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: 3600, description: 'default 0' }))
+  },
+  { additionalProperties: false }
+)
+
+/** An endpoint that serves HTTP on $PORT (docs/design.md "Serving endpoints"). */
+export const Serve = Type.Object(
+  {
+    readiness: Type.Optional(Readiness),
+    /** A replica not ready this long after it started (or unready this long after it was) is restarted. */
+    startupSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 86400, description: 'default 600' })),
+    /** docker driver: the container port published on $PORT (default: $PORT itself). */
+    containerPort: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
+    /** Reachable through the gateway's OpenAI-compatible front under its name as `model`. */
+    openai: Type.Optional(Type.Boolean())
+  },
+  { additionalProperties: false }
+)
+
 export const EndpointSpec = Type.Object(
   {
     name: Name,
@@ -42,7 +74,8 @@ export const EndpointSpec = Type.Object(
     gpus: Gpus,
     /** Pools the replicas may use (inference or static pools), in order of preference. */
     pools: Type.Array(PoolKey, { minItems: 1, maxItems: 32, uniqueItems: true }),
-    run: Run
+    run: Run,
+    serve: Type.Optional(Serve)
   },
   { additionalProperties: false }
 )
@@ -89,6 +122,8 @@ export const SessionSpec = Type.Object(
 export const WorkloadSpec = Type.Union([EndpointSpec, RecipeSpec, SessionSpec])
 
 export type Run = Static<typeof Run>
+export type Readiness = Static<typeof Readiness>
+export type Serve = Static<typeof Serve>
 export type EndpointSpec = Static<typeof EndpointSpec>
 export type RecipeSpec = Static<typeof RecipeSpec>
 export type SessionSpec = Static<typeof SessionSpec>

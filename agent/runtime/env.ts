@@ -3,7 +3,7 @@
 // GPUMESH_WORKLOAD and GPUMESH_PLACEMENT_ID, then the workload's `run.env`,
 // then the assignment's `env` (GPUMESH_RANK, GPUMESH_WORLD_SIZE, MASTER_ADDR,
 // MASTER_PORT for multi-host recipes). Later entries win, except the GPU
-// variables.
+// variables and an endpoint replica's PORT.
 import type { Assignment } from './types.js'
 
 /**
@@ -57,6 +57,8 @@ export function placementVariables(a: Assignment, driver: 'process' | 'docker' =
   const merged = new Map<string, string>()
   for (const [k, v] of entries) merged.set(k, v)
   for (const [k, v] of Object.entries(gpus)) merged.set(k, v) // the allocation wins (see GPU_VARIABLES)
+  // The port is the coordinator's allocation too: the gateway and the readiness probe go there.
+  if (a.port !== undefined) merged.set('PORT', String(a.port))
   return Object.fromEntries(merged)
 }
 

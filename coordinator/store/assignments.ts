@@ -13,11 +13,12 @@ interface Row {
   spec: WorkloadSpec
   replica: number
   gpus: number[]
+  port: number | null
   master: string | null
 }
 
 const SELECT = `
-  select p.id, p.workload_id, w.name, w.spec, p.replica, p.gpus,
+  select p.id, p.workload_id, w.name, coalesce(p.spec, w.spec) as spec, p.replica, p.gpus, p.port,
     (select h.address from placements p0 join hosts h on h.id = p0.host_id
       where p0.workload_id = p.workload_id and p0.replica = 0 and p0.state = any($2::text[]) limit 1) as master
   from placements p join workloads w on w.id = p.workload_id`
@@ -44,6 +45,10 @@ function toAssignment(r: Row): Assignment {
           }
         }
       : {}
+  const serving =
+    r.spec.kind === 'endpoint' && r.port !== null
+      ? { port: r.port, ...(r.spec.serve === undefined ? {} : { serve: r.spec.serve }) }
+      : {}
   return {
     placementId: r.id,
     workloadId: r.workload_id,
@@ -52,7 +57,8 @@ function toAssignment(r: Row): Assignment {
     gpus: r.gpus,
     run: r.spec.run,
     env,
-    ...session
+    ...session,
+    ...serving
   }
 }
 

@@ -3,6 +3,7 @@
 // workload deleted meanwhile), the batch is retried one decision at a time so
 // one stale decision does not hold up the rest.
 import { appendEvents, type NewEvent } from './outbox.js'
+import { allocatePorts } from './ports.js'
 import type { Decision } from '../scheduler/types.js'
 import type { Client, Pool } from './db.js'
 import { transaction } from './db.js'
@@ -61,17 +62,22 @@ async function writeBatch(c: Client, items: DecisionToPersist[], result: Persist
   const ids = items.map((i) => i.decision.workloadId)
   const states = items.map((i) => (i.placedBefore + i.decision.assignments.length >= i.needed ? 'placed' : 'pending'))
   const reasons = items.map((i) => i.decision.reason)
-  const updated = await c.query<{ id: string }>(
+  const updated = await c.query<{ id: string; kind: string }>(
     `update workloads w set state = u.state, reason = u.reason, updated_at = now()
      from unnest($1::uuid[], $2::text[], $3::text[]) as u(id, state, reason)
-     where w.id = u.id and w.state = 'pending' returning w.id`,
+     where w.id = u.id and w.state = 'pending' returning w.id, w.kind`,
     [ids, states, reasons]
   )
   if (updated.rowCount !== items.length) throw new WorkloadGone()
 
+  const endpoints = new Set(updated.rows.filter((r) => r.kind === 'endpoint').map((r) => r.id))
   const rows = items.flatMap((i) => i.decision.assignments.map((a) => ({ workload: i.decision.workloadId, ...a })))
   const events: NewEvent[] = []
   if (rows.length > 0) {
+    const ports = await allocatePorts(
+      c,
+      rows.map((r) => (endpoints.has(r.workload) ? r.hostId : null))
+    )
     const placements = await c.query<{
       id: string
       workload_id: string
@@ -79,14 +85,18 @@ async function writeBatch(c: Client, items: DecisionToPersist[], result: Persist
       replica: number
       gpus: number[]
     }>(
-      `insert into placements (workload_id, host_id, replica, gpus)
-       select w, h, r, g::int[] from unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[]) as u(w, h, r, g)
+      // Each placement keeps the spec (and generation) it starts with: a rolling update changes the workload's.
+      `insert into placements (workload_id, host_id, replica, gpus, port, spec, generation)
+       select u.w, u.h, u.r, u.g::int[], u.port, wl.spec, wl.generation
+       from unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::int[]) as u(w, h, r, g, port)
+       join workloads wl on wl.id = u.w
        returning id, workload_id, host_id, replica, gpus`,
       [
         rows.map((r) => r.workload),
         rows.map((r) => r.hostId),
         rows.map((r) => r.replica),
-        rows.map((r) => `{${r.gpus.join(',')}}`)
+        rows.map((r) => `{${r.gpus.join(',')}}`),
+        ports
       ]
     )
     const alloc = placements.rows.flatMap((p) => p.gpus.map((g) => [p.host_id, g, p.id] as const))

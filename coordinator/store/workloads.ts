@@ -30,6 +30,9 @@ interface PlacementRow {
   state: PlacementState
   exit_code: number | null
   reason: string | null
+  port: number | null
+  ready: boolean
+  generation: number
   created_at: Date
   updated_at: Date
 }
@@ -47,6 +50,9 @@ export function toPlacement(r: PlacementRow): Placement {
     state: r.state,
     exitCode: r.exit_code,
     reason: r.reason,
+    port: r.port,
+    ready: r.ready,
+    generation: r.generation,
     createdAt: r.created_at.toISOString(),
     updatedAt: r.updated_at.toISOString()
   }

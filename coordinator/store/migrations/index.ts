@@ -4,6 +4,7 @@ import init from './0001-init.js'
 import mesh from './0002-mesh.js'
 import joinTokenUses from './0003-join-token-uses.js'
 import faults from './0004-faults.js'
+import serving from './0005-serving.js'
 
 export interface Migration {
   id: number
@@ -15,5 +16,6 @@ export const MIGRATIONS: Migration[] = [
   { id: 1, name: 'init', sql: init },
   { id: 2, name: 'mesh', sql: mesh },
   { id: 3, name: 'join-token-uses', sql: joinTokenUses },
-  { id: 4, name: 'faults', sql: faults }
+  { id: 4, name: 'faults', sql: faults },
+  { id: 5, name: 'serving', sql: serving }
 ]

@@ -145,7 +145,7 @@ async function setWorkload(
  */
 async function stopOthers(c: Client, workloadId: string, reason: string): Promise<NewEvent[]> {
   const { rows } = await c.query<Ending>(
-    `update placements set state = 'stopped', reason = $2, ended_at = now(), updated_at = now()
+    `update placements set state = 'stopped', ready = false, reason = $2, ended_at = now(), updated_at = now()
      where workload_id = $1 and state = any($3::text[]) returning *`,
     [workloadId, reason, ACTIVE_PLACEMENT_STATES]
   )
@@ -161,34 +161,49 @@ async function stopOthers(c: Client, workloadId: string, reason: string): Promis
   }))
 }
 
+/**
+ * Whether a report makes a placement ready: its readiness probe passed (the agent says so), or, for a
+ * placement without a probe (no `serve.readiness`, a recipe, a session), its process runs.
+ */
+export function readyFrom(report: RunningPlacement, spec: WorkloadSpec | null): boolean {
+  if (report.state !== 'running') return false
+  const probed = spec?.kind === 'endpoint' && spec.serve?.readiness !== undefined
+  return report.ready ?? !probed
+}
+
 /** An agent's report on one placement. Reports about placements not active on that host are ignored (stale). */
 export async function recordStatus(pool: Pool, hostId: string, report: RunningPlacement): Promise<void> {
   await transaction(pool, async (c) => {
-    const { rows } = await c.query<Ending>(
-      'select * from placements where id = $1 and host_id = $2 and state = any($3::text[]) for update',
+    const { rows } = await c.query<Ending & { ready: boolean; spec: WorkloadSpec | null }>(
+      `select p.*, coalesce(p.spec, w.spec) as spec from placements p join workloads w on w.id = p.workload_id
+       where p.id = $1 and p.host_id = $2 and p.state = any($3::text[]) for update of p`,
       [report.placementId, hostId, ACTIVE_PLACEMENT_STATES]
     )
     const current = rows[0]
     if (current === undefined) return
     const state: PlacementState = report.state
-    if (state === current.state) return
+    const ready = readyFrom(report, current.spec)
+    if (state === current.state && ready === current.ready) return
     await c.query(
-      `update placements set state = $2, exit_code = $3, reason = coalesce($4, reason), updated_at = now(),
+      `update placements set state = $2, exit_code = $3, reason = coalesce($4, reason), updated_at = now(), ready = $6,
          started_at = case when $2 = 'running' then coalesce(started_at, now()) else started_at end,
          ended_at = case when $2 = any($5::text[]) then now() else ended_at end
        where id = $1`,
-      [current.id, state, report.exitCode, report.reason, TERMINAL]
+      [current.id, state, report.exitCode, report.reason, TERMINAL, ready]
     )
+    const data = { workload: current.workload_id, host: hostId, replica: current.replica }
     const events: NewEvent[] = TERMINAL.includes(state)
       ? await endPlacements(c, [{ ...current, state, exit_code: report.exitCode }], report.reason, true)
-      : [
-          {
-            type: `placement.${state}`,
-            subjectKind: 'placement',
-            subjectId: current.id,
-            data: { workload: current.workload_id, host: hostId, replica: current.replica }
-          }
-        ]
+      : state === current.state
+        ? []
+        : [{ type: `placement.${state}`, subjectKind: 'placement', subjectId: current.id, data }]
+    if (ready !== current.ready && !TERMINAL.includes(state))
+      events.push({
+        type: ready ? 'placement.ready' : 'placement.unready',
+        subjectKind: 'placement',
+        subjectId: current.id,
+        data
+      })
     await appendEvents(c, events)
   })
 }
@@ -228,7 +243,7 @@ export async function setLiveness(
 /** Ends every active placement of a host as lost (host down, revoked or drained); their workloads follow their policies. */
 export async function loseHostPlacements(c: Client, hostId: string, reason: string): Promise<NewEvent[]> {
   const { rows } = await c.query<Ending>(
-    `update placements set state = 'lost', reason = $2, ended_at = now(), updated_at = now()
+    `update placements set state = 'lost', ready = false, reason = $2, ended_at = now(), updated_at = now()
      where host_id = $1 and state = any($3::text[]) returning *`,
     [hostId, reason, ACTIVE_PLACEMENT_STATES]
   )

@@ -171,7 +171,7 @@ export async function deleteWorkload(pool: Pool, id: string): Promise<Workload> 
     const state = rows[0]?.state
     if (state === undefined || state === 'deleted') throw new StoreError('not-found', `no workload ${id}`)
     const stopped = await c.query<{ id: string; host_id: string; gpus: number[] }>(
-      `update placements set state = 'stopped', reason = 'workload deleted', updated_at = now()
+      `update placements set state = 'stopped', ready = false, reason = 'workload deleted', updated_at = now()
        where workload_id = $1 and state = any($2::text[]) returning id, host_id, gpus`,
       [id, ACTIVE_PLACEMENT_STATES]
     )

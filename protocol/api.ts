@@ -36,7 +36,8 @@ export const PlacementState = Literals(
   'lost'
 )
 export const WorkloadState = Literals('pending', 'placed', 'completed', 'failed', 'deleted')
-export const Role = Literals('admin', 'operator', 'viewer')
+/** `invoke` tokens call the endpoints they name through the gateway and nothing else. */
+export const Role = Literals('admin', 'operator', 'viewer', 'invoke')
 
 export const Host = Type.Object({
   id: Uuid,

@@ -6,7 +6,8 @@ import { ApiError } from './problem.js'
 import type { Pool } from '../store/db.js'
 import { authenticate, type Principal } from '../store/tokens.js'
 
-const RANK: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 }
+// invoke tokens are for the gateway (store/tokens.ts authorizeCall): no /v1 route is open to them.
+const RANK: Record<Role, number> = { invoke: -1, viewer: 0, operator: 1, admin: 2 }
 
 declare module 'fastify' {
   interface FastifyContextConfig {

@@ -11,6 +11,8 @@ export interface Principal {
   id: string
   name: string
   role: Role
+  /** invoke tokens: the endpoints they may call; null for the other roles. */
+  endpoints: string[] | null
 }
 
 export const hashToken = (token: string): Buffer => createHash('sha256').update(token, 'utf8').digest()
@@ -36,7 +38,7 @@ const lastUsedWritten = new Map<string, number>()
 /** The principal a bearer token stands for, or null (unknown or revoked). */
 export async function authenticate(pool: Pool, token: string): Promise<Principal | null> {
   const { rows } = await pool.query<Principal>(
-    'select id, name, role from api_tokens where token_hash = $1 and revoked_at is null',
+    'select id, name, role, endpoints from api_tokens where token_hash = $1 and revoked_at is null',
     [hashToken(token)]
   )
   const principal = rows[0] ?? null
@@ -46,6 +48,32 @@ export async function authenticate(pool: Pool, token: string): Promise<Principal
     pool.query('update api_tokens set last_used_at = now() where id = $1', [principal.id]).catch(() => {})
   }
   return principal
+}
+
+/** Roles that may call every endpoint through the gateway. */
+const CALLS_ANY_ENDPOINT: readonly Role[] = ['admin', 'operator']
+
+export type CallAuthorization = { ok: true; principal: Principal } | { ok: false; status: 401 | 403; detail: string }
+
+/** Whether a principal may call an endpoint through the gateway. */
+export const mayCall = (p: Principal, endpoint: string): boolean =>
+  CALLS_ANY_ENDPOINT.includes(p.role) || (p.role === 'invoke' && (p.endpoints ?? []).includes(endpoint))
+
+/**
+ * The gateway's check, made on every call: one lookup of the token's hash
+ * (unique index), never a cache, so a revoked token's next call is refused.
+ */
+export async function authorizeCall(pool: Pool, token: string | null, endpoint: string): Promise<CallAuthorization> {
+  if (token === null) return { ok: false, status: 401, detail: 'send "Authorization: Bearer <token>"' }
+  const principal = await authenticate(pool, token)
+  if (principal === null) return { ok: false, status: 401, detail: 'unknown or revoked token' }
+  if (!mayCall(principal, endpoint))
+    return {
+      ok: false,
+      status: 403,
+      detail: `token ${principal.name} (${principal.role}) may not call endpoint ${endpoint}`
+    }
+  return { ok: true, principal }
 }
 
 /**

@@ -29,3 +29,6 @@ export const AGENT_RUN = [...AGENT_NODE_FLAGS, AGENT, 'run']
 export function capture(file: string): string {
   return readFileSync(join(CAPTURES, file), 'utf8')
 }
+
+/** The endpoint replica of the serving tests and benches (test/helpers/replica.ts): run it as a placement's command. */
+export const REPLICA_COMMAND = [process.execPath, join(ROOT, 'dist/test/helpers/replica.js')]

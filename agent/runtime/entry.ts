@@ -7,6 +7,9 @@ import type { RunningPlacement } from './types.js'
 const FINAL: ReadonlySet<RunState> = new Set(['exited', 'failed', 'stopped', 'lost'])
 export const isFinal = (s: RunState) => FINAL.has(s)
 
+/** How a stopped placement ends: asked to stop, or stopped because it failed (the coordinator restarts it). */
+export type StopOutcome = 'stopped' | 'failed'
+
 export interface Deferred {
   promise: Promise<void>
   resolve: () => void
@@ -43,7 +46,8 @@ export interface Entry {
   watch: 'child' | 'poll' | 'docker-wait' | null
   child: { unref: () => void } | null
   watcher: { kill: () => boolean } | null
-  stopping: { reason: string; killAt: number } | null
+  /** A stop under way: `as` is how it ends (failed: the agent gave up on it, e.g. never ready). */
+  stopping: { reason: string; killAt: number; as: StopOutcome } | null
   finishing: boolean
   writes: Promise<void>
 }

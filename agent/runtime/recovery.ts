@@ -6,7 +6,7 @@
 // children: their end is noticed by polling /proc.
 import type { RunState } from '../../protocol/control.js'
 import type { Driver } from './driver.js'
-import { newEntry, isFinal, type Ending, type Entry } from './entry.js'
+import { newEntry, isFinal, type Ending, type Entry, type StopOutcome } from './entry.js'
 import { wrapperName } from './process-driver.js'
 import { bootId, isAlive, mismatch, readCmdline, readProcStat, type ProcessIdentity } from './proc.js'
 import {
@@ -31,7 +31,7 @@ export interface RecoveryHost {
   finish: (e: Entry, how: Ending | null) => Promise<void>
   /** Starts polling /proc for the entries watched by 'poll'. */
   poll: () => void
-  stop: (placementId: string, reason: string) => Promise<void>
+  stop: (placementId: string, reason: string, as?: StopOutcome) => Promise<void>
   report: (status: RunningPlacement) => void
 }
 
@@ -111,7 +111,8 @@ async function reattach(host: RecoveryHost, e: Entry, r: PlacementRecord): Promi
     }
     e.started.resolve()
     host.poll()
-    if (r.stopRequested !== null) void host.stop(e.id, r.stopRequested.reason) // a stop the last agent did not finish
+    // a stop the last agent did not finish
+    if (r.stopRequested !== null) void host.stop(e.id, r.stopRequested.reason, r.stopRequested.as)
     return
   }
   const code = await readExitCode(dir)
@@ -127,12 +128,13 @@ async function reattach(host: RecoveryHost, e: Entry, r: PlacementRecord): Promi
       else e.status = { placementId: e.id, state: 'running', exitCode: null, reason: null }
       e.started.resolve()
       void found.exitCode.then((exitCode) => host.finish(e, { exitCode, detail: 'docker wait gave no exit code' }))
-      if (r.stopRequested !== null) void host.stop(e.id, r.stopRequested.reason)
+      if (r.stopRequested !== null) void host.stop(e.id, r.stopRequested.reason, r.stopRequested.as)
       return
     }
   }
   // It ended while no runtime was watching.
-  if (r.stopRequested !== null) await host.end(e, { state: 'stopped', exitCode: code, reason: r.stopRequested.reason })
+  if (r.stopRequested !== null)
+    await host.end(e, { state: r.stopRequested.as ?? 'stopped', exitCode: code, reason: r.stopRequested.reason })
   else if (code !== null) await host.end(e, { state: 'exited', exitCode: code, reason: null })
   else if (r.state === 'starting' && identity === null && r.pid === null)
     await host.end(e, { state: 'failed', exitCode: null, reason: 'the agent stopped while starting it; it never ran' })

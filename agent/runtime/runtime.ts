@@ -21,10 +21,11 @@ import { isAbsolute, join, resolve } from 'node:path'
 import type { RunState } from '../../protocol/control.js'
 import { containerName, dockerCommand, dockerDriver } from './docker-driver.js'
 import type { Driver } from './driver.js'
-import { deferred, newEntry, isFinal, type Ending, type Entry } from './entry.js'
+import { deferred, newEntry, isFinal, type Ending, type Entry, type StopOutcome } from './entry.js'
 import { dockerLaunchFailure } from './launch-failure.js'
 import { DEFAULT_LOG_MAX_BYTES, launch, LaunchError, processDriver } from './process-driver.js'
 import { holderArgs, MAX_SOCKET_PATH, socketPath } from '../session/paths.js'
+import { portProblem } from '../serve/port-check.js'
 import { groupMembers, signalGroup, waitGroupEmpty } from './proc.js'
 import { endedToPrune } from './prune.js'
 import { endedSincePolled, recoverPlacements, type RecoveryHost } from './recovery.js'
@@ -140,15 +141,15 @@ class PlacementRuntime extends EventEmitter implements Runtime {
     }
   }
 
-  stop = async (placementId: string, reason: string): Promise<void> => {
+  stop = async (placementId: string, reason: string, as: StopOutcome = 'stopped'): Promise<void> => {
     const e = this.#entries.get(placementId)
     if (e === undefined || this.#isClosed) return
     await Promise.race([e.started.promise, this.#closed.promise])
     if (isFinal(e.status.state) || this.#isClosed) return
     if (e.stopping === null) {
-      e.stopping = { reason, killAt: Date.now() + this.#graceMs }
+      e.stopping = { reason, killAt: Date.now() + this.#graceMs, as }
       if (e.record !== null) {
-        e.record.stopRequested = { reason, at: new Date().toISOString() }
+        e.record.stopRequested = { reason, at: new Date().toISOString(), ...(as === 'failed' ? { as } : {}) }
         await this.#persist(e)
       }
       void this.#driverStop(e).catch((err: unknown) => this.#warn(`stopping ${e.id}: ${(err as Error).message}`))
@@ -159,6 +160,11 @@ class PlacementRuntime extends EventEmitter implements Runtime {
   list = (): RunningPlacement[] => [...this.#entries.values()].map((e) => ({ ...e.status }))
 
   assignment = (placementId: string): Assignment | undefined => this.#entries.get(placementId)?.record?.assignment
+
+  startedAt = (placementId: string): number | null => {
+    const at = this.#entries.get(placementId)?.record?.startedAt
+    return at === undefined || at === null ? null : Date.parse(at)
+  }
 
   recover = async (): Promise<RunningPlacement[]> => {
     if (this.#isClosed) throw new Error('runtime is closed')
@@ -184,6 +190,8 @@ class PlacementRuntime extends EventEmitter implements Runtime {
 
   /** The command line and environment for the wrapper; throws LaunchError with the reason it cannot run. */
   async #prepare(a: Assignment, dir: string): Promise<{ argv: string[]; env: Record<string, string> }> {
+    const taken = a.port === undefined ? null : await portProblem(a.port)
+    if (taken !== null) throw new LaunchError(taken)
     const { argv, env } = await this.#driverOf(a).command(a, dir)
     // A session's command runs in a pseudo-terminal that `gpumesh attach` reaches (agent/session/holder.ts).
     if (a.session !== undefined) {
@@ -275,8 +283,8 @@ class PlacementRuntime extends EventEmitter implements Runtime {
     poll: () => {
       this.#ensurePolling()
     },
-    stop: async (id, reason) => {
-      await this.stop(id, reason)
+    stop: async (id, reason, as) => {
+      await this.stop(id, reason, as)
     },
     report: (status) => {
       this.emit('status', status)
@@ -326,7 +334,7 @@ class PlacementRuntime extends EventEmitter implements Runtime {
       e.stopping === null && exitCode !== null && e.record?.assignment.run.driver === 'docker'
         ? await dockerLaunchFailure(exitCode, e.dir)
         : null
-    if (e.stopping !== null) await this.#end(e, { state: 'stopped', exitCode, reason: e.stopping.reason })
+    if (e.stopping !== null) await this.#end(e, { state: e.stopping.as, exitCode, reason: e.stopping.reason })
     else if (launchFailure !== null) await this.#end(e, { state: 'failed', exitCode, reason: launchFailure })
     else if (exitCode !== null) await this.#end(e, { state: 'exited', exitCode, reason })
     else

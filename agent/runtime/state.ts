@@ -36,7 +36,7 @@ export interface PlacementRecord {
   startedAt: string | null
   endedAt: string | null
   /** Set when a stop was asked for, so a stop interrupted by an agent restart still ends as 'stopped'. */
-  stopRequested: { reason: string; at: string } | null
+  stopRequested: { reason: string; at: string; as?: 'failed' } | null
 }
 
 export const placementsDir = (stateDir: string) => join(stateDir, 'placements')

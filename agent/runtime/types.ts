@@ -28,12 +28,17 @@ export interface RuntimeOptions {
 export interface Runtime extends EventEmitter {
   /** Starts a placement; starting one that already runs is a no-op. */
   start: (assignment: Assignment) => Promise<void>
-  /** Stops a placement: SIGTERM to its process group, SIGKILL after the grace period. Resolves once it is gone. */
-  stop: (placementId: string, reason: string) => Promise<void>
+  /**
+   * Stops a placement: SIGTERM to its process group, SIGKILL after the grace period. Resolves once it is gone.
+   * It ends `stopped`, or `failed` when the agent stops it for failing (the coordinator then restarts it).
+   */
+  stop: (placementId: string, reason: string, as?: 'stopped' | 'failed') => Promise<void>
   /** Placements known now, with their states. */
   list: () => RunningPlacement[]
   /** The assignment a known placement runs (its GPUs, command); undefined for unknown ones. */
   assignment: (placementId: string) => Assignment | undefined
+  /** When a known placement's process started (ms since the epoch; null before it runs), across agent restarts. */
+  startedAt: (placementId: string) => number | null
   /** At agent start: re-adopts placements still running per the state directory, reports the others. */
   recover: () => Promise<RunningPlacement[]>
   /** Stops watching (timers, handles) without stopping the workloads: they outlive the agent. */

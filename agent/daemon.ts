@@ -19,6 +19,7 @@ import { ControlClient } from './mesh/control.js'
 import { Membership } from './mesh/membership.js'
 import { AgentState } from './mesh/state.js'
 import { createRuntime } from './runtime/runtime.js'
+import { ReadinessProber } from './serve/readiness.js'
 import { SessionRelay } from './session/relay.js'
 import type { Runtime } from './runtime/types.js'
 import { UsageSampler } from './usage.js'
@@ -50,6 +51,7 @@ export interface Agent {
   control: ControlClient
   membership: Membership
   sessions: SessionRelay
+  readiness: ReadinessProber
   facts: () => HostFacts
   /** Resolves when the agent must end for good (its host was revoked; its placements are stopped): exit 78. */
   fatal: Promise<ConfigError>
@@ -112,11 +114,14 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
             })
       )
     )
+    // Before the control session: its hello carries the readiness of what runs.
+    const readiness = await started.start('readiness probes', new ReadinessProber({ runtime, log: o.log }))
     const control = await started.start(
       'control session',
       new ControlClient({
         node,
         runtime,
+        readiness,
         state,
         log: o.log,
         coordinators: o.coordinators,
@@ -162,9 +167,10 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
       control,
       membership,
       sessions,
+      readiness,
       facts: () => facts,
       fatal: control.fatal,
-      // In reverse: re-detection, control, usage, membership, sessions, the node, the runtime (workloads keep running).
+      // In reverse: re-detection, control, readiness probes, usage, membership, sessions, the node, the runtime (workloads keep running).
       stop: async () => {
         await started.stop()
       }

@@ -66,6 +66,15 @@ export const Serve = Type.Object(
   { additionalProperties: false }
 )
 
+/** What an omitted readiness or startup setting means (the agent probes with these). */
+export const READINESS_DEFAULTS = {
+  periodSeconds: 2,
+  timeoutSeconds: 1,
+  failureThreshold: 3,
+  initialDelaySeconds: 0
+} as const satisfies Required<Omit<Readiness, 'path'>>
+export const DEFAULT_STARTUP_SECONDS = 600
+
 export const EndpointSpec = Type.Object(
   {
     name: Name,

@@ -27,6 +27,7 @@ import {
 } from '../../protocol/control.js'
 import type { HostFacts } from '../../protocol/host-facts.js'
 import type { Runtime } from '../runtime/types.js'
+import type { ReadinessSource } from '../serve/readiness.js'
 import type { AgentState } from './state.js'
 
 /** Enrollment refusals: retrying soon cannot help; an operator must act. */
@@ -40,6 +41,8 @@ type Ending = 'again' | 'refused' | { revoked: string }
 export interface ControlOptions {
   node: MeshNode
   runtime: Runtime
+  /** Endpoint replicas' readiness: it rides on their status frames (and the hello). */
+  readiness?: ReadinessSource
   state: AgentState
   log: Logger
   /** Coordinator multiaddrs ending in /p2p/<peer id>. */
@@ -88,12 +91,14 @@ export class ControlClient implements Startable {
     this.running = true
     this.abort = new AbortController()
     this.o.runtime.on('status', this.onStatus)
+    this.o.readiness?.on('ready', this.onReady)
     this.loop = this.run()
   }
 
   async stop(): Promise<void> {
     this.running = false
     this.o.runtime.off('status', this.onStatus)
+    this.o.readiness?.off('ready', this.onReady)
     clearInterval(this.heartbeat)
     this.abort.abort()
     const channel = this.channel
@@ -185,7 +190,7 @@ export class ControlClient implements Startable {
       name: this.o.name,
       agentVersion: this.o.agentVersion,
       facts: this.o.facts(),
-      running: runtime.list(),
+      running: runtime.list().map(this.withReady),
       epoch: state.epoch,
       ...(state.hostId !== null && !this.welcomed ? { restarted: true } : {}),
       ...(state.hostId === null && this.o.joinToken !== undefined ? { joinToken: this.o.joinToken } : {})
@@ -313,7 +318,7 @@ export class ControlClient implements Startable {
     }
     const known = new Set(this.o.runtime.list().map((p) => p.placementId))
     for (const a of list) {
-      if (known.has(a.placementId)) void this.report(this.o.runtime.list().find((p) => p.placementId === a.placementId))
+      if (known.has(a.placementId)) void this.report(this.current(a.placementId))
       else void this.startWhenFree(a)
     }
   }
@@ -374,7 +379,22 @@ export class ControlClient implements Startable {
   }
 
   private readonly onStatus = (status: RunningPlacement): void => {
-    void this.report(status)
+    void this.report(this.withReady(status))
+  }
+
+  private readonly onReady = (placementId: string): void => {
+    void this.report(this.current(placementId))
+  }
+
+  /** A placement's status as it is now, with its readiness. */
+  private current(placementId: string): RunningPlacement | undefined {
+    const status = this.o.runtime.list().find((p) => p.placementId === placementId)
+    return status === undefined ? undefined : this.withReady(status)
+  }
+
+  private readonly withReady = (status: RunningPlacement): RunningPlacement => {
+    const ready = status.state === 'running' ? this.o.readiness?.ready(status.placementId) : undefined
+    return ready === undefined ? status : { ...status, ready }
   }
 
   private async report(status: RunningPlacement | undefined): Promise<void> {

@@ -1,5 +1,5 @@
 // The `docker` driver: `docker run --rm --name gpumesh-<id> --gpus
-// '"device=<i,j>"' -e K ... <image> <command...>` in the foreground, under
+// '"device=<i,j>"' [-p 127.0.0.1:$PORT:<port>] -e K ... <image> <command...>` in the foreground, under
 // the same wrapper, process group and log files as the process driver (see
 // process-driver.ts): the client's exit status is the container's, and its
 // output is the container's output. Stop is `docker stop -t <grace>`;
@@ -55,6 +55,8 @@ export function dockerRunArgs(a: Assignment): string[] {
   // A list of devices must reach docker in double quotes ("device=0,1"),
   // otherwise the comma separates --gpus options rather than devices.
   if (a.gpus.length > 0) args.push('--gpus', `"device=${a.gpus.join(',')}"`)
+  // An endpoint replica's port, on loopback only: the agent's probe and the gateway's mesh stream reach it there.
+  if (a.port !== undefined) args.push('-p', `127.0.0.1:${a.port}:${a.serve?.containerPort ?? a.port}`)
   // Only the placement's variables: the agent's own environment (PATH, HOME...)
   // would override the image's.
   args.push(...dockerEnv(a).args, a.run.image as string, ...a.run.command)

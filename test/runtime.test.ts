@@ -13,6 +13,7 @@ import {
   rmSync,
   writeFileSync
 } from 'node:fs'
+import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { execa } from 'execa'
@@ -90,6 +91,8 @@ function assignment(over: Partial<Assignment> & { command?: string[] } = {}): As
 }
 
 const sh = (script: string) => ['sh', '-c', script]
+/** A command that ignores SIGTERM (only SIGKILL ends it), once it has written `ready`. */
+const IGNORES_TERM = sh('trap "" TERM; echo $$ > ready; while :; do sleep 0.05; done')
 /** An assignment run in a container of `image` by the docker driver. */
 const inContainer = (command: string[], image = 'img') => assignment({ run: { driver: 'docker', image, command } })
 
@@ -299,7 +302,7 @@ t.test(
     const stateDir = scratch(t)
     const grace = 400
     const { rt, until } = runtime(t, { stateDir, stopGraceMs: grace })
-    const a = assignment({ command: sh('trap "" TERM; echo $$ > ready; while :; do sleep 0.05; done') })
+    const a = assignment({ command: IGNORES_TERM })
     await rt.start(a)
     const pid = Number(await fileIn(stateDir, a.placementId, 'ready'))
     const began = Date.now()
@@ -319,6 +322,53 @@ t.test(
       await until(plain.placementId),
       { placementId: plain.placementId, state: 'stopped', exitCode: 143, reason: 'scale down' },
       '128 + SIGTERM'
+    )
+  }
+)
+
+t.test(
+  'stop as failed (a replica given up on): ends failed with the reason, also when a restart finishes it',
+  async (t) => {
+    const stateDir = scratch(t)
+    const first = runtime(t, { stateDir, stopGraceMs: 60_000 })
+    const quick = assignment({ command: sh('echo $$ > ready; while :; do sleep 0.05; done') })
+    const stubborn = assignment({ command: IGNORES_TERM })
+    for (const a of [quick, stubborn]) {
+      await first.rt.start(a)
+      await fileIn(stateDir, a.placementId, 'ready')
+    }
+    await first.rt.stop(quick.placementId, 'not ready after 5 s: GET /health answered 503', 'failed')
+    const stopping = first.rt.stop(stubborn.placementId, 'not ready after 5 s: connection refused', 'failed')
+    await eventually(
+      () => readRecordJson(stateDir, stubborn.placementId).stopRequested !== null,
+      10_000,
+      'the stop to be recorded'
+    )
+    await first.rt.close()
+    await stopping
+    const second = runtime(t, { stateDir, stopGraceMs: 300 })
+    await second.rt.recover()
+    t.same(
+      {
+        quick: first.statuses(quick.placementId).at(-1),
+        stubborn: await second.until(stubborn.placementId),
+        record: readRecordJson(stateDir, stubborn.placementId).state
+      },
+      {
+        quick: {
+          placementId: quick.placementId,
+          state: 'failed',
+          exitCode: 143,
+          reason: 'not ready after 5 s: GET /health answered 503'
+        },
+        stubborn: {
+          placementId: stubborn.placementId,
+          state: 'failed',
+          exitCode: null,
+          reason: 'not ready after 5 s: connection refused'
+        },
+        record: 'failed'
+      }
     )
   }
 )
@@ -375,6 +425,34 @@ t.test('start failures: missing or non-executable command -> failed with the rea
   // root may execute a file with any x bit; this one has none, so root is refused too
   t.match(await until(denied.placementId), { state: 'failed', reason: /permission denied.*EACCES/ })
   t.notOk(existsSync(join(pdir(stateDir, denied.placementId), 'pid')), 'nothing ran')
+})
+
+t.test('an endpoint replica whose port another process holds fails at launch, never run', async (t) => {
+  const stateDir = scratch(t)
+  const { rt, states, until } = runtime(t, { stateDir })
+  const holder = createServer()
+  await new Promise<void>((resolve) => holder.listen(0, '0.0.0.0', resolve))
+  t.teardown(() => holder.close())
+  const port = (holder.address() as AddressInfo).port
+  const a = assignment({ command: sh('echo ran > ran'), port, serve: { readiness: { path: '/health' } } })
+  await rt.start(a)
+  t.same(
+    {
+      end: await until(a.placementId),
+      states: states(a.placementId),
+      ran: existsSync(join(pdir(stateDir, a.placementId), 'ran'))
+    },
+    {
+      end: {
+        placementId: a.placementId,
+        state: 'failed',
+        exitCode: null,
+        reason: `port ${port} is in use on this host by another process`
+      },
+      states: ['starting', 'failed'],
+      ran: false
+    }
+  )
 })
 
 t.test('bad input: a non-uuid id or an empty command is refused, never run; a known id is a no-op', async (t) => {
@@ -584,7 +662,7 @@ t.test(
   async (t) => {
     const stateDir = scratch(t)
     const first = runtime(t, { stateDir, stopGraceMs: 60_000 })
-    const stubborn = assignment({ command: sh('trap "" TERM; echo $$ > ready; while :; do sleep 0.05; done') })
+    const stubborn = assignment({ command: IGNORES_TERM })
     const unrecorded = assignment({ command: sh('echo $$ > ready; while [ ! -e go ]; do sleep 0.05; done; exit 6') })
     await first.rt.start(stubborn)
     await first.rt.start(unrecorded)
@@ -789,6 +867,34 @@ t.test("docker: no GPUs -> no --gpus; docker from the options (the agent's --doc
   t.notOk(call?.includes('--gpus'), 'no --gpus without GPUs')
   t.same(call?.slice(0, 4), ['run', '--rm', '--name', `gpumesh-${a.placementId}`])
   t.equal(readLog(stateDir, a.placementId), '[] []\n')
+})
+
+t.test('docker: an endpoint replica publishes its port on 127.0.0.1 (the container port, else the same)', async (t) => {
+  const stateDir = scratch(t)
+  const docker = dockerDouble(t, stateDir)
+  const { rt, until } = runtime(t, { stateDir, docker: DOCKER_DOUBLE })
+  const serve = { readiness: { path: '/health' } }
+  const mapped = assignment({
+    run: { driver: 'docker', image: 'vllm', command: sh('echo "PORT=$PORT"') },
+    port: 30123,
+    serve: { ...serve, containerPort: 8000 }
+  })
+  const same = assignment({ run: { driver: 'docker', image: 'vllm', command: sh('true') }, port: 30124, serve })
+  for (const a of [mapped, same]) {
+    await rt.start(a)
+    await until(a.placementId)
+  }
+  const published = docker.calls().map((c) => c.slice(c.indexOf('-p'), c.indexOf('-p') + 2))
+  t.same(
+    { published, env: readLog(stateDir, mapped.placementId) },
+    {
+      published: [
+        ['-p', '127.0.0.1:30123:8000'],
+        ['-p', '127.0.0.1:30124:30124']
+      ],
+      env: 'PORT=30123\n'
+    }
+  )
 })
 
 t.test('docker: stop is docker stop -t <grace s>; a missing image or docker fails with the reason', async (t) => {

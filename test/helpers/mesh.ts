@@ -65,11 +65,19 @@ export async function startTestAgent(
     })
   }
   t.teardown(async () => {
-    await stop()
-    // Workloads outlive agents by design; the test's own are ended here.
-    for (const p of agent.runtime.list())
-      if (p.state === 'running' || p.state === 'starting')
-        await agent.runtime.stop(p.placementId, 'test over').catch(() => {})
+    // Workloads outlive agents by design; the test's own are ended here, while the runtime is open (a closed
+    // one stops nothing) and after the control session (no new assignment starts meanwhile). An agent the
+    // test stopped leaves them to the agent it started next on its state directory.
+    await once(async () => {
+      await agent.control.stop()
+      await Promise.all(
+        agent.runtime
+          .list()
+          .filter((p) => p.state === 'running' || p.state === 'starting')
+          .map(async (p) => await agent.runtime.stop(p.placementId, 'test over').catch(() => {}))
+      )
+      await agent.stop()
+    })
     if (options.stateDir === undefined) rmSync(stateDir, { recursive: true, force: true })
   })
   return {

@@ -3,10 +3,11 @@
 //
 //   GET  /health          503 until REPLICA_READY_DELAY_MS after start (default 0), then 200;
 //                         always 503 when REPLICA_NEVER_READY=1
+//   POST /control/fail-health?n=N   the next N /health answers are 503 (no n: all of them; n=0: none)
 //   ANY  /echo...         200 JSON: method, url, headers, bytes and sha256 of the body, placement, pid
 //   GET  /sse?n=5&ms=200  text/event-stream: n events `data: {"i":k}` one every ms, then `data: [DONE]`
 //   GET  /hang            sends headers, then nothing until the client goes; counts aborts at /stats
-//   GET  /stats           JSON: requests seen, aborted requests
+//   GET  /stats           JSON: requests seen, aborted requests, /health requests seen and failures still to come
 //   POST /v1/chat/completions, /v1/completions, /v1/embeddings, GET /v1/models
 //                         OpenAI-format answers (chat streams chunks when the body says stream: true)
 //
@@ -24,7 +25,7 @@ const started = Date.now()
 const readyDelayMs = Number(process.env.REPLICA_READY_DELAY_MS ?? 0)
 const neverReady = process.env.REPLICA_NEVER_READY === '1'
 const placement = process.env.GPUMESH_PLACEMENT_ID ?? null
-const stats = { requests: 0, aborted: 0 }
+const stats = { requests: 0, aborted: 0, health: 0, healthFailuresLeft: 0 }
 
 const json = (res: ServerResponse, status: number, body: unknown): void => {
   const text = JSON.stringify(body)
@@ -122,8 +123,16 @@ const server = createServer((req, res) => {
       else res.destroy()
     })
   if (url.pathname === '/health') {
-    const ready = !neverReady && Date.now() - started >= readyDelayMs
+    stats.health++
+    const failing = stats.healthFailuresLeft > 0
+    if (failing) stats.healthFailuresLeft--
+    const ready = !neverReady && !failing && Date.now() - started >= readyDelayMs
     return json(res, ready ? 200 : 503, { ready })
+  }
+  if (url.pathname === '/control/fail-health' && req.method === 'POST') {
+    const n = url.searchParams.get('n')
+    stats.healthFailuresLeft = n === null ? Number.POSITIVE_INFINITY : Number(n)
+    return json(res, 200, stats)
   }
   if (url.pathname === '/stats') return json(res, 200, stats)
   if (url.pathname.startsWith('/echo'))

@@ -181,18 +181,25 @@ export function workloadDetail(w: Workload, now = Date.now()): string {
     ['Updated', when(w.updatedAt)]
   ])
   const list =
-    w.placements.length === 0 ? 'Placements\n  none' : withBlock('Placements', placementRows(w.placements, null))
+    w.placements.length === 0
+      ? 'Placements\n  none'
+      : withBlock('Placements', placementRows(w.placements, null, s.kind === 'endpoint'))
   return `${head}\n\n${list}\n`
 }
 
-function placementRows(placements: Placement[], workloadNames: Map<string, string> | null): string {
+/** READY: whether an endpoint replica serves (its probe passes, or it runs when it has none); `-` for other work. */
+const readiness = (p: Placement): string | null => (p.port === null ? null : p.ready ? 'yes' : 'no')
+
+function placementRows(placements: Placement[], workloadNames: Map<string, string> | null, ports: boolean): string {
   const head = [
     'ID',
     ...(workloadNames === null ? [] : ['WORKLOAD']),
     'REPLICA',
     'HOST',
     'GPUS',
+    ...(ports ? ['PORT'] : []),
     'STATE',
+    'READY',
     'EXIT',
     'REASON'
   ]
@@ -204,7 +211,9 @@ function placementRows(placements: Placement[], workloadNames: Map<string, strin
       p.replica,
       p.hostName,
       gpuIndices(p.gpus),
+      ...(ports ? [p.port] : []),
       p.state,
+      readiness(p),
       p.exitCode,
       p.reason === null ? null : truncate(p.reason, 60)
     ])
@@ -212,7 +221,7 @@ function placementRows(placements: Placement[], workloadNames: Map<string, strin
 }
 
 export function placementsTable(placements: Placement[], workloadNames: Map<string, string>): string {
-  return `${placementRows(placements, workloadNames)}\n`
+  return `${placementRows(placements, workloadNames, false)}\n`
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i

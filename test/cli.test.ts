@@ -263,11 +263,19 @@ run:
   const got = await ok(t, c, ['workloads', 'get', 'chat'])
   t.match(got, new RegExp(`ID:\\s+${created.id as string}`), 'get by name')
   t.match(got, /Shape:\s+2 replicas × 4 GPUs/)
-  t.match(got, /Placements\n\s+ID\s+REPLICA\s+HOST\s+GPUS\s+STATE/, 'with its placements')
-  t.match(got, /\bh[12]\s+\d,\d,\d,\d\s+\w+/)
+  t.match(got, /Placements\n\s+ID\s+REPLICA\s+HOST\s+GPUS\s+PORT\s+STATE\s+READY/, 'with its placements')
+  t.match(got, /\bh[12]\s+\d,\d,\d,\d\s+3\d{4}\s+\w+\s+no\b/, 'each replica with its port, not ready (no agent)')
 
   const placements = rows(await ok(t, c, ['placements']))
-  t.same(placements[0], ['ID', 'WORKLOAD', 'REPLICA', 'HOST', 'GPUS', 'STATE', 'EXIT', 'REASON'])
+  t.same(placements[0], ['ID', 'WORKLOAD', 'REPLICA', 'HOST', 'GPUS', 'STATE', 'READY', 'EXIT', 'REASON'])
+  t.same(
+    placements
+      .slice(1)
+      .map((r) => `${r[1]} ${r[6]}`)
+      .sort(),
+    ['chat no', 'chat no', 'dev -'],
+    'READY for endpoint replicas, - for other work'
+  )
   t.equal(placements.filter((r) => r[1] === 'chat').length, 2, 'two chat replicas, by workload name')
   t.equal(placements.filter((r) => r[1] === 'dev').length, 1)
   await jsonIsApi(t, c, [[['placements'], '/v1/placements']])

@@ -67,6 +67,10 @@ async function replica(port: number, path: string, method = 'GET'): Promise<any>
 
 const probe = { path: '/health', periodSeconds: 1 }
 
+/** A workload's placements that have not ended (a replica whose port another process held ends failed at launch). */
+const live = (w: { placements: any[] }) =>
+  w.placements.filter((p) => ['assigned', 'starting', 'running'].includes(p.state))
+
 t.test(
   'ready only once /health answers; a port per replica, in its PORT; without a probe: ready when running',
   async (t) => {
@@ -88,13 +92,13 @@ t.test(
     const ready = await workloadWhen(
       c,
       chat,
-      (w) => w.placements.length === 2 && w.placements.every((p: any) => p.ready === true),
+      (w) => live(w).length === 2 && live(w).every((p: any) => p.ready === true),
       30_000,
       'both chat replicas ready'
     )
     const all = await events(c, chat)
     const why = new Mismatches()
-    for (const p of ready.placements) {
+    for (const p of live(ready)) {
       const kase = `replica ${p.replica}`
       const types = all.filter((e) => e.placement === p.id).map((e) => e.type)
       why.check(kase, 'events', types, [
@@ -112,18 +116,28 @@ t.test(
         String(p.port)
       )
     }
-    const [a, b] = ready.placements
+    const [a, b] = live(ready)
     why.check('two replicas', 'one host, two ports', [a.hostId === b.hostId, a.port !== b.port], [true, true])
     t.same(why.list, [], 'each replica: ready after running, its own port, given to it as PORT')
 
-    const w = await workloadWhen(
+    const w = await workloadWhen(c, plain, (w) => live(w)[0]?.ready === true, 30_000, 'the endpoint without a probe')
+    t.match(live(w)[0], { state: 'running', ready: true, port: Number }, 'no serve.readiness: running is ready')
+
+    // A replica whose process dies is placed again, and serves again once its probe passes.
+    const [gone] = live(ready)
+    process.kill((await replica(gone.port, '/echo')).pid as number, 'SIGKILL')
+    const back = await workloadWhen(
       c,
-      plain,
-      (w) => w.placements[0]?.ready === true,
+      chat,
+      (w) => w.placements.some((p: any) => p.replica === gone.replica && p.id !== gone.id && p.ready === true),
       30_000,
-      'the endpoint without a probe'
+      'the killed replica placed again and ready'
     )
-    t.match(w.placements[0], { state: 'running', ready: true, port: Number }, 'no serve.readiness: running is ready')
+    t.match(
+      back.placements.find((p: any) => p.id === gone.id),
+      { state: 'exited', exitCode: 137, ready: false },
+      'the killed one ended, unready'
+    )
   }
 )
 
@@ -132,8 +146,9 @@ t.test(
   async (t) => {
     const { c, agent } = await oneAgent(t)
     const id = await endpoint(c, 'chat', 1, {}, { readiness: { ...probe, failureThreshold: 3 } })
-    const w = await workloadWhen(c, id, (w) => w.placements[0]?.ready === true, 30_000, 'the replica ready')
-    const { id: placement, port } = w.placements[0]
+    const w = await workloadWhen(c, id, (w) => live(w)[0]?.ready === true, 30_000, 'the replica ready')
+    const { id: placement, port } = live(w)[0]
+    const mine = (w: any) => w.placements.find((p: any) => p.id === placement)
 
     // Two failures, then an answer: below the threshold, it stays ready.
     const before = (await replica(port, '/stats')).health as number
@@ -146,23 +161,22 @@ t.test(
     t.same(readiness(await events(c, id), placement), ['ready'], 'two failures in a row: still ready')
 
     await replica(port, '/control/fail-health', 'POST')
-    await workloadWhen(c, id, (w) => w.placements[0]?.ready === false, 15_000, 'the replica unready')
+    await workloadWhen(c, id, (w) => mine(w).ready === false, 15_000, 'the replica unready')
     await replica(port, '/control/fail-health?n=0', 'POST')
-    await workloadWhen(c, id, (w) => w.placements[0]?.ready === true, 15_000, 'the replica ready again')
+    await workloadWhen(c, id, (w) => mine(w).ready === true, 15_000, 'the replica ready again')
 
     // The agent restarts: its hello carries the replica's readiness (no flap), and the probe goes on.
     await agent.stop()
     const again = await startTestAgent(t, c, MACHINE, 'node-a', { stateDir: agent.stateDir })
     await eventually(() => again.control.connectedAt > 0, 15_000, 'the agent back')
     await replica(port, '/control/fail-health', 'POST')
-    const unready = await workloadWhen(c, id, (w) => w.placements[0]?.ready === false, 15_000, 'unready again')
+    const unready = mine(await workloadWhen(c, id, (w) => mine(w).ready === false, 15_000, 'unready again'))
     t.same(
       {
-        placement: unready.placements[0].id,
-        state: unready.placements[0].state,
+        state: unready.state,
         readiness: readiness(await events(c, id), placement)
       },
-      { placement, state: 'running', readiness: ['ready', 'unready', 'ready', 'unready'] },
+      { state: 'running', readiness: ['ready', 'unready', 'ready', 'unready'] },
       'the same process, probed by the new agent; no unready/ready pair from the restart itself'
     )
   }

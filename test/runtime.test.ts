@@ -869,17 +869,27 @@ t.test("docker: no GPUs -> no --gpus; docker from the options (the agent's --doc
   t.equal(readLog(stateDir, a.placementId), '[] []\n')
 })
 
+/** A port nothing listens on now (the kernel's pick): a fixed one may be any other process's. */
+async function freePort(): Promise<number> {
+  const s = createServer()
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
+  const { port } = s.address() as AddressInfo
+  await new Promise((resolve) => s.close(resolve))
+  return port
+}
+
 t.test('docker: an endpoint replica publishes its port on 127.0.0.1 (the container port, else the same)', async (t) => {
   const stateDir = scratch(t)
   const docker = dockerDouble(t, stateDir)
   const { rt, until } = runtime(t, { stateDir, docker: DOCKER_DOUBLE })
   const serve = { readiness: { path: '/health' } }
+  const [p1, p2] = [await freePort(), await freePort()]
   const mapped = assignment({
     run: { driver: 'docker', image: 'vllm', command: sh('echo "PORT=$PORT"') },
-    port: 30123,
+    port: p1,
     serve: { ...serve, containerPort: 8000 }
   })
-  const same = assignment({ run: { driver: 'docker', image: 'vllm', command: sh('true') }, port: 30124, serve })
+  const same = assignment({ run: { driver: 'docker', image: 'vllm', command: sh('true') }, port: p2, serve })
   for (const a of [mapped, same]) {
     await rt.start(a)
     await until(a.placementId)
@@ -889,10 +899,10 @@ t.test('docker: an endpoint replica publishes its port on 127.0.0.1 (the contain
     { published, env: readLog(stateDir, mapped.placementId) },
     {
       published: [
-        ['-p', '127.0.0.1:30123:8000'],
-        ['-p', '127.0.0.1:30124:30124']
+        ['-p', `127.0.0.1:${p1}:8000`],
+        ['-p', `127.0.0.1:${p2}:${p2}`]
       ],
-      env: 'PORT=30123\n'
+      env: `PORT=${p1}\n`
     }
   )
 })

@@ -23,6 +23,7 @@ export async function gpumesh(api: string, args: string[], token = ADMIN_TOKEN):
     env: envFor(api, token),
     extendEnv: false,
     reject: false,
+    stripFinalNewline: false,
     timeout: 60_000
   })
   return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) }

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import t from 'tap'
+import { detectMachine } from '../cli/up/simulated.js'
 import { LOGS_PROTOCOL } from '../protocol/logs.js'
 import { encodeJsonFrame, FrameDecoder } from '../protocol/session.js'
 import { gpumesh, gpumeshRunning } from './helpers/cli.js'
@@ -56,9 +57,20 @@ async function placementsIn(c: TestCoordinator, id: string, state: string, count
 
 t.test('logs: follow, tail across rotation, stderr, both, replicas, ended placements, refusals', async (t) => {
   const c = await startTestCoordinator(t)
+  // Detection has a deadline; on a loaded machine the replayed nvidia-smi can miss it and the host
+  // would join the cpu pool: detect again until the fixture's GPUs are seen.
+  const facts = await eventually(
+    async () => {
+      const f = await detectMachine('h100-8x-nv18-nics', { agentVersion: 'test' })
+      return f.pool.key === POOL ? f : undefined
+    },
+    60_000,
+    'the fixture machine to be detected whole'
+  )
   const a: TestAgent = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'node-a', {
     joinToken: await joinToken(c),
-    logMaxBytes: LOG_MAX_BYTES
+    logMaxBytes: LOG_MAX_BYTES,
+    facts
   })
   await eventually(() => a.control.hostId !== null, 10_000, 'the agent to join')
 

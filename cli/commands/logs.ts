@@ -48,7 +48,14 @@ export function logCommands(program: Command): void {
       const query = new URLSearchParams({ stream, follow: String(o.follow === true) })
       if (o.tail !== undefined) query.set('tail', String(o.tail))
       const targets = await targetsOf(client, ref, o.replica)
-      await Promise.all(targets.map((t) => print(client, t, query)))
+      // One log that fails ends the others: the command reports it and exits.
+      const all = new AbortController()
+      try {
+        await Promise.all(targets.map((t) => print(client, t, query, all.signal)))
+      } catch (err) {
+        all.abort()
+        throw err
+      }
     })
 }
 
@@ -98,10 +105,10 @@ function unique<T extends { id: string }>(
 }
 
 /** Copies one placement's log to stdout, each line prefixed when it has a label. */
-async function print(client: ApiClient, t: Target, query: URLSearchParams): Promise<void> {
+async function print(client: ApiClient, t: Target, query: URLSearchParams, signal: AbortSignal): Promise<void> {
   const path = `/v1/placements/${t.placement.id}/logs?${query.toString()}`
   // No deadline: a followed log lasts as long as the placement.
-  const res = await client.fetch(path, { headers: { accept: 'text/plain' }, signal: new AbortController().signal })
+  const res = await client.fetch(path, { headers: { accept: 'text/plain' }, signal })
   if (!res.ok) throw await client.errorFrom(res)
   if (res.body === null) return
   const decoder = new TextDecoder()

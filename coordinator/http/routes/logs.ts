@@ -80,6 +80,10 @@ class LogTap {
 
   /** Sends the text into `out` until the agent ends it; resolves when the response is done. */
   async pipe(out: ServerResponse): Promise<void> {
+    if (out.destroyed || out.socket === null || out.socket.destroyed) {
+      this.abort('the client left') // while the host was asked
+      return
+    }
     this.out = out
     const done = new Promise<void>((resolve) => out.once('close', resolve))
     out.on('close', () => {

@@ -20,6 +20,7 @@ import { Membership } from './mesh/membership.js'
 import { AgentState } from './mesh/state.js'
 import { createRuntime } from './runtime/runtime.js'
 import { ReadinessProber } from './serve/readiness.js'
+import { LogsServer } from './logs/server.js'
 import { SessionRelay } from './session/relay.js'
 import type { Runtime } from './runtime/types.js'
 import { UsageSampler } from './usage.js'
@@ -52,6 +53,7 @@ export interface Agent {
   membership: Membership
   sessions: SessionRelay
   readiness: ReadinessProber
+  logs: LogsServer
   facts: () => HostFacts
   /** Resolves when the agent must end for good (its host was revoked; its placements are stopped): exit 78. */
   fatal: Promise<ConfigError>
@@ -96,6 +98,11 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
     const sessions = await started.start(
       'session relay',
       new SessionRelay({ node, runtime, stateDir: o.stateDir, coordinators: o.coordinators, log: o.log })
+    )
+    // Placement logs, to the coordinator only.
+    const logs = await started.start(
+      'logs server',
+      new LogsServer({ node, runtime, stateDir: o.stateDir, coordinators: o.coordinators, log: o.log })
     )
     const membership = await started.start(
       'membership',
@@ -168,6 +175,7 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
       membership,
       sessions,
       readiness,
+      logs,
       facts: () => facts,
       fatal: control.fatal,
       // In reverse: re-detection, control, readiness probes, usage, membership, sessions, the node, the runtime (workloads keep running).

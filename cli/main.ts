@@ -13,6 +13,7 @@ import { DEFAULT_API, apiUrl, positiveInt, redact } from './config.js'
 import { attachCommands } from './commands/attach.js'
 import { eventCommands } from './commands/events.js'
 import { hostCommands } from './commands/hosts.js'
+import { logCommands } from './commands/logs.js'
 import { placementCommands } from './commands/placements.js'
 import { poolCommands } from './commands/pools.js'
 import { tokenCommands } from './commands/tokens.js'
@@ -60,6 +61,7 @@ eventCommands(program)
 tokenCommands(program)
 upCommand(program)
 attachCommands(program)
+logCommands(program)
 
 try {
   await program.parseAsync(process.argv)

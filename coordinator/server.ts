@@ -183,6 +183,7 @@ export async function startCoordinator(options: CoordinatorOptions, log: Logger)
       metrics,
       log,
       attach,
+      logs: attach.deps,
       ...(https === undefined ? {} : { https }),
       ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs })
     })

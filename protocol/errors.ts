@@ -17,6 +17,7 @@ export const ERRORS = {
   NOT_ENOUGH_GPUS: { status: 422, title: 'More GPUs per host than any host of the pool has' },
   NOT_ATTACHABLE: { status: 409, title: 'The workload has no running session to attach to' },
   INSECURE_TRANSPORT: { status: 403, title: 'Attach needs TLS (wss) from a non-loopback address' },
+  HOST_UNREACHABLE: { status: 503, title: 'The host is not connected to this coordinator' },
   UNAVAILABLE: { status: 503, title: 'A dependency is unavailable' },
   INTERNAL: { status: 500, title: 'Internal error' }
 } as const

@@ -1,7 +1,7 @@
 // Session attach end to end, every part real: a coordinator on embedded
 // PostgreSQL, agents over libp2p on 127.0.0.1, the pty holder, WebSocket
 // clients and the gpumesh CLI. Each session is `sh` in a pseudo-terminal.
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { request as httpsRequest } from 'node:https'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -19,6 +19,7 @@ import { startTestCoordinator } from './helpers/coordinator.js'
 import { ROOT } from './helpers/fixtures.js'
 import { bareNode, clusterKeyOf, joinedAgents, startTestAgent, type TestAgent } from './helpers/mesh.js'
 import { Mismatches } from './helpers/mismatches.js'
+import { endAtTeardown } from './helpers/process.js'
 import { attach, attachRefused } from './helpers/ws.js'
 
 const POOL = 'h100-80gb-8x-nvlink'
@@ -41,31 +42,6 @@ async function session(t: Test, c: TestCoordinator, name: string, extra: Record<
   const w = await running(c, r.body.id as string)
   endAtTeardown(t, w.placements[0].id as string)
   return w
-}
-
-/**
- * Sessions outlive their agent by design, and the agent helper only stops
- * workloads of a live runtime: the test's sessions are ended here, by
- * SIGTERM to their wrapper's process group (the holder hangs up its
- * terminal). The wrapper is found by its name, gpumesh-<placement id>.
- */
-function endAtTeardown(t: Test, placementId: string): void {
-  t.teardown(async () => {
-    for (const e of readdirSync('/proc')) {
-      if (!/^\d+$/.test(e)) continue
-      let cmdline = ''
-      try {
-        cmdline = readFileSync(`/proc/${e}/cmdline`, 'utf8')
-      } catch {
-        continue
-      }
-      if (cmdline.split('\0').includes(`gpumesh-${placementId}`))
-        try {
-          process.kill(-Number(e), 'SIGTERM')
-        } catch {}
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200))
-  })
 }
 
 /** An endpoint (not attachable): created, not waited for. */

@@ -14,8 +14,8 @@
 import { connect, type Socket } from 'node:net'
 import { resolve } from 'node:path'
 import type { Connection, Stream } from '@libp2p/interface'
-import type { Uint8ArrayList } from 'uint8arraylist'
 import type { Logger } from '../../common/log.js'
+import { bytes, resume } from '../../common/mesh/stream-bytes.js'
 import type { MeshNode } from '../../common/mesh/node.js'
 import {
   encodeControl,
@@ -28,6 +28,7 @@ import {
   type SessionErrorCode
 } from '../../protocol/session.js'
 import { isValid, schemaErrors } from '../../protocol/validate.js'
+import { coordinatorPeers } from '../mesh/coordinator-peers.js'
 import { placementDir } from '../runtime/state.js'
 import type { Runtime } from '../runtime/types.js'
 import { socketPath } from './paths.js'
@@ -47,24 +48,12 @@ export interface SessionRelayOptions {
   log: Logger
 }
 
-const bytes = (d: Uint8Array | Uint8ArrayList): Uint8Array => (d instanceof Uint8Array ? d : d.subarray())
-
-/** Resumes reading a stream unless its readable end is closing (resume() throws then). */
-export function resume(stream: Stream): void {
-  if (stream.readStatus === 'paused') stream.resume()
-}
-
-/** The peer id at the end of a multiaddr (`.../p2p/<id>`), or null. */
-export function peerIdOf(addr: string): string | null {
-  return /\/p2p\/([^/]+)\/?$/.exec(addr)?.[1] ?? null
-}
-
 export class SessionRelay {
-  private readonly allowed: Set<string>
+  private readonly allowed: ReadonlySet<string>
   private readonly active = new Set<{ stream: Stream; socket: Socket | null }>()
 
   constructor(private readonly o: SessionRelayOptions) {
-    this.allowed = new Set(o.coordinators.map(peerIdOf).filter((p): p is string => p !== null))
+    this.allowed = coordinatorPeers(o.coordinators)
   }
 
   async start(): Promise<void> {
@@ -103,7 +92,7 @@ export class SessionRelay {
 
     const decoder = new FrameDecoder()
     const timeout = setTimeout(() => refuse('ERR_FRAME', `no open frame within ${OPEN_TIMEOUT_MS} ms`), OPEN_TIMEOUT_MS)
-    const onFirst = (e: { data: Uint8Array | Uint8ArrayList }) => {
+    const onFirst = (e: { data: Parameters<typeof bytes>[0] }) => {
       let first
       try {
         first = decoder.push(bytes(e.data), 1)[0]

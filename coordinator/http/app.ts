@@ -20,6 +20,7 @@ import { installValidation } from './validation.js'
 import { eventRoutes } from './routes/events.js'
 import { healthRoutes } from './routes/health.js'
 import { hostRoutes } from './routes/hosts.js'
+import { placementLogRoutes, type LogsDeps } from './routes/logs.js'
 import { poolRoutes } from './routes/pools.js'
 import { tokenRoutes } from './routes/tokens.js'
 import { workloadRoutes } from './routes/workloads.js'
@@ -38,6 +39,8 @@ export interface AppDeps {
   attach?: { deps: AttachDeps; hub: AttachHub }
   /** How long a request's headers and body may take to arrive (default 30 s). */
   requestTimeoutMs?: number
+  /** Placement logs from the hosts (GET /v1/placements/:id/logs); without it the route does not exist. */
+  logs?: LogsDeps
 }
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true })
@@ -151,5 +154,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(tokenRoutes(deps.pool))
   await app.register(eventRoutes(deps.pool, deps.notifier))
   if (deps.attach !== undefined) await app.register(attachRoutes(deps.attach.deps, deps.attach.hub))
+  if (deps.logs !== undefined) await app.register(placementLogRoutes(deps.pool, deps.logs))
   return app
 }

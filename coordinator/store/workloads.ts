@@ -206,3 +206,10 @@ export async function listPlacements(
   )
   return page(rows, limit, toPlacement, (r) => [r.sort_ts, r.id])
 }
+
+export async function getPlacement(db: Pool | Client, id: string): Promise<Placement> {
+  const { rows } = await db.query<PlacementRow>(`${SELECT_PLACEMENT} where p.id = $1`, [id])
+  const row = rows[0]
+  if (row === undefined) throw new StoreError('not-found', `no placement ${id}`)
+  return toPlacement(row)
+}

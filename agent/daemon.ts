@@ -22,6 +22,7 @@ import { createRuntime } from './runtime/runtime.js'
 import { ReadinessProber } from './serve/readiness.js'
 import { LogsServer } from './logs/server.js'
 import { SessionRelay } from './session/relay.js'
+import { GatewayRelay } from './gateway/relay.js'
 import type { Runtime } from './runtime/types.js'
 import { UsageSampler } from './usage.js'
 
@@ -54,6 +55,7 @@ export interface Agent {
   sessions: SessionRelay
   readiness: ReadinessProber
   logs: LogsServer
+  gateway: GatewayRelay
   facts: () => HostFacts
   /** Resolves when the agent must end for good (its host was revoked; its placements are stopped): exit 78. */
   fatal: Promise<ConfigError>
@@ -103,6 +105,11 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
     const logs = await started.start(
       'logs server',
       new LogsServer({ node, runtime, stateDir: o.stateDir, coordinators: o.coordinators, log: o.log })
+    )
+    // Gateway calls to this host's endpoint replicas, from the coordinator only.
+    const gateway = await started.start(
+      'gateway relay',
+      new GatewayRelay({ node, runtime, coordinators: o.coordinators, log: o.log })
     )
     const membership = await started.start(
       'membership',
@@ -176,6 +183,7 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
       sessions,
       readiness,
       logs,
+      gateway,
       facts: () => facts,
       fatal: control.fatal,
       // In reverse: re-detection, control, readiness probes, usage, membership, sessions, the node, the runtime (workloads keep running).

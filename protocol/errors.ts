@@ -19,6 +19,9 @@ export const ERRORS = {
   INSECURE_TRANSPORT: { status: 403, title: 'Attach needs TLS (wss) from a non-loopback address' },
   HOST_UNREACHABLE: { status: 503, title: 'The host is not connected to this coordinator' },
   UNAVAILABLE: { status: 503, title: 'A dependency is unavailable' },
+  NO_READY_REPLICA: { status: 503, title: 'The endpoint has no ready replica now' },
+  BAD_GATEWAY: { status: 502, title: 'The replica failed during the call' },
+  GATEWAY_TIMEOUT: { status: 504, title: 'The replica sent nothing for too long' },
   INTERNAL: { status: 500, title: 'Internal error' }
 } as const
 

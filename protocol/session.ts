@@ -217,8 +217,8 @@ export function encodeControl(frame: ToHost | FromHost): Uint8Array {
   return encodeJsonFrame(frame)
 }
 
-/** A CONTROL frame holding any JSON value (the logs protocol's request and reply use the same frames). */
-export function encodeJsonFrame(value: unknown): Uint8Array {
+/** A CONTROL frame of any JSON value (other protocols that share this framing check their own shapes). */
+export function encodeJsonFrame(value: object): Uint8Array {
   const json = encoder.encode(JSON.stringify(value))
   const out = new Uint8Array(5 + json.length)
   new DataView(out.buffer).setUint32(0, json.length + 1)

@@ -17,7 +17,7 @@ import type { Connection, Stream } from '@libp2p/interface'
 import { sleep } from '../../common/daemon/sleep.js'
 import type { Logger } from '../../common/log.js'
 import type { MeshNode } from '../../common/mesh/node.js'
-import { firstFrame } from '../../common/mesh/stream-bytes.js'
+import { firstFrame, resume } from '../../common/mesh/stream-bytes.js'
 import {
   LOGS_PROTOCOL,
   LOGS_VERSION,
@@ -26,9 +26,9 @@ import {
   type LogsErrorCode,
   type LogsReply
 } from '../../protocol/logs.js'
-import { encodeJsonFrame, FrameDecoder, TAG_CONTROL } from '../../protocol/session.js'
+import { encodeJsonFrame, TAG_CONTROL } from '../../protocol/session.js'
 import { isValid, schemaErrors } from '../../protocol/validate.js'
-import { coordinatorPeers } from '../mesh/coordinator-peers.js'
+import { coordinatorPeers } from '../mesh/relay-streams.js'
 import { isFinal } from '../runtime/entry.js'
 import { placementDir, STDERR_FILE, STDOUT_FILE } from '../runtime/state.js'
 import type { Runtime } from '../runtime/types.js'
@@ -93,7 +93,8 @@ export class LogsServer {
       }
       let request: LogsRequest
       try {
-        const { frame } = await firstFrame(stream, new FrameDecoder(MAX_LOGS_FRAME), REQUEST_TIMEOUT_MS)
+        const { frame } = await firstFrame(stream, REQUEST_TIMEOUT_MS, MAX_LOGS_FRAME)
+        resume(stream) // firstFrame leaves it paused; the coordinator's close must still reach `leave`
         if (frame.tag !== TAG_CONTROL || !isValid(LogsRequest, frame.value))
           throw new Error(
             `the first frame must be a logs request${frame.tag === TAG_CONTROL ? `: ${schemaErrors(LogsRequest, frame.value, 3).join('; ')}` : ''}`

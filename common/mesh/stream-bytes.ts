@@ -1,9 +1,10 @@
-// Small helpers for libp2p streams read through their events (backpressure by pause/resume).
+// Reading a libp2p stream as bytes, for the relays that speak the session
+// framing (protocol/session.ts) first and raw bytes after: the agent's
+// session and gateway relays, and the coordinator's gateway upstreams.
 import type { Stream } from '@libp2p/interface'
 import type { Uint8ArrayList } from 'uint8arraylist'
-import type { FrameDecoder, RawFrame } from '../../protocol/session.js'
+import { FrameDecoder, type RawFrame } from '../../protocol/session.js'
 
-/** A message's bytes as one array. */
 export const bytes = (d: Uint8Array | Uint8ArrayList): Uint8Array => (d instanceof Uint8Array ? d : d.subarray())
 
 /** Resumes reading a stream unless its readable end is closing (resume() throws then). */
@@ -12,43 +13,39 @@ export function resume(stream: Stream): void {
 }
 
 /**
- * The first frame (protocol/session.ts format) a stream carries, and the
- * bytes after it. Rejects with a SessionFrameError on a bad frame, or an
- * Error when none came within `ms` or the stream closed first.
+ * The first frame (session framing) on a relay stream,
+ * and the bytes that came after it; rejects with a sentence when it does not
+ * come within `timeoutMs` or is not a frame. The stream is left paused
+ * (pipeSocket resumes it): what follows waits in it meanwhile.
  */
-export async function firstFrame(
+export function firstFrame(
   stream: Stream,
-  decoder: FrameDecoder,
-  ms: number
+  timeoutMs: number,
+  max?: number
 ): Promise<{ frame: RawFrame; rest: Uint8Array }> {
-  return await new Promise((resolve, reject) => {
-    const done = () => {
-      clearTimeout(timer)
+  return new Promise((resolve, reject) => {
+    const decoder = new FrameDecoder(max)
+    const finish = (f: () => void) => {
+      // Paused before the caller's callback runs: a message dispatched meanwhile would find no listener.
+      stream.pause()
+      clearTimeout(timeout)
       stream.removeEventListener('message', onMessage)
-      stream.removeEventListener('close', onClose)
+      f()
     }
-    const timer = setTimeout(() => {
-      done()
-      reject(new Error(`no frame within ${ms} ms`))
-    }, ms)
-    const onClose = () => {
-      done()
-      reject(new Error('the stream closed before its first frame'))
-    }
-    const onMessage = (e: { data: Parameters<typeof bytes>[0] }) => {
+    const timeout = setTimeout(() => finish(() => reject(new Error(`no open frame within ${timeoutMs} ms`))), timeoutMs)
+    const onMessage = (e: { data: Uint8Array | Uint8ArrayList }) => {
       let frame: RawFrame | undefined
       try {
         frame = decoder.push(bytes(e.data), 1)[0]
       } catch (err) {
-        done()
-        reject(err)
+        finish(() => reject(err as Error))
         return
       }
-      if (frame === undefined) return
-      done()
-      resolve({ frame, rest: decoder.takeRest() })
+      if (frame !== undefined) {
+        const f = frame
+        finish(() => resolve({ frame: f, rest: decoder.takeRest() }))
+      }
     }
     stream.addEventListener('message', onMessage)
-    stream.addEventListener('close', onClose)
   })
 }

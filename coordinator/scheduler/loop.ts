@@ -12,6 +12,7 @@ import type { Notifier } from '../events/notifier.js'
 import type { Metrics } from '../metrics.js'
 import type { Pool } from '../store/db.js'
 import { persistDecisions, type DecisionToPersist } from '../store/placements.js'
+import type { PortRange } from '../store/ports.js'
 import { backoffReason, type ReplicaBackoff } from '../store/restarts.js'
 import { snapshotSource } from '../store/snapshot.js'
 import { ACTIVE_PLACEMENT_STATES, sortTs } from '../store/sql.js'
@@ -25,6 +26,8 @@ const IDLE_WAIT_MS = 1000
 interface PendingRow {
   id: string
   spec: WorkloadSpec
+  /** Replicas wanted on top of the spec's (a rolling update's new replica). */
+  surge: number
   reason: string | null
   replicas: number[]
   hosts: string[]
@@ -34,7 +37,7 @@ interface PendingRow {
 }
 
 const SELECT_PENDING = `
-  select w.id, w.spec, w.reason, ${sortTs('w.created_at')},
+  select w.id, w.spec, w.surge, w.reason, ${sortTs('w.created_at')},
     coalesce(array_agg(p.replica) filter (where p.id is not null), '{}') as replicas,
     coalesce(array_agg(p.host_id::text) filter (where p.id is not null), '{}') as hosts,
     (select coalesce(jsonb_agg(jsonb_build_object('replica', r.replica, 'failures', r.failures,
@@ -60,7 +63,9 @@ export class SchedulerLoop extends Periodic {
     private readonly pool: Pool,
     notifier: Notifier,
     private readonly log: Logger,
-    private readonly metrics: Metrics
+    private readonly metrics: Metrics,
+    /** Where endpoint replicas' host ports come from (default SERVE_PORTS). */
+    private readonly ports?: PortRange
   ) {
     super({ name: 'scheduling', everyMs: IDLE_WAIT_MS, wait: notifier.wait.bind(notifier), log })
     this.cache = new SnapshotCache(snapshotSource(pool))
@@ -116,12 +121,12 @@ export class SchedulerLoop extends Periodic {
       const row = rows[i] as PendingRow
       return {
         decision,
-        needed: replicasNeeded(row.spec),
+        needed: replicasNeeded(row.spec) + row.surge,
         placedBefore: row.replicas.length,
         previousReason: row.reason
       }
     })
-    const { placed, refused } = await persistDecisions(this.pool, items)
+    const { placed, refused } = await persistDecisions(this.pool, items, this.ports)
     for (const d of decisions) {
       const ids = placed.get(d.workloadId)
       if (ids !== undefined) this.cache.take(d.assignments, ids)
@@ -149,7 +154,7 @@ export class SchedulerLoop extends Periodic {
       return { workloadId: r.id, assignments: [], reason: backoffReason(waiting) }
     const decision = placeOn(this.cache.index, {
       id: r.id,
-      spec: r.spec,
+      spec: r.spec.kind === 'endpoint' ? { ...r.spec, replicas: r.spec.replicas + r.surge } : r.spec,
       placedReplicas: [...r.replicas, ...waiting.map((b) => b.replica)],
       usedHosts: r.hosts
     } as SchedWorkload)

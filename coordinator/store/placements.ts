@@ -3,7 +3,7 @@
 // workload deleted meanwhile), the batch is retried one decision at a time so
 // one stale decision does not hold up the rest.
 import { appendEvents, type NewEvent } from './outbox.js'
-import { allocatePorts } from './ports.js'
+import { allocatePorts, type PortRange } from './ports.js'
 import type { Decision } from '../scheduler/types.js'
 import type { Client, Pool } from './db.js'
 import { transaction } from './db.js'
@@ -25,13 +25,17 @@ export interface PersistResult {
   refused: string[]
 }
 
-export async function persistDecisions(pool: Pool, items: DecisionToPersist[]): Promise<PersistResult> {
+export async function persistDecisions(
+  pool: Pool,
+  items: DecisionToPersist[],
+  ports?: PortRange
+): Promise<PersistResult> {
   const relevant = items.filter((i) => i.decision.assignments.length > 0 || i.decision.reason !== i.previousReason)
   const result: PersistResult = { placed: new Map(), refused: [] }
   if (relevant.length === 0) return result
   try {
     await transaction(pool, async (c) => {
-      await writeBatch(c, relevant, result)
+      await writeBatch(c, relevant, result, ports)
     })
     return result
   } catch (err) {
@@ -41,7 +45,7 @@ export async function persistDecisions(pool: Pool, items: DecisionToPersist[]): 
   for (const item of relevant) {
     try {
       await transaction(pool, async (c) => {
-        await writeBatch(c, [item], result)
+        await writeBatch(c, [item], result, ports)
       })
     } catch (err) {
       if (!refusal(err)) throw err
@@ -58,7 +62,12 @@ function refusal(err: unknown): boolean {
   return err instanceof WorkloadGone || (err as { code?: string }).code === '23505'
 }
 
-async function writeBatch(c: Client, items: DecisionToPersist[], result: PersistResult): Promise<void> {
+async function writeBatch(
+  c: Client,
+  items: DecisionToPersist[],
+  result: PersistResult,
+  portRange: PortRange | undefined
+): Promise<void> {
   const ids = items.map((i) => i.decision.workloadId)
   const states = items.map((i) => (i.placedBefore + i.decision.assignments.length >= i.needed ? 'placed' : 'pending'))
   const reasons = items.map((i) => i.decision.reason)
@@ -76,7 +85,8 @@ async function writeBatch(c: Client, items: DecisionToPersist[], result: Persist
   if (rows.length > 0) {
     const ports = await allocatePorts(
       c,
-      rows.map((r) => (endpoints.has(r.workload) ? r.hostId : null))
+      rows.map((r) => (endpoints.has(r.workload) ? r.hostId : null)),
+      portRange
     )
     const placements = await c.query<{
       id: string

@@ -319,3 +319,40 @@ t.test('PATCH: only endpoints, only operators, only a real change', async (t) =>
   m.check('r', 'hosts', unchanged[1].spec.hosts, 1)
   t.same(m.list, [])
 })
+
+t.test('a roll goes on under a new leader: its state is in PostgreSQL, not in the old leader', async (t) => {
+  const first = await startTestCoordinator(t)
+  const second = await startTestCoordinator(t, {
+    databaseUrl: first.databaseUrl,
+    clusterKeyFile: join(first.stateDir, 'cluster.key')
+  })
+  const agent = await startTestAgent(t, first, 'h100-8x-nv18-nics', 'gpu-a', {
+    joinToken: await joinToken(first),
+    coordinators: [...first.mesh.multiaddrs(), ...second.mesh.multiaddrs()]
+  })
+  await eventually(() => agent.control.hostId !== null, 10_000, 'gpu-a to join')
+  await eventually(() => first.leadership.leader, 10_000, 'the first coordinator to lead')
+  const id = await createEndpoint(first, 'failover', 2, { ROLL: 'one' })
+  const before = active(await serving(first, id, 2))
+  const patch = await second.call('PATCH', `/v1/workloads/${id}`, { run: run({ ROLL: 'two' }) })
+  await first.stop()
+  const done = await workloadWhen(second, id, (w) => w.rollout?.state !== 'rolling', 60_000, 'the roll to end')
+  const after = active(await serving(second, id, 2))
+  const w = (await second.call('GET', `/v1/workloads/${id}`)).body
+  t.same(
+    {
+      patch: patch.status,
+      leader: second.leadership.leader,
+      rollout: done.rollout?.state,
+      generations: after.map((p) => p.generation),
+      oldStopped: w.placements.filter((p: any) => before.some((b) => b.id === p.id)).map((p: any) => p.reason)
+    },
+    {
+      patch: 200,
+      leader: true,
+      rollout: 'completed',
+      generations: [2, 2],
+      oldStopped: ['replaced by generation 2', 'replaced by generation 2']
+    }
+  )
+})

@@ -22,7 +22,6 @@ import { SchedulerLoop } from './scheduler/loop.js'
 import { checkServerVersion, createPool, type Pool } from './store/db.js'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './store/embedded.js'
 import { migrate } from './store/migrate.js'
-import type { PortRange } from './store/ports.js'
 import { ensureBootstrapToken } from './store/tokens.js'
 
 export interface CoordinatorOptions {
@@ -52,8 +51,6 @@ export interface CoordinatorOptions {
   onFatal?: (err: Error) => void
   /** How long a request's headers and body may take to arrive (--request-timeout-ms); default 30 s. */
   requestTimeoutMs?: number
-  /** Host ports of endpoint replicas (default SERVE_PORTS); tests whose simulated hosts share one machine narrow it. */
-  servePorts?: PortRange
   /** Waits for a replica's gateway calls before scale-down or a rolling update stops it (the gateway's drain). */
   drain?: Drain
 }
@@ -133,7 +130,7 @@ export async function startCoordinator(options: CoordinatorOptions, log: Logger)
     await started.start('mesh', mesh)
     sessions = () => mesh.sessions.size
 
-    const scheduler = new SchedulerLoop(pool, notifier, log, metrics, options.servePorts)
+    const scheduler = new SchedulerLoop(pool, notifier, log, metrics)
     const rollout = new RolloutLoop(pool, notifier, log, options.drain === undefined ? {} : { drain: options.drain })
     const stale = new StaleHosts(pool, log, options.staleHostSeconds ?? 60)
     const relay = redis === null ? null : new RedisRelay(pool, redis, notifier, log, metrics)

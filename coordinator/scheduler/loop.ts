@@ -12,7 +12,6 @@ import type { Notifier } from '../events/notifier.js'
 import type { Metrics } from '../metrics.js'
 import type { Pool } from '../store/db.js'
 import { persistDecisions, type DecisionToPersist } from '../store/placements.js'
-import type { PortRange } from '../store/ports.js'
 import { backoffReason, type ReplicaBackoff } from '../store/restarts.js'
 import { snapshotSource } from '../store/snapshot.js'
 import { ACTIVE_PLACEMENT_STATES, sortTs } from '../store/sql.js'
@@ -63,9 +62,7 @@ export class SchedulerLoop extends Periodic {
     private readonly pool: Pool,
     notifier: Notifier,
     private readonly log: Logger,
-    private readonly metrics: Metrics,
-    /** Where endpoint replicas' host ports come from (default SERVE_PORTS). */
-    private readonly ports?: PortRange
+    private readonly metrics: Metrics
   ) {
     super({ name: 'scheduling', everyMs: IDLE_WAIT_MS, wait: notifier.wait.bind(notifier), log })
     this.cache = new SnapshotCache(snapshotSource(pool))
@@ -126,7 +123,7 @@ export class SchedulerLoop extends Periodic {
         previousReason: row.reason
       }
     })
-    const { placed, refused } = await persistDecisions(this.pool, items, this.ports)
+    const { placed, refused } = await persistDecisions(this.pool, items)
     for (const d of decisions) {
       const ids = placed.get(d.workloadId)
       if (ids !== undefined) this.cache.take(d.assignments, ids)

@@ -3,7 +3,7 @@
 // workload deleted meanwhile), the batch is retried one decision at a time so
 // one stale decision does not hold up the rest.
 import { appendEvents, type NewEvent } from './outbox.js'
-import { allocatePorts, type PortRange } from './ports.js'
+import { allocatePorts } from './ports.js'
 import type { Decision } from '../scheduler/types.js'
 import type { Client, Pool } from './db.js'
 import { transaction } from './db.js'
@@ -25,17 +25,13 @@ export interface PersistResult {
   refused: string[]
 }
 
-export async function persistDecisions(
-  pool: Pool,
-  items: DecisionToPersist[],
-  ports?: PortRange
-): Promise<PersistResult> {
+export async function persistDecisions(pool: Pool, items: DecisionToPersist[]): Promise<PersistResult> {
   const relevant = items.filter((i) => i.decision.assignments.length > 0 || i.decision.reason !== i.previousReason)
   const result: PersistResult = { placed: new Map(), refused: [] }
   if (relevant.length === 0) return result
   try {
     await transaction(pool, async (c) => {
-      await writeBatch(c, relevant, result, ports)
+      await writeBatch(c, relevant, result)
     })
     return result
   } catch (err) {
@@ -45,7 +41,7 @@ export async function persistDecisions(
   for (const item of relevant) {
     try {
       await transaction(pool, async (c) => {
-        await writeBatch(c, [item], result, ports)
+        await writeBatch(c, [item], result)
       })
     } catch (err) {
       if (!refusal(err)) throw err
@@ -62,12 +58,7 @@ function refusal(err: unknown): boolean {
   return err instanceof WorkloadGone || (err as { code?: string }).code === '23505'
 }
 
-async function writeBatch(
-  c: Client,
-  items: DecisionToPersist[],
-  result: PersistResult,
-  portRange: PortRange | undefined
-): Promise<void> {
+async function writeBatch(c: Client, items: DecisionToPersist[], result: PersistResult): Promise<void> {
   const ids = items.map((i) => i.decision.workloadId)
   const states = items.map((i) => (i.placedBefore + i.decision.assignments.length >= i.needed ? 'placed' : 'pending'))
   const reasons = items.map((i) => i.decision.reason)
@@ -85,8 +76,7 @@ async function writeBatch(
   if (rows.length > 0) {
     const ports = await allocatePorts(
       c,
-      rows.map((r) => (endpoints.has(r.workload) ? r.hostId : null)),
-      portRange
+      rows.map((r) => (endpoints.has(r.workload) ? r.hostId : null))
     )
     const placements = await c.query<{
       id: string

@@ -6,20 +6,8 @@ import { SERVE_PORTS } from '../../protocol/control.js'
 import type { Client } from './db.js'
 import { ACTIVE_PLACEMENT_STATES } from './sql.js'
 
-export interface PortRange {
-  first: number
-  last: number
-}
-
-/**
- * One port per entry of `hosts` (a host may appear several times), or null where `hosts[i]` is null.
- * `range`: SERVE_PORTS, or a part of it (tests whose simulated hosts share one machine's ports).
- */
-export async function allocatePorts(
-  c: Client,
-  hosts: Array<string | null>,
-  range: PortRange = SERVE_PORTS
-): Promise<Array<number | null>> {
+/** One port per entry of `hosts` (a host may appear several times), or null where `hosts[i]` is null. */
+export async function allocatePorts(c: Client, hosts: Array<string | null>): Promise<Array<number | null>> {
   const wanted = [...new Set(hosts.filter((h): h is string => h !== null))]
   if (wanted.length === 0) return hosts.map(() => null)
   const { rows } = await c.query<{ host_id: string; port: number }>(
@@ -31,12 +19,12 @@ export async function allocatePorts(
   return hosts.map((h) => {
     if (h === null) return null
     const taken = used.get(h) ?? used.set(h, new Set()).get(h) ?? new Set<number>()
-    for (let p = range.first; p <= range.last; p++)
+    for (let p = SERVE_PORTS.first; p <= SERVE_PORTS.last; p++)
       if (!taken.has(p)) {
         taken.add(p)
         return p
       }
-    // Unreachable with SERVE_PORTS: every replica holds a GPU, and no host has 2,768 GPUs.
-    throw new Error(`host ${h} has no free port left in ${range.first}-${range.last}`)
+    // Unreachable: every replica holds a GPU, and no host has 2,768 GPUs.
+    throw new Error(`host ${h} has no free port left in ${SERVE_PORTS.first}-${SERVE_PORTS.last}`)
   })
 }

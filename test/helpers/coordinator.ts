@@ -10,7 +10,6 @@ import { detectMachine } from '../../cli/up/simulated.js'
 import { startCoordinator, type Coordinator } from '../../coordinator/server.js'
 import { registerHost } from '../../coordinator/store/hosts.js'
 import type { Pool } from '../../coordinator/store/db.js'
-import { SERVE_PORTS } from '../../protocol/control.js'
 import type { HostFacts } from '../../protocol/host-facts.js'
 import { freshDatabase } from './postgres.js'
 import { stopOnce } from './stop-once.js'
@@ -52,8 +51,6 @@ export interface TestCoordinatorOptions {
   adminToken?: string
   /** How long a request (headers and body) may take to arrive. */
   requestTimeoutMs?: number
-  /** Host ports of endpoint replicas; default: 64 ports at random in SERVE_PORTS, as the simulated hosts of all tests share this machine's. */
-  servePorts?: { first: number; last: number }
   /** What scale-down and rolling updates wait on before they stop a ready replica (the gateway's drain). */
   drain?: (placementId: string, timeoutMs: number) => Promise<void>
 }
@@ -79,8 +76,7 @@ export async function startTestCoordinator(t: Test, options: TestCoordinatorOpti
       ...(options.redisUrl === undefined ? {} : { redisUrl: options.redisUrl }),
       ...(options.tls === undefined ? {} : { tls: options.tls }),
       ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
-      ...(options.drain === undefined ? {} : { drain: options.drain }),
-      servePorts: options.servePorts ?? randomPorts()
+      ...(options.drain === undefined ? {} : { drain: options.drain })
     },
     log
   )
@@ -111,12 +107,6 @@ export async function startTestCoordinator(t: Test, options: TestCoordinatorOpti
     return { status: r.status, headers: r.headers, body: parsed }
   }
   return { ...c, stop, stateDir, databaseUrl, call }
-}
-
-/** 64 ports at random in SERVE_PORTS: the replicas of tests running side by side do not meet on one port. */
-function randomPorts(): { first: number; last: number } {
-  const first = SERVE_PORTS.first + Math.floor(Math.random() * (SERVE_PORTS.last - SERVE_PORTS.first - 64))
-  return { first, last: first + 63 }
 }
 
 const factsCache = new Map<string, HostFacts>()

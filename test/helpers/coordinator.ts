@@ -8,6 +8,7 @@ import type { Test } from 'tap'
 import { createLogger } from '../../common/log.js'
 import { detectMachine } from '../../cli/up/simulated.js'
 import { startCoordinator, type Coordinator } from '../../coordinator/server.js'
+import type { GatewayLimits } from '../../coordinator/gateway/forward.js'
 import { registerHost } from '../../coordinator/store/hosts.js'
 import type { Pool } from '../../coordinator/store/db.js'
 import type { HostFacts } from '../../protocol/host-facts.js'
@@ -51,8 +52,10 @@ export interface TestCoordinatorOptions {
   adminToken?: string
   /** How long a request (headers and body) may take to arrive. */
   requestTimeoutMs?: number
-  /** What scale-down and rolling updates wait on before they stop a ready replica (the gateway's drain). */
+  /** What scale-down and rolling updates wait on before they stop a ready replica (default: the gateway's drain). */
   drain?: (placementId: string, timeoutMs: number) => Promise<void>
+  /** The gateway's per-call limits. */
+  gatewayLimits?: Partial<GatewayLimits>
 }
 
 export async function startTestCoordinator(t: Test, options: TestCoordinatorOptions = {}): Promise<TestCoordinator> {
@@ -63,6 +66,8 @@ export async function startTestCoordinator(t: Test, options: TestCoordinatorOpti
     {
       stateDir,
       apiListen: '127.0.0.1:0',
+      gatewayListen: '127.0.0.1:0',
+      ...(options.gatewayLimits === undefined ? {} : { gatewayLimits: options.gatewayLimits }),
       databaseUrl,
       adminToken: options.adminToken ?? ADMIN_TOKEN,
       leaderRetryMs: options.leaderRetryMs ?? 200,

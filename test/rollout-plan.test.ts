@@ -20,6 +20,8 @@ const roll = (r: Partial<RollView> = {}): RollView => ({
   readyBefore: 2,
   stepStartedAt: 0,
   startupMs: 10_000,
+  readySince: 0,
+  settleMs: 3000,
   failed: null,
   ...r
 })
@@ -75,6 +77,16 @@ t.test('scale-down and rolling-update decisions', async (t) => {
       'roll: the new replica is ready, the oldest old one goes',
       view({ surge: 1, active: replicas('a1r', 'b1r', 'c2r'), roll: roll() }),
       'remove a (rolled)'
+    ],
+    [
+      'roll: the new replica is ready: the moment is noted',
+      view({ surge: 1, active: replicas('a1r', 'b1r', 'c2r'), roll: roll({ readySince: null }) }),
+      'settle'
+    ],
+    [
+      'roll: the new replica is ready, but not for long enough for the gateways: wait',
+      view({ now: 5000, surge: 1, active: replicas('a1r', 'b1r', 'c2r'), roll: roll({ readySince: 4000 }) }),
+      'none'
     ],
     [
       'roll: an unready old one goes before a ready one',

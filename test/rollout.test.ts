@@ -18,6 +18,7 @@ import {
   workloadWhen
 } from './helpers/coordinator.js'
 import { REPLICA_COMMAND, ROOT } from './helpers/fixtures.js'
+import { gatewayCall, readyEndpoint } from './helpers/gateway.js'
 import { joinToken, startTestAgent } from './helpers/mesh.js'
 import { Mismatches } from './helpers/mismatches.js'
 import { alive } from './helpers/process.js'
@@ -354,5 +355,52 @@ t.test('a roll goes on under a new leader: its state is in PostgreSQL, not in th
       generations: [2, 2],
       oldStopped: ['replaced by generation 2', 'replaced by generation 2']
     }
+  )
+})
+
+t.test('a roll under a steady stream of calls through the gateway: zero failed calls', async (t) => {
+  // The real gateway's drain: an old replica gets no new call, and its calls in flight end, before it stops.
+  const c = await startTestCoordinator(t)
+  const agent = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'gpu-a', { joinToken: await joinToken(c) })
+  await eventually(() => agent.control.hostId !== null, 10_000, 'gpu-a to join')
+  const ep = await readyEndpoint(t, c, [agent], 'stream', 2, { env: { ROLL: 'one' } })
+  const calls: Array<{ status: number; placement: string | undefined; error?: string }> = []
+  let streaming = true
+  const callers = Array.from({ length: 4 }, async () => {
+    while (streaming) {
+      const a = await gatewayCall(c, 'POST', '/stream/echo', { body: 'x'.repeat(256) }).catch((err: Error) => ({
+        status: 0,
+        json: undefined,
+        text: err.message
+      }))
+      calls.push({
+        status: a.status,
+        placement: a.json?.placement,
+        ...(a.status === 200 ? {} : { error: a.text.slice(0, 300) })
+      })
+    }
+  })
+  await eventually(() => calls.length >= 20, 15_000, 'calls flowing to the old replicas')
+  const patch = await c.call('PATCH', `/v1/workloads/${ep.id}`, { run: run({ ROLL: 'two' }) })
+  const done = await workloadWhen(c, ep.id, (w) => w.rollout?.state !== 'rolling', 90_000, 'the roll to end')
+  const fresh = active(await serving(c, ep.id, 2)).map((p) => p.id)
+  await eventually(
+    () => fresh.every((id) => calls.some((x) => x.placement === id)),
+    15_000,
+    'calls reaching both new replicas'
+  )
+  streaming = false
+  await Promise.all(callers)
+  const failed = calls.filter((x) => x.status !== 200)
+  t.same(
+    {
+      patch: patch.status,
+      rollout: done.rollout?.state,
+      oldServed: ep.placements.every((id) => calls.some((x) => x.placement === id)),
+      failed: failed.length,
+      firstFailures: failed.slice(0, 3)
+    },
+    { patch: 200, rollout: 'completed', oldServed: true, failed: 0, firstFailures: [] },
+    `${calls.length} calls`
   )
 })

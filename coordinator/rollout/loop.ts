@@ -12,6 +12,7 @@ import {
   DEFAULT_STARTUP_SECONDS,
   endpointsToReconcile,
   type EndpointRow,
+  noteReady,
   removeReplica,
   requestSurge,
   stopRollout
@@ -22,16 +23,24 @@ import { type Action, nextAction } from './plan.js'
 export type Drain = (placementId: string, timeoutMs: number) => Promise<void>
 
 export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000
+/**
+ * How long a roll's new replica must have been ready before an old one is drained: every coordinator's
+ * gateway learns of ready replicas from the outbox (and sets aside for 2 s one it could not reach), so
+ * the new one takes calls before the old one stops taking them. Kubernetes calls it minReadySeconds.
+ */
+export const DEFAULT_SETTLE_MS = 3000
 
 export interface RolloutOptions {
   /** The gateway's drain (coordinator/gateway); default: nothing to wait for. */
   drain?: Drain
   drainTimeoutMs?: number
+  settleMs?: number
 }
 
 export class RolloutLoop extends Periodic {
   private readonly drain: Drain
   private readonly drainTimeoutMs: number
+  private readonly settleMs: number
 
   constructor(
     private readonly pool: Pool,
@@ -42,6 +51,7 @@ export class RolloutLoop extends Periodic {
     super({ name: 'rollout', everyMs: 1000, wait: notifier.wait.bind(notifier), log })
     this.drain = options.drain ?? (async () => {})
     this.drainTimeoutMs = options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS
+    this.settleMs = options.settleMs ?? DEFAULT_SETTLE_MS
   }
 
   /** One action per endpoint, endpoints side by side (a long drain holds up only its own); 0 when one acted. */
@@ -50,7 +60,7 @@ export class RolloutLoop extends Periodic {
     const acted = await Promise.all(
       endpoints.map(async (e) => {
         try {
-          return await this.act(e, nextAction(view(e)))
+          return await this.act(e, nextAction(view(e, this.settleMs)))
         } catch (err) {
           this.log.error({ workload: e.id, err: (err as Error).message }, 'rollout action failed; retrying')
           return false
@@ -70,6 +80,9 @@ export class RolloutLoop extends Periodic {
       case 'surge':
         await requestSurge(this.pool, e.id)
         return true
+      case 'settle':
+        await noteReady(this.pool, e.id)
+        return false
       case 'complete':
         await completeRollout(this.pool, e.id)
         this.log.info({ workload: e.id, generation: e.roll?.generation }, 'rollout completed')
@@ -87,7 +100,7 @@ export class RolloutLoop extends Periodic {
   }
 }
 
-function view(e: EndpointRow) {
+function view(e: EndpointRow, settleMs: number) {
   const failed = e.failed
   const why =
     failed === null
@@ -107,6 +120,7 @@ function view(e: EndpointRow) {
         : {
             ...e.roll,
             startupMs: (e.spec.serve?.startupSeconds ?? DEFAULT_STARTUP_SECONDS) * 1000,
+            settleMs,
             failed: failed === null ? null : { replica: failed.replica, why }
           }
   }

@@ -3,8 +3,9 @@
 // between any two steps). One action at a time per endpoint:
 //   scale-down  more replicas than wanted: remove unready ones first, then the newest
 //   roll        a step is one new replica (the surge, placed by the scheduler),
-//               ready, then one old one drained and stopped; ready replicas
-//               never drop below what was ready before the roll
+//               ready (for settleMs, so that every coordinator's gateway sends
+//               it calls), then one old one drained and stopped; ready
+//               replicas never drop below what was ready before the roll
 //   stop        the step's new replica failed, or is not ready in time: it is
 //               removed and the roll stops, the old replicas keep serving
 //
@@ -28,6 +29,10 @@ export interface RollView {
   stepStartedAt: number
   /** How long the step's new replica may take to become ready (its serve.startupSeconds). */
   startupMs: number
+  /** Since when the step's new replicas have all been ready (the loop notes it); null until noted. */
+  readySince: number | null
+  /** How long they must have been ready before an old replica goes: every coordinator's gateway hears of them. */
+  settleMs: number
   /** A replica of the new generation that ended badly during this step (`replica 3 exited with code 1`). */
   failed: { replica: number; why: string } | null
 }
@@ -52,6 +57,8 @@ export type Action =
   | { kind: 'remove'; replica: ActiveReplica; why: 'scale-down' | 'rolled' }
   /** Ask the scheduler for the step's new replica (state pending, a new step clock). */
   | { kind: 'surge' }
+  /** Note that the step's new replicas are all ready now (the settle clock starts). */
+  | { kind: 'settle' }
   | { kind: 'complete' }
   /** Remove the unready new replicas and stop the roll with `reason`. */
   | { kind: 'stop'; remove: ActiveReplica[]; reason: string }
@@ -92,7 +99,10 @@ function roll(v: EndpointView, r: RollView): Action {
   if (v.active.length > v.replicas + 1) return scaleDown(v, v.replicas + 1)
   if (unready.length > 0) return NONE
   if (v.active.length < v.replicas + 1) return v.pending ? NONE : { kind: 'surge' }
-  // The step's new replica is ready: one old replica goes, an unready one first.
+  // The step's new replica is ready; once the gateways have had time to send it calls, one old replica
+  // goes, an unready one first.
+  if (r.readySince === null) return { kind: 'settle' }
+  if (v.now - r.readySince < r.settleMs) return NONE
   const floor = Math.min(r.readyBefore, v.replicas)
   const ready = v.active.filter((p) => p.ready).length
   const oldestFirst = [...old].sort((a, b) => a.generation - b.generation || a.createdAt - b.createdAt)

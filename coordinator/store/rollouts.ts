@@ -82,7 +82,8 @@ export async function patchWorkload(pool: Pool, id: string, patch: WorkloadPatch
       await c.query(
         `insert into rollouts (workload_id, generation, state, ready_before) values ($1, $2, 'rolling', $3)
          on conflict (workload_id) do update set generation = excluded.generation, state = 'rolling',
-           ready_before = excluded.ready_before, step_started_at = now(), reason = null, started_at = now(), updated_at = now()`,
+           ready_before = excluded.ready_before, step_started_at = now(), new_ready_since = null, reason = null,
+           started_at = now(), updated_at = now()`,
         [id, generation, readyBefore]
       )
       events.push(workloadEvent('rollout-started', id, { generation, from: w.generation, readyBefore }))
@@ -113,7 +114,7 @@ export interface EndpointRow {
   surge: number
   active: ActiveRow[]
   /** The roll in progress: its generation, the ready floor, when its step began (ms since the epoch). */
-  roll: { generation: number; readyBefore: number; stepStartedAt: number } | null
+  roll: { generation: number; readyBefore: number; stepStartedAt: number; readySince: number | null } | null
   /** A replica of the rolled-to generation that ended badly during the current step. */
   failed: { replica: number; state: string; exitCode: number | null; reason: string | null } | null
   /** The database's clock (ms since the epoch): step times are judged against it. */
@@ -130,7 +131,8 @@ export async function endpointsToReconcile(pool: Pool): Promise<EndpointRow[]> {
            'ready', p.ready, 'createdAt', ${EPOCH_MS('p.created_at')}))
          from placements p where p.workload_id = w.id and p.state = any($1::text[])), '[]') as active,
        case when r.workload_id is null then null else jsonb_build_object('generation', r.generation,
-         'readyBefore', r.ready_before, 'stepStartedAt', ${EPOCH_MS('r.step_started_at')}) end as roll,
+         'readyBefore', r.ready_before, 'stepStartedAt', ${EPOCH_MS('r.step_started_at')},
+         'readySince', ${EPOCH_MS('r.new_ready_since')}) end as roll,
        (select jsonb_build_object('replica', p.replica, 'state', p.state, 'exitCode', p.exit_code, 'reason', p.reason)
          from placements p where p.workload_id = w.id and p.generation = r.generation
            and p.state in ('failed', 'exited') and p.ended_at >= r.step_started_at
@@ -217,6 +219,14 @@ export async function requestSurge(pool: Pool, workloadId: string): Promise<void
     if (generation === null) return
     await appendEvents(c, await surge(c, workloadId, generation, {}))
   })
+}
+
+/** The step's new replicas are all ready from now on (the roll waits a moment before an old one goes). */
+export async function noteReady(pool: Pool, workloadId: string): Promise<void> {
+  await pool.query(
+    "update rollouts set new_ready_since = now(), updated_at = now() where workload_id = $1 and state = 'rolling' and new_ready_since is null",
+    [workloadId]
+  )
 }
 
 /** Every replica runs the new generation. */

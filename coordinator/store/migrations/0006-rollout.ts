@@ -5,7 +5,9 @@
 //   waits for its new replica); the scheduler places replicas + surge.
 // - rollouts: one row per endpoint, the last roll: the generation it rolls
 //   to, the ready replicas it must keep (ready_before), when its current
-//   step (one new replica, then one old one stopped) began, and how it ended.
+//   step (one new replica, then one old one stopped) began, since when its
+//   new replicas have all been ready (an old one is drained only once every
+//   coordinator's gateway has had time to hear of them), and how it ended.
 export default String.raw`
 alter table workloads add column surge integer not null default 0 check (surge between 0 and 1);
 
@@ -15,6 +17,7 @@ create table rollouts (
   state            text not null check (state in ('rolling', 'completed', 'stopped')),
   ready_before     integer not null check (ready_before >= 0),
   step_started_at  timestamptz not null default now(),
+  new_ready_since  timestamptz,
   reason           text,
   started_at       timestamptz not null default now(),
   updated_at       timestamptz not null default now()

@@ -3,7 +3,7 @@
 // (test/helpers/replica.ts) as real processes on an 8-GPU fixture host, and
 // the CLI run as a process for `workloads scale` and `workloads update`. The
 // outbox is the record of what happened (ready replicas are replayed from it).
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { execa } from 'execa'
@@ -18,7 +18,7 @@ import {
   workloadWhen
 } from './helpers/coordinator.js'
 import { REPLICA_COMMAND, ROOT } from './helpers/fixtures.js'
-import { gatewayCall, readyEndpoint } from './helpers/gateway.js'
+import { gatewayCall, killPlacement, readyEndpoint } from './helpers/gateway.js'
 import { joinToken, startTestAgent } from './helpers/mesh.js'
 import { Mismatches } from './helpers/mismatches.js'
 import { alive } from './helpers/process.js'
@@ -32,6 +32,27 @@ interface Echo {
   pid: number
 }
 
+/**
+ * Replicas outlive their agents by design: at teardown (before the agent's own, teardowns run last first)
+ * the test ends every placement process group the agent of `stateDir` started that still runs, each
+ * checked by its wrapper's command line, which names the placement.
+ */
+function endReplicasAtTeardown(t: Test, agent: { stateDir: string }): void {
+  t.teardown(() => {
+    let ids: string[] = []
+    try {
+      ids = readdirSync(join(agent.stateDir, 'placements'))
+    } catch {}
+    for (const id of ids) {
+      let pgid = ''
+      try {
+        pgid = readFileSync(join(agent.stateDir, 'placements', id, 'pid'), 'utf8').trim()
+        if (readFileSync(`/proc/${pgid}/cmdline`, 'utf8').includes(id)) killPlacement(agent.stateDir, id)
+      } catch {}
+    }
+  })
+}
+
 /** A coordinator whose drain records what it was asked to drain, and one agent on an 8-GPU host. */
 async function cluster(t: Test): Promise<{ c: TestCoordinator; drained: string[] }> {
   const drained: string[] = []
@@ -41,6 +62,7 @@ async function cluster(t: Test): Promise<{ c: TestCoordinator; drained: string[]
     }
   })
   const agent = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'gpu-a', { joinToken: await joinToken(c) })
+  endReplicasAtTeardown(t, agent)
   await eventually(() => agent.control.hostId !== null, 10_000, 'gpu-a to join')
   return { c, drained }
 }
@@ -331,6 +353,7 @@ t.test('a roll goes on under a new leader: its state is in PostgreSQL, not in th
     joinToken: await joinToken(first),
     coordinators: [...first.mesh.multiaddrs(), ...second.mesh.multiaddrs()]
   })
+  endReplicasAtTeardown(t, agent)
   await eventually(() => agent.control.hostId !== null, 10_000, 'gpu-a to join')
   await eventually(() => first.leadership.leader, 10_000, 'the first coordinator to lead')
   const id = await createEndpoint(first, 'failover', 2, { ROLL: 'one' })
@@ -362,6 +385,7 @@ t.test('a roll under a steady stream of calls through the gateway: zero failed c
   // The real gateway's drain: an old replica gets no new call, and its calls in flight end, before it stops.
   const c = await startTestCoordinator(t)
   const agent = await startTestAgent(t, c, 'h100-8x-nv18-nics', 'gpu-a', { joinToken: await joinToken(c) })
+  endReplicasAtTeardown(t, agent)
   await eventually(() => agent.control.hostId !== null, 10_000, 'gpu-a to join')
   const ep = await readyEndpoint(t, c, [agent], 'stream', 2, { env: { ROLL: 'one' } })
   const calls: Array<{ status: number; placement: string | undefined; error?: string }> = []

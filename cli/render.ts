@@ -156,6 +156,12 @@ export function workloadsTable(workloads: Workload[], now = Date.now()): string 
   )}\n`
 }
 
+function rolloutLine(w: Workload): string | null {
+  const r = w.rollout
+  if (r === null) return null
+  return `to generation ${r.generation}: ${r.state}${r.reason === null ? '' : ` (${r.reason})`}`
+}
+
 export function workloadDetail(w: Workload, now = Date.now()): string {
   const s = w.spec
   const where = s.kind === 'endpoint' ? s.pools.join(', ') : s.pool
@@ -177,6 +183,8 @@ export function workloadDetail(w: Workload, now = Date.now()): string {
       'Run',
       `${s.run.driver}${s.run.image === undefined ? '' : ` ${s.run.image}`}: ${truncate(s.run.command.join(' '), 100)}`
     ],
+    ['Generation', String(w.generation)],
+    ['Rollout', rolloutLine(w)],
     ['Created', `${when(w.createdAt)} (${ago(w.createdAt, now)} ago)`],
     ['Updated', when(w.updatedAt)]
   ])

@@ -22,6 +22,7 @@ import { Notifier } from './events/notifier.js'
 import { createRedis } from './events/redis.js'
 import { RedisRelay } from './events/relay.js'
 import { UsageRecorder } from './events/usage.js'
+import { type Drain, RolloutLoop } from './rollout/loop.js'
 import { SchedulerLoop } from './scheduler/loop.js'
 import { checkServerVersion, createPool, type Pool } from './store/db.js'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './store/embedded.js'
@@ -55,6 +56,8 @@ export interface CoordinatorOptions {
   onFatal?: (err: Error) => void
   /** How long a request's headers and body may take to arrive (--request-timeout-ms); default 30 s. */
   requestTimeoutMs?: number
+  /** Waits for a replica's calls before scale-down or a rolling update stops it; default: the gateway's drain. */
+  drain?: Drain
   /** host:port of the gateway (GPUMESH_GATEWAY_LISTEN); default 127.0.0.1:7480, port 0 picks a free one. */
   gatewayListen?: string
   /** The gateway's per-call limits (GPUMESH_GATEWAY_TIMEOUT_MS, _MAX_BODY_BYTES, _MAX_RESPONSE_BYTES). */
@@ -150,12 +153,18 @@ export async function startCoordinator(options: CoordinatorOptions, log: Logger)
     sessions = () => mesh.sessions.size
 
     const scheduler = new SchedulerLoop(pool, notifier, log, metrics)
+    // The gateway is built once the API serves; until then there are no calls to drain.
+    let gatewayDrain: Drain = async () => {}
+    const rollout = new RolloutLoop(pool, notifier, log, {
+      drain: options.drain ?? (async (id, ms) => await gatewayDrain(id, ms))
+    })
     const stale = new StaleHosts(pool, log, options.staleHostSeconds ?? 60)
     const relay = redis === null ? null : new RedisRelay(pool, redis, notifier, log, metrics)
     const usage = redis === null ? null : new UsageRecorder(pool, redis, log, options.usageIntervalMs)
     const leaderServices = group(
       [
         ['scheduler', scheduler],
+        ['rollout', rollout],
         ['stale hosts', stale],
         ...(relay === null ? [] : [['Redis relay', relay] as [string, Startable]]),
         ...(usage === null ? [] : [['usage statistics', usage] as [string, Startable]])
@@ -234,6 +243,7 @@ export async function startCoordinator(options: CoordinatorOptions, log: Logger)
       gateway.close()
       await closeServer(gatewayServer)
     })
+    gatewayDrain = async (id, ms) => await gateway.drain(id, ms)
     const gatewayUrl = baseUrl(gatewayServer, gatewayListen, https !== undefined)
 
     await writeReady(options.stateDir, { api, gateway: gatewayUrl, peerId: mesh.peerId, multiaddrs: mesh.multiaddrs() })

@@ -4,7 +4,7 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { HostFacts } from './host-facts.js'
 import { Literals, Nullable } from './schema.js'
-import { NAME_PATTERN, POOL_KEY_PATTERN, WorkloadSpec } from './workload.js'
+import { NAME_PATTERN, POOL_KEY_PATTERN, Run, Serve, WorkloadSpec } from './workload.js'
 
 const Timestamp = Type.String({ format: 'date-time' })
 /** A join token serves at most this many enrollments (a fleet rollout). */
@@ -110,6 +110,29 @@ export const Placement = Type.Object({
 /** What a viewer token reads in place of each `run.env` value. */
 export const REDACTED = '<redacted>'
 
+/** An endpoint's last rolling update (docs/serving.md "Scaling and rolling updates"). */
+export const Rollout = Type.Object({
+  /** The spec generation it rolls to. */
+  generation: Type.Integer(),
+  state: Literals('rolling', 'completed', 'stopped'),
+  /** Ready replicas when it started: it never lets fewer be ready (at most `replicas`). */
+  readyBefore: Type.Integer(),
+  /** Why it stopped; null while rolling and once completed. */
+  reason: Nullable(Type.String()),
+  startedAt: Timestamp,
+  updatedAt: Timestamp
+})
+
+/** PATCH /v1/workloads/:id (endpoints): `replicas` scales; `run` and/or `serve` roll to a new generation. */
+export const WorkloadPatch = Type.Object(
+  {
+    replicas: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024 })),
+    run: Type.Optional(Run),
+    serve: Type.Optional(Serve)
+  },
+  { additionalProperties: false, minProperties: 1 }
+)
+
 export const Workload = Type.Object({
   id: Uuid,
   name: Type.String(),
@@ -118,7 +141,11 @@ export const Workload = Type.Object({
   /** Why it is (partly) not placed; null once placed. */
   reason: Nullable(Type.String()),
   spec: WorkloadSpec,
+  /** The generation of `spec`: a rolling update raises it; each placement runs the generation it started with. */
+  generation: Type.Integer(),
   placements: Type.Array(Placement),
+  /** Endpoints: the last rolling update; null when there was none. */
+  rollout: Nullable(Rollout),
   createdAt: Timestamp,
   updatedAt: Timestamp
 })
@@ -225,6 +252,8 @@ export type PoolPatch = Static<typeof PoolPatch>
 export type Placement = Static<typeof Placement>
 export type PlacementState = Static<typeof PlacementState>
 export type Workload = Static<typeof Workload>
+export type WorkloadPatch = Static<typeof WorkloadPatch>
+export type Rollout = Static<typeof Rollout>
 export type WorkloadState = Static<typeof WorkloadState>
 export type Event = Static<typeof Event>
 export type Token = Static<typeof Token>

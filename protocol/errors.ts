@@ -15,6 +15,7 @@ export const ERRORS = {
   UNKNOWN_POOL: { status: 422, title: 'No such pool' },
   POOL_KIND: { status: 422, title: "The pool's kind does not run this workload kind" },
   NOT_ENOUGH_GPUS: { status: 422, title: 'More GPUs per host than any host of the pool has' },
+  NOT_AN_ENDPOINT: { status: 409, title: 'Only endpoints scale and roll' },
   NOT_ATTACHABLE: { status: 409, title: 'The workload has no running session to attach to' },
   INSECURE_TRANSPORT: { status: 403, title: 'Attach needs TLS (wss) from a non-loopback address' },
   HOST_UNREACHABLE: { status: 503, title: 'The host is not connected to this coordinator' },

@@ -28,7 +28,8 @@ const STORE_CODES: Record<StoreErrorCode, ErrorCode> = {
   'name-taken': 'NAME_TAKEN',
   'unknown-pool': 'UNKNOWN_POOL',
   'pool-kind': 'POOL_KIND',
-  'not-enough-gpus': 'NOT_ENOUGH_GPUS'
+  'not-enough-gpus': 'NOT_ENOUGH_GPUS',
+  'not-an-endpoint': 'NOT_AN_ENDPOINT'
 }
 
 export function problem(code: ErrorCode, detail: string | undefined, instance: string): Problem {

@@ -10,6 +10,13 @@ import type { Assignment, FleetEvent, SchedHost, Snapshot, SnapshotSource } from
 
 const FULL_RELOAD_MS = 60_000
 const EVENT_PAGE = 5000
+/** Events after which a workload may want replicas placed: it is looked at at once, like a new one. */
+const ASK_FOR_REPLICAS = new Set([
+  'workload.created',
+  'workload.scaled',
+  'workload.rollout-started',
+  'workload.rollout-progress'
+])
 
 export class SnapshotCache {
   readonly hosts = new Map<string, SchedHost>()
@@ -51,7 +58,7 @@ export class SnapshotCache {
       this.lastEventId = e.id
       if (e.type.startsWith('host.')) dirty.add(e.subjectId)
       else if (e.type.startsWith('pool.')) pools = true
-      else if (e.type === 'workload.created') newWorkloads.push(e.subjectId)
+      else if (ASK_FOR_REPLICAS.has(e.type)) newWorkloads.push(e.subjectId)
       else if (e.type === 'placement.created' && this.own.delete(e.subjectId)) continue
       else if (e.type.startsWith('placement.') && e.host !== undefined) dirty.add(e.host)
     }

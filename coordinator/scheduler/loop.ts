@@ -25,6 +25,8 @@ const IDLE_WAIT_MS = 1000
 interface PendingRow {
   id: string
   spec: WorkloadSpec
+  /** Replicas wanted on top of the spec's (a rolling update's new replica). */
+  surge: number
   reason: string | null
   replicas: number[]
   hosts: string[]
@@ -34,7 +36,7 @@ interface PendingRow {
 }
 
 const SELECT_PENDING = `
-  select w.id, w.spec, w.reason, ${sortTs('w.created_at')},
+  select w.id, w.spec, w.surge, w.reason, ${sortTs('w.created_at')},
     coalesce(array_agg(p.replica) filter (where p.id is not null), '{}') as replicas,
     coalesce(array_agg(p.host_id::text) filter (where p.id is not null), '{}') as hosts,
     (select coalesce(jsonb_agg(jsonb_build_object('replica', r.replica, 'failures', r.failures,
@@ -116,7 +118,7 @@ export class SchedulerLoop extends Periodic {
       const row = rows[i] as PendingRow
       return {
         decision,
-        needed: replicasNeeded(row.spec),
+        needed: replicasNeeded(row.spec) + row.surge,
         placedBefore: row.replicas.length,
         previousReason: row.reason
       }
@@ -149,7 +151,7 @@ export class SchedulerLoop extends Periodic {
       return { workloadId: r.id, assignments: [], reason: backoffReason(waiting) }
     const decision = placeOn(this.cache.index, {
       id: r.id,
-      spec: r.spec,
+      spec: r.spec.kind === 'endpoint' ? { ...r.spec, replicas: r.spec.replicas + r.surge } : r.spec,
       placedReplicas: [...r.replicas, ...waiting.map((b) => b.replica)],
       usedHosts: r.hosts
     } as SchedWorkload)

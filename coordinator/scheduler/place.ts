@@ -71,8 +71,10 @@ function poolsOf({ spec }: SchedWorkload): string[] {
 }
 
 function placeEndpoint(index: SnapshotIndex, workload: Placed, spec: EndpointSpec): Decision {
-  const placed = new Set(workload.placedReplicas.filter((r) => r >= 0 && r < spec.replicas))
-  const missing = range(spec.replicas).filter((r) => !placed.has(r))
+  // Replica indices are labels: what is missing is a count, placed at the lowest indices no replica holds
+  // (after a scale-down or a rolling update the holes may be anywhere; see rollout/plan.ts).
+  const placed = new Set(workload.placedReplicas)
+  const missing = freeIndices(placed, spec.replicas - placed.size)
   const problems = new Map<string, string>()
   const usable: PoolIndex[] = []
   for (const key of spec.pools) {
@@ -141,6 +143,13 @@ function placeGang(index: SnapshotIndex, workload: Placed, spec: RecipeSpec | Se
     assignments.push({ hostId: found.hostId, gpus: found.gpus, replica })
   }
   return { workloadId: workload.id, assignments, reason: null }
+}
+
+/** The `n` lowest indices not in `taken`. */
+function freeIndices(taken: ReadonlySet<number>, n: number): number[] {
+  const out: number[] = []
+  for (let i = 0; out.length < n; i++) if (!taken.has(i)) out.push(i)
+  return out
 }
 
 function range(n: number): number[] {

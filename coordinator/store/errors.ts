@@ -10,5 +10,6 @@ export type StoreErrorCode =
   | 'unknown-pool'
   | 'pool-kind'
   | 'not-enough-gpus'
+  | 'not-an-endpoint'
 
 export class StoreError extends CodedError<StoreErrorCode> {}

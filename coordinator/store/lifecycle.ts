@@ -98,7 +98,7 @@ async function endPlacements(c: Client, ended: Ending[], reason: string | null, 
       if (mine.some((p) => p.state !== 'stopped'))
         events.push(...(await setWorkload(c, w.id, bad.length === 0 ? 'completed' : 'failed', why)))
     } else if (bad.length > 0) {
-      events.push(...(await stopOthers(c, w.id, `rank ${bad[0]?.replica ?? '?'} ${why ?? 'failed'}`)))
+      events.push(...(await stopPlacements(c, w.id, `rank ${bad[0]?.replica ?? '?'} ${why ?? 'failed'}`)))
       events.push(
         ...(await setWorkload(
           c,
@@ -139,15 +139,21 @@ async function setWorkload(
 }
 
 /**
- * A gang member failed: the others stop now and release their GPUs (the
- * agents are told by the placement.stopped events; an agent starts nothing
- * on GPUs a stopping placement still holds).
+ * Stops a workload's active placements (only those of `ids`, when given: a gang member failed and the
+ * others stop; a replica scaled down or rolled) and releases their GPUs at once: the dispatcher turns
+ * each placement.stopped event into a stop frame (SIGTERM, the grace period, SIGKILL), and an agent
+ * starts nothing on GPUs a stopping placement still holds.
  */
-async function stopOthers(c: Client, workloadId: string, reason: string): Promise<NewEvent[]> {
+export async function stopPlacements(
+  c: Client,
+  workloadId: string,
+  reason: string,
+  ids: string[] | null = null
+): Promise<NewEvent[]> {
   const { rows } = await c.query<Ending>(
     `update placements set state = 'stopped', ready = false, reason = $2, ended_at = now(), updated_at = now()
-     where workload_id = $1 and state = any($3::text[]) returning *`,
-    [workloadId, reason, ACTIVE_PLACEMENT_STATES]
+     where workload_id = $1 and state = any($3::text[]) and ($4::uuid[] is null or id = any($4::uuid[])) returning *`,
+    [workloadId, reason, ACTIVE_PLACEMENT_STATES, ids]
   )
   await c.query(
     'update gpu_allocations set active = false, released_at = now() where placement_id = any($1::uuid[]) and active',

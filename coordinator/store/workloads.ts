@@ -1,6 +1,6 @@
 // Workloads and their placements: create (checked against live pools),
 // read, list, delete. Placing is the scheduler's (store/placements.ts).
-import type { Placement, PlacementState, PoolKind, Workload, WorkloadState } from '../../protocol/api.js'
+import type { Placement, PlacementState, PoolKind, Rollout, Workload, WorkloadState } from '../../protocol/api.js'
 import { StoreError } from './errors.js'
 import type { WorkloadSpec } from '../../protocol/workload.js'
 import { appendEvents } from './outbox.js'
@@ -16,9 +16,21 @@ interface WorkloadRow {
   spec: WorkloadSpec
   state: WorkloadState
   reason: string | null
+  generation: number
+  rollout: Rollout | null
   created_at: Date
   updated_at: Date
 }
+
+/** Workload rows (`w`) with their last rolling update (store/rollouts.ts), as toWorkload reads them. */
+const selectWorkload = (
+  extra = ''
+) => `select w.*,${extra} (select jsonb_build_object('generation', r.generation, 'state', r.state,
+    'readyBefore', r.ready_before, 'reason', r.reason,
+    'startedAt', to_char(r.started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+    'updatedAt', to_char(r.updated_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))
+  from rollouts r where r.workload_id = w.id) as rollout from workloads w`
+const SELECT_WORKLOAD = selectWorkload()
 
 interface PlacementRow {
   id: string
@@ -66,7 +78,9 @@ function toWorkload(r: WorkloadRow, placements: PlacementRow[]): Workload {
     state: r.state,
     reason: r.reason,
     spec: r.spec,
+    generation: r.generation,
     placements: placements.filter((p) => p.workload_id === r.id).map(toPlacement),
+    rollout: r.rollout ?? null,
     createdAt: r.created_at.toISOString(),
     updatedAt: r.updated_at.toISOString()
   }
@@ -106,7 +120,7 @@ export async function createWorkload(pool: Pool, spec: WorkloadSpec): Promise<Wo
     let row: WorkloadRow
     try {
       const { rows } = await c.query<WorkloadRow>(
-        'insert into workloads (name, kind, spec, reason) values ($1, $2, $3, $4) returning *',
+        'insert into workloads (name, kind, spec, reason) values ($1, $2, $3, $4) returning *, null as rollout',
         [spec.name, spec.kind, JSON.stringify(spec), 'waiting for the scheduler']
       )
       row = rows[0] as WorkloadRow
@@ -128,7 +142,7 @@ export async function createWorkload(pool: Pool, spec: WorkloadSpec): Promise<Wo
 }
 
 export async function getWorkload(db: Pool | Client, id: string): Promise<Workload> {
-  const { rows } = await db.query<WorkloadRow>('select * from workloads where id = $1', [id])
+  const { rows } = await db.query<WorkloadRow>(`${SELECT_WORKLOAD} where w.id = $1`, [id])
   const row = rows[0]
   if (row === undefined) throw new StoreError('not-found', `no workload ${id}`)
   const placements = await db.query<PlacementRow>(
@@ -145,8 +159,9 @@ export async function listWorkloads(
 ): Promise<{ items: Workload[]; nextCursor: string | null }> {
   const after = decodeCursor(cursor, ['string', 'string'])
   const { rows } = await pool.query<WorkloadRow & { sort_ts: string }>(
-    `select *, ${sortTs('created_at')} from workloads where state <> 'deleted' and ($1::timestamptz is null or (created_at, id) > ($1::timestamptz, $2::uuid))
-     order by created_at, id limit $3`,
+    `${selectWorkload(` ${sortTs('w.created_at')},`)}
+     where w.state <> 'deleted' and ($1::timestamptz is null or (w.created_at, w.id) > ($1::timestamptz, $2::uuid))
+     order by w.created_at, w.id limit $3`,
     [after?.[0] ?? null, after?.[1] ?? null, limit + 1]
   )
   const ids = rows.slice(0, limit).map((r) => r.id)

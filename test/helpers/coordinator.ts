@@ -52,6 +52,8 @@ export interface TestCoordinatorOptions {
   adminToken?: string
   /** How long a request (headers and body) may take to arrive. */
   requestTimeoutMs?: number
+  /** What scale-down and rolling updates wait on before they stop a ready replica (default: the gateway's drain). */
+  drain?: (placementId: string, timeoutMs: number) => Promise<void>
   /** The gateway's per-call limits. */
   gatewayLimits?: Partial<GatewayLimits>
 }
@@ -78,7 +80,8 @@ export async function startTestCoordinator(t: Test, options: TestCoordinatorOpti
       ...(options.clusterKeyFile === undefined ? {} : { clusterKeyFile: options.clusterKeyFile }),
       ...(options.redisUrl === undefined ? {} : { redisUrl: options.redisUrl }),
       ...(options.tls === undefined ? {} : { tls: options.tls }),
-      ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs })
+      ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
+      ...(options.drain === undefined ? {} : { drain: options.drain })
     },
     log
   )

@@ -1,10 +1,11 @@
 import { RESERVED_NAMES } from '../../../protocol/gateway.js'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
-import { IdParams, ListQuery, Page, Placement, REDACTED, Workload } from '../../../protocol/api.js'
-import { WorkloadSpec } from '../../../protocol/workload.js'
+import { IdParams, ListQuery, Page, Placement, REDACTED, Workload, WorkloadPatch } from '../../../protocol/api.js'
+import { type Run, WorkloadSpec } from '../../../protocol/workload.js'
 import { runProblem } from '../../../protocol/workload-rules.js'
 import type { Pool } from '../../store/db.js'
+import { patchWorkload } from '../../store/rollouts.js'
 import { createWorkload, deleteWorkload, getWorkload, listPlacements, listWorkloads } from '../../store/workloads.js'
 import { ApiError } from '../problem.js'
 import { responses } from '../schemas.js'
@@ -15,6 +16,12 @@ function forReader(req: FastifyRequest, w: Workload): Workload {
   if (req.principal?.role !== 'viewer' || env === undefined) return w
   const names = Object.fromEntries(Object.keys(env).map((k) => [k, REDACTED]))
   return { ...w, spec: { ...w.spec, run: { ...w.spec.run, env: names } } }
+}
+
+/** What the agent would refuse is refused here, where the operator sees why. */
+function checkRun(run: Run): void {
+  const problem = runProblem(run)
+  if (problem !== null) throw new ApiError('VALIDATION', `body: /run${problem.path} ${problem.message}`)
 }
 
 export const workloadRoutes =
@@ -33,9 +40,7 @@ export const workloadRoutes =
         }
       },
       async (req, reply) => {
-        // What the agent would refuse is refused here, where the operator sees why.
-        const problem = runProblem(req.body.run)
-        if (problem !== null) throw new ApiError('VALIDATION', `body: /run${problem.path} ${problem.message}`)
+        checkRun(req.body.run)
         if (RESERVED_NAMES.includes(req.body.name))
           throw new ApiError(
             'VALIDATION',
@@ -76,6 +81,28 @@ export const workloadRoutes =
         }
       },
       async (req) => forReader(req, await getWorkload(pool, req.params.id))
+    )
+
+    app.patch(
+      '/v1/workloads/:id',
+      {
+        config: { role: 'operator' },
+        schema: {
+          operationId: 'patchWorkload',
+          tags: ['workloads'],
+          summary: 'Scale an endpoint (`replicas`) or roll it to a new `run` and/or `serve`',
+          description:
+            'A new `replicas` places the missing replicas or removes the extra ones (unready first, then the newest; a ready one is drained first). A new `run` or `serve` raises the generation and rolls: one new replica, ready, then one old one drained and stopped, until every replica runs the new generation; ready replicas never drop below what was ready before. A new replica that does not become ready within `serve.startupSeconds` stops the roll (`rollout.reason`), and the workload goes back to the spec its old replicas run. Only endpoints.',
+          params: IdParams,
+          body: WorkloadPatch,
+          response: responses({ 200: Workload }, 404, 409, 415)
+        }
+      },
+      async (req) => {
+        if (req.body.run !== undefined) checkRun(req.body.run)
+        await patchWorkload(pool, req.params.id, req.body)
+        return await getWorkload(pool, req.params.id)
+      }
     )
 
     app.delete(

@@ -5,6 +5,7 @@ import mesh from './0002-mesh.js'
 import joinTokenUses from './0003-join-token-uses.js'
 import faults from './0004-faults.js'
 import serving from './0005-serving.js'
+import rollout from './0006-rollout.js'
 
 export interface Migration {
   id: number
@@ -17,5 +18,6 @@ export const MIGRATIONS: Migration[] = [
   { id: 2, name: 'mesh', sql: mesh },
   { id: 3, name: 'join-token-uses', sql: joinTokenUses },
   { id: 4, name: 'faults', sql: faults },
-  { id: 5, name: 'serving', sql: serving }
+  { id: 5, name: 'serving', sql: serving },
+  { id: 6, name: 'rollout', sql: rollout }
 ]

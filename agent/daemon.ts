@@ -20,6 +20,7 @@ import { Membership } from './mesh/membership.js'
 import { AgentState } from './mesh/state.js'
 import { createRuntime } from './runtime/runtime.js'
 import { SessionRelay } from './session/relay.js'
+import { GatewayRelay } from './gateway/relay.js'
 import type { Runtime } from './runtime/types.js'
 import { UsageSampler } from './usage.js'
 
@@ -50,6 +51,7 @@ export interface Agent {
   control: ControlClient
   membership: Membership
   sessions: SessionRelay
+  gateway: GatewayRelay
   facts: () => HostFacts
   /** Resolves when the agent must end for good (its host was revoked; its placements are stopped): exit 78. */
   fatal: Promise<ConfigError>
@@ -94,6 +96,11 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
     const sessions = await started.start(
       'session relay',
       new SessionRelay({ node, runtime, stateDir: o.stateDir, coordinators: o.coordinators, log: o.log })
+    )
+    // Gateway calls to this host's endpoint replicas, from the coordinator only.
+    const gateway = await started.start(
+      'gateway relay',
+      new GatewayRelay({ node, runtime, coordinators: o.coordinators, log: o.log })
     )
     const membership = await started.start(
       'membership',
@@ -162,6 +169,7 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
       control,
       membership,
       sessions,
+      gateway,
       facts: () => facts,
       fatal: control.fatal,
       // In reverse: re-detection, control, usage, membership, sessions, the node, the runtime (workloads keep running).

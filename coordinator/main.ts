@@ -8,6 +8,7 @@ import { daemonShutdown } from '../common/daemon/shutdown.js'
 import { createLogger, loggerSettings } from '../common/log.js'
 import { systemdNotifier } from '../common/systemd.js'
 import { VERSION } from '../common/version.js'
+import { DEFAULT_LIMITS } from './gateway/forward.js'
 import { parseListen, startCoordinator } from './server.js'
 import { watchdogCheck } from './watchdog.js'
 
@@ -36,6 +37,10 @@ interface Flags {
   tlsKey?: string
   allowInsecure: boolean
   requestTimeoutMs: number
+  gatewayListen: string
+  gatewayTimeoutMs: number
+  gatewayMaxBodyBytes: number
+  gatewayMaxResponseBytes: number
 }
 
 /** GPUMESH_ALLOW_INSECURE=1 allows (as it always has; other values do not); the flag alone allows too. */
@@ -128,6 +133,30 @@ program
       .argParser(positiveInt)
       .default(30_000)
   )
+  .addOption(
+    new Option('--gateway-listen <host:port>', 'gateway address: calls to endpoints (/<endpoint>/<path>)')
+      .env('GPUMESH_GATEWAY_LISTEN')
+      .default('127.0.0.1:7480')
+      .argParser(listenAddress)
+  )
+  .addOption(
+    new Option('--gateway-timeout-ms <ms>', 'a gateway call with no byte either way for this long ends (504)')
+      .env('GPUMESH_GATEWAY_TIMEOUT_MS')
+      .argParser(positiveInt)
+      .default(DEFAULT_LIMITS.timeoutMs)
+  )
+  .addOption(
+    new Option('--gateway-max-body-bytes <n>', 'largest request body through the gateway (413 over it)')
+      .env('GPUMESH_GATEWAY_MAX_BODY_BYTES')
+      .argParser(positiveInt)
+      .default(DEFAULT_LIMITS.maxBodyBytes)
+  )
+  .addOption(
+    new Option('--gateway-max-response-bytes <n>', 'largest response body through the gateway (cut over it)')
+      .env('GPUMESH_GATEWAY_MAX_RESPONSE_BYTES')
+      .argParser(positiveInt)
+      .default(DEFAULT_LIMITS.maxResponseBytes)
+  )
   .action(async (o: Flags) => {
     const log = createLogger('gpumesh-coordinator', loggerSettings(process.env))
     log.info({ version: VERSION, stateDir: o.stateDir }, 'gpumesh-coordinator starting')
@@ -154,6 +183,12 @@ program
           allowInsecure: o.allowInsecure === true,
           onFatal,
           requestTimeoutMs: o.requestTimeoutMs,
+          gatewayListen: o.gatewayListen,
+          gatewayLimits: {
+            timeoutMs: o.gatewayTimeoutMs,
+            maxBodyBytes: o.gatewayMaxBodyBytes,
+            maxResponseBytes: o.gatewayMaxResponseBytes
+          },
           ...(o.clusterKeyFile === undefined ? {} : { clusterKeyFile: o.clusterKeyFile }),
           ...(o.databaseUrl === undefined ? {} : { databaseUrl: o.databaseUrl }),
           ...(o.redisUrl === undefined ? {} : { redisUrl: o.redisUrl }),

@@ -12,6 +12,10 @@ export interface Metrics {
   leader: client.Gauge
   eventsRelayed: client.Counter
   redisUp: client.Gauge
+  gatewayRequests: client.Counter<'endpoint' | 'code'>
+  gatewayDuration: client.Histogram<'endpoint'>
+  gatewayInFlight: client.Gauge<'endpoint' | 'placement'>
+  gatewayAuth: client.Histogram
 }
 
 /** `sessions`: agents connected to this coordinator now. */
@@ -63,6 +67,31 @@ export function createMetrics(pool: Pool, sessions: () => number = () => 0): Met
     redisUp: new client.Gauge({
       name: 'gpumesh_redis_up',
       help: '1 when the last Redis command succeeded',
+      registers: [registry]
+    }),
+    gatewayRequests: new client.Counter({
+      name: 'gpumesh_gateway_requests_total',
+      help: 'Calls through the gateway by endpoint and response status (an unknown endpoint counts as "")',
+      labelNames: ['endpoint', 'code'],
+      registers: [registry]
+    }),
+    gatewayDuration: new client.Histogram({
+      name: 'gpumesh_gateway_request_duration_seconds',
+      help: 'Calls through the gateway, from the request to the end of the response (streams included)',
+      labelNames: ['endpoint'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+      registers: [registry]
+    }),
+    gatewayInFlight: new client.Gauge({
+      name: 'gpumesh_gateway_in_flight',
+      help: 'Calls in flight through this coordinator, per endpoint replica',
+      labelNames: ['endpoint', 'placement'],
+      registers: [registry]
+    }),
+    gatewayAuth: new client.Histogram({
+      name: 'gpumesh_gateway_auth_check_duration_seconds',
+      help: "The gateway's per-call token check in PostgreSQL",
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1],
       registers: [registry]
     })
   }

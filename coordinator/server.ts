@@ -7,7 +7,12 @@ import type { Redis } from 'ioredis'
 import { ConfigError } from '../common/config-error.js'
 import { group, Started, type Startable } from '../common/daemon/startable.js'
 import type { Logger } from '../common/log.js'
+import type { Server } from 'node:http'
 import { AttachHub } from './attach/route.js'
+import { DEFAULT_LIMITS, type GatewayLimits, MeshGateway } from './gateway/forward.js'
+import { createGatewayServer } from './gateway/listener.js'
+import { ReadyReplicas } from './gateway/replicas.js'
+import { MAX_GATEWAY_STREAMS } from '../protocol/gateway.js'
 import { buildApp } from './http/app.js'
 import { Leadership } from './leader.js'
 import { MeshServer } from './mesh/server.js'
@@ -50,6 +55,10 @@ export interface CoordinatorOptions {
   onFatal?: (err: Error) => void
   /** How long a request's headers and body may take to arrive (--request-timeout-ms); default 30 s. */
   requestTimeoutMs?: number
+  /** host:port of the gateway (GPUMESH_GATEWAY_LISTEN); default 127.0.0.1:7480, port 0 picks a free one. */
+  gatewayListen?: string
+  /** The gateway's per-call limits (GPUMESH_GATEWAY_TIMEOUT_MS, _MAX_BODY_BYTES, _MAX_RESPONSE_BYTES). */
+  gatewayLimits?: Partial<GatewayLimits>
 }
 
 const isLoopback = (host: string) => /^(127\.|::1$|localhost$)/.test(host)
@@ -57,6 +66,10 @@ const isLoopback = (host: string) => /^(127\.|::1$|localhost$)/.test(host)
 export interface Coordinator {
   /** Base URL of the admin API. */
   api: string
+  /** Base URL of the gateway (calls to endpoints). */
+  gatewayUrl: string
+  /** forward() and drain() (rolling updates drain a replica's calls before stopping it). */
+  gateway: MeshGateway
   pool: Pool
   leadership: Leadership
   scheduler: SchedulerLoop
@@ -64,16 +77,25 @@ export interface Coordinator {
   stop: () => Promise<void>
 }
 
-export function parseListen(listen: string): { host: string; port: number } {
+export function parseListen(
+  listen: string,
+  setting = 'GPUMESH_API_LISTEN',
+  example = '127.0.0.1:7470'
+): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(listen)
   const port = Number(m?.[3])
   if (m === null || port > 65535)
-    throw new ConfigError(`GPUMESH_API_LISTEN must be host:port (e.g. 127.0.0.1:7470), not ${JSON.stringify(listen)}`)
+    throw new ConfigError(`${setting} must be host:port (e.g. ${example}), not ${JSON.stringify(listen)}`)
   return { host: m[1] ?? (m[2] as string), port }
 }
 
 export async function startCoordinator(options: CoordinatorOptions, log: Logger): Promise<Coordinator> {
   const listen = parseListen(options.apiListen)
+  const gatewayListen = parseListen(
+    options.gatewayListen ?? '127.0.0.1:7480',
+    'GPUMESH_GATEWAY_LISTEN',
+    '127.0.0.1:7480'
+  )
   await mkdir(options.stateDir, { recursive: true, mode: 0o750 })
   const started = new Started(log)
   try {
@@ -190,13 +212,35 @@ export async function startCoordinator(options: CoordinatorOptions, log: Logger)
     started.add('admin API', async () => {
       await app.close()
     })
-    const address = app.server.address()
-    const port = typeof address === 'object' && address !== null ? address.port : listen.port
-    const api = `${https === undefined ? 'http' : 'https'}://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${port}`
-    await writeReady(options.stateDir, { api, peerId: mesh.peerId, multiaddrs: mesh.multiaddrs() })
-    log.info({ api, peerId: mesh.peerId }, 'gpumesh-coordinator ready')
+    const api = baseUrl(app.server, listen, https !== undefined)
+
+    // The gateway: calls to endpoints, forwarded over the mesh to a ready replica.
+    const replicas = await started.start('gateway replica set', new ReadyReplicas(pool, notifier, log))
+    const limits = { ...DEFAULT_LIMITS, ...options.gatewayLimits }
+    const gateway = new MeshGateway(
+      replicas,
+      (peerId, protocol, signal) => mesh.dialProtocol(peerId, protocol, signal, MAX_GATEWAY_STREAMS),
+      metrics,
+      log,
+      limits
+    )
+    const gatewayServer = createGatewayServer(
+      { pool, gateway, replicas, metrics, limits, log, secure: https !== undefined },
+      https
+    )
+    await listenOn(gatewayServer, gatewayListen)
+    started.add('gateway', async () => {
+      gateway.close()
+      await closeServer(gatewayServer)
+    })
+    const gatewayUrl = baseUrl(gatewayServer, gatewayListen, https !== undefined)
+
+    await writeReady(options.stateDir, { api, gateway: gatewayUrl, peerId: mesh.peerId, multiaddrs: mesh.multiaddrs() })
+    log.info({ api, gateway: gatewayUrl, peerId: mesh.peerId }, 'gpumesh-coordinator ready')
     return {
       api,
+      gatewayUrl,
+      gateway,
       pool,
       leadership,
       scheduler,
@@ -209,6 +253,33 @@ export async function startCoordinator(options: CoordinatorOptions, log: Logger)
     await started.stop()
     throw err
   }
+}
+
+/** The URL a listening server is reached at (the port it got when 0 was asked for). */
+function baseUrl(server: Server, listen: { host: string; port: number }, tls: boolean): string {
+  const address = server.address()
+  const port = typeof address === 'object' && address !== null ? address.port : listen.port
+  return `${tls ? 'https' : 'http'}://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${port}`
+}
+
+async function listenOn(server: Server, listen: { host: string; port: number }): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        err.code === 'EADDRINUSE'
+          ? new ConfigError(`the gateway cannot listen on ${listen.host}:${listen.port}: the address is in use`)
+          : err
+      )
+    )
+    server.listen(listen.port, listen.host, () => resolve())
+  })
+}
+
+/** Stops listening and ends every connection, streams in flight included (they would hold the stop up). */
+async function closeServer(server: Server): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+  server.closeAllConnections()
+  await closed
 }
 
 async function readTlsFile(file: string): Promise<Buffer> {

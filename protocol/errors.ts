@@ -18,6 +18,9 @@ export const ERRORS = {
   NOT_ATTACHABLE: { status: 409, title: 'The workload has no running session to attach to' },
   INSECURE_TRANSPORT: { status: 403, title: 'Attach needs TLS (wss) from a non-loopback address' },
   UNAVAILABLE: { status: 503, title: 'A dependency is unavailable' },
+  NO_READY_REPLICA: { status: 503, title: 'The endpoint has no ready replica now' },
+  BAD_GATEWAY: { status: 502, title: 'The replica failed during the call' },
+  GATEWAY_TIMEOUT: { status: 504, title: 'The replica sent nothing for too long' },
   INTERNAL: { status: 500, title: 'Internal error' }
 } as const
 

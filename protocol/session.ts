@@ -214,7 +214,12 @@ export function encodeData(bytes: Uint8Array): Uint8Array {
 }
 
 export function encodeControl(frame: ToHost | FromHost): Uint8Array {
-  const json = encoder.encode(JSON.stringify(frame))
+  return encodeJsonFrame(frame)
+}
+
+/** A CONTROL frame of any JSON value (other protocols that share this framing check their own shapes). */
+export function encodeJsonFrame(value: object): Uint8Array {
+  const json = encoder.encode(JSON.stringify(value))
   const out = new Uint8Array(5 + json.length)
   new DataView(out.buffer).setUint32(0, json.length + 1)
   out[4] = TAG_CONTROL

@@ -109,6 +109,7 @@ t.test('the coordinator is ready once its API serves, and pings the watchdog', a
       DATABASE_URL: await freshDatabase(t),
       GPUMESH_STATE_DIR: stateDir,
       GPUMESH_API_LISTEN: '127.0.0.1:0',
+      GPUMESH_GATEWAY_LISTEN: '127.0.0.1:0',
       GPUMESH_LISTEN: '/ip4/127.0.0.1/tcp/0'
     })
   )

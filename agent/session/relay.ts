@@ -5,29 +5,26 @@
 // bytes through unchanged both ways: both hops speak the same frames, and the
 // holder and the coordinator check what they receive.
 //
-// Only coordinator peers (the /p2p/ ids of GPUMESH_COORDINATOR) may open a
-// session stream: a terminal is a shell on this host.
-//
-// Backpressure is passed along, not absorbed: a full unix socket pauses the
-// libp2p stream (yamux then stops the coordinator), and a stream that cannot
-// send pauses reading from the holder (which then pauses the terminal).
+// Only coordinator peers may open a session stream (a terminal is a shell on
+// this host); backpressure passes through (agent/mesh/relay-streams.ts): a
+// full unix socket pauses the coordinator, a stream that cannot send pauses
+// the holder (which then pauses the terminal).
 import { connect, type Socket } from 'node:net'
 import { resolve } from 'node:path'
 import type { Connection, Stream } from '@libp2p/interface'
-import type { Uint8ArrayList } from 'uint8arraylist'
 import type { Logger } from '../../common/log.js'
 import type { MeshNode } from '../../common/mesh/node.js'
 import {
   encodeControl,
-  FrameDecoder,
   Open,
   SESSION_PROTOCOL,
   SESSION_VERSION,
-  type SessionFrameError,
   TAG_CONTROL,
   type SessionErrorCode
 } from '../../protocol/session.js'
 import { isValid, schemaErrors } from '../../protocol/validate.js'
+import { firstFrame } from '../../common/mesh/stream-bytes.js'
+import { coordinatorPeers, pipeSocket } from '../mesh/relay-streams.js'
 import { placementDir } from '../runtime/state.js'
 import type { Runtime } from '../runtime/types.js'
 import { socketPath } from './paths.js'
@@ -47,24 +44,12 @@ export interface SessionRelayOptions {
   log: Logger
 }
 
-const bytes = (d: Uint8Array | Uint8ArrayList): Uint8Array => (d instanceof Uint8Array ? d : d.subarray())
-
-/** Resumes reading a stream unless its readable end is closing (resume() throws then). */
-export function resume(stream: Stream): void {
-  if (stream.readStatus === 'paused') stream.resume()
-}
-
-/** The peer id at the end of a multiaddr (`.../p2p/<id>`), or null. */
-export function peerIdOf(addr: string): string | null {
-  return /\/p2p\/([^/]+)\/?$/.exec(addr)?.[1] ?? null
-}
-
 export class SessionRelay {
   private readonly allowed: Set<string>
   private readonly active = new Set<{ stream: Stream; socket: Socket | null }>()
 
   constructor(private readonly o: SessionRelayOptions) {
-    this.allowed = new Set(o.coordinators.map(peerIdOf).filter((p): p is string => p !== null))
+    this.allowed = coordinatorPeers(o.coordinators)
   }
 
   async start(): Promise<void> {
@@ -101,31 +86,19 @@ export class SessionRelay {
       return
     }
 
-    const decoder = new FrameDecoder()
-    const timeout = setTimeout(() => refuse('ERR_FRAME', `no open frame within ${OPEN_TIMEOUT_MS} ms`), OPEN_TIMEOUT_MS)
-    const onFirst = (e: { data: Uint8Array | Uint8ArrayList }) => {
-      let first
-      try {
-        first = decoder.push(bytes(e.data), 1)[0]
-      } catch (err) {
-        clearTimeout(timeout)
-        stream.removeEventListener('message', onFirst)
-        refuse('ERR_FRAME', (err as SessionFrameError).message)
-        return
-      }
-      if (first === undefined) return
-      clearTimeout(timeout)
-      stream.removeEventListener('message', onFirst)
-      if (first.tag !== TAG_CONTROL || !isValid(Open, first.value)) {
-        refuse(
-          'ERR_FRAME',
-          `the first frame must be open${first.tag === TAG_CONTROL ? `: ${schemaErrors(Open, first.value, 3).join('; ')}` : ''}`
-        )
-        return
-      }
-      this.attach(stream, first.value, decoder.takeRest(), refuse)
-    }
-    stream.addEventListener('message', onFirst)
+    firstFrame(stream, OPEN_TIMEOUT_MS).then(
+      ({ frame, rest }) => {
+        if (frame.tag !== TAG_CONTROL || !isValid(Open, frame.value)) {
+          refuse(
+            'ERR_FRAME',
+            `the first frame must be open${frame.tag === TAG_CONTROL ? `: ${schemaErrors(Open, frame.value, 3).join('; ')}` : ''}`
+          )
+          return
+        }
+        this.attach(stream, frame.value, rest, refuse)
+      },
+      (err: Error) => refuse('ERR_FRAME', err.message)
+    )
   }
 
   private attach(
@@ -182,40 +155,8 @@ export class SessionRelay {
     this.active.add(entry)
     socket.write(encodeControl(open))
     if (rest.length > 0) socket.write(rest)
-    socket.on('error', () => {})
-
-    // coordinator -> holder
-    stream.addEventListener('message', (e) => {
-      if (!socket.write(bytes(e.data))) stream.pause()
-    })
-    socket.on('drain', () => {
-      resume(stream)
-    })
-    stream.addEventListener('remoteCloseWrite', () => {
-      socket.end()
-    }) // the client detached
-    // holder -> coordinator
-    socket.on('data', (chunk) => {
-      try {
-        if (!stream.send(chunk)) {
-          socket.pause()
-          stream.onDrain().then(
-            () => socket.resume(),
-            () => socket.destroy()
-          )
-        }
-      } catch {
-        socket.destroy()
-      }
-    })
-    socket.on('close', () => {
+    pipeSocket(stream, socket, () => {
       this.active.delete(entry)
-      void stream.close({ signal: AbortSignal.timeout(5000) }).catch(() => stream.abort(new Error('holder gone')))
     })
-    stream.addEventListener('close', () => {
-      this.active.delete(entry)
-      socket.destroy()
-    })
-    resume(stream) // now that its listeners are there: what the coordinator sent meanwhile goes to the holder
   }
 }

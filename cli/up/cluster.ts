@@ -20,6 +20,8 @@ export interface LocalClusterOptions {
   stateDir: string
   /** host:port of the admin API. */
   apiListen: string
+  /** host:port of the gateway (default 127.0.0.1:7480). */
+  gatewayListen?: string
   /** Simulated GPU hosts to add. */
   simulate: number
   /** Their fixture machines, in turn (default: a mix of H100, A100, L40S, GB200...). */
@@ -89,6 +91,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
       {
         stateDir: join(o.stateDir, 'coordinator'),
         apiListen: o.apiListen,
+        ...(o.gatewayListen === undefined ? {} : { gatewayListen: o.gatewayListen }),
         listen: ['/ip4/127.0.0.1/tcp/0'],
         // Simulated hosts live as long as this process: never stale while it runs.
         staleHostSeconds: 0,

@@ -27,6 +27,7 @@ interface UpOptions {
   machines?: string
   stateDir?: string
   apiListen: string
+  gatewayListen: string
   localAgent: boolean
   databaseUrl?: string
   docker?: string
@@ -48,6 +49,9 @@ export function upCommand(program: Command): void {
       ).env('GPUMESH_UP_DIR')
     )
     .addOption(new Option('--api-listen <host:port>', 'admin API address').default('127.0.0.1:7470'))
+    .addOption(
+      new Option('--gateway-listen <host:port>', 'gateway address (calls to endpoints)').default('127.0.0.1:7480')
+    )
     .option('--no-local-agent', 'no agent for this machine (simulated hosts only)')
     .addOption(
       new Option('--database-url <url>', 'external PostgreSQL instead of the embedded one').env('DATABASE_URL')
@@ -76,6 +80,7 @@ export function upCommand(program: Command): void {
         cluster = await startLocalCluster({
           stateDir,
           apiListen: o.apiListen,
+          gatewayListen: o.gatewayListen,
           simulate: o.simulate,
           ...(o.machines === undefined
             ? {}

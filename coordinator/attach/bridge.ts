@@ -15,9 +15,9 @@
 // must not hold a terminal that others use. Input from the client is paused
 // while the stream to the agent cannot take more.
 import type { Stream } from '@libp2p/interface'
-import type { Uint8ArrayList } from 'uint8arraylist'
 import type { WebSocket, RawData } from 'ws'
 import type { Logger } from '../../common/log.js'
+import { bytes, resume } from '../../common/mesh/stream-bytes.js'
 import {
   ClientMessage,
   closeCodeFor,
@@ -34,11 +34,6 @@ import {
 } from '../../protocol/session.js'
 import { isValid, schemaErrors } from '../../protocol/validate.js'
 
-/** Resumes reading a stream unless its readable end is closing (resume() throws then). */
-const resume = (stream: Stream): void => {
-  if (stream.readStatus === 'paused') stream.resume()
-}
-
 const HIGH_WATER = 1024 * 1024
 const LOW_WATER = 256 * 1024
 export const STALL_MS = 15_000
@@ -53,7 +48,6 @@ export interface AttachTarget {
   peerId: string
 }
 
-const bytes = (d: Uint8Array | Uint8ArrayList): Uint8Array => (d instanceof Uint8Array ? d : d.subarray())
 const rawBytes = (d: RawData): Buffer => (Buffer.isBuffer(d) ? d : Array.isArray(d) ? Buffer.concat(d) : Buffer.from(d))
 /** Close reasons are at most 123 bytes (RFC 6455 §5.5). */
 const short = (s: string) =>

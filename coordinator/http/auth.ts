@@ -1,6 +1,7 @@
 // Bearer tokens with roles, checked on every /v1 request. A route names the
 // least role it needs in its config; reads need viewer by default.
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { IncomingHttpHeaders } from 'node:http'
+import type { FastifyInstance } from 'fastify'
 import type { Role } from '../../protocol/api.js'
 import { ApiError } from './problem.js'
 import type { Pool } from '../store/db.js'
@@ -20,7 +21,7 @@ declare module 'fastify' {
 }
 
 /** The token from "Authorization: Bearer <token>", or from a WebSocket subprotocol "bearer.<token>" (browsers cannot set headers). */
-export function bearerToken(req: FastifyRequest): string | null {
+export function bearerToken(req: { headers: IncomingHttpHeaders }): string | null {
   const header = req.headers.authorization
   if (typeof header === 'string') {
     const m = /^Bearer\s+(\S+)\s*$/i.exec(header)

@@ -162,10 +162,18 @@ export class MeshServer {
   async dialProtocol(
     peerId: string,
     protocol: string,
-    signal: AbortSignal
+    signal: AbortSignal,
+    /** Streams of this protocol open at once on the connection (libp2p's default is 64). */
+    maxOutboundStreams?: number
   ): Promise<{ stream: Stream; connection: Connection }> {
     const connection = await this.node.dial(peerIdFromString(peerId), { signal })
-    return { stream: await connection.newStream(protocol, { signal }), connection }
+    return {
+      stream: await connection.newStream(protocol, {
+        signal,
+        ...(maxOutboundStreams === undefined ? {} : { maxOutboundStreams })
+      }),
+      connection
+    }
   }
 
   /** The agent's listen addresses, as it told us over identify. */

@@ -1,7 +1,10 @@
-// Host ports for endpoint replicas (SERVE_PORTS): the lowest port of the range
-// that no live placement on the host holds. Chosen inside the transaction that
+// Host ports for endpoint replicas (SERVE_PORTS): a port of the range that no
+// live placement on the host holds, from a random start (as Nomad's dynamic
+// ports): hosts that share one network namespace (`gpumesh up`'s simulated
+// hosts, the tests' agents) and a port some other process holds rarely meet. Chosen inside the transaction that
 // inserts the placements; the unique index placements_one_port refuses a port
 // another coordinator took meanwhile (the batch is then retried as stale).
+import { randomInt } from 'node:crypto'
 import { SERVE_PORTS } from '../../protocol/control.js'
 import type { Client } from './db.js'
 import { ACTIVE_PLACEMENT_STATES } from './sql.js'
@@ -19,11 +22,15 @@ export async function allocatePorts(c: Client, hosts: Array<string | null>): Pro
   return hosts.map((h) => {
     if (h === null) return null
     const taken = used.get(h) ?? used.set(h, new Set()).get(h) ?? new Set<number>()
-    for (let p = SERVE_PORTS.first; p <= SERVE_PORTS.last; p++)
+    const span = SERVE_PORTS.last - SERVE_PORTS.first + 1
+    const start = randomInt(span)
+    for (let i = 0; i < span; i++) {
+      const p = SERVE_PORTS.first + ((start + i) % span)
       if (!taken.has(p)) {
         taken.add(p)
         return p
       }
+    }
     // Unreachable: every replica holds a GPU, and no host has 2,768 GPUs.
     throw new Error(`host ${h} has no free port left in ${SERVE_PORTS.first}-${SERVE_PORTS.last}`)
   })

@@ -31,6 +31,7 @@ export async function spawnCoordinator(
     env: cleanEnv({
       GPUMESH_STATE_DIR: stateDir,
       GPUMESH_API_LISTEN: `127.0.0.1:${port}`,
+      GPUMESH_GATEWAY_LISTEN: '127.0.0.1:0',
       GPUMESH_ADMIN_TOKEN: ADMIN_TOKEN,
       GPUMESH_LEADER_RETRY_MS: '200',
       GPUMESH_LISTEN: '/ip4/127.0.0.1/tcp/0',

@@ -8,6 +8,7 @@ import type { Test } from 'tap'
 import { createLogger } from '../../common/log.js'
 import { detectMachine } from '../../cli/up/simulated.js'
 import { startCoordinator, type Coordinator } from '../../coordinator/server.js'
+import type { GatewayLimits } from '../../coordinator/gateway/forward.js'
 import { registerHost } from '../../coordinator/store/hosts.js'
 import type { Pool } from '../../coordinator/store/db.js'
 import type { HostFacts } from '../../protocol/host-facts.js'
@@ -51,6 +52,8 @@ export interface TestCoordinatorOptions {
   adminToken?: string
   /** How long a request (headers and body) may take to arrive. */
   requestTimeoutMs?: number
+  /** The gateway's per-call limits. */
+  gatewayLimits?: Partial<GatewayLimits>
 }
 
 export async function startTestCoordinator(t: Test, options: TestCoordinatorOptions = {}): Promise<TestCoordinator> {
@@ -61,6 +64,8 @@ export async function startTestCoordinator(t: Test, options: TestCoordinatorOpti
     {
       stateDir,
       apiListen: '127.0.0.1:0',
+      gatewayListen: '127.0.0.1:0',
+      ...(options.gatewayLimits === undefined ? {} : { gatewayLimits: options.gatewayLimits }),
       databaseUrl,
       adminToken: options.adminToken ?? ADMIN_TOKEN,
       leaderRetryMs: options.leaderRetryMs ?? 200,

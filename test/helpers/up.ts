@@ -31,7 +31,18 @@ export async function startUp(t: Test, node: string, cli: string, args: string[]
   const port = await freePort()
   const child = spawn(
     node,
-    [cli, 'up', '--json', '--state-dir', stateDir, '--api-listen', `127.0.0.1:${port}`, ...args],
+    [
+      cli,
+      'up',
+      '--json',
+      '--state-dir',
+      stateDir,
+      '--api-listen',
+      `127.0.0.1:${port}`,
+      '--gateway-listen',
+      '127.0.0.1:0',
+      ...args
+    ],
     { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] }
   )
   let stdout = ''

@@ -1,0 +1,128 @@
+// The gateway's listener (GPUMESH_GATEWAY_LISTEN, default 127.0.0.1:7480):
+// `ANY /<endpoint>/<path>?<query>` is authorized (store/tokens.ts
+// authorizeCall: one PostgreSQL lookup per call, no cache) and forwarded as
+// `/<path>?<query>` to a ready replica (forward.ts); `/openai/...` goes to
+// the OpenAI-compatible front (openai.ts). Plain node:http, not the admin
+// API's Fastify: a call is a stream in and a stream out, and every layer
+// between the sockets costs latency on every call.
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import type { Logger } from '../../common/log.js'
+import { bearerToken } from '../http/auth.js'
+import { problem } from '../http/problem.js'
+import type { Metrics } from '../metrics.js'
+import type { Pool } from '../store/db.js'
+import { authorizeCall, type CallAuthorization } from '../store/tokens.js'
+import { type Gateway, GatewayError, type GatewayLimits } from './forward.js'
+import { handleOpenAI } from './openai.js'
+import type { ReadyReplicas } from './replicas.js'
+
+export interface GatewayDeps {
+  pool: Pool
+  gateway: Gateway
+  replicas: ReadyReplicas
+  metrics: Metrics
+  limits: GatewayLimits
+  log: Logger
+  /** The listener is HTTPS (x-forwarded-proto). */
+  secure: boolean
+}
+
+/** `/<endpoint>[/<path>][?<query>]`: the endpoint and what the replica gets. */
+const ROUTE = /^\/([^/?#]+)(\/[^?#]*)?(\?[^#]*)?$/
+
+/** The token check, timed; a database that does not answer is a 503, not a refusal. */
+export async function authorize(deps: GatewayDeps, req: IncomingMessage, endpoint: string): Promise<void> {
+  const started = process.hrtime.bigint()
+  let auth: CallAuthorization
+  try {
+    auth = await authorizeCall(deps.pool, bearerToken(req), endpoint)
+  } catch (err) {
+    deps.log.warn({ err: (err as Error).message }, 'gateway: token check failed')
+    throw new GatewayError('UNAVAILABLE', 'the database is unavailable; retry shortly', 1)
+  } finally {
+    deps.metrics.gatewayAuth.observe(Number(process.hrtime.bigint() - started) / 1e9)
+  }
+  if (!auth.ok) throw new GatewayError(auth.status === 401 ? 'UNAUTHORIZED' : 'FORBIDDEN', auth.detail)
+}
+
+/** A GatewayError as problem+json (Retry-After on 503, WWW-Authenticate on 401). */
+export function sendGatewayProblem(res: ServerResponse, err: GatewayError, instance: string): void {
+  const body = JSON.stringify(problem(err.code, err.message, instance))
+  const headers: Record<string, string | number> = {
+    'content-type': 'application/problem+json',
+    'content-length': Buffer.byteLength(body)
+  }
+  if (err.retryAfterSeconds !== undefined) headers['retry-after'] = err.retryAfterSeconds
+  if (err.status === 401) headers['www-authenticate'] = 'Bearer'
+  res.writeHead(err.status, headers)
+  res.end(body)
+}
+
+async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const url = req.url ?? '/'
+  if (url === '/openai' || url.startsWith('/openai/') || url.startsWith('/openai?')) {
+    await handleOpenAI(req, res, deps)
+    return
+  }
+  const instance = url.split('?')[0] ?? '/'
+  const m = ROUTE.exec(url)
+  let endpoint = ''
+  const started = process.hrtime.bigint()
+  res.once('close', () => {
+    // Unknown names are not labels: a scanner would make a series per name it tried.
+    const label = deps.replicas.has(endpoint) ? endpoint : ''
+    deps.metrics.gatewayRequests.inc({ endpoint: label, code: String(res.statusCode) })
+    deps.metrics.gatewayDuration.observe({ endpoint: label }, Number(process.hrtime.bigint() - started) / 1e9)
+  })
+  try {
+    if (m === null)
+      throw new GatewayError('NOT_FOUND', 'call /<endpoint>/<path>: the first path segment names the endpoint')
+    try {
+      endpoint = decodeURIComponent(m[1] as string)
+    } catch {
+      throw new GatewayError('VALIDATION', 'the endpoint name is not valid percent-encoded UTF-8')
+    }
+    await authorize(deps, req, endpoint)
+    const length = Number(req.headers['content-length'] ?? 0)
+    if (length > deps.limits.maxBodyBytes)
+      throw new GatewayError('PAYLOAD_TOO_LARGE', `the body is larger than ${deps.limits.maxBodyBytes} bytes`)
+    await deps.gateway.forward(
+      {
+        endpoint,
+        method: req.method ?? 'GET',
+        path: (m[2] ?? '/') + (m[3] ?? ''),
+        headers: req.headers,
+        rawHeaders: req.rawHeaders,
+        body: req,
+        clientAddress: req.socket.remoteAddress ?? '',
+        secure: deps.secure
+      },
+      res
+    )
+  } catch (err) {
+    if (res.headersSent || res.destroyed) {
+      res.destroy()
+      return
+    }
+    if (err instanceof GatewayError) sendGatewayProblem(res, err, instance)
+    else {
+      deps.log.error({ err: (err as Error).message, endpoint }, 'gateway: call failed')
+      sendGatewayProblem(res, new GatewayError('BAD_GATEWAY', 'the gateway failed to forward the call'), instance)
+    }
+    // A refused call's body is not read: close the connection rather than drain an upload nobody wants.
+    if (!req.complete) res.once('finish', () => req.socket.destroy())
+  }
+}
+
+export function createGatewayServer(deps: GatewayDeps, https?: { cert: Buffer; key: Buffer }): Server {
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    void handle(deps, req, res)
+  }
+  const server = https === undefined ? createHttpServer(onRequest) : createHttpsServer(https, onRequest)
+  // Streams may be quiet for long; the per-call idle timeout (limits.timeoutMs) is the gateway's own.
+  server.requestTimeout = 0
+  server.headersTimeout = 30_000
+  server.keepAliveTimeout = 65_000
+  return server
+}

@@ -1,0 +1,129 @@
+// Calls through a test coordinator's gateway (node:http, so that any header
+// can be sent and a call can be cut), and endpoints of the serving tests'
+// replica (helpers/replica.ts) brought to ready.
+import { readFileSync } from 'node:fs'
+import { request, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http'
+import { join } from 'node:path'
+import type { Readable } from 'node:stream'
+import type { Test } from 'tap'
+import { ADMIN_TOKEN, eventually, type TestCoordinator } from './coordinator.js'
+import { REPLICA_COMMAND } from './fixtures.js'
+import { placementLog } from './mesh.js'
+
+export const SERVE_POOL = 'h100-80gb-8x-nvlink'
+export const SERVE_MACHINE = 'h100-8x-nv18-nics'
+
+export interface GatewayAnswer {
+  status: number
+  headers: IncomingHttpHeaders
+  text: string
+  /** The body as JSON, or undefined when it is not JSON. */
+  json: any
+}
+
+export interface CallOptions {
+  /** Bearer token (default: the admin token; null: none). */
+  token?: string | null
+  headers?: OutgoingHttpHeaders
+  body?: string | Buffer | Readable
+}
+
+/** One call through the gateway, its whole answer read. */
+export async function gatewayCall(
+  c: TestCoordinator,
+  method: string,
+  path: string,
+  o: CallOptions = {}
+): Promise<GatewayAnswer> {
+  const url = new URL(path, c.gatewayUrl)
+  const token = o.token === undefined ? ADMIN_TOKEN : o.token
+  const headers: OutgoingHttpHeaders = { ...(token === null ? {} : { authorization: `Bearer ${token}` }), ...o.headers }
+  return await new Promise((resolve, reject) => {
+    const req = request(url, { method, headers }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('error', reject)
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8')
+        let json: unknown
+        try {
+          json = JSON.parse(text)
+        } catch {}
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json })
+      })
+    })
+    req.on('error', reject)
+    const body = o.body
+    if (body === undefined) req.end()
+    else if (typeof body === 'string' || Buffer.isBuffer(body)) req.end(body)
+    else body.pipe(req)
+  })
+}
+
+export interface ReadyEndpoint {
+  id: string
+  /** Placement ids of its ready replicas. */
+  placements: string[]
+}
+
+/** Creates an endpoint of `replicas` replica processes and waits until every one is ready and the gateway routes to it. */
+export async function readyEndpoint(
+  t: Test,
+  c: TestCoordinator,
+  agents: Array<{ stateDir: string }>,
+  name: string,
+  replicas: number,
+  extra: { env?: Record<string, string>; serve?: unknown } = {}
+): Promise<ReadyEndpoint> {
+  const r = await c.call('POST', '/v1/workloads', {
+    name,
+    kind: 'endpoint',
+    replicas,
+    gpus: 1,
+    pools: [SERVE_POOL],
+    run: { driver: 'process', command: REPLICA_COMMAND, ...(extra.env === undefined ? {} : { env: extra.env }) },
+    ...(extra.serve === undefined ? {} : { serve: extra.serve })
+  })
+  if (r.status !== 201) throw new Error(`create ${name}: ${r.status} ${JSON.stringify(r.body)}`)
+  const id = r.body.id as string
+  // Replicas outlive their agents by design: the test's own end with it, every one it started.
+  t.teardown(async () => {
+    const { rows } = await c.pool
+      .query<{ id: string }>('select id from placements where workload_id = $1', [id])
+      .catch(() => ({ rows: [] as Array<{ id: string }> }))
+    for (const { id: placement } of rows) for (const a of agents) killPlacement(a.stateDir, placement)
+  })
+  const placements = await eventually(
+    async () => {
+      const w = (await c.call('GET', `/v1/workloads/${id}`)).body
+      const ready = (w.placements as Array<{ id: string; state: string; ready: boolean }>).filter(
+        (p) => p.state === 'running' && p.ready
+      )
+      return ready.length === replicas ? ready.map((p) => p.id) : undefined
+    },
+    30_000,
+    `${replicas} replicas of ${name} to be ready`
+  )
+  // Without serve.readiness a replica is ready once its process runs, a moment before it listens.
+  await eventually(
+    () => placements.every((p) => agents.some((a) => placementLog(a.stateDir, p).includes('listening '))),
+    10_000,
+    `the replicas of ${name} to listen`
+  )
+  await eventually(() => placements.every((p) => c.gateway.routable(p)), 10_000, `the gateway to route to ${name}`)
+  return { id, placements }
+}
+
+/** Kills a placement's process group (its wrapper's pid is the group id), if it runs on the agent of `stateDir`. */
+export function killPlacement(stateDir: string, placementId: string): void {
+  let pgid: number
+  try {
+    pgid = Number(readFileSync(join(stateDir, 'placements', placementId, 'pid'), 'utf8').trim())
+  } catch {
+    return
+  }
+  if (!Number.isInteger(pgid) || pgid <= 1) return
+  try {
+    process.kill(-pgid, 'SIGKILL')
+  } catch {}
+}

@@ -4,7 +4,7 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { HostFacts } from './host-facts.js'
 import { Literals, Nullable } from './schema.js'
-import { POOL_KEY_PATTERN, WorkloadSpec } from './workload.js'
+import { NAME_PATTERN, POOL_KEY_PATTERN, WorkloadSpec } from './workload.js'
 
 const Timestamp = Type.String({ format: 'date-time' })
 /** A join token serves at most this many enrollments (a fleet rollout). */
@@ -136,15 +136,47 @@ export const HostAction = Type.Object(
   { additionalProperties: false }
 )
 
+/** Most endpoints one invoke token may name. */
+export const MAX_TOKEN_ENDPOINTS = 64
+
 export const TokenCreate = Type.Object(
   {
     role: Role,
-    name: Type.String({ minLength: 1, maxLength: 128 })
+    name: Type.String({ minLength: 1, maxLength: 128 }),
+    endpoints: Type.Optional(
+      Type.Array(Type.String({ pattern: NAME_PATTERN }), {
+        minItems: 1,
+        maxItems: MAX_TOKEN_ENDPOINTS,
+        uniqueItems: true,
+        description: 'role invoke only (and required there): the endpoints (workload names) the token may call'
+      })
+    )
   },
   { additionalProperties: false }
 )
 
-export const Token = Type.Object({ id: Uuid, name: Type.String(), role: Role, token: Type.String() })
+/** invoke tokens: the endpoints they may call; null for the other roles. */
+const TokenEndpoints = Nullable(Type.Array(Type.String()))
+
+export const Token = Type.Object({
+  id: Uuid,
+  name: Type.String(),
+  role: Role,
+  endpoints: TokenEndpoints,
+  token: Type.String()
+})
+
+/** A token as listed: never its secret nor its hash. */
+export const TokenInfo = Type.Object({
+  id: Uuid,
+  name: Type.String(),
+  role: Role,
+  endpoints: TokenEndpoints,
+  createdAt: Timestamp,
+  /** To the minute: the API records a use at most once a minute per token. */
+  lastUsedAt: Nullable(Timestamp),
+  revokedAt: Nullable(Timestamp)
+})
 
 export const JoinTokenCreate = Type.Object(
   {
@@ -196,4 +228,6 @@ export type Workload = Static<typeof Workload>
 export type WorkloadState = Static<typeof WorkloadState>
 export type Event = Static<typeof Event>
 export type Token = Static<typeof Token>
+export type TokenCreate = Static<typeof TokenCreate>
+export type TokenInfo = Static<typeof TokenInfo>
 export type JoinToken = Static<typeof JoinToken>

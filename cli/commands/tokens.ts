@@ -1,11 +1,13 @@
 // gpumesh tokens / join-token: secrets the API shows exactly once, so they
 // go to stdout alone on their line, easy to copy and easy to capture.
 import { Option, type Command } from 'commander'
-import { MAX_JOIN_TOKEN_USES, type JoinToken, type Role, type Token } from '../../protocol/api.js'
-import { contextOf, positiveInt, write } from '../config.js'
-import { json, when } from '../render.js'
+import { MAX_JOIN_TOKEN_USES, type JoinToken, type Role, type Token, type TokenInfo } from '../../protocol/api.js'
+import { contextOf, listAction, positiveInt, write } from '../config.js'
+import { json, tokensTable, when } from '../render.js'
+import { resolveId } from '../resolve.js'
 
-const ROLES: Role[] = ['admin', 'operator', 'viewer']
+const ROLES: Role[] = ['admin', 'operator', 'viewer', 'invoke']
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
 
 export function tokenCommands(program: Command): void {
   const tokens = program.command('tokens').description('API tokens for people and scripts')
@@ -13,19 +15,46 @@ export function tokenCommands(program: Command): void {
     .command('create')
     .description('create an API token; it is printed once and cannot be shown again')
     .addOption(
-      new Option('--role <role>', 'admin (everything), operator (workloads, hosts, pools) or viewer (read only)')
+      new Option(
+        '--role <role>',
+        'admin (everything), operator (workloads, hosts, pools), viewer (read only) or invoke (call the --endpoint ones through the gateway)'
+      )
         .choices(ROLES)
         .makeOptionMandatory()
     )
     .requiredOption('--name <name>', 'who or what uses it, e.g. ci')
-    .action(async (o: { role: Role; name: string }, cmd: Command) => {
+    .option('--endpoint <name>', 'invoke tokens: an endpoint it may call (repeat for more)', collect)
+    .action(async (o: { role: Role; name: string; endpoint?: string[] }, cmd: Command) => {
       const { flags, client } = contextOf(cmd)
-      const t = await client.request<Token>('POST', '/v1/tokens', { role: o.role, name: o.name })
+      const t = await client.request<Token>('POST', '/v1/tokens', {
+        role: o.role,
+        name: o.name,
+        ...(o.endpoint === undefined ? {} : { endpoints: o.endpoint })
+      })
+      const may = t.endpoints === null ? '' : ` for ${t.endpoints.join(', ')}`
       await write(
         flags.json === true
           ? json(t)
-          : `Created ${t.role} token ${JSON.stringify(t.name)} (id ${t.id}).\nCopy it now; it is not shown again:\n\n    ${t.token}\n\nUse it with: GPUMESH_TOKEN=<token> gpumesh ...\n`
+          : `Created ${t.role} token ${JSON.stringify(t.name)}${may} (id ${t.id}).\nCopy it now; it is not shown again:\n\n    ${t.token}\n\nUse it with: GPUMESH_TOKEN=<token> gpumesh ...\n`
       )
+    })
+  tokens
+    .command('list')
+    .description('list API tokens, revoked ones included, newest first (never their secrets)')
+    .action(listAction<TokenInfo>('/v1/tokens', tokensTable))
+  tokens
+    .command('revoke')
+    .description(
+      "revoke an API token: its next request is refused; give its id (or a unique id prefix or name from 'tokens list')"
+    )
+    .argument('<token>', 'id, id prefix or name')
+    .action(async (ref: string, _o: unknown, cmd: Command) => {
+      const { client } = contextOf(cmd)
+      const id = await resolveId<TokenInfo>(client, 'token', '/v1/tokens', ref, (t) => t.name)
+      await client.fetch(`/v1/tokens/${id}`, { method: 'DELETE' }).then(async (res) => {
+        if (!res.ok) throw await client.errorFrom(res)
+      })
+      await write(`Revoked token ${id}.\n`)
     })
 
   const join = program.command('join-token').description('tokens that let new agents join the cluster')

@@ -47,6 +47,11 @@ export function installAuth(app: FastifyInstance, pool: Pool): void {
     if (token === null) throw new ApiError('UNAUTHORIZED', 'send "Authorization: Bearer <token>"')
     const principal = await authenticate(pool, token)
     if (principal === null) throw new ApiError('UNAUTHORIZED')
+    if (principal.role === 'invoke')
+      throw new ApiError(
+        'FORBIDDEN',
+        `invoke tokens call their endpoints through the gateway only; ${req.method} ${req.routeOptions.url} needs an admin, operator or viewer token`
+      )
     const needed = config.role ?? 'viewer'
     if (RANK[principal.role] < RANK[needed])
       throw new ApiError(

@@ -3,7 +3,10 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { JoinToken, Role, Token } from '../../protocol/api.js'
+import type { JoinToken, Role, Token, TokenInfo } from '../../protocol/api.js'
+import { decodeCursor, page } from './cursor.js'
+import { StoreError } from './errors.js'
+import { sortTs } from './sql.js'
 import { appendEvents, type NewEvent } from './outbox.js'
 import { transaction, type Client, type Pool } from './db.js'
 
@@ -18,18 +21,93 @@ export interface Principal {
 export const hashToken = (token: string): Buffer => createHash('sha256').update(token, 'utf8').digest()
 const newToken = (prefix: string): string => `${prefix}_${randomBytes(32).toString('base64url')}`
 
-export async function createApiToken(pool: Pool, role: Role, name: string): Promise<Token> {
+export async function createApiToken(
+  pool: Pool,
+  role: Role,
+  name: string,
+  endpoints: string[] | null = null
+): Promise<Token> {
   const token = newToken('gmt')
   const id = await transaction(pool, async (c) => {
     const { rows } = await c.query<{ id: string }>(
-      'insert into api_tokens (name, role, token_hash) values ($1, $2, $3) returning id',
-      [name, role, hashToken(token)]
+      'insert into api_tokens (name, role, token_hash, endpoints) values ($1, $2, $3, $4) returning id',
+      [name, role, hashToken(token), endpoints]
     )
     const id = (rows[0] as { id: string }).id
-    await appendEvents(c, [{ type: 'token.created', subjectKind: 'token', subjectId: id, data: { name, role } }])
+    await appendEvents(c, [
+      {
+        type: 'token.created',
+        subjectKind: 'token',
+        subjectId: id,
+        data: { name, role, ...(endpoints === null ? {} : { endpoints }) }
+      }
+    ])
     return id
   })
-  return { id, name, role, token }
+  return { id, name, role, endpoints, token }
+}
+
+interface TokenRow {
+  id: string
+  name: string
+  role: Role
+  endpoints: string[] | null
+  created_at: Date
+  last_used_at: Date | null
+  revoked_at: Date | null
+  sort_ts: string
+}
+
+const iso = (d: Date | null): string | null => (d === null ? null : d.toISOString())
+
+/** API tokens, revoked ones included, newest first; never their hashes. */
+export async function listApiTokens(
+  pool: Pool,
+  limit: number,
+  cursor?: string
+): Promise<{ items: TokenInfo[]; nextCursor: string | null }> {
+  const after = decodeCursor(cursor, ['string', 'string'])
+  const { rows } = await pool.query<TokenRow>(
+    `select id, name, role, endpoints, created_at, last_used_at, revoked_at, ${sortTs('created_at')} from api_tokens
+     where ($1::timestamptz is null or (created_at, id) < ($1::timestamptz, $2::uuid))
+     order by created_at desc, id desc limit $3`,
+    [after?.[0] ?? null, after?.[1] ?? null, limit + 1]
+  )
+  return page(
+    rows,
+    limit,
+    (r) => ({
+      id: r.id,
+      name: r.name,
+      role: r.role,
+      endpoints: r.endpoints,
+      createdAt: r.created_at.toISOString(),
+      lastUsedAt: iso(r.last_used_at),
+      revokedAt: iso(r.revoked_at)
+    }),
+    (r) => [r.sort_ts, r.id]
+  )
+}
+
+/**
+ * Revokes an API token: its next request is refused (every request looks
+ * the token up). Revoking a revoked token changes nothing and is no error.
+ */
+export async function revokeApiToken(pool: Pool, id: string): Promise<void> {
+  await transaction(pool, async (c) => {
+    const { rows } = await c.query<{ name: string; role: Role; revoked: boolean }>(
+      `with target as (select id, revoked_at is not null as revoked from api_tokens where id = $1 for update)
+       update api_tokens t set revoked_at = coalesce(t.revoked_at, now()) from target
+       where t.id = target.id returning t.name, t.role, target.revoked`,
+      [id]
+    )
+    const row = rows[0]
+    if (row === undefined) throw new StoreError('not-found', `no API token has the id ${id}`)
+    if (row.revoked) return
+    await appendEvents(c, [
+      { type: 'token.revoked', subjectKind: 'token', subjectId: id, data: { name: row.name, role: row.role } }
+    ])
+  })
 }
 
 const LAST_USED_EVERY_MS = 60_000

@@ -1,8 +1,33 @@
-import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { JoinToken, JoinTokenCreate, Token, TokenCreate } from '../../../protocol/api.js'
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import {
+  IdParams,
+  JoinToken,
+  JoinTokenCreate,
+  ListQuery,
+  Page,
+  Token,
+  TokenCreate,
+  TokenInfo
+} from '../../../protocol/api.js'
 import type { Pool } from '../../store/db.js'
-import { createApiToken, createJoinToken } from '../../store/tokens.js'
+import { createApiToken, createJoinToken, listApiTokens, revokeApiToken } from '../../store/tokens.js'
+import { ApiError } from '../problem.js'
 import { responses } from '../schemas.js'
+
+/** The endpoints a new token may call: required for invoke tokens, meaningless (refused) for the others. */
+function endpointsOf(body: TokenCreate): string[] | null {
+  if (body.role === 'invoke') {
+    if (body.endpoints === undefined)
+      throw new ApiError('VALIDATION', 'body: an invoke token needs "endpoints": the endpoints it may call')
+    return body.endpoints
+  }
+  if (body.endpoints !== undefined)
+    throw new ApiError(
+      'VALIDATION',
+      `body: "endpoints" is for invoke tokens only; a ${body.role} token's role decides what it may do`
+    )
+  return null
+}
 
 export const tokenRoutes =
   (pool: Pool): FastifyPluginAsyncTypebox =>
@@ -19,7 +44,41 @@ export const tokenRoutes =
           response: responses({ 201: Token }, 413, 415)
         }
       },
-      async (req, reply) => reply.code(201).send(await createApiToken(pool, req.body.role, req.body.name))
+      async (req, reply) =>
+        reply.code(201).send(await createApiToken(pool, req.body.role, req.body.name, endpointsOf(req.body)))
+    )
+
+    app.get(
+      '/v1/tokens',
+      {
+        config: { role: 'admin' },
+        schema: {
+          operationId: 'listApiTokens',
+          tags: ['tokens'],
+          summary: 'API tokens, revoked ones included, newest first (never their secrets)',
+          querystring: ListQuery,
+          response: responses({ 200: Page(TokenInfo) })
+        }
+      },
+      async (req) => await listApiTokens(pool, req.query.limit ?? 100, req.query.cursor)
+    )
+
+    app.delete(
+      '/v1/tokens/:id',
+      {
+        config: { role: 'admin' },
+        schema: {
+          operationId: 'revokeApiToken',
+          tags: ['tokens'],
+          summary: 'Revoke an API token: its next request gets 401 (revoking a revoked token is a no-op)',
+          params: IdParams,
+          response: responses({ 204: Type.Null({ description: 'Revoked' }) }, 404)
+        }
+      },
+      async (req, reply) => {
+        await revokeApiToken(pool, req.params.id)
+        return reply.code(204).send()
+      }
     )
 
     app.post(

@@ -11,8 +11,9 @@ export interface AgentProc {
   output: () => string
 }
 
-export function startAgent(env: Record<string, string>): AgentProc {
-  const child = spawn(process.execPath, AGENT_RUN, { env, stdio: ['ignore', 'pipe', 'pipe'] })
+/** `nodeArgs`: Node's own, before the agent's (a bench's --cpu-prof). */
+export function startAgent(env: Record<string, string>, nodeArgs: string[] = []): AgentProc {
+  const child = spawn(process.execPath, [...nodeArgs, ...AGENT_RUN], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stdout?.setEncoding('utf8').on('data', (d: string) => {
     output += d

@@ -16,6 +16,8 @@ import { Type, type Static } from '@sinclair/typebox'
 import { Literals } from './schema.js'
 
 export const GATEWAY_PROTOCOL = '/gpumesh/gateway/1'
+/** Workload names the gateway's own routes take (/openai/v1/...): no workload may have them. */
+export const RESERVED_NAMES: readonly string[] = ['openai']
 export const GATEWAY_VERSION = 1
 /** Gateway streams open at once between a coordinator and an agent (each is one upstream connection). */
 export const MAX_GATEWAY_STREAMS = 1024

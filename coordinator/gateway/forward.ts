@@ -127,6 +127,11 @@ export class MeshGateway implements Gateway {
       const outcome = await this.attempt(replica, call, res, requestId)
       if (outcome.done) return
       failure = outcome.retry
+      // A stale kept-alive stream says nothing against the replica: it may take the call again.
+      if (failure.code === 'ERR_STALE') {
+        tried.delete(replica.placementId)
+        continue
+      }
       this.replicas.setAside(replica.placementId)
       this.log.warn(
         { endpoint: call.endpoint, placement: replica.placementId, code: failure.code, err: failure.message },
@@ -265,9 +270,12 @@ export class MeshGateway implements Gateway {
       }
       res.once('close', onClientGone)
 
+      let bodyBytes = 0
       req.on('socket', () => {
         connected = true
-        this.sendBody(call.body, req, limits.maxBodyBytes)
+        this.sendBody(call.body, req, limits.maxBodyBytes, (n) => {
+          bodyBytes += n
+        })
       })
       req.on('timeout', () => {
         req.destroy(
@@ -284,6 +292,15 @@ export class MeshGateway implements Gateway {
           settle(() => resolve({ done: true }))
         } else if (res.destroyed || res.writableEnded) settle(() => resolve({ done: true }))
         else if (!connected && err instanceof UpstreamConnectError) settle(() => resolve({ done: false, retry: err }))
+        else if (req.reusedSocket && bodyBytes === 0 && !(err instanceof GatewayError))
+          // A kept-alive stream the replica closed as the call went down it: nothing of the body
+          // was used up, so the call can go again (Node.js's own advice for reused sockets).
+          settle(() =>
+            resolve({
+              done: false,
+              retry: new UpstreamConnectError('ERR_STALE', `a kept-alive connection closed: ${err.message}`)
+            })
+          )
         else if (err instanceof GatewayError) settle(() => reject(err))
         else
           settle(() =>
@@ -310,9 +327,15 @@ export class MeshGateway implements Gateway {
   }
 
   /** The client's body to the replica, paused while the stream cannot take more, cut over the limit. */
-  private sendBody(body: Readable, req: ReturnType<typeof request>, max: number): void {
+  private sendBody(body: Readable, req: ReturnType<typeof request>, max: number, onBytes: (n: number) => void): void {
+    // An empty body already read to its end by an earlier try: there is nothing more to read.
+    if (body.readableEnded) {
+      req.end()
+      return
+    }
     let sent = 0
     body.on('data', (chunk: Buffer) => {
+      onBytes(chunk.length)
       sent += chunk.length
       if (sent > max) {
         body.pause()

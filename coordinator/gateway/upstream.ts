@@ -27,11 +27,16 @@ export type Dial = (
 
 /** Opening a stream and the agent's connect to the replica, together. */
 const CONNECT_TIMEOUT_MS = 5000
-/** A kept-alive stream unused this long is closed (a replica's own keep-alive hint may shorten it). */
-const IDLE_STREAM_MS = 30_000
+/**
+ * A kept-alive stream unused this long is closed (a replica's own keep-alive
+ * hint may shorten it): below the 5 s after which Node.js and uvicorn servers
+ * close an idle connection themselves, so the gateway rarely sends a call
+ * down a connection the replica is closing.
+ */
+const IDLE_STREAM_MS = 4000
 
 /** The replica could not be reached: nothing was sent to it, so another may be tried. */
-export class UpstreamConnectError extends CodedError<GatewayRefusalCode | 'ERR_DIAL'> {}
+export class UpstreamConnectError extends CodedError<GatewayRefusalCode | 'ERR_DIAL' | 'ERR_STALE'> {}
 
 /** Opens a stream to the replica's agent and waits for its `connected`. */
 export async function openUpstream(dial: Dial, replica: Replica): Promise<StreamSocket> {

@@ -1,7 +1,7 @@
 // Calls through a test coordinator's gateway (node:http, so that any header
 // can be sent and a call can be cut), and endpoints of the serving tests'
 // replica (helpers/replica.ts) brought to ready.
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { request, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
@@ -87,12 +87,7 @@ export async function readyEndpoint(
   if (r.status !== 201) throw new Error(`create ${name}: ${r.status} ${JSON.stringify(r.body)}`)
   const id = r.body.id as string
   // Replicas outlive their agents by design: the test's own end with it, every one it started.
-  t.teardown(async () => {
-    const { rows } = await c.pool
-      .query<{ id: string }>('select id from placements where workload_id = $1', [id])
-      .catch(() => ({ rows: [] as Array<{ id: string }> }))
-    for (const { id: placement } of rows) for (const a of agents) killPlacement(a.stateDir, placement)
-  })
+  t.teardown(() => killWorkload(agents, id))
   const placements = await eventually(
     async () => {
       const w = (await c.call('GET', `/v1/workloads/${id}`)).body
@@ -126,4 +121,20 @@ export function killPlacement(stateDir: string, placementId: string): void {
   try {
     process.kill(-pgid, 'SIGKILL')
   } catch {}
+}
+
+/** Kills every process of a workload's placements on these agents, from their state directories (a test's teardown). */
+export function killWorkload(agents: Array<{ stateDir: string }>, workloadId: string): void {
+  for (const a of agents) {
+    let ids: string[] = []
+    try {
+      ids = readdirSync(join(a.stateDir, 'placements'))
+    } catch {}
+    for (const id of ids) {
+      try {
+        const record = JSON.parse(readFileSync(join(a.stateDir, 'placements', id, 'placement.json'), 'utf8'))
+        if (record.assignment?.workloadId === workloadId) killPlacement(a.stateDir, id)
+      } catch {}
+    }
+  }
 }

@@ -1,3 +1,4 @@
+import { RESERVED_NAMES } from '../../../protocol/gateway.js'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { IdParams, ListQuery, Page, Placement, REDACTED, Workload } from '../../../protocol/api.js'
@@ -35,6 +36,11 @@ export const workloadRoutes =
         // What the agent would refuse is refused here, where the operator sees why.
         const problem = runProblem(req.body.run)
         if (problem !== null) throw new ApiError('VALIDATION', `body: /run${problem.path} ${problem.message}`)
+        if (RESERVED_NAMES.includes(req.body.name))
+          throw new ApiError(
+            'VALIDATION',
+            `body: /name ${JSON.stringify(req.body.name)} is reserved: the gateway serves its OpenAI-compatible API under /${req.body.name}/`
+          )
         return reply.code(201).send(await createWorkload(pool, req.body))
       }
     )

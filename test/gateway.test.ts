@@ -250,6 +250,21 @@ t.test('calls through the gateway', async (t) => {
       { failedAfterNotice: 0, answeredBy: [survivor] }
     )
   })
+
+  await t.test('drain: no new call for the placement; it resolves once its calls in flight have ended', async (t) => {
+    const { placement, req } = await hangingCall(c, '/chat/hang')
+    let drained = false
+    const draining = c.gateway.drain(placement, 60_000).then(() => {
+      drained = true
+    })
+    const during = { routable: c.gateway.routable(placement), inFlight: c.gateway.inFlightTo(placement), drained }
+    req.destroy()
+    await draining
+    t.same(
+      { during, after: { inFlight: c.gateway.inFlightTo(placement), drained } },
+      { during: { routable: false, inFlight: 1, drained: false }, after: { inFlight: 0, drained: true } }
+    )
+  })
 })
 
 /** When each SSE event of a call arrived (ms timestamps, in order). */

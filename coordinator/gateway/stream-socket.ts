@@ -68,7 +68,11 @@ export class StreamSocket extends Duplex {
   /** As net.Socket: emits 'timeout' after `ms` without bytes either way (0: never). */
   setTimeout(ms: number, onTimeout?: () => void): this {
     this.idleMs = ms
-    if (onTimeout !== undefined) this.once('timeout', onTimeout)
+    // As net.Socket: 0 with a callback takes that callback off (http's keep-alive does this after each call).
+    if (onTimeout !== undefined) {
+      if (ms === 0) this.off('timeout', onTimeout)
+      else this.once('timeout', onTimeout)
+    }
     clearTimeout(this.idleTimer)
     this.idleTimer = undefined
     this.touch()

@@ -12,49 +12,22 @@
 //                                  events for it over `window` seconds, per minute (goal <= 10)
 //   db_kill_recovery_ms            kill -9 of the embedded postmaster -> /readyz 200 again
 // Usage: npm run bench -- faults [window=60]. Progress goes to stderr, the JSON to stdout.
-import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { sleep } from '../common/daemon/sleep.js'
 import { ADMIN_TOKEN, eventually } from '../test/helpers/coordinator.js'
 import { call, spawnCoordinator, type Proc } from '../test/helpers/coordinator-process.js'
-import { AGENT_RUN } from '../test/helpers/fixtures.js'
 import { agentEnv } from '../test/helpers/mesh.js'
 import { ApiClient } from '../test/helpers/netns.js'
 import { alive } from '../test/helpers/process.js'
+import { type AgentProc, killPlacements, startAgent, stopAgent } from './agent-process.js'
 
 const MACHINE = 'h100-8x-nv18'
 const REPLICAS = 8
 
 function log(line: string): void {
   process.stderr.write(`[faults ${new Date().toISOString().slice(11, 19)}] ${line}\n`)
-}
-
-interface AgentProc {
-  child: ChildProcess
-  output: () => string
-}
-
-function startAgent(env: Record<string, string>): AgentProc {
-  const child = spawn(process.execPath, AGENT_RUN, { env, stdio: ['ignore', 'pipe', 'pipe'] })
-  let output = ''
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-    output += d
-  })
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => {
-    output += d
-  })
-  return { child, output: () => output }
-}
-
-async function stopAgent(a: AgentProc): Promise<void> {
-  if (a.child.exitCode !== null || a.child.signalCode !== null) return
-  const exited = new Promise((resolve) => a.child.once('exit', resolve))
-  a.child.kill('SIGTERM')
-  const timer = setTimeout(() => a.child.kill('SIGKILL'), 10_000)
-  await exited
-  clearTimeout(timer)
 }
 
 /** The time (ms since the epoch) of the agent's first log line with this message after `since`. */
@@ -80,22 +53,6 @@ async function runningPids(api: string, workload: string, agentState: string): P
     } catch {}
   }
   return pids
-}
-
-/** Placements outlive their agents by design: kill what is left of them (process groups, from the pid files). */
-function killPlacements(agentState: string): void {
-  let ids: string[] = []
-  try {
-    ids = readdirSync(join(agentState, 'placements'))
-  } catch {
-    return
-  }
-  for (const id of ids) {
-    try {
-      const pgid = Number(readFileSync(join(agentState, 'placements', id, 'pid'), 'utf8').trim())
-      if (Number.isInteger(pgid) && pgid > 1) process.kill(-pgid, 'SIGKILL')
-    } catch {}
-  }
 }
 
 async function postEndpoint(

@@ -8,11 +8,10 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import type { Logger } from '../../common/log.js'
-import { bearerToken } from '../http/auth.js'
 import { problem } from '../http/problem.js'
 import type { Metrics } from '../metrics.js'
 import type { Pool } from '../store/db.js'
-import { authorizeCall, type CallAuthorization } from '../store/tokens.js'
+import { authorize, countCall } from './calls.js'
 import { type Gateway, GatewayError, type GatewayLimits } from './forward.js'
 import { handleOpenAI } from './openai.js'
 import type { ReadyReplicas } from './replicas.js'
@@ -30,21 +29,6 @@ export interface GatewayDeps {
 
 /** `/<endpoint>[/<path>][?<query>]`: the endpoint and what the replica gets. */
 const ROUTE = /^\/([^/?#]+)(\/[^?#]*)?(\?[^#]*)?$/
-
-/** The token check, timed; a database that does not answer is a 503, not a refusal. */
-export async function authorize(deps: GatewayDeps, req: IncomingMessage, endpoint: string): Promise<void> {
-  const started = process.hrtime.bigint()
-  let auth: CallAuthorization
-  try {
-    auth = await authorizeCall(deps.pool, bearerToken(req), endpoint)
-  } catch (err) {
-    deps.log.warn({ err: (err as Error).message }, 'gateway: token check failed')
-    throw new GatewayError('UNAVAILABLE', 'the database is unavailable; retry shortly', 1)
-  } finally {
-    deps.metrics.gatewayAuth.observe(Number(process.hrtime.bigint() - started) / 1e9)
-  }
-  if (!auth.ok) throw new GatewayError(auth.status === 401 ? 'UNAUTHORIZED' : 'FORBIDDEN', auth.detail)
-}
 
 /** A GatewayError as problem+json (Retry-After on 503, WWW-Authenticate on 401). */
 export function sendGatewayProblem(res: ServerResponse, err: GatewayError, instance: string): void {
@@ -68,13 +52,7 @@ async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerRespon
   const instance = url.split('?')[0] ?? '/'
   const m = ROUTE.exec(url)
   let endpoint = ''
-  const started = process.hrtime.bigint()
-  res.once('close', () => {
-    // Unknown names are not labels: a scanner would make a series per name it tried.
-    const label = deps.replicas.has(endpoint) ? endpoint : ''
-    deps.metrics.gatewayRequests.inc({ endpoint: label, code: String(res.statusCode) })
-    deps.metrics.gatewayDuration.observe({ endpoint: label }, Number(process.hrtime.bigint() - started) / 1e9)
-  })
+  countCall(deps, res, () => endpoint)
   try {
     if (m === null)
       throw new GatewayError('NOT_FOUND', 'call /<endpoint>/<path>: the first path segment names the endpoint')

@@ -14,6 +14,12 @@ import type { Logger } from '../../common/log.js'
 import type { Notifier } from '../events/notifier.js'
 import type { Pool } from '../store/db.js'
 
+/** A live endpoint that opted in to the OpenAI-compatible front (serve.openai): its name is the `model`. */
+export interface OpenAIModel {
+  name: string
+  createdAt: Date
+}
+
 export interface Replica {
   placementId: string
   endpoint: string
@@ -31,6 +37,7 @@ export class ReadyReplicas implements Startable {
   private byEndpoint = new Map<string, Replica[]>()
   private byPlacement = new Map<string, Replica>()
   private endpoints = new Set<string>()
+  private openai = new Map<string, OpenAIModel>()
   private readonly cooling = new Map<string, number>()
   private afterEvent = 0
   private loadedAt = 0
@@ -62,6 +69,16 @@ export class ReadyReplicas implements Startable {
   /** Whether a live endpoint has this name. */
   has(endpoint: string): boolean {
     return this.endpoints.has(endpoint)
+  }
+
+  /** The endpoint `name` if it opted in to the OpenAI front (as its current spec says). */
+  openaiModel(name: string): OpenAIModel | undefined {
+    return this.openai.get(name)
+  }
+
+  /** Every endpoint that opted in to the OpenAI front, by name. */
+  openaiModels(): OpenAIModel[] {
+    return [...this.openai.values()].sort((a, b) => (a.name < b.name ? -1 : 1))
   }
 
   /** Ready replicas of an endpoint now, those set aside after a failed connect excepted. */
@@ -102,7 +119,10 @@ export class ReadyReplicas implements Startable {
          from placements p join workloads w on w.id = p.workload_id join hosts h on h.id = p.host_id
          where p.state = 'running' and p.ready and p.port is not null and w.kind = 'endpoint' and w.state <> 'deleted'`
       ),
-      this.pool.query<{ name: string }>(`select name from workloads where kind = 'endpoint' and state <> 'deleted'`)
+      this.pool.query<{ name: string; openai: boolean; created_at: Date }>(
+        `select name, spec->'serve'->'openai' = 'true'::jsonb as openai, created_at
+         from workloads where kind = 'endpoint' and state <> 'deleted'`
+      )
     ])
     const lastId = Number(last[0]?.id ?? 0)
     if (lastId > this.afterEvent) this.afterEvent = lastId
@@ -118,6 +138,9 @@ export class ReadyReplicas implements Startable {
     this.byEndpoint = byEndpoint
     this.byPlacement = byPlacement
     this.endpoints = new Set(endpoints.map((e) => e.name))
+    this.openai = new Map(
+      endpoints.filter((e) => e.openai).map((e) => [e.name, { name: e.name, createdAt: e.created_at }])
+    )
     this.loadedAt = Date.now()
     for (const id of gone) this.cooling.delete(id)
     if (gone.size > 0) for (const f of this.listeners) f(gone)

@@ -19,15 +19,16 @@ export interface Proc {
   output: () => string
 }
 
-/** `t`: a tap test, or anything that runs teardowns (a bench). */
+/** `t`: a tap test, or anything that runs teardowns (a bench); `nodeArgs`: Node's own (a bench's --cpu-prof). */
 export async function spawnCoordinator(
   t: Pick<Test, 'teardown'>,
   env: Record<string, string>,
-  stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-proc-'))
+  stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-proc-')),
+  nodeArgs: string[] = []
 ): Promise<Proc> {
   const port = await freePort()
   rmSync(join(stateDir, 'coordinator.json'), { force: true })
-  const child = spawn(process.execPath, [COORDINATOR], {
+  const child = spawn(process.execPath, [...nodeArgs, COORDINATOR], {
     env: cleanEnv({
       GPUMESH_STATE_DIR: stateDir,
       GPUMESH_API_LISTEN: `127.0.0.1:${port}`,

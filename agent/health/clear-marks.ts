@@ -6,16 +6,6 @@ import { readFile, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ClearMark } from './tracker.js'
 
-const BOOT_ID = '/proc/sys/kernel/random/boot_id'
-
-export async function bootId(file = BOOT_ID): Promise<string> {
-  try {
-    return (await readFile(file, 'utf8')).trim()
-  } catch {
-    return 'unknown'
-  }
-}
-
 export class ClearMarks {
   private constructor(
     private readonly file: string,

@@ -13,7 +13,8 @@ import { DEFAULT_TELEMETRY_PERIOD_MS, GpuSampler } from '../telemetry/gpu-sample
 import { type KernelRecord, KernelLog } from '../telemetry/kernel-log.js'
 import { RemappedRowsPoller } from '../telemetry/remapped-rows.js'
 import { parseXid, type XidEvent } from '../telemetry/xid.js'
-import { bootId, ClearMarks } from './clear-marks.js'
+import { bootId } from '../runtime/proc.js'
+import { ClearMarks } from './clear-marks.js'
 import { telemetryDelta } from './delta.js'
 import { type HealthPolicy, healthPolicy } from './policy.js'
 import { type ClearMark, HealthTracker } from './tracker.js'
@@ -89,7 +90,7 @@ export class GpuMonitor implements Startable {
 
   /** Reads this boot's kernel messages before sampling starts, so a fatal XID already logged fails its GPU from the first sample. */
   async start(): Promise<void> {
-    this.clearMarks = await ClearMarks.load(this.o.stateDir, await bootId())
+    this.clearMarks = await ClearMarks.load(this.o.stateDir, bootId() ?? 'unknown')
     for (const [bus, m] of this.clearMarks.marks) this.marks.set(bus, m)
     for (const g of this.o.gpus?.() ?? []) this.tracker.know(g.index, g)
     await this.kernel.start()

@@ -1,7 +1,8 @@
 // The agent daemon's composition: identity and cluster key from the state
 // directory, host facts, the runtime (re-adopting what survived a restart),
-// the mesh node, gossip membership, GPU usage sampling and the control
-// session, plus periodic re-detection. stop() leaves workloads running.
+// the mesh node, gossip membership, GPU telemetry and health (one long-lived
+// nvidia-smi loop and the kernel's XIDs) and the control session, plus
+// periodic re-detection. stop() leaves workloads running.
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ConfigError } from '../common/config-error.js'
@@ -13,15 +14,16 @@ import { loadOrCreateIdentity } from '../common/mesh/identity.js'
 import { createMeshNode, type MeshNode } from '../common/mesh/node.js'
 import type { HostFacts } from '../protocol/host-facts.js'
 import { detect, type DetectOptions } from './detect/detect.js'
-import { findNvidiaSmi, nvidiaSmi } from './detect/nvidia/run.js'
+import { findNvidiaSmi } from './detect/nvidia/run.js'
 import { detectInSubprocess } from './detect/subprocess.js'
+import { GpuMonitor } from './health/gpu-monitor.js'
+import { loadHealthPolicy } from './health/policy.js'
 import { ControlClient } from './mesh/control.js'
 import { Membership } from './mesh/membership.js'
 import { AgentState } from './mesh/state.js'
 import { createRuntime } from './runtime/runtime.js'
 import { SessionRelay } from './session/relay.js'
 import type { Runtime } from './runtime/types.js'
-import { UsageSampler } from './usage.js'
 
 export interface AgentOptions {
   stateDir: string
@@ -41,6 +43,8 @@ export interface AgentOptions {
   stopGraceMs?: number
   /** Where placement logs rotate (GPUMESH_PLACEMENT_LOG_MAX_BYTES; default 64 MiB). */
   logMaxBytes?: number
+  /** GPU telemetry and health (docs/health.md): GPUMESH_KMSG, GPUMESH_TELEMETRY_INTERVAL_MS, GPUMESH_HEALTH_POLICY. */
+  telemetry?: { kmsgPath?: string; periodMs?: number; policyFile?: string }
   log: Logger
 }
 
@@ -50,6 +54,8 @@ export interface Agent {
   control: ControlClient
   membership: Membership
   sessions: SessionRelay
+  /** Per-GPU health and live usage; clearHealth() is the admin's clear. */
+  gpus: GpuMonitor
   facts: () => HostFacts
   /** Resolves when the agent must end for good (its host was revoked; its placements are stopped): exit 78. */
   fatal: Promise<ConfigError>
@@ -61,6 +67,7 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
   const clusterKey = await readClusterKey(o.clusterKeyFile)
   const privateKey = await loadOrCreateIdentity(join(o.stateDir, 'peer.key'))
   const state = await AgentState.load(o.stateDir)
+  const healthPolicy = await loadHealthPolicy(o.telemetry?.policyFile)
   let facts = o.facts ?? (await detectInSubprocess(o.detect))
   const name = o.name ?? facts.hostname
   const started = new Started(o.log)
@@ -100,17 +107,19 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
       new Membership(node, { name, pool: facts.pool.key, gpus: facts.gpus.length }, o.log)
     )
     const binary = o.facts === undefined ? await findNvidiaSmi(o.detect.nvidiaSmi, o.detect.env?.PATH) : null
-    const usage = await started.start(
-      'GPU usage',
-      new UsageSampler(
-        binary === null
-          ? null
-          : nvidiaSmi({
-              binary,
-              timeoutMs: o.detect.timeoutMs,
-              ...(o.detect.env === undefined ? {} : { env: o.detect.env })
-            })
-      )
+    // Simulated hosts (injected facts) and hosts without nvidia-smi have no GPUs of their own to watch.
+    const gpus = await started.start(
+      'GPU telemetry',
+      new GpuMonitor({
+        binary,
+        stateDir: o.stateDir,
+        policy: healthPolicy,
+        gpus: () => facts.gpus,
+        log: o.log,
+        ...(o.detect.env === undefined ? {} : { env: o.detect.env }),
+        ...(o.telemetry?.kmsgPath === undefined ? {} : { kmsgPath: o.telemetry.kmsgPath }),
+        ...(o.telemetry?.periodMs === undefined ? {} : { periodMs: o.telemetry.periodMs })
+      })
     )
     const control = await started.start(
       'control session',
@@ -124,7 +133,7 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
         agentVersion: o.detect.agentVersion,
         ...(o.joinToken === undefined ? {} : { joinToken: o.joinToken }),
         facts: () => facts,
-        usage: () => usage.current()
+        usage: () => gpus.current()
       })
     )
 
@@ -162,9 +171,10 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
       control,
       membership,
       sessions,
+      gpus,
       facts: () => facts,
       fatal: control.fatal,
-      // In reverse: re-detection, control, usage, membership, sessions, the node, the runtime (workloads keep running).
+      // In reverse: re-detection, control, GPU telemetry, membership, sessions, the node, the runtime (workloads keep running).
       stop: async () => {
         await started.stop()
       }

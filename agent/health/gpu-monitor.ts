@@ -22,7 +22,7 @@ import { type ClearMark, HealthTracker } from './tracker.js'
 export class GpuHealthError extends CodedError<'ERR_GPU_UNKNOWN'> {}
 
 export interface GpuMonitorOptions {
-  /** nvidia-smi; null on a host without one (then only kernel messages are followed, for nothing). */
+  /** nvidia-smi; null on a host without one, or a simulated one: then nothing is watched at all. */
   binary: string | null
   env?: NodeJS.ProcessEnv
   stateDir: string
@@ -93,6 +93,7 @@ export class GpuMonitor implements Startable {
     this.clearMarks = await ClearMarks.load(this.o.stateDir, bootId() ?? 'unknown')
     for (const [bus, m] of this.clearMarks.marks) this.marks.set(bus, m)
     for (const g of this.o.gpus?.() ?? []) this.tracker.know(g.index, g)
+    if (this.o.binary === null) return
     await this.kernel.start()
     this.sampler?.start()
     this.remapped?.start()

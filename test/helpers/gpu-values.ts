@@ -18,6 +18,8 @@ export function idleGpu(
     index,
     uuid: `GPU-00000000-0000-0000-0000-00000000000${index}`,
     name: 'NVIDIA H100 80GB HBM3',
+    driver_version: '590.48.01',
+    'mig.mode.current': 'Disabled',
     'pci.bus_id': bus,
     'utilization.gpu': 0,
     'utilization.memory': 0,

@@ -1,11 +1,12 @@
 // The pieces of GPU health that need no process: XID lines in both driver
 // forms (test/fixtures/kmsg, from public reports), bus ids, kernel records,
 // nvidia-smi cells, the health policy's hysteresis and recovery, and deltas.
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { telemetryDelta } from '../agent/health/delta.js'
-import { healthPolicy } from '../agent/health/policy.js'
+import { healthPolicy, loadHealthPolicy } from '../agent/health/policy.js'
 import { HealthTracker } from '../agent/health/tracker.js'
 import { type GpuSample, parseSampleLine, SAMPLE_FIELDS } from '../agent/telemetry/gpu-sample.js'
 import { unknownField } from '../agent/telemetry/field-list.js'
@@ -249,3 +250,51 @@ t.test('a delta holds only what changed, and nothing when nothing did', async (t
   m.check('warning only', 'warnings', telemetryDelta(first, first, ['w'])?.warnings, ['w'])
   t.same(m.list, [])
 })
+
+t.test(
+  'a policy file is laid over the defaults; one that cannot be used is a configuration error saying why',
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'gpumesh-policy-'))
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+    const file = (name: string, text: string) => {
+      writeFileSync(join(dir, name), text)
+      return join(dir, name)
+    }
+    const ok = await loadHealthPolicy(
+      file(
+        'ok.json',
+        JSON.stringify({ fatalXids: [79], conditions: { 'pcie-degraded': 'ignore' }, hysteresisSamples: 3 })
+      )
+    )
+    const m = new Mismatches()
+    m.check('override', 'fatal XIDs', [...ok.fatalXids], [79])
+    m.check('override', 'pcie-degraded', ok.conditions['pcie-degraded'], 'ignore')
+    m.check('override', 'others keep their default', ok.conditions['gpu-missing'], 'failed')
+    m.check('override', 'hysteresis', ok.hysteresisSamples, 3)
+    m.check('no file', 'defaults', [...(await loadHealthPolicy(undefined)).fatalXids].length, 10)
+    for (const [name, path, why] of [
+      ['missing file', join(dir, 'none.json'), /cannot read the GPU health policy .*ENOENT/],
+      ['not JSON', file('bad.json', '{fatal'), /cannot read the GPU health policy/],
+      ['a word for an XID', file('word.json', '{"fatalXids":["79"]}'), /is not valid: .*fatalXids/],
+      ['an unknown key', file('key.json', '{"fatalXid":[79]}'), /is not valid/],
+      ['an unknown severity', file('sev.json', '{"conditions":{"gpu-missing":"fatal"}}'), /is not valid/]
+    ] as const) {
+      const err = (await loadHealthPolicy(path).catch((e: unknown) => e)) as {
+        name?: string
+        code?: string
+        message?: string
+      }
+      m.check(
+        name,
+        'error',
+        { name: err.name, code: err.code, says: why.test(err.message ?? '') },
+        {
+          name: 'ConfigError',
+          code: 'ERR_HEALTH_POLICY',
+          says: true
+        }
+      )
+    }
+    t.same(m.list, [])
+  }
+)

@@ -1,7 +1,8 @@
 // The agent daemon's composition: identity and cluster key from the state
 // directory, host facts, the runtime (re-adopting what survived a restart),
-// the mesh node, gossip membership, GPU usage sampling and the control
-// session, plus periodic re-detection. stop() leaves workloads running.
+// the mesh node, gossip membership, GPU telemetry and health (one long-lived
+// nvidia-smi loop and the kernel's XIDs) and the control session, plus
+// periodic re-detection. stop() leaves workloads running.
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ConfigError } from '../common/config-error.js'
@@ -13,8 +14,10 @@ import { loadOrCreateIdentity } from '../common/mesh/identity.js'
 import { createMeshNode, type MeshNode } from '../common/mesh/node.js'
 import type { HostFacts } from '../protocol/host-facts.js'
 import { detect, type DetectOptions } from './detect/detect.js'
-import { findNvidiaSmi, nvidiaSmi } from './detect/nvidia/run.js'
+import { findNvidiaSmi } from './detect/nvidia/run.js'
 import { detectInSubprocess } from './detect/subprocess.js'
+import { GpuMonitor } from './health/gpu-monitor.js'
+import { loadHealthPolicy } from './health/policy.js'
 import { ControlClient } from './mesh/control.js'
 import { Membership } from './mesh/membership.js'
 import { AgentState } from './mesh/state.js'
@@ -24,7 +27,6 @@ import { LogsServer } from './logs/server.js'
 import { SessionRelay } from './session/relay.js'
 import { GatewayRelay } from './gateway/relay.js'
 import type { Runtime } from './runtime/types.js'
-import { UsageSampler } from './usage.js'
 
 export interface AgentOptions {
   stateDir: string
@@ -44,6 +46,8 @@ export interface AgentOptions {
   stopGraceMs?: number
   /** Where placement logs rotate (GPUMESH_PLACEMENT_LOG_MAX_BYTES; default 64 MiB). */
   logMaxBytes?: number
+  /** GPU telemetry and health (docs/health.md): GPUMESH_KMSG, GPUMESH_TELEMETRY_INTERVAL_MS, GPUMESH_HEALTH_POLICY. */
+  telemetry?: { kmsgPath?: string; periodMs?: number; policyFile?: string }
   log: Logger
 }
 
@@ -56,6 +60,8 @@ export interface Agent {
   readiness: ReadinessProber
   logs: LogsServer
   gateway: GatewayRelay
+  /** Per-GPU health and live usage; clearHealth() is the admin's clear. */
+  gpus: GpuMonitor
   facts: () => HostFacts
   /** Resolves when the agent must end for good (its host was revoked; its placements are stopped): exit 78. */
   fatal: Promise<ConfigError>
@@ -67,6 +73,7 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
   const clusterKey = await readClusterKey(o.clusterKeyFile)
   const privateKey = await loadOrCreateIdentity(join(o.stateDir, 'peer.key'))
   const state = await AgentState.load(o.stateDir)
+  const healthPolicy = await loadHealthPolicy(o.telemetry?.policyFile)
   let facts = o.facts ?? (await detectInSubprocess(o.detect))
   const name = o.name ?? facts.hostname
   const started = new Started(o.log)
@@ -116,17 +123,19 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
       new Membership(node, { name, pool: facts.pool.key, gpus: facts.gpus.length }, o.log)
     )
     const binary = o.facts === undefined ? await findNvidiaSmi(o.detect.nvidiaSmi, o.detect.env?.PATH) : null
-    const usage = await started.start(
-      'GPU usage',
-      new UsageSampler(
-        binary === null
-          ? null
-          : nvidiaSmi({
-              binary,
-              timeoutMs: o.detect.timeoutMs,
-              ...(o.detect.env === undefined ? {} : { env: o.detect.env })
-            })
-      )
+    // Simulated hosts (injected facts) and hosts without nvidia-smi have no GPUs of their own to watch.
+    const gpus = await started.start(
+      'GPU telemetry',
+      new GpuMonitor({
+        binary,
+        stateDir: o.stateDir,
+        policy: healthPolicy,
+        gpus: () => facts.gpus,
+        log: o.log,
+        ...(o.detect.env === undefined ? {} : { env: o.detect.env }),
+        ...(o.telemetry?.kmsgPath === undefined ? {} : { kmsgPath: o.telemetry.kmsgPath }),
+        ...(o.telemetry?.periodMs === undefined ? {} : { periodMs: o.telemetry.periodMs })
+      })
     )
     // Before the control session: its hello carries the readiness of what runs.
     const readiness = await started.start('readiness probes', new ReadinessProber({ runtime, log: o.log }))
@@ -143,7 +152,7 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
         agentVersion: o.detect.agentVersion,
         ...(o.joinToken === undefined ? {} : { joinToken: o.joinToken }),
         facts: () => facts,
-        usage: () => usage.current()
+        usage: () => gpus.current()
       })
     )
 
@@ -184,9 +193,10 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
       readiness,
       logs,
       gateway,
+      gpus,
       facts: () => facts,
       fatal: control.fatal,
-      // In reverse: re-detection, control, readiness probes, usage, membership, sessions, the node, the runtime (workloads keep running).
+      // In reverse: re-detection, control, readiness probes, GPU telemetry, membership, logs, gateway, sessions, the node, the runtime (workloads keep running).
       stop: async () => {
         await started.stop()
       }

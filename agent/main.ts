@@ -81,6 +81,9 @@ interface RunFlags extends DetectFlags {
   detectInterval: number
   docker?: string
   placementLogMaxBytes?: number
+  kmsg?: string
+  telemetryIntervalMs?: number
+  healthPolicy?: string
 }
 
 detectOptions(program.command('run', { isDefault: true }))
@@ -135,6 +138,22 @@ detectOptions(program.command('run', { isDefault: true }))
       .env('GPUMESH_PLACEMENT_LOG_MAX_BYTES')
       .argParser(positiveInt)
   )
+  .addOption(
+    new Option('--kmsg <path>', 'kernel messages to follow for GPU XIDs (a regular file is followed like tail -f)')
+      .env('GPUMESH_KMSG')
+      .default('/dev/kmsg')
+  )
+  .addOption(
+    new Option('--telemetry-interval-ms <ms>', 'GPU sampling period of the nvidia-smi loop')
+      .env('GPUMESH_TELEMETRY_INTERVAL_MS')
+      .argParser(positiveInt)
+      .default(5000)
+  )
+  .addOption(
+    new Option('--health-policy <file>', 'GPU health policy (JSON) laid over the defaults; see docs/health.md').env(
+      'GPUMESH_HEALTH_POLICY'
+    )
+  )
   .action(async (o: RunFlags) => {
     const { createLogger, loggerSettings } = await import('../common/log.js')
     const log = createLogger('gpumesh-agent', loggerSettings(process.env))
@@ -162,6 +181,11 @@ detectOptions(program.command('run', { isDefault: true }))
         log,
         ...(o.docker === undefined ? {} : { docker: o.docker }),
         ...(o.placementLogMaxBytes === undefined ? {} : { logMaxBytes: o.placementLogMaxBytes }),
+        telemetry: {
+          ...(o.kmsg === undefined ? {} : { kmsgPath: o.kmsg }),
+          ...(o.telemetryIntervalMs === undefined ? {} : { periodMs: o.telemetryIntervalMs }),
+          ...(o.healthPolicy === undefined ? {} : { policyFile: o.healthPolicy })
+        },
         ...(o.joinToken === undefined ? {} : { joinToken: o.joinToken }),
         ...(o.nodeName === undefined ? {} : { name: o.nodeName })
       })

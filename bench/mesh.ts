@@ -18,7 +18,7 @@
 // /proc/<pid>/status, the largest of one sample a second.
 // Usage: npm run bench -- mesh [cuts=10] [workloads=200] [rate=10] [agents=200] [window=60] [heartbeat=1000]
 // Needs root and iproute2 (network namespaces). Progress goes to stderr, the JSON to stdout.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -42,6 +42,7 @@ import {
 } from '../test/helpers/netns.js'
 import { freePort } from '../test/helpers/redis.js'
 import { percentile, round1 } from './stats.js'
+import { CLK_TCK, cpuTicks, measure } from './lib/proc-usage.js'
 
 const silent = createLogger('bench', { level: 'silent' })
 const TOKEN = 'gmt_bench-mesh-token-0123456789abcdef'
@@ -70,52 +71,6 @@ function options(args: string[]): Options {
 
 function log(line: string): void {
   process.stderr.write(`[mesh ${new Date().toISOString().slice(11, 19)}] ${line}\n`)
-}
-
-// ---------------------------------------------------------------- /proc
-
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100
-
-function cpuTicks(pid: number): { self: number; children: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  // Fields after "(comm)": state is field 3, utime 14, stime 15, cutime 16, cstime 17.
-  const f = stat
-    .slice(stat.lastIndexOf(')') + 2)
-    .split(' ')
-    .map(Number)
-  return { self: (f[11] ?? 0) + (f[12] ?? 0), children: (f[13] ?? 0) + (f[14] ?? 0) }
-}
-
-function rssMb(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-  return Number(m?.[1] ?? NaN) / 1024
-}
-
-interface Usage {
-  cpuPct: number
-  cpuPctWithChildren: number
-  rssMbMax: number
-  rssMbMean: number
-}
-
-/** CPU (% of one core) and RSS of a process over `seconds`. */
-async function measure(pid: number, seconds: number): Promise<Usage> {
-  const t0 = performance.now()
-  const c0 = cpuTicks(pid)
-  const rss: number[] = [rssMb(pid)]
-  for (let i = 0; i < seconds; i++) {
-    await sleep(t0 + (i + 1) * 1000 - performance.now())
-    rss.push(rssMb(pid))
-  }
-  const c1 = cpuTicks(pid)
-  const elapsed = (performance.now() - t0) / 1000
-  const round = (x: number) => Math.round(x * 10) / 10
-  return {
-    cpuPct: round(((c1.self - c0.self) / CLK_TCK / elapsed) * 100),
-    cpuPctWithChildren: round(((c1.self + c1.children - c0.self - c0.children) / CLK_TCK / elapsed) * 100),
-    rssMbMax: round(Math.max(...rss)),
-    rssMbMean: round(rss.reduce((a, b) => a + b, 0) / rss.length)
-  }
 }
 
 // ---------------------------------------------------------------- processes of the root namespace

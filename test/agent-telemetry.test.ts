@@ -1,0 +1,76 @@
+// The agent daemon (`gpumesh-agent run`, a real process) samples its GPUs
+// with the long-lived nvidia-smi loop and its heartbeats carry the values: a
+// change the test writes to the double's values file reaches a coordinator
+// (played by the test) in a heartbeat, from the same nvidia-smi process.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { execa } from 'execa'
+import t from 'tap'
+import type { GpuUsage } from '../protocol/control.js'
+import { eventually } from './helpers/eventually.js'
+import { AGENT } from './helpers/fixtures.js'
+import { idleGpu, valuesMachine, writeGpuValues } from './helpers/gpu-values.js'
+import { agentEnv, scriptedCoordinator } from './helpers/mesh.js'
+
+const HOST_ID = '00000000-0000-4000-8000-0000000000c1'
+
+t.test('heartbeats carry what the nvidia-smi loop samples, as it changes', async (t) => {
+  const heartbeats: GpuUsage[][] = []
+  const { target } = await scriptedCoordinator(t, async (channel) => {
+    const hello = await channel.receive()
+    if (hello?.type !== 'hello') return
+    await channel.send({ v: 1, type: 'welcome', hostId: HOST_ID, epoch: 1, heartbeatMs: 200, placements: [] })
+    for (let f = await channel.receive(); f !== null; f = await channel.receive()) {
+      if (f.type !== 'heartbeat') continue
+      heartbeats.push(f.gpus)
+      await channel.send({ v: 1, type: 'heartbeat-ack', seq: f.seq })
+    }
+  })
+  const gpus = [idleGpu(0), idleGpu(1)]
+  const dir = valuesMachine(gpus)
+  const stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-agent-telemetry-'))
+  const kmsg = join(dir, 'kmsg')
+  writeFileSync(kmsg, '')
+  t.teardown(() => {
+    rmSync(dir, { recursive: true, force: true })
+    rmSync(stateDir, { recursive: true, force: true })
+  })
+  const child = execa(process.execPath, [AGENT], {
+    env: agentEnv({ ...target, joinToken: 'gmj_scripted-coordinator-takes-any' }, stateDir, 'none', {
+      GPUMESH_SMI_FIXTURE: dir,
+      GPUMESH_KMSG: kmsg,
+      GPUMESH_TELEMETRY_INTERVAL_MS: '300',
+      GPUMESH_SMI_LOG: join(dir, 'calls.log'),
+      GPUMESH_NODE_NAME: 'telemetry'
+    }),
+    extendEnv: false,
+    reject: false,
+    timeout: 90_000
+  })
+  t.teardown(async () => {
+    child.kill('SIGTERM')
+    await child
+  })
+  const last = () => heartbeats.at(-1) ?? []
+  await eventually(() => last().length === 2 && last()[1]?.memoryUsedMiB === 0, 45_000, 'heartbeats with both GPUs')
+  gpus[1] = { ...gpus[1], 'utilization.gpu': 64, 'memory.used': 30000 }
+  writeGpuValues(dir, gpus)
+  await eventually(() => last()[1]?.utilizationPct === 64, 15_000, 'the new utilization in a heartbeat')
+  const loops = readFileSync(join(dir, 'calls.log'), 'utf8')
+    .split('\n')
+    .filter((l) => l.includes(' -lms 300'))
+  t.same(
+    { heartbeat: last(), loops: loops.length },
+    {
+      heartbeat: [
+        { index: 0, utilizationPct: 0, memoryUsedMiB: 0 },
+        { index: 1, utilizationPct: 64, memoryUsedMiB: 30000 }
+      ],
+      loops: 1
+    },
+    'both values from one nvidia-smi loop'
+  )
+  child.kill('SIGTERM')
+  t.equal((await child).exitCode, 0, 'exits 0 on SIGTERM, nvidia-smi loop and all')
+})

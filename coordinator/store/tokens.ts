@@ -115,10 +115,12 @@ const lastUsedWritten = new Map<string, number>()
 
 /** The principal a bearer token stands for, or null (unknown or revoked). */
 export async function authenticate(pool: Pool, token: string): Promise<Principal | null> {
-  const { rows } = await pool.query<Principal>(
-    'select id, name, role, endpoints from api_tokens where token_hash = $1 and revoked_at is null',
-    [hashToken(token)]
-  )
+  // A named statement: every API request and every gateway call runs it, and PostgreSQL then plans it once per connection.
+  const { rows } = await pool.query<Principal>({
+    name: 'gpumesh-authenticate',
+    text: 'select id, name, role, endpoints from api_tokens where token_hash = $1 and revoked_at is null',
+    values: [hashToken(token)]
+  })
   const principal = rows[0] ?? null
   // last_used_at is for people auditing tokens: a minute's precision spares a write per request.
   if (principal !== null && Date.now() - (lastUsedWritten.get(principal.id) ?? 0) > LAST_USED_EVERY_MS) {

@@ -34,9 +34,10 @@ t.test('a hanging call is cut at the deadline; the rest still counts', async (t)
     'topo-m.txt.hang': ''
   })
   const started = Date.now()
-  const { facts } = await detectJson(t, dir, { GPUMESH_NVIDIA_SMI_TIMEOUT_MS: '400' })
-  t.ok(Date.now() - started < 10_000, 'detect does not wait for the hung call')
-  t.ok(warned(facts, 'source.failed', 'nvidia-smi topo -m', /no answer within 400 ms/), 'says topo -m timed out')
+  // The deadline leaves the calls that answer time to do so on a loaded machine; the hung one sleeps an hour.
+  const { facts } = await detectJson(t, dir, { GPUMESH_NVIDIA_SMI_TIMEOUT_MS: '3000' })
+  t.ok(Date.now() - started < 60_000, 'detect does not wait for the hung call')
+  t.ok(warned(facts, 'source.failed', 'nvidia-smi topo -m', /no answer within 3000 ms/), 'says topo -m timed out')
   t.equal(facts.gpus.length, 1)
   t.equal(facts.gpus[0]?.name, 'NVIDIA H100 80GB HBM3')
   t.same(facts.gpus[0]?.nvlink, { active: 18, total: 18, bandwidthGBs: 478.116 })

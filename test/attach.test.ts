@@ -80,13 +80,14 @@ t.test('attach: GPU environment, resize, two clients, detach and re-attach, exit
   t.pass(`CUDA_VISIBLE_DEVICES=${gpus} in the terminal`)
 
   one.type('stty size\n')
-  await one.waitFor(/\r\n30 90\r\n/)
+  // The tty echoes typed-ahead input before the prompt: the answer follows a newline or the prompt.
+  await one.waitFor(/(?:\n|\$ )30 90\r\n/)
   t.pass('the terminal has the size given at attach')
   // The resize travels in order with the terminal input (one stream to the holder): the next stty sees it.
   one.resize(132, 41)
   const mark = one.output().length
   one.type('stty size\n')
-  await one.waitFor(/\r\n41 132\r\n/, 10_000, mark)
+  await one.waitFor(/(?:\n|\$ )41 132\r\n/, 10_000, mark)
   t.pass('resize reaches the pty')
 
   const two = await attach(c, w.id)
@@ -406,13 +407,26 @@ t.test('a client that stops reading is dropped with a reason; the session goes o
   const w = await session(t, c, 'dev')
   const slow = await attach(c, w.id)
   slow.ws.pause() // reads nothing more: its output piles up on the way, up to the bounded buffers, then the terminal waits
-  slow.type('head -c 8000000 /dev/zero | tr "\\0" x; echo; echo "end-$((1+2))"\n')
-  await new Promise((resolve) => setTimeout(resolve, STALL_MS + 2000))
+  // Far more than the kernel's socket buffers hold (several MB each way on loopback): the client must fall behind.
+  const total = 64_000_000
+  slow.type(`head -c ${total} /dev/zero | tr "\\0" x; echo; echo "end-$((1+2))"\n`)
+  // The drop is seen from outside: a probe attach counts the attaches to the session; it is alone once the slow one is gone.
+  await eventually(
+    async () => {
+      const probe = await attach(c, w.id)
+      const count = (probe.messages[0] as any).attached as number
+      probe.ws.close()
+      await probe.closed
+      return count === 1
+    },
+    STALL_MS * 4,
+    'the stalled client to be dropped'
+  )
   slow.ws.resume() // it reads again: what was queued for it (bounded), then why it was dropped
   const closed = await slow.closed
   t.equal(closed.code, SESSION_CLOSE.SLOW_CLIENT, `the stalled client was dropped: ${closed.reason}`)
   t.ok(
-    slow.output().length < 8_000_000,
+    slow.output().length < total / 2,
     `it got only what was queued for it when it stalled (${slow.output().length} bytes)`
   )
   const next = await attach(c, w.id)

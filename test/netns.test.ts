@@ -245,13 +245,13 @@ t.test(
         [...agents.keys()].sort(),
         'on all four hosts, so in both pools'
       )
-      t.same(
+      // Running means started: the first line of its log follows a moment later.
+      const silent = () =>
         before
           .filter((p) => !/^serving$/m.test(agent(hostName.get(p.hostId) as string).placementLog(p.id)))
-          .map((p) => p.replica),
-        [],
-        'every replica serves on its host'
-      )
+          .map((p) => p.replica)
+      await waitFor(() => silent().length === 0, 15_000, 'every replica to log "serving"').catch(() => undefined)
+      t.same(silent(), [], 'every replica serves on its host')
     })
 
     const victim = 'l40s-c'

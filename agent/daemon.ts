@@ -152,7 +152,8 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
         agentVersion: o.detect.agentVersion,
         ...(o.joinToken === undefined ? {} : { joinToken: o.joinToken }),
         facts: () => facts,
-        usage: () => gpus.current()
+        usage: () => gpus.current(),
+        telemetry: gpus
       })
     )
 

@@ -6,6 +6,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { HostFacts } from './host-facts.js'
 import { Literals, Nullable } from './schema.js'
 import { SessionSettings } from './session.js'
+import { TelemetryDelta } from './telemetry.js'
 import { Run, Serve } from './workload.js'
 
 export const CONTROL_PROTOCOL = '/gpumesh/control/1'
@@ -101,7 +102,9 @@ export const Heartbeat = Type.Object(
     v: Type.Literal(CONTROL_VERSION),
     type: Type.Literal('heartbeat'),
     seq: Type.Integer({ minimum: 0 }),
-    gpus: Type.Array(GpuUsage)
+    gpus: Type.Array(GpuUsage),
+    /** What changed in the GPUs' health and usage since the last heartbeat of this session (the first: all). */
+    telemetry: Type.Optional(TelemetryDelta)
   },
   { additionalProperties: false }
 )

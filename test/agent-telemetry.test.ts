@@ -7,7 +7,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { execa } from 'execa'
 import t from 'tap'
+import { LiveGpus } from '../coordinator/telemetry/live-gpus.js'
 import type { GpuUsage } from '../protocol/control.js'
+import type { TelemetryDelta } from '../protocol/telemetry.js'
 import { eventually } from './helpers/eventually.js'
 import { AGENT } from './helpers/fixtures.js'
 import { idleGpu, valuesMachine, writeGpuValues } from './helpers/gpu-values.js'
@@ -17,6 +19,9 @@ const HOST_ID = '00000000-0000-4000-8000-0000000000c1'
 
 t.test('heartbeats carry what the nvidia-smi loop samples, as it changes', async (t) => {
   const heartbeats: GpuUsage[][] = []
+  // The telemetry deltas, folded as the coordinator folds them.
+  const live = new LiveGpus()
+  const deltas: TelemetryDelta[] = []
   const { target } = await scriptedCoordinator(t, async (channel) => {
     const hello = await channel.receive()
     if (hello?.type !== 'hello') return
@@ -24,6 +29,10 @@ t.test('heartbeats carry what the nvidia-smi loop samples, as it changes', async
     for (let f = await channel.receive(); f !== null; f = await channel.receive()) {
       if (f.type !== 'heartbeat') continue
       heartbeats.push(f.gpus)
+      if (f.telemetry !== undefined) {
+        deltas.push(f.telemetry)
+        live.apply(HOST_ID, f.telemetry)
+      }
       await channel.send({ v: 1, type: 'heartbeat-ack', seq: f.seq })
     }
   })
@@ -70,6 +79,24 @@ t.test('heartbeats carry what the nvidia-smi loop samples, as it changes', async
       loops: 1
     },
     'both values from one nvidia-smi loop'
+  )
+  const table = live.gpus(HOST_ID)
+  t.same(
+    {
+      fullTables: deltas.filter((d) => d.full).length,
+      gpus: table.map((g) => ({ index: g.index, health: g.health.state, util: g.usage?.utilizationPct })),
+      // The delta that brought GPU 1's new utilization names only GPU 1: GPU 0 did not change.
+      changeNamed: deltas.find((d) => d.gpus.some((g) => g.usage?.utilizationPct === 64))?.gpus.map((g) => g.index)
+    },
+    {
+      fullTables: 1,
+      gpus: [
+        { index: 0, health: 'healthy', util: 0 },
+        { index: 1, health: 'healthy', util: 64 }
+      ],
+      changeNamed: [1]
+    },
+    'the deltas rebuild the table: one whole table first, then only what changed'
   )
   child.kill('SIGTERM')
   t.equal((await child).exitCode, 0, 'exits 0 on SIGTERM, nvidia-smi loop and all')

@@ -27,6 +27,7 @@ import {
 } from '../../protocol/control.js'
 import type { HostFacts } from '../../protocol/host-facts.js'
 import type { Runtime } from '../runtime/types.js'
+import type { TelemetryDelta } from '../../protocol/telemetry.js'
 import type { ReadinessSource } from '../serve/readiness.js'
 import type { AgentState } from './state.js'
 
@@ -52,6 +53,8 @@ export interface ControlOptions {
   joinToken?: string
   facts: () => HostFacts
   usage: () => GpuUsage[]
+  /** GPU health and usage as deltas: the first heartbeat of a session carries the whole table. */
+  telemetry?: { delta: () => TelemetryDelta | null; resetReport: () => void }
 }
 
 type Channel = FrameChannel<typeof CoordinatorFrame, typeof AgentFrame>
@@ -223,6 +226,7 @@ export class ControlClient implements Startable {
         await this.reconcile(frame.placements)
         await this.saveState(channel, { hostId: frame.hostId, epoch: frame.epoch })
         let seq = 0
+        this.o.telemetry?.resetReport()
         const silenceMs = agentSilenceMs(frame.heartbeatMs)
         this.heartbeat = setInterval(() => {
           // A partition leaves the TCP connection open, in retransmission backoff, for minutes:
@@ -235,7 +239,17 @@ export class ControlClient implements Startable {
             return
           }
           this.lastProgress = Date.now()
-          void channel.send({ v: 1, type: 'heartbeat', seq: seq++, gpus: this.o.usage() }).catch(() => {})
+          const telemetry = this.o.telemetry?.delta() ?? null
+          // A heartbeat lost with its delta means a broken session: the next one starts from the whole table.
+          void channel
+            .send({
+              v: 1,
+              type: 'heartbeat',
+              seq: seq++,
+              gpus: this.o.usage(),
+              ...(telemetry === null ? {} : { telemetry })
+            })
+            .catch(() => {})
           if (this.unsaved !== null) void this.saveState(channel, this.unsaved)
         }, frame.heartbeatMs)
         log.info(

@@ -17,6 +17,7 @@ import { AgentFrame, CLUSTER_TOPIC, CONTROL_PROTOCOL, CoordinatorFrame, poolTopi
 import type { Notifier } from '../events/notifier.js'
 import type { Pool } from '../store/db.js'
 import { touchHosts } from '../store/hosts.js'
+import { LiveGpus } from '../telemetry/live-gpus.js'
 import { Dispatcher } from './dispatcher.js'
 import { REVOKED_MESSAGE } from './enroll.js'
 import { Liveness } from './liveness.js'
@@ -32,6 +33,8 @@ export interface MeshServerOptions {
   probeTimeoutMs?: number
   /** How long a host whose agent closed its connection is waited for before it may be declared down. */
   agentGraceMs?: number
+  /** Where the agents' GPU telemetry deltas are folded into tables; one per coordinator process. */
+  liveGpus?: LiveGpus
 }
 
 const TOUCH_EVERY_MS = 5000
@@ -47,6 +50,7 @@ export class MeshServer {
   private liveness!: Liveness
   private touch: Loop | undefined
   readonly heartbeatMs: number
+  readonly liveGpus: LiveGpus
 
   constructor(
     private readonly pool: Pool,
@@ -55,6 +59,7 @@ export class MeshServer {
     private readonly o: MeshServerOptions
   ) {
     this.heartbeatMs = o.heartbeatMs ?? 1000
+    this.liveGpus = o.liveGpus ?? new LiveGpus()
   }
 
   get peerId(): string {
@@ -121,7 +126,8 @@ export class MeshServer {
           unregister: (s) => {
             if (this.sessions.get(s.hostId) === s) this.sessions.delete(s.hostId)
           },
-          addresses: (peerId) => this.addressesOf(peerId)
+          addresses: (peerId) => this.addressesOf(peerId),
+          liveGpus: this.liveGpus
         })
         void session.run()
       },
@@ -186,6 +192,7 @@ export class MeshServer {
   private async revoke(peerId: string, hostId: string): Promise<void> {
     this.denied.add(peerId)
     this.liveness.forget(hostId)
+    this.liveGpus.forget(hostId)
     const session = this.sessions.get(hostId)
     if (session?.peerId === peerId) await session.close('ERR_REVOKED', REVOKED_MESSAGE)
     await this.cutOff(peerId)

@@ -18,6 +18,7 @@ import type { Pool } from '../store/db.js'
 import { assignmentsOfHost } from '../store/assignments.js'
 import { setHostCondition } from '../store/hosts.js'
 import { recordStatus } from '../store/lifecycle.js'
+import type { LiveGpus } from '../telemetry/live-gpus.js'
 import { enroll, EnrollError, updateFacts } from './enroll.js'
 import type { Liveness, Probeable } from './liveness.js'
 
@@ -32,6 +33,7 @@ export interface SessionHost {
   register: (s: AgentSession) => void
   unregister: (s: AgentSession) => void
   addresses: (peerId: string) => Promise<string[]>
+  liveGpus: LiveGpus
 }
 
 export class AgentSession implements Probeable {
@@ -123,6 +125,7 @@ export class AgentSession implements Probeable {
         switch (frame.type) {
           case 'heartbeat':
             this.gpus = frame.gpus
+            if (frame.telemetry !== undefined) this.host.liveGpus.apply(hostId, frame.telemetry)
             this.host.liveness.heard(this)
             if (Date.now() - this.lastSent >= ACK_AFTER_MS)
               void this.sendNow({ v: 1, type: 'heartbeat-ack', seq: frame.seq }).catch(() => {})

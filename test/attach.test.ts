@@ -1,10 +1,8 @@
 // Session attach end to end, every part real: a coordinator on embedded
 // PostgreSQL, agents over libp2p on 127.0.0.1, the pty holder, WebSocket
 // clients and the gpumesh CLI. Each session is `sh` in a pseudo-terminal.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { request as httpsRequest } from 'node:https'
 import { connect } from 'node:net'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { execa } from 'execa'
 import type { FastifyRequest } from 'fastify'
@@ -20,6 +18,7 @@ import { ROOT } from './helpers/fixtures.js'
 import { bareNode, clusterKeyOf, joinedAgents, startTestAgent, type TestAgent } from './helpers/mesh.js'
 import { Mismatches } from './helpers/mismatches.js'
 import { endAtTeardown } from './helpers/process.js'
+import { selfSignedCert } from './helpers/tls.js'
 import { attach, attachRefused } from './helpers/ws.js'
 
 const POOL = 'h100-80gb-8x-nvlink'
@@ -435,30 +434,7 @@ t.test('a client that stops reading is dropped with a reason; the session goes o
 })
 
 t.test('TLS: the API and attach over https/wss; plain ws only from loopback unless allowed', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'gpumesh-tls-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const cert = join(dir, 'cert.pem')
-  const key = join(dir, 'key.pem')
-  await execa('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:prime256v1',
-    '-nodes',
-    '-days',
-    '1',
-    '-subj',
-    '/CN=gpumesh-test',
-    '-addext',
-    'subjectAltName=IP:127.0.0.1',
-    '-keyout',
-    key,
-    '-out',
-    cert
-  ])
-  const ca = readFileSync(cert)
+  const { certFile: cert, keyFile: key, ca } = await selfSignedCert(t)
   const c: TestCoordinator = await startTestCoordinator(t, { tls: { certFile: cert, keyFile: key } })
   t.match(c.api, /^https:\/\/127\.0\.0\.1:\d+$/, 'the API is served over https')
   const call = async (method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> =>

@@ -88,9 +88,28 @@ async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerRespon
       deps.log.error({ err: (err as Error).message, endpoint }, 'gateway: call failed')
       sendGatewayProblem(res, new GatewayError('BAD_GATEWAY', 'the gateway failed to forward the call'), instance)
     }
-    // A refused call's body is not read: close the connection rather than drain an upload nobody wants.
-    if (!req.complete) res.once('finish', () => req.socket.destroy())
+    if (!req.complete) res.once('finish', () => lingerThenClose(req))
   }
+}
+
+/** How long the rest of a refused call's body is read and dropped before its connection is closed. */
+const LINGER_MS = 2000
+
+/**
+ * A refused call's body is not wanted, but closing at once with it unread
+ * resets the connection, and a reset can discard the answer at the client
+ * before it reads it: read and drop the rest for a moment (nginx's lingering
+ * close), keeping the connection if the body ends in that time.
+ */
+function lingerThenClose(req: IncomingMessage): void {
+  if (req.complete || req.socket.destroyed) return
+  const timer = setTimeout(() => req.socket.destroy(), LINGER_MS)
+  timer.unref()
+  req.once('end', () => clearTimeout(timer))
+  req.socket.once('close', () => clearTimeout(timer))
+  // The forwarder's reader paused at the limit; nothing more goes anywhere.
+  req.removeAllListeners('data')
+  req.resume()
 }
 
 export function createGatewayServer(deps: GatewayDeps, https?: { cert: Buffer; key: Buffer }): Server {

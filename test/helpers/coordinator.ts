@@ -1,7 +1,8 @@
 // A coordinator in this process on a fresh database, an API client for it,
 // and hosts registered from fixture machines (facts detected through the
 // nvidia-smi double, then registered by the function the mesh will call).
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Test } from 'tap'
@@ -95,15 +96,18 @@ export async function startTestCoordinator(t: Test, options: TestCoordinatorOpti
     await stop()
     if (options.stateDir === undefined) rmSync(stateDir, { recursive: true, force: true })
   })
+  // With TLS the test's own certificate is the one CA trusted (fetch has no per-call CA).
+  const ca = options.tls === undefined ? null : readFileSync(options.tls.certFile)
   const call: TestCoordinator['call'] = async (method, path, body, token = ADMIN_TOKEN) => {
     const headers: Record<string, string> = {}
     if (token !== null) headers.authorization = `Bearer ${token}`
     if (body !== undefined) headers['content-type'] = 'application/json'
-    const r = await fetch(c.api + path, {
+    const init = {
       method,
       headers,
       ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) })
-    })
+    }
+    const r = ca === null ? await fetch(c.api + path, init) : await httpsFetch(c.api + path, init, ca)
     const text = await r.text()
     let parsed: unknown = text
     try {
@@ -152,4 +156,28 @@ export async function workloadWhen(
     ms,
     what
   )
+}
+
+/** fetch()'s answer over https with one trusted CA (node:https). */
+async function httpsFetch(
+  url: string,
+  init: { method: string; headers: Record<string, string>; body?: string },
+  ca: Buffer
+): Promise<{ status: number; headers: Headers; text: () => Promise<string> }> {
+  return await new Promise((resolve, reject) => {
+    const req = httpsRequest(url, { method: init.method, headers: init.headers, ca }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (d: Buffer) => chunks.push(d))
+      res.on('error', reject)
+      res.on('end', () => {
+        const headers = new Headers()
+        for (const [k, v] of Object.entries(res.headers))
+          if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(', ') : v)
+        const text = Buffer.concat(chunks).toString('utf8')
+        resolve({ status: res.statusCode ?? 0, headers, text: async () => text })
+      })
+    })
+    req.on('error', reject)
+    req.end(init.body)
+  })
 }

@@ -3,6 +3,7 @@
 // replica (helpers/replica.ts) brought to ready.
 import { readdirSync, readFileSync } from 'node:fs'
 import { request, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http'
+import { request as httpsRequest } from 'node:https'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import type { Test } from 'tap'
@@ -19,6 +20,8 @@ export interface GatewayAnswer {
   text: string
   /** The body as JSON, or undefined when it is not JSON. */
   json: any
+  /** false when the connection ended before the whole response (the gateway cut it). */
+  complete: boolean
 }
 
 export interface CallOptions {
@@ -26,6 +29,8 @@ export interface CallOptions {
   token?: string | null
   headers?: OutgoingHttpHeaders
   body?: string | Buffer | Readable
+  /** The CA to trust for an https gateway. */
+  ca?: Buffer
 }
 
 /** One call through the gateway, its whole answer read. */
@@ -39,20 +44,29 @@ export async function gatewayCall(
   const token = o.token === undefined ? ADMIN_TOKEN : o.token
   const headers: OutgoingHttpHeaders = { ...(token === null ? {} : { authorization: `Bearer ${token}` }), ...o.headers }
   return await new Promise((resolve, reject) => {
-    const req = request(url, { method, headers }, (res) => {
+    const send = url.protocol === 'https:' ? httpsRequest : request
+    const req = send(url, { method, headers, ...(o.ca === undefined ? {} : { ca: o.ca }) }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('error', reject)
-      res.on('end', () => {
+      // A response cut midway ends in 'error' (aborted) and 'close', no 'end': what arrived is the answer.
+      res.on('error', () => {})
+      res.on('close', () => {
         const text = Buffer.concat(chunks).toString('utf8')
         let json: unknown
         try {
           json = JSON.parse(text)
         } catch {}
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json })
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json, complete: res.complete })
       })
     })
-    req.on('error', reject)
+    // A refused upload: the answer may come while the body is still being written, and the write then fails.
+    let answered = false
+    req.once('response', () => {
+      answered = true
+    })
+    req.on('error', (err) => {
+      if (!answered) reject(err)
+    })
     const body = o.body
     if (body === undefined) req.end()
     else if (typeof body === 'string' || Buffer.isBuffer(body)) req.end(body)

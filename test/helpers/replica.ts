@@ -7,6 +7,8 @@
 //   ANY  /echo...         200 JSON: method, url, headers, bytes and sha256 of the body, placement, pid
 //   GET  /sse?n=5&ms=200  text/event-stream: n events `data: {"i":k}` one every ms, then `data: [DONE]`
 //   GET  /hang            sends headers, then nothing until the client goes; counts aborts at /stats
+//   GET  /silent          sends nothing at all (no headers) until the client goes; counts aborts at /stats
+//   GET  /bytes?n=N       200 with N bytes of "x" (content-length N), written in 64 KiB pieces
 //   GET  /stats           JSON: requests seen, aborted requests, /health requests seen and failures still to come
 //   POST /v1/chat/completions, /v1/completions, /v1/embeddings, GET /v1/models
 //                         OpenAI-format answers (chat streams chunks when the body says stream: true)
@@ -60,6 +62,19 @@ async function sse(req: IncomingMessage, res: ServerResponse, url: URL): Promise
     await sleep(ms)
   }
   res.end('data: [DONE]\n\n')
+}
+
+async function bytes(res: ServerResponse, n: number): Promise<void> {
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': n })
+  const piece = Buffer.alloc(64 * 1024, 'x')
+  for (let left = n; left > 0 && !res.destroyed; left -= piece.length) {
+    if (!res.write(left >= piece.length ? piece : piece.subarray(0, left)))
+      await new Promise((resolve) => {
+        res.once('drain', resolve)
+        res.once('close', resolve)
+      })
+  }
+  res.end()
 }
 
 async function openai(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
@@ -159,6 +174,13 @@ const server = createServer((req, res) => {
     })
     return
   }
+  if (url.pathname === '/silent') {
+    req.on('close', () => {
+      stats.aborted++
+    })
+    return
+  }
+  if (url.pathname === '/bytes') return done(bytes(res, Number(url.searchParams.get('n') ?? 0)))
   if (url.pathname.startsWith('/v1/')) return done(openai(req, res, url.pathname))
   json(res, 404, { error: `no route ${url.pathname}` })
 })

@@ -5,12 +5,11 @@
 import t, { type Test } from 'tap'
 import { SERVE_PORTS } from '../protocol/control.js'
 import { eventually, startTestCoordinator, type TestCoordinator, workloadWhen } from './helpers/coordinator.js'
-import { REPLICA_COMMAND } from './helpers/fixtures.js'
+import { createEndpoint } from './helpers/gateway.js'
 import { joinedAgents, placementLog, startTestAgent, type TestAgent } from './helpers/mesh.js'
 import { Mismatches } from './helpers/mismatches.js'
 
 const MACHINE = 'h100-8x-nv18-nics'
-const POOL = 'h100-80gb-8x-nvlink'
 
 interface EventRow {
   type: string
@@ -31,27 +30,6 @@ async function events(c: TestCoordinator, workloadId: string): Promise<EventRow[
 /** The ready/unready events of one placement, as their types' last word ('ready', 'unready'). */
 const readiness = (all: EventRow[], placement: string) =>
   all.filter((e) => e.placement === placement && /^placement\.(un)?ready$/.test(e.type)).map((e) => e.type.slice(10))
-
-async function endpoint(
-  c: TestCoordinator,
-  name: string,
-  replicas: number,
-  env: Record<string, string>,
-  serve?: unknown,
-  command = REPLICA_COMMAND
-): Promise<string> {
-  const r = await c.call('POST', '/v1/workloads', {
-    name,
-    kind: 'endpoint',
-    replicas,
-    gpus: 1,
-    pools: [POOL],
-    run: { driver: 'process', command, env },
-    ...(serve === undefined ? {} : { serve })
-  })
-  if (r.status !== 201) throw new Error(`create ${name}: ${r.status} ${JSON.stringify(r.body)}`)
-  return r.body.id as string
-}
 
 async function oneAgent(t: Test): Promise<{ c: TestCoordinator; agent: TestAgent }> {
   const c = await startTestCoordinator(t)
@@ -75,8 +53,11 @@ t.test(
   'ready only once /health answers; a port per replica, in its PORT; without a probe: ready when running',
   async (t) => {
     const { c, agent } = await oneAgent(t)
-    const chat = await endpoint(c, 'chat', 2, { REPLICA_READY_DELAY_MS: '3000' }, { readiness: probe })
-    const plain = await endpoint(c, 'plain', 1, {})
+    const chat = await createEndpoint(c, 'chat', 2, {
+      env: { REPLICA_READY_DELAY_MS: '3000' },
+      serve: { readiness: probe }
+    })
+    const plain = await createEndpoint(c, 'plain', 1)
 
     // Each replica is seen running and not ready while its /health answers 503.
     const unready = new Set<string>()
@@ -145,7 +126,7 @@ t.test(
   'unready after failureThreshold failures in a row, ready again; after an agent restart it is probed again',
   async (t) => {
     const { c, agent } = await oneAgent(t)
-    const id = await endpoint(c, 'chat', 1, {}, { readiness: { ...probe, failureThreshold: 3 } })
+    const id = await createEndpoint(c, 'chat', 1, { serve: { readiness: { ...probe, failureThreshold: 3 } } })
     const w = await workloadWhen(c, id, (w) => live(w)[0]?.ready === true, 30_000, 'the replica ready')
     const { id: placement, port } = live(w)[0]
     const mine = (w: any) => w.placements.find((p: any) => p.id === placement)
@@ -188,12 +169,12 @@ t.test('never ready within startupSeconds: stopped, failed with the reason, plac
   const cases = [
     {
       name: 'refuses',
-      id: await endpoint(c, 'refuses', 1, { REPLICA_NEVER_READY: '1' }, serve),
+      id: await createEndpoint(c, 'refuses', 1, { env: { REPLICA_NEVER_READY: '1' }, serve }),
       reason: /^not ready after 2 s: GET \/health answered 503$/
     },
     {
       name: 'deaf',
-      id: await endpoint(c, 'deaf', 1, {}, serve, ['sleep', '600']),
+      id: await createEndpoint(c, 'deaf', 1, { serve, command: ['sleep', '600'] }),
       reason: /^not ready after 2 s: GET \/health: connection refused$/
     }
   ]

@@ -18,7 +18,7 @@ import {
   workloadWhen
 } from './helpers/coordinator.js'
 import { REPLICA_COMMAND, ROOT } from './helpers/fixtures.js'
-import { gatewayCall, killPlacement, readyEndpoint } from './helpers/gateway.js'
+import { createEndpoint, gatewayCall, killPlacement, readyEndpoint } from './helpers/gateway.js'
 import { joinToken, startTestAgent } from './helpers/mesh.js'
 import { Mismatches } from './helpers/mismatches.js'
 import { alive } from './helpers/process.js'
@@ -65,19 +65,6 @@ async function cluster(t: Test): Promise<{ c: TestCoordinator; drained: string[]
   endReplicasAtTeardown(t, agent)
   await eventually(() => agent.control.hostId !== null, 10_000, 'gpu-a to join')
   return { c, drained }
-}
-
-async function createEndpoint(c: TestCoordinator, name: string, replicas: number, env: Record<string, string>) {
-  const r = await c.call('POST', '/v1/workloads', {
-    name,
-    kind: 'endpoint',
-    replicas,
-    gpus: 1,
-    pools: [POOL],
-    run: run(env)
-  })
-  if (r.status !== 201) throw new Error(`create ${name}: ${r.status} ${JSON.stringify(r.body)}`)
-  return r.body.id as string
 }
 
 const active = (w: any): any[] =>
@@ -142,7 +129,7 @@ async function lastEventId(c: TestCoordinator): Promise<number> {
 
 t.test('scale 1 -> 3 -> 1: replicas really start, and the newest ones are drained and stopped', async (t) => {
   const { c, drained } = await cluster(t)
-  const id = await createEndpoint(c, 'chat', 1, { ROLL: 'one' })
+  const id = await createEndpoint(c, 'chat', 1, { env: { ROLL: 'one' } })
   const first = active(await serving(c, id, 1))[0]
   const firstPid = (await echo(first)).pid
   const cli = (args: string[]) => workloadsCli(c, args)
@@ -192,9 +179,40 @@ t.test('scale 1 -> 3 -> 1: replicas really start, and the newest ones are draine
   )
 })
 
+t.test('scale down removes an unready replica before any ready one, even the oldest', async (t) => {
+  const { c } = await cluster(t)
+  const id = await createEndpoint(c, 'picky', 3, { serve: { readiness: { path: '/health', periodSeconds: 1 } } })
+  const three = active(await serving(c, id, 3)).sort((a, b) => a.replica - b.replica)
+  const oldest = three[0]
+  // The oldest replica's /health fails from now on: it turns unready, and is the one scale-down picks.
+  await fetch(`http://127.0.0.1:${oldest.port}/control/fail-health`, { method: 'POST' })
+  await workloadWhen(
+    c,
+    id,
+    (w) => w.placements.some((p: any) => p.id === oldest.id && p.state === 'running' && !p.ready),
+    30_000,
+    'the oldest replica to be unready'
+  )
+  const down = await c.call('PATCH', `/v1/workloads/${id}`, { replicas: 2 })
+  const two = active(await serving(c, id, 2))
+  const gone = (await c.call('GET', `/v1/workloads/${id}`)).body.placements.find((p: any) => p.id === oldest.id)
+  t.same(
+    { status: down.status, kept: two.map((p) => p.id).sort(), removed: `${gone?.state}: ${gone?.reason}` },
+    {
+      status: 200,
+      kept: three
+        .slice(1)
+        .map((p) => p.id)
+        .sort(),
+      removed: 'stopped: scaled down'
+    },
+    'the unready replica went, both ready ones stayed'
+  )
+})
+
 t.test('a roll to a new env completes, one replica at a time, never with fewer ready replicas', async (t) => {
   const { c, drained } = await cluster(t)
-  const id = await createEndpoint(c, 'roll', 2, { ROLL: 'one' })
+  const id = await createEndpoint(c, 'roll', 2, { env: { ROLL: 'one' } })
   const before = active(await serving(c, id, 2))
   const mark = await lastEventId(c)
   const dir = mkdtempSync(join(tmpdir(), 'gpumesh-roll-'))
@@ -249,7 +267,7 @@ t.test('a roll to a new env completes, one replica at a time, never with fewer r
 
 t.test('a roll to a replica that never becomes ready stops, and the old replicas keep serving', async (t) => {
   const { c } = await cluster(t)
-  const id = await createEndpoint(c, 'steady', 2, { ROLL: 'one' })
+  const id = await createEndpoint(c, 'steady', 2, { env: { ROLL: 'one' } })
   const before = active(await serving(c, id, 2))
   const patch = await c.call('PATCH', `/v1/workloads/${id}`, {
     run: run({ ROLL: 'two', REPLICA_NEVER_READY: '1' }),
@@ -356,7 +374,7 @@ t.test('a roll goes on under a new leader: its state is in PostgreSQL, not in th
   endReplicasAtTeardown(t, agent)
   await eventually(() => agent.control.hostId !== null, 10_000, 'gpu-a to join')
   await eventually(() => first.leadership.leader, 10_000, 'the first coordinator to lead')
-  const id = await createEndpoint(first, 'failover', 2, { ROLL: 'one' })
+  const id = await createEndpoint(first, 'failover', 2, { env: { ROLL: 'one' } })
   const before = active(await serving(first, id, 2))
   const patch = await second.call('PATCH', `/v1/workloads/${id}`, { run: run({ ROLL: 'two' }) })
   await first.stop()

@@ -74,6 +74,26 @@ export async function gatewayCall(
   })
 }
 
+/** Creates an endpoint of the serving tests' replica (or `command`) in SERVE_POOL, one GPU a replica; returns its id. */
+export async function createEndpoint(
+  c: TestCoordinator,
+  name: string,
+  replicas: number,
+  o: { env?: Record<string, string>; serve?: unknown; command?: string[] } = {}
+): Promise<string> {
+  const r = await c.call('POST', '/v1/workloads', {
+    name,
+    kind: 'endpoint',
+    replicas,
+    gpus: 1,
+    pools: [SERVE_POOL],
+    run: { driver: 'process', command: o.command ?? REPLICA_COMMAND, ...(o.env === undefined ? {} : { env: o.env }) },
+    ...(o.serve === undefined ? {} : { serve: o.serve })
+  })
+  if (r.status !== 201) throw new Error(`create ${name}: ${r.status} ${JSON.stringify(r.body)}`)
+  return r.body.id as string
+}
+
 export interface ReadyEndpoint {
   id: string
   /** Placement ids of its ready replicas. */
@@ -89,17 +109,7 @@ export async function readyEndpoint(
   replicas: number,
   extra: { env?: Record<string, string>; serve?: unknown } = {}
 ): Promise<ReadyEndpoint> {
-  const r = await c.call('POST', '/v1/workloads', {
-    name,
-    kind: 'endpoint',
-    replicas,
-    gpus: 1,
-    pools: [SERVE_POOL],
-    run: { driver: 'process', command: REPLICA_COMMAND, ...(extra.env === undefined ? {} : { env: extra.env }) },
-    ...(extra.serve === undefined ? {} : { serve: extra.serve })
-  })
-  if (r.status !== 201) throw new Error(`create ${name}: ${r.status} ${JSON.stringify(r.body)}`)
-  const id = r.body.id as string
+  const id = await createEndpoint(c, name, replicas, extra)
   // Replicas outlive their agents by design: the test's own end with it, every one it started.
   t.teardown(() => killWorkload(agents, id))
   const placements = await eventually(

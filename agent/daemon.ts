@@ -124,6 +124,8 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
     )
     const binary = o.facts === undefined ? await findNvidiaSmi(o.detect.nvidiaSmi, o.detect.env?.PATH) : null
     // Simulated hosts (injected facts) and hosts without nvidia-smi have no GPUs of their own to watch.
+    // A health change goes out in a heartbeat at once (the control session starts after this).
+    let control: ControlClient | undefined
     const gpus = await started.start(
       'GPU telemetry',
       new GpuMonitor({
@@ -131,6 +133,7 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
         stateDir: o.stateDir,
         policy: healthPolicy,
         gpus: () => facts.gpus,
+        onHealthChange: () => control?.heartbeatNow(),
         log: o.log,
         ...(o.detect.env === undefined ? {} : { env: o.detect.env }),
         ...(o.telemetry?.kmsgPath === undefined ? {} : { kmsgPath: o.telemetry.kmsgPath }),
@@ -139,7 +142,7 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
     )
     // Before the control session: its hello carries the readiness of what runs.
     const readiness = await started.start('readiness probes', new ReadinessProber({ runtime, log: o.log }))
-    const control = await started.start(
+    control = await started.start(
       'control session',
       new ControlClient({
         node,
@@ -153,7 +156,8 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
         ...(o.joinToken === undefined ? {} : { joinToken: o.joinToken }),
         facts: () => facts,
         usage: () => gpus.current(),
-        telemetry: gpus
+        telemetry: gpus,
+        clearHealth: async (index) => await gpus.clearHealth(index)
       })
     )
 

@@ -1,6 +1,6 @@
 // How API resources look to people. Scripts use --json, which prints the
 // resources exactly as the API sent them, so nothing here is a contract.
-import type { Event, Host, Placement, Pool, TokenInfo, Workload } from '../protocol/api.js'
+import type { Event, Host, HostGpu, Placement, Pool, TokenInfo, Workload } from '../protocol/api.js'
 import { renderFacts } from '../common/render-facts.js'
 import { table } from '../common/table.js'
 
@@ -55,13 +55,14 @@ function fields(rows: Array<[string, string | number | null]>): string {
 
 export function hostsTable(hosts: Host[], now = Date.now()): string {
   return `${table(
-    ['ID', 'NAME', 'POOL', 'STATE', 'GPUS FREE', 'AGENT', 'LAST SEEN'],
+    ['ID', 'NAME', 'POOL', 'STATE', 'GPUS FREE', 'GPU HEALTH', 'AGENT', 'LAST SEEN'],
     hosts.map((h) => [
       shortId(h.id),
       h.name,
       h.pool,
       h.state,
       `${h.freeGpus.length}/${h.gpuCount}`,
+      gpuHealthSummary(h.gpus),
       h.agentVersion,
       `${ago(h.lastSeenAt, now)} ago`
     ])
@@ -81,7 +82,38 @@ export function hostDetail(h: Host, now = Date.now()): string {
     ['Registered', when(h.registeredAt)],
     ['Last seen', `${when(h.lastSeenAt)} (${ago(h.lastSeenAt, now)} ago)`]
   ])
-  return `${head}\n\n${withBlock('Facts', renderFacts(h.facts))}`
+  const gpus = h.gpus.length === 0 ? '' : `${withBlock('GPUs', gpuTable(h.gpus))}\n`
+  return `${head}\n\n${gpus}${withBlock('Facts', renderFacts(h.facts))}`
+}
+
+/** "ok", or which GPUs are failed or degraded ("failed 3; degraded 1,5"); "-" before any agent reported. */
+export function gpuHealthSummary(gpus: HostGpu[]): string {
+  if (gpus.every((g) => g.health === null)) return '-'
+  const of = (state: string) => gpus.filter((g) => g.health?.state === state).map((g) => g.index)
+  const parts = (['failed', 'degraded'] as const).flatMap((s) => {
+    const list = of(s)
+    return list.length === 0 ? [] : [`${s} ${list.join(',')}`]
+  })
+  return parts.length === 0 ? 'ok' : parts.join('; ')
+}
+
+const num = (v: number | null | undefined, unit: string, digits = 0): string =>
+  v === null || v === undefined ? '-' : `${v.toFixed(digits)}${unit}`
+
+function gpuTable(gpus: HostGpu[]): string {
+  return table(
+    ['GPU', 'MODEL', 'HEALTH', 'REASONS', 'UTIL', 'MEM USED', 'TEMP', 'POWER'],
+    gpus.map((g) => [
+      g.index,
+      g.model,
+      g.health?.state ?? '-',
+      g.health === null || g.health.reasons.length === 0 ? '-' : g.health.reasons.join(','),
+      num(g.usage?.utilizationPct, '%'),
+      num(g.usage?.memoryUsedMiB, ' MiB'),
+      num(g.usage?.temperatureC, ' C'),
+      num(g.usage?.powerW, ' W', 1)
+    ])
+  )
 }
 
 function labels(l: Record<string, string>): string | null {

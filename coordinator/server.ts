@@ -215,6 +215,7 @@ export async function startCoordinator(options: CoordinatorOptions, log: Logger)
       log,
       attach,
       logs: attach.deps,
+      gpus: { live: mesh.liveGpus, clearHealth: mesh.clearHealth.bind(mesh) },
       ...(https === undefined ? {} : { https }),
       ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs })
     })

@@ -4,6 +4,7 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { HostFacts } from './host-facts.js'
 import { Literals, Nullable } from './schema.js'
+import { GpuHealth, GpuLiveUsage } from './telemetry.js'
 import { NAME_PATTERN, POOL_KEY_PATTERN, Run, Serve, WorkloadSpec } from './workload.js'
 
 const Timestamp = Type.String({ format: 'date-time' })
@@ -39,6 +40,19 @@ export const WorkloadState = Literals('pending', 'placed', 'completed', 'failed'
 /** `invoke` tokens call the endpoints they name through the gateway and nothing else. */
 export const Role = Literals('admin', 'operator', 'viewer', 'invoke')
 
+/** One GPU of a host: what its facts say, its health as stored, and its live usage. */
+export const HostGpu = Type.Object({
+  index: Type.Integer({ minimum: 0 }),
+  /** As nvidia-smi names it (facts). */
+  model: Nullable(Type.String()),
+  uuid: Nullable(Type.String()),
+  pciBusId: Nullable(Type.String()),
+  /** As its agent last reported it (docs/health.md); null until it has (no agent yet, or an agent that does not report health). */
+  health: Nullable(GpuHealth),
+  /** Live usage as the agent's last heartbeat to this coordinator gave it; null when this coordinator has none. */
+  usage: Nullable(GpuLiveUsage)
+})
+
 export const Host = Type.Object({
   id: Uuid,
   name: Type.String(),
@@ -53,6 +67,8 @@ export const Host = Type.Object({
   lastSeenAt: Timestamp,
   /** What its agent reported and is still true (disk-full: it cannot write its state directory). */
   conditions: Type.Array(Type.Object({ type: Type.String(), detail: Type.String(), since: Timestamp })),
+  /** Every GPU with its health and usage; failed GPUs are never in `freeGpus` (the scheduler does not place on them). */
+  gpus: Type.Array(HostGpu),
   facts: HostFacts
 })
 
@@ -247,6 +263,7 @@ export type HostState = Static<typeof HostState>
 export type PoolKind = Static<typeof PoolKind>
 export type Role = Static<typeof Role>
 export type Host = Static<typeof Host>
+export type HostGpu = Static<typeof HostGpu>
 export type Pool = Static<typeof Pool>
 export type PoolPatch = Static<typeof PoolPatch>
 export type Placement = Static<typeof Placement>

@@ -6,7 +6,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { HostFacts } from './host-facts.js'
 import { Literals, Nullable } from './schema.js'
 import { SessionSettings } from './session.js'
-import { TelemetryDelta } from './telemetry.js'
+import { GpuHealth, TelemetryDelta } from './telemetry.js'
 import { Run, Serve } from './workload.js'
 
 export const CONTROL_PROTOCOL = '/gpumesh/control/1'
@@ -167,7 +167,29 @@ export const Condition = Type.Object(
   { additionalProperties: false }
 )
 
-export const AgentFrame = Type.Union([Hello, Heartbeat, Status, FactsUpdate, ProbeResult, Goodbye, Condition])
+/** The agent's answer to a clear-health: the GPU's health after the clear, or why it could not. */
+export const ClearHealthResult = Type.Object(
+  {
+    v: Type.Literal(CONTROL_VERSION),
+    type: Type.Literal('clear-health-result'),
+    requestId: Type.String({ maxLength: 64 }),
+    health: Nullable(GpuHealth),
+    /** ERR_GPU_UNKNOWN: the host has no such GPU; anything else: the clear failed there. */
+    error: Nullable(Type.Object({ code: Type.String({ maxLength: 64 }), message: Type.String({ maxLength: 1024 }) }))
+  },
+  { additionalProperties: false }
+)
+
+export const AgentFrame = Type.Union([
+  Hello,
+  Heartbeat,
+  Status,
+  FactsUpdate,
+  ProbeResult,
+  Goodbye,
+  Condition,
+  ClearHealthResult
+])
 
 // Coordinator -> agent
 export const Welcome = Type.Object(
@@ -228,6 +250,18 @@ export const Probe = Type.Object(
   { additionalProperties: false }
 )
 
+/** An admin cleared a GPU's health (POST /v1/hosts/:id/gpus/:index/clear-health); the agent answers with a ClearHealthResult. */
+export const ClearHealth = Type.Object(
+  {
+    v: Type.Literal(CONTROL_VERSION),
+    type: Type.Literal('clear-health'),
+    epoch: Type.Integer({ minimum: 1 }),
+    requestId: Type.String({ maxLength: 64 }),
+    gpu: Type.Integer({ minimum: 0 })
+  },
+  { additionalProperties: false }
+)
+
 /**
  * The agent's evidence that the coordinator still hears it. Sent in answer to a heartbeat when
  * the coordinator has sent that agent nothing for ACK_AFTER_MS (every frame costs both sides
@@ -254,7 +288,7 @@ export const ErrorFrame = Type.Object(
   { additionalProperties: false }
 )
 
-export const CoordinatorFrame = Type.Union([Welcome, HeartbeatAck, Assign, Stop, Drain, Probe, ErrorFrame])
+export const CoordinatorFrame = Type.Union([Welcome, HeartbeatAck, Assign, Stop, Drain, Probe, ClearHealth, ErrorFrame])
 
 /** Gossiped by every agent on the cluster and its pool topic. */
 export const Announcement = Type.Object(
@@ -281,4 +315,6 @@ export type CoordinatorFrame = Static<typeof CoordinatorFrame>
 export type Welcome = Static<typeof Welcome>
 export type Assign = Static<typeof Assign>
 export type Probe = Static<typeof Probe>
+export type ClearHealth = Static<typeof ClearHealth>
+export type ClearHealthResult = Static<typeof ClearHealthResult>
 export type Announcement = Static<typeof Announcement>

@@ -17,6 +17,7 @@ export const ERRORS = {
   NOT_ENOUGH_GPUS: { status: 422, title: 'More GPUs per host than any host of the pool has' },
   NOT_AN_ENDPOINT: { status: 409, title: 'Only endpoints scale and roll' },
   NOT_ATTACHABLE: { status: 409, title: 'The workload has no running session to attach to' },
+  GPU_HEALTHY: { status: 409, title: 'The GPU is healthy: there is nothing to clear' },
   INSECURE_TRANSPORT: { status: 403, title: 'Attach needs TLS (wss) from a non-loopback address' },
   HOST_UNREACHABLE: { status: 503, title: 'The host is not connected to this coordinator' },
   UNAVAILABLE: { status: 503, title: 'A dependency is unavailable' },

@@ -129,12 +129,16 @@ t.test('hosts and pools: tables, --json equal to the API, host actions, pool set
   await addHost(c.pool, 'l40s-1x', 'l1')
 
   const hosts = rows(await ok(t, c, ['hosts']))
-  t.same(hosts[0], ['ID', 'NAME', 'POOL', 'STATE', 'GPUS FREE', 'AGENT', 'LAST SEEN'], 'hosts table header')
+  t.same(
+    hosts[0],
+    ['ID', 'NAME', 'POOL', 'STATE', 'GPUS FREE', 'GPU HEALTH', 'AGENT', 'LAST SEEN'],
+    'hosts table header'
+  )
   const h1Row = hosts.find((r) => r[1] === 'h1')
   t.match(
     h1Row,
-    [h1.slice(0, 8), 'h1', H100, 'ready', '8/8'],
-    'a host row: short id, name, pool, state, free/total GPUs'
+    [h1.slice(0, 8), 'h1', H100, 'ready', '8/8', '-'],
+    'a host row: short id, name, pool, state, free/total GPUs, GPU health (no agent reported it)'
   )
   t.equal(hosts.length, 4, 'one row per host')
   await jsonIsApi(t, c, [

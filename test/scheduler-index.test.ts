@@ -35,7 +35,10 @@ t.test('an index updated in place decides like a fresh one', async (t) => {
       const changed: SchedHost = {
         ...victim,
         schedulable: random() > 0.1,
-        free: new Set(victim.gpus.map((g) => g.index).filter(() => random() > 0.4))
+        free: new Set(victim.gpus.map((g) => g.index).filter(() => random() > 0.4)),
+        // GPU health comes and goes too: failed GPUs shrink the host, degraded ones change its choices.
+        failed: new Set(victim.gpus.map((g) => g.index).filter(() => random() < 0.1)),
+        degraded: new Set(victim.gpus.map((g) => g.index).filter(() => random() < 0.1))
       }
       live.upsert(changed)
       hosts.set(changed.id, changed)

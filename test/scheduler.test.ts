@@ -2,7 +2,7 @@
 // share/nvidia-smi) and on hand-written `topo -m` texts where a
 // property needs a shape no capture has.
 import t, { type Test } from 'tap'
-import { buildFleet, buildWorkloads, host72, hostShape, PCIE_4X_TOPO } from './helpers/fleet.js'
+import { buildFleet, buildWorkloads, host72, hostShape, PCIE_4X_TOPO, withHealth } from './helpers/fleet.js'
 import { chooseGpus, gpuChoice, scoreGpus } from '../coordinator/scheduler/gpu-choice.js'
 import { SnapshotIndex } from '../coordinator/scheduler/host-index.js'
 import { applyDecision, decide, scheduleAll } from '../coordinator/scheduler/place.js'
@@ -41,7 +41,14 @@ const RUN = { driver: 'process' as const, command: ['run'] }
 function host(
   id: string,
   shape: Shape,
-  opts: { pool?: string; kind?: PoolKind; free?: number[]; schedulable?: boolean } = {}
+  opts: {
+    pool?: string
+    kind?: PoolKind
+    free?: number[]
+    schedulable?: boolean
+    failed?: number[]
+    degraded?: number[]
+  } = {}
 ): SchedHost {
   return {
     id,
@@ -50,7 +57,9 @@ function host(
     poolKind: opts.kind ?? 'static',
     schedulable: opts.schedulable ?? true,
     ...shape,
-    free: new Set(opts.free ?? shape.gpus.map((g) => g.index))
+    free: new Set(opts.free ?? shape.gpus.map((g) => g.index)),
+    ...(opts.failed === undefined ? {} : { failed: new Set(opts.failed) }),
+    ...(opts.degraded === undefined ? {} : { degraded: new Set(opts.degraded) })
   }
 }
 const taken = (shape: Shape, busy: number[]) => shape.gpus.map((g) => g.index).filter((g) => !busy.includes(g))
@@ -409,6 +418,89 @@ t.test('unschedulable hosts get nothing', async (t) => {
   t.same(scheduleAll([session('s', 'p', 1)], down)[0]?.assignments, [])
 })
 
+t.test(
+  'GPU health: failed GPUs are never chosen nor counted; degraded ones only when no equal fit is healthy',
+  async (t) => {
+    const range = (a: number, b: number) => Array.from({ length: b - a }, (_, i) => a + i)
+    const snap = (...hosts: SchedHost[]): Snapshot => ({ hosts })
+    const m = new Mismatches()
+    const cases: Array<[string, Snapshot, SchedWorkload, Expected]> = [
+      [
+        'a host with 7 failed GPUs cannot take 8',
+        snap(host('a', H100, { failed: range(0, 7) }), host('b', H100)),
+        session('s', 'p', 8),
+        [[0, 'b', range(0, 8)]]
+      ],
+      [
+        'failed GPUs are skipped on their host',
+        snap(host('a', H100, { failed: [0, 1, 2, 3] })),
+        session('s', 'p', 4),
+        [[0, 'a', [4, 5, 6, 7]]]
+      ],
+      [
+        'usable GPUs decide best fit: 2 usable beat 8 free',
+        snap(host('a', H100, { failed: range(0, 6) }), host('b', H100)),
+        session('s', 'p', 2),
+        [[0, 'a', [6, 7]]]
+      ],
+      [
+        'a pool whose hosts lost GPUs is too small, and says why',
+        snap(host('a', H100, { failed: [0] })),
+        session('s', 'p', 8),
+        'pool p: its largest host has 7 usable GPUs, need 8 (1 failed GPU excluded)'
+      ],
+      [
+        'a full pool says how many GPUs failed',
+        snap(host('a', H100, { failed: range(0, 6) }), host('b', H100, { free: [] })),
+        session('s', 'p', 4),
+        'pool p: 2 hosts, largest free block 2 GPUs, need 4 (6 failed GPUs excluded)'
+      ],
+      [
+        'gangs too',
+        snap(host('a', H100, { failed: [3] }), host('b', H100, { free: [] })),
+        recipe('r', 'p', 2, 4),
+        'pool p: 1 host with 4 free GPUs, need 2 (1 failed GPU excluded)'
+      ],
+      [
+        'an endpoint replica never lands on a failed GPU',
+        snap(host('a', H100, { free: [2, 5], failed: [2] }), host('b', H100, { free: [] })),
+        endpoint('e', ['p'], 1, 1),
+        [[0, 'a', [5]]]
+      ],
+      [
+        'equal fits: the healthy host',
+        snap(host('a', H100, { degraded: range(0, 8) }), host('b', H100)),
+        session('s', 'p', 1),
+        [[0, 'b', [0]]]
+      ],
+      [
+        'equal fits on one host: the healthy GPUs',
+        snap(host('a', H100, { degraded: [0, 1, 2, 3] })),
+        session('s', 'p', 4),
+        [[0, 'a', [4, 5, 6, 7]]]
+      ],
+      [
+        'fit first: a degraded GPU that fits exactly beats a healthy host with room to spare',
+        snap(host('a', H100, { free: [0], degraded: [0] }), host('b', H100)),
+        session('s', 'p', 1),
+        [[0, 'a', [0]]]
+      ],
+      [
+        'degraded GPUs are used when nothing else fits',
+        snap(host('a', H100, { free: [0, 1], degraded: [0, 1] })),
+        session('s', 'p', 2),
+        [[0, 'a', [0, 1]]]
+      ]
+    ]
+    for (const [label, sn, w, want] of cases) {
+      const d = decide(w, sn)
+      if (want === null || typeof want === 'string') m.check(label, 'reason', d.reason, want)
+      else m.check(label, 'placements', where(d), want)
+    }
+    t.same(m.list, [], 'every case')
+  }
+)
+
 t.test('reasons name the pool and the numbers', async (t) => {
   const snap: Snapshot = {
     hosts: [
@@ -469,8 +561,9 @@ t.test('decide looks, applyDecision takes', async (t) => {
 
 t.test('scheduleAll never assigns a GPU twice and keeps every rule (seeded random fleets)', async (t) => {
   const m = new Mismatches()
-  for (const seed of [1, 2, 3, 4, 5]) {
-    const fleet = buildFleet(300, seed)
+  for (const seed of [1, 2, 3, 4, 5, 6, 7]) {
+    // Seeds 6 and 7: hosts with failed and degraded GPUs.
+    const fleet = seed > 5 ? withHealth(buildFleet(300, seed), seed) : buildFleet(300, seed)
     const workloads = buildWorkloads(1200, seed * 7, fleet.pools)
     const decisions = scheduleAll(workloads, fleet)
     const placed = decisions.filter((d) => d.reason === null).length
@@ -484,42 +577,49 @@ t.test('scheduleAll never assigns a GPU twice and keeps every rule (seeded rando
   t.same(m.list, [], 'every fleet: no rule broken')
 })
 
-t.test('the index picks what a plain scan of the hosts would pick', async (t) => {
-  const fleet = buildFleet(200, 11)
-  // Workloads with a single placement in a single pool: the scan below is the whole rule for them.
-  const single = (w: SchedWorkload): { pool: string; gpus: number } | null =>
-    w.spec.kind === 'session' || (w.spec.kind === 'recipe' && w.spec.hosts === 1)
-      ? { pool: w.spec.pool, gpus: w.spec.gpus }
-      : w.spec.kind === 'endpoint' && w.spec.replicas === 1 && w.spec.pools.length === 1
-        ? { pool: w.spec.pools[0] as string, gpus: w.spec.gpus }
-        : null
-  const workloads = buildWorkloads(1500, 12, fleet.pools).filter((w) => single(w) !== null)
-  const naive = new Map(fleet.hosts.map((h) => [h.id, { ...h, free: new Set(h.free) }]))
-  const decisions = scheduleAll(workloads, fleet)
-  const m = new Mismatches()
-  workloads.forEach((w, i) => {
-    const d = decisions[i] as Decision
-    const { pool, gpus } = single(w) as { pool: string; gpus: number }
-    let best: { id: string; left: number; score: number; gpus: number[] } | null = null
-    for (const h of naive.values()) {
-      if (h.pool !== pool || !h.schedulable || !POOL_KINDS_FOR[w.spec.kind].includes(h.poolKind)) continue
-      const c = gpuChoice(h, gpus)
-      if (c === null) continue
-      const left = h.free.size - gpus
-      if (
-        best === null ||
-        left < best.left ||
-        (left === best.left && (c.score < best.score || (c.score === best.score && h.id < best.id)))
-      )
-        best = { id: h.id, left, score: c.score, gpus: c.gpus }
+for (const health of [false, true])
+  t.test(
+    `the index picks what a plain scan of the hosts would pick${health ? ' (with failed and degraded GPUs)' : ''}`,
+    async (t) => {
+      const fleet = health ? withHealth(buildFleet(200, 11), 3) : buildFleet(200, 11)
+      // Workloads with a single placement in a single pool: the scan below is the whole rule for them.
+      const single = (w: SchedWorkload): { pool: string; gpus: number } | null =>
+        w.spec.kind === 'session' || (w.spec.kind === 'recipe' && w.spec.hosts === 1)
+          ? { pool: w.spec.pool, gpus: w.spec.gpus }
+          : w.spec.kind === 'endpoint' && w.spec.replicas === 1 && w.spec.pools.length === 1
+            ? { pool: w.spec.pools[0] as string, gpus: w.spec.gpus }
+            : null
+      const workloads = buildWorkloads(1500, 12, fleet.pools).filter((w) => single(w) !== null)
+      const naive = new Map(fleet.hosts.map((h) => [h.id, { ...h, free: new Set(h.free) }]))
+      const decisions = scheduleAll(workloads, fleet)
+      const m = new Mismatches()
+      workloads.forEach((w, i) => {
+        const d = decisions[i] as Decision
+        const { pool, gpus } = single(w) as { pool: string; gpus: number }
+        let best: { id: string; left: number; degraded: number; score: number; gpus: number[] } | null = null
+        for (const h of naive.values()) {
+          if (h.pool !== pool || !h.schedulable || !POOL_KINDS_FOR[w.spec.kind].includes(h.poolKind)) continue
+          const c = gpuChoice(h, gpus)
+          if (c === null) continue
+          const left = [...h.free].filter((g) => h.failed?.has(g) !== true).length - gpus
+          const key = [left, c.degraded, c.score]
+          const bestKey = best === null ? null : [best.left, best.degraded, best.score]
+          const cmp = bestKey === null ? -1 : key.findIndex((k, i) => k !== bestKey[i])
+          if (
+            bestKey === null ||
+            (cmp >= 0 && (key[cmp] as number) < (bestKey[cmp] as number)) ||
+            (cmp < 0 && h.id < (best as { id: string }).id)
+          )
+            best = { id: h.id, left, degraded: c.degraded, score: c.score, gpus: c.gpus }
+        }
+        const expected = best === null ? [] : [[0, best.id, best.gpus]]
+        m.check(w.id, 'placed as a full scan would', where(d), expected)
+        for (const a of d.assignments) for (const g of a.gpus) naive.get(a.hostId)?.free.delete(g)
+      })
+      t.ok(decisions.filter((d) => d.reason === null).length > 300, 'most of them place')
+      t.same(m.list, [], `${workloads.length} workloads placed as a full scan would`)
     }
-    const expected = best === null ? [] : [[0, best.id, best.gpus]]
-    m.check(w.id, 'placed as a full scan would', where(d), expected)
-    for (const a of d.assignments) for (const g of a.gpus) naive.get(a.hostId)?.free.delete(g)
-  })
-  t.ok(decisions.filter((d) => d.reason === null).length > 300, 'most of them place')
-  t.same(m.list, [], `${workloads.length} workloads placed as a full scan would`)
-})
+  )
 
 t.test('same input, same output', async (t) => {
   const fleet = buildFleet(200, 5)
@@ -564,6 +664,7 @@ function check(snapshot: Snapshot, workloads: SchedWorkload[], decisions: Decisi
       if (a.replica < 0 || a.replica >= wanted) problems.push(`${w.id}: replica ${a.replica}`)
       if (a.gpus.length !== spec.gpus || a.gpus.some((g, j) => j > 0 && g <= (a.gpus[j - 1] as number)))
         problems.push(`${w.id}: gpus ${a.gpus.join(',')}`)
+      for (const g of a.gpus) if (h.failed?.has(g) === true) problems.push(`${w.id}: GPU ${g} of ${a.hostId} failed`)
       for (const g of a.gpus)
         if (free.get(a.hostId)?.delete(g) !== true)
           problems.push(`${w.id}: GPU ${g} of ${a.hostId} taken twice or not free`)

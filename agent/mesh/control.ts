@@ -14,12 +14,14 @@ import type { Logger } from '../../common/log.js'
 import { FrameChannel } from '../../common/mesh/frames.js'
 import type { MeshNode } from '../../common/mesh/node.js'
 import { ConfigError } from '../../common/config-error.js'
+import { CodedError } from '../../common/coded-error.js'
 import {
   agentSilenceMs,
   AgentFrame,
   CONTROL_PROTOCOL,
   CoordinatorFrame,
   type Assignment,
+  type ClearHealth,
   type GpuUsage,
   type HostConditionType,
   type Probe,
@@ -27,7 +29,7 @@ import {
 } from '../../protocol/control.js'
 import type { HostFacts } from '../../protocol/host-facts.js'
 import type { Runtime } from '../runtime/types.js'
-import type { TelemetryDelta } from '../../protocol/telemetry.js'
+import type { GpuHealth, TelemetryDelta } from '../../protocol/telemetry.js'
 import type { ReadinessSource } from '../serve/readiness.js'
 import type { AgentState } from './state.js'
 
@@ -35,6 +37,8 @@ import type { AgentState } from './state.js'
 const FATAL = new Set(['ERR_REVOKED', 'ERR_UNKNOWN_PEER', 'ERR_JOIN_TOKEN', 'ERR_POOL_MISMATCH'])
 /** How long a stopping agent gives its goodbye to leave. */
 const GOODBYE_MS = 1000
+/** heartbeatNow() sends at most one extra heartbeat per this long (a flapping GPU must not flood the session). */
+const EXTRA_HEARTBEAT_MS = 200
 
 /** How a session ended: dial again soon, later (refused), or never (the host was revoked). */
 type Ending = 'again' | 'refused' | { revoked: string }
@@ -55,6 +59,8 @@ export interface ControlOptions {
   usage: () => GpuUsage[]
   /** GPU health and usage as deltas: the first heartbeat of a session carries the whole table. */
   telemetry?: { delta: () => TelemetryDelta | null; resetReport: () => void }
+  /** An admin's clear of a GPU's health (GpuMonitor.clearHealth); absent: the agent answers that it cannot. */
+  clearHealth?: (gpu: number) => Promise<GpuHealth>
 }
 
 type Channel = FrameChannel<typeof CoordinatorFrame, typeof AgentFrame>
@@ -63,6 +69,10 @@ export class ControlClient implements Startable {
   private running = false
   private channel: Channel | null = null
   private heartbeat: NodeJS.Timeout | undefined
+  /** Sends one heartbeat now, in the current session; null while there is none. */
+  private beat: (() => void) | null = null
+  private lastBeat = 0
+  private extraBeat: NodeJS.Timeout | undefined
   private loop: Promise<void> | null = null
   /** Aborted by stop(): ends the wait between dial attempts. */
   private abort = new AbortController()
@@ -103,6 +113,7 @@ export class ControlClient implements Startable {
     this.o.runtime.off('status', this.onStatus)
     this.o.readiness?.off('ready', this.onReady)
     clearInterval(this.heartbeat)
+    clearTimeout(this.extraBeat)
     this.abort.abort()
     const channel = this.channel
     if (channel !== null && this.connectedAt > 0) {
@@ -117,6 +128,25 @@ export class ControlClient implements Startable {
     await channel?.close().catch(() => {})
     channel?.abort('agent stopping')
     await this.loop
+  }
+
+  /**
+   * A heartbeat now rather than at the next tick (a GPU's health changed: the scheduler should hear
+   * of it within a second, not a period later). At most one per EXTRA_HEARTBEAT_MS; one asked for
+   * sooner goes out when that has passed.
+   */
+  heartbeatNow(): void {
+    if (this.beat === null || this.extraBeat !== undefined) return
+    const wait = this.lastBeat + EXTRA_HEARTBEAT_MS - Date.now()
+    if (wait <= 0) {
+      this.beat()
+      return
+    }
+    this.extraBeat = setTimeout(() => {
+      this.extraBeat = undefined
+      this.beat?.()
+    }, wait)
+    this.extraBeat.unref()
   }
 
   /** Re-detected facts, sent when connected (the coordinator quarantines a host whose GPUs changed). */
@@ -150,6 +180,7 @@ export class ControlClient implements Startable {
       } finally {
         this.channel = null
         this.connectedAt = 0
+        this.beat = null
         clearInterval(this.heartbeat)
       }
       if (!this.running) break
@@ -228,17 +259,8 @@ export class ControlClient implements Startable {
         let seq = 0
         this.o.telemetry?.resetReport()
         const silenceMs = agentSilenceMs(frame.heartbeatMs)
-        this.heartbeat = setInterval(() => {
-          // A partition leaves the TCP connection open, in retransmission backoff, for minutes:
-          // a new one reaches the coordinator as soon as the network does.
-          const silent = Date.now() - this.lastHeard
-          if (silent > silenceMs) {
-            log.warn({ silentMs: silent }, 'coordinator silent; reconnecting')
-            clearInterval(this.heartbeat)
-            drop(`no answer from the coordinator for ${silent} ms`)
-            return
-          }
-          this.lastProgress = Date.now()
+        this.beat = () => {
+          this.lastBeat = Date.now()
           const telemetry = this.o.telemetry?.delta() ?? null
           // A heartbeat lost with its delta means a broken session: the next one starts from the whole table.
           void channel
@@ -250,6 +272,19 @@ export class ControlClient implements Startable {
               ...(telemetry === null ? {} : { telemetry })
             })
             .catch(() => {})
+        }
+        this.heartbeat = setInterval(() => {
+          // A partition leaves the TCP connection open, in retransmission backoff, for minutes:
+          // a new one reaches the coordinator as soon as the network does.
+          const silent = Date.now() - this.lastHeard
+          if (silent > silenceMs) {
+            log.warn({ silentMs: silent }, 'coordinator silent; reconnecting')
+            clearInterval(this.heartbeat)
+            drop(`no answer from the coordinator for ${silent} ms`)
+            return
+          }
+          this.lastProgress = Date.now()
+          this.beat?.()
           if (this.unsaved !== null) void this.saveState(channel, this.unsaved)
         }, frame.heartbeatMs)
         log.info(
@@ -273,6 +308,7 @@ export class ControlClient implements Startable {
           .catch((err: Error) => log.warn({ err: err.message }, 'stop failed'))
       else if (frame.type === 'drain')
         log.info({ reason: frame.reason }, 'host drained: its placements are being stopped')
+      else if (frame.type === 'clear-health') void this.clearHealth(channel, frame)
     }
   }
 
@@ -354,6 +390,18 @@ export class ControlClient implements Startable {
     await this.o.runtime
       .start(a)
       .catch((err: Error) => this.o.log.error({ placement: a.placementId, err: err.message }, 'cannot start placement'))
+  }
+
+  private async clearHealth(channel: Channel, f: ClearHealth): Promise<void> {
+    let answer: { health: GpuHealth | null; error: { code: string; message: string } | null }
+    try {
+      if (this.o.clearHealth === undefined) throw new Error('this agent does not watch GPU health')
+      answer = { health: await this.o.clearHealth(f.gpu), error: null }
+    } catch (err) {
+      const code = err instanceof CodedError ? String(err.code) : 'ERR_CLEAR_HEALTH'
+      answer = { health: null, error: { code, message: (err as Error).message.slice(0, 1024) } }
+    }
+    await channel.send({ v: 1, type: 'clear-health-result', requestId: f.requestId, ...answer }).catch(() => {})
   }
 
   private async probe(channel: Channel, p: Probe): Promise<void> {

@@ -19,7 +19,7 @@ import { installErrorHandling } from './problem.js'
 import { installValidation } from './validation.js'
 import { eventRoutes } from './routes/events.js'
 import { healthRoutes } from './routes/health.js'
-import { hostRoutes } from './routes/hosts.js'
+import { hostRoutes, type HostGpuDeps } from './routes/hosts.js'
 import { placementLogRoutes, type LogsDeps } from './routes/logs.js'
 import { poolRoutes } from './routes/pools.js'
 import { tokenRoutes } from './routes/tokens.js'
@@ -41,6 +41,8 @@ export interface AppDeps {
   requestTimeoutMs?: number
   /** Placement logs from the hosts (GET /v1/placements/:id/logs); without it the route does not exist. */
   logs?: LogsDeps
+  /** Live GPU usage and clear-health (the mesh); without it usage is null and clear-health answers 503. */
+  gpus?: HostGpuDeps
 }
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true })
@@ -148,7 +150,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   })
 
   await app.register(healthRoutes(deps.pool, deps.redis, deps.metrics))
-  await app.register(hostRoutes(deps.pool))
+  await app.register(hostRoutes(deps.pool, deps.gpus))
   await app.register(poolRoutes(deps.pool))
   await app.register(workloadRoutes(deps.pool))
   await app.register(tokenRoutes(deps.pool))

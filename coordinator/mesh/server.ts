@@ -17,11 +17,13 @@ import { AgentFrame, CLUSTER_TOPIC, CONTROL_PROTOCOL, CoordinatorFrame, poolTopi
 import type { Notifier } from '../events/notifier.js'
 import type { Pool } from '../store/db.js'
 import { touchHosts } from '../store/hosts.js'
+import { HealthRecorder } from '../telemetry/health-recorder.js'
 import { LiveGpus } from '../telemetry/live-gpus.js'
 import { Dispatcher } from './dispatcher.js'
 import { REVOKED_MESSAGE } from './enroll.js'
 import { Liveness } from './liveness.js'
-import { AgentSession } from './session.js'
+import type { ClearHealthResult } from '../../protocol/control.js'
+import { AgentSession, AgentUnanswered } from './session.js'
 
 export interface MeshServerOptions {
   stateDir: string
@@ -51,6 +53,8 @@ export class MeshServer {
   private touch: Loop | undefined
   readonly heartbeatMs: number
   readonly liveGpus: LiveGpus
+  /** Writes the GPU health the agents report to PostgreSQL. */
+  readonly health: HealthRecorder
 
   constructor(
     private readonly pool: Pool,
@@ -60,6 +64,7 @@ export class MeshServer {
   ) {
     this.heartbeatMs = o.heartbeatMs ?? 1000
     this.liveGpus = o.liveGpus ?? new LiveGpus()
+    this.health = new HealthRecorder(pool, this.liveGpus, log)
   }
 
   get peerId(): string {
@@ -127,7 +132,8 @@ export class MeshServer {
             if (this.sessions.get(s.hostId) === s) this.sessions.delete(s.hostId)
           },
           addresses: (peerId) => this.addressesOf(peerId),
-          liveGpus: this.liveGpus
+          liveGpus: this.liveGpus,
+          reconcileHealth: (hostId) => this.health.reconcile(hostId)
         })
         void session.run()
       },
@@ -144,6 +150,7 @@ export class MeshServer {
       this.log
     )
     await this.dispatcher.start()
+    this.health.start()
     this.liveness.start()
     this.touch = new Loop(
       async () => {
@@ -160,8 +167,19 @@ export class MeshServer {
   async stop(): Promise<void> {
     await this.touch?.stop()
     await this.liveness?.stop()
+    await this.health.stop()
     await this.dispatcher?.stop()
     await this.node?.stop()
+  }
+
+  /** Asks the host's agent to clear a GPU's health; AgentUnanswered when its session is not here or it does not answer. */
+  async clearHealth(hostId: string, gpu: number): Promise<ClearHealthResult> {
+    const session = this.sessions.get(hostId)
+    if (session === undefined)
+      throw new AgentUnanswered(
+        'the host is not connected to this coordinator (its agent is down or reconnecting, or connected to another coordinator)'
+      )
+    return await session.clearHealth(gpu)
   }
 
   /** A new stream to a peer this node is connected to (session attaches). */

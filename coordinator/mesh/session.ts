@@ -3,6 +3,7 @@
 // and probe results in (and a goodbye before a planned stop); assign, stop,
 // drain and probe out. A bad frame gets an error frame and ends this session
 // only.
+import { randomUUID } from 'node:crypto'
 import type { Connection, Stream } from '@libp2p/interface'
 import { sleep } from '../../common/daemon/sleep.js'
 import type { Logger } from '../../common/log.js'
@@ -10,6 +11,7 @@ import { FrameChannel, FrameError } from '../../common/mesh/frames.js'
 import {
   ACK_AFTER_MS,
   AgentFrame,
+  type ClearHealthResult,
   CoordinatorFrame,
   type CoordinatorFrame as OutFrame,
   type GpuUsage
@@ -24,6 +26,13 @@ import type { Liveness, Probeable } from './liveness.js'
 
 const HELLO_TIMEOUT_MS = 10_000
 const CLOSE_MS = 2000
+/** How long an agent gets to answer a clear-health (it writes one small file). */
+const CLEAR_HEALTH_TIMEOUT_MS = 10_000
+
+/** A request to the agent got no answer: the session ended, or it took too long. */
+export class AgentUnanswered extends Error {
+  override name = 'AgentUnanswered'
+}
 
 export interface SessionHost {
   pool: Pool
@@ -34,6 +43,8 @@ export interface SessionHost {
   unregister: (s: AgentSession) => void
   addresses: (peerId: string) => Promise<string[]>
   liveGpus: LiveGpus
+  /** A whole GPU table came (the first of a session): the stored health is reconciled with it. */
+  reconcileHealth: (hostId: string) => void
 }
 
 export class AgentSession implements Probeable {
@@ -47,6 +58,8 @@ export class AgentSession implements Probeable {
   gpus: GpuUsage[] = []
   readonly peerId: string
   private readonly channel: FrameChannel<typeof AgentFrame, typeof CoordinatorFrame>
+  /** Requests to the agent waiting for their answer, by request id. */
+  private readonly answers = new Map<string, (r: ClearHealthResult | null) => void>()
   private welcomed!: () => void
   /** Frames to this agent wait until it has its welcome (the list comes first). */
   private readonly ready = new Promise<void>((resolve) => {
@@ -74,6 +87,26 @@ export class AgentSession implements Probeable {
   private async sendNow(frame: OutFrame): Promise<void> {
     this.lastSent = Date.now()
     await this.channel.send(frame)
+  }
+
+  /** Asks the agent to clear a GPU's health (an admin's word); its answer, or AgentUnanswered. */
+  async clearHealth(gpu: number): Promise<ClearHealthResult> {
+    const requestId = randomUUID()
+    const answered = new Promise<ClearHealthResult | null>((resolve) => {
+      this.answers.set(requestId, resolve)
+      setTimeout(() => resolve(null), CLEAR_HEALTH_TIMEOUT_MS).unref()
+    })
+    try {
+      await this.send({ v: 1, type: 'clear-health', epoch: this.epoch, requestId, gpu })
+      const result = await answered
+      if (result === null) throw new AgentUnanswered(`host ${this.name} did not answer the clear-health`)
+      return result
+    } catch (err) {
+      if (err instanceof AgentUnanswered) throw err
+      throw new AgentUnanswered(`cannot reach host ${this.name}: ${(err as Error).message}`)
+    } finally {
+      this.answers.delete(requestId)
+    }
   }
 
   /** Tells the agent why, then ends the session; resolves once the error frame is written (or could not be). */
@@ -125,7 +158,10 @@ export class AgentSession implements Probeable {
         switch (frame.type) {
           case 'heartbeat':
             this.gpus = frame.gpus
-            if (frame.telemetry !== undefined) this.host.liveGpus.apply(hostId, frame.telemetry)
+            if (frame.telemetry !== undefined) {
+              this.host.liveGpus.apply(hostId, frame.telemetry)
+              if (frame.telemetry.full) this.host.reconcileHealth(hostId)
+            }
             this.host.liveness.heard(this)
             if (Date.now() - this.lastSent >= ACK_AFTER_MS)
               void this.sendNow({ v: 1, type: 'heartbeat-ack', seq: frame.seq }).catch(() => {})
@@ -146,6 +182,9 @@ export class AgentSession implements Probeable {
           case 'condition':
             await setHostCondition(this.host.pool, hostId, frame.condition, frame.active, frame.detail)
             break
+          case 'clear-health-result':
+            this.answers.get(frame.requestId)?.(frame)
+            break
           case 'hello':
             throw new FrameError('ERR_FRAME_SHAPE', 'hello twice in one session')
         }
@@ -165,6 +204,7 @@ export class AgentSession implements Probeable {
 
   private end(why: string): void {
     this.welcomed()
+    for (const answer of this.answers.values()) answer(null)
     if (this.hostId === '') return
     this.host.unregister(this)
     this.host.liveness.lost(this, `control session ended: ${why}`)

@@ -57,6 +57,7 @@ export class SnapshotCache {
     for (const e of await this.eventsSince()) {
       this.lastEventId = e.id
       if (e.type.startsWith('host.')) dirty.add(e.subjectId)
+      else if (e.type.startsWith('gpu.') && e.host !== undefined) dirty.add(e.host)
       else if (e.type.startsWith('pool.')) pools = true
       else if (ASK_FOR_REPLICAS.has(e.type)) newWorkloads.push(e.subjectId)
       else if (e.type === 'placement.created' && this.own.delete(e.subjectId)) continue

@@ -7,6 +7,8 @@
 //      every seed GPU (add the GPU whose worst, then summed, link rank to the
 //      chosen ones is lowest): O(m² · count) for m candidates, no subset search.
 // Equal scores go to the lower GPU indices, so the result is deterministic.
+// Failed GPUs are never chosen; degraded ones only when the healthy free GPUs
+// do not suffice (then the tiers above choose among all free ones).
 import type { SchedHost } from './types.js'
 import { freePositions, hostView, type HostView } from './topology-view.js'
 
@@ -23,6 +25,11 @@ export interface PositionChoice {
   score: number
 }
 
+/** A choice that may include degraded GPUs: how many it does ranks before its score. */
+export interface HealthChoice extends PositionChoice {
+  degraded: number
+}
+
 // Score = tier flags, then worst link rank, then summed rank (< 72·71/2·5 = 12,780).
 const DOMAIN_WEIGHT = 1e7
 const NUMA_WEIGHT = 1e6
@@ -32,10 +39,34 @@ export function chooseGpus(host: SchedHost, count: number): number[] | null {
   return gpuChoice(host, count)?.gpus ?? null
 }
 
-export function gpuChoice(host: SchedHost, count: number): GpuChoice | null {
+export function gpuChoice(host: SchedHost, count: number): (GpuChoice & { degraded: number }) | null {
   const view = hostView(host)
-  const choice = chooseOn(view, freePositions(view, host.free), count)
-  return choice === null ? null : { gpus: choice.positions.map((p) => view.index[p] as number), score: choice.score }
+  const usable = [...host.free].filter((g) => host.failed?.has(g) !== true)
+  const choice = chooseHealthy(
+    view,
+    freePositions(view, new Set(usable)),
+    freePositions(view, new Set(usable.filter((g) => host.degraded?.has(g) === true))),
+    count
+  )
+  return choice === null
+    ? null
+    : { gpus: choice.positions.map((p) => view.index[p] as number), score: choice.score, degraded: choice.degraded }
+}
+
+/** `free` and `degraded` (a subset of it): ascending positions. Healthy GPUs only when they suffice. */
+export function chooseHealthy(view: HostView, free: number[], degraded: number[], count: number): HealthChoice | null {
+  if (degraded.length > 0) {
+    const bad = new Set(degraded)
+    const healthy = free.filter((p) => !bad.has(p))
+    if (healthy.length >= count) {
+      const choice = chooseOn(view, healthy, count)
+      return choice === null ? null : { ...choice, degraded: 0 }
+    }
+    const choice = chooseOn(view, free, count)
+    return choice === null ? null : { ...choice, degraded: choice.positions.filter((p) => bad.has(p)).length }
+  }
+  const choice = chooseOn(view, free, count)
+  return choice === null ? null : { ...choice, degraded: 0 }
 }
 
 /** Score of a given set of a host's GPUs (indices), on the same scale as gpuChoice. */

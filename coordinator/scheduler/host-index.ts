@@ -7,8 +7,13 @@
 // the first bucket that has a host, the groups (a handful: at most
 // C(gpus, free) per shape). Building costs O(hosts · gpus + hosts · log hosts).
 //
+// GPU health: failed GPUs are neither free nor counted in a host's size (a
+// pool's capacity is its usable GPUs); degraded free GPUs are part of a
+// group's state, and within a bucket a choice with fewer of them wins before
+// the topology score.
+//
 // The index copies every free set: it never changes the snapshot it was built from.
-import { chooseOn, type PositionChoice } from './gpu-choice.js'
+import { chooseHealthy, type HealthChoice } from './gpu-choice.js'
 import { hostView, type HostView } from './topology-view.js'
 import type { PoolKind, SchedHost, Snapshot } from './types.js'
 
@@ -18,8 +23,12 @@ export interface PoolIndex {
   /** Hosts in the pool, schedulable or not. */
   hosts: number
   unschedulable: number
-  /** GPUs of the largest host, schedulable or not. */
+  /** Usable (not failed) GPUs of the largest host, schedulable or not. */
   maxGpus: number
+  /** Failed GPUs on the pool's hosts, schedulable or not. */
+  failed: number
+  /** Hosts by their usable GPU count (maxGpus follows it as hosts come and go). */
+  sizes: Map<number, number>
   /** buckets[f]: groups of schedulable hosts with f free GPUs, by state key. */
   buckets: Array<Map<string, Group>>
   /** Hosts in each bucket. */
@@ -30,6 +39,8 @@ interface Group {
   state: string
   view: HostView
   free: number[]
+  /** Degraded ones among `free`, ascending positions. */
+  degraded: number[]
   /** Host ordinals (rank of the id), ascending. */
   ordinals: number[]
 }
@@ -41,6 +52,8 @@ interface Entry {
   view: HostView
   shape: number
   free: Set<number>
+  /** Degraded GPU indices (free or not). */
+  degraded: ReadonlySet<number>
   group: Group | null
 }
 
@@ -49,17 +62,28 @@ export interface Candidate {
   /** GPU indices, ascending. */
   gpus: number[]
   score: number
+  /** Degraded GPUs among them. */
+  degraded: number
 }
+
+/** What a host counts for in its pool: usable GPUs and failed ones. */
+interface Counted {
+  pool: PoolIndex
+  usable: number
+  failed: number
+}
+
+const EMPTY: ReadonlySet<number> = new Set()
 
 export class SnapshotIndex {
   private readonly pools = new Map<string, PoolIndex>()
   private readonly entries = new Map<string, Entry>()
   private readonly byOrdinal: Entry[] = []
   private readonly shapes = new Map<string, number>()
-  private readonly memo = new Map<string, PositionChoice>()
+  private readonly memo = new Map<string, HealthChoice>()
 
-  /** Hosts counted in a pool but not schedulable, by id (so upsert/remove can undo their counts). */
-  private readonly unschedulable = new Map<string, PoolIndex>()
+  /** Hosts counted in a pool, by id (so upsert/remove can undo their counts). */
+  private readonly counted = new Map<string, Counted>()
 
   /** `pools`: index only these pools (a single decision needs no more). */
   constructor(snapshot: Snapshot, pools?: ReadonlySet<string>) {
@@ -80,33 +104,50 @@ export class SnapshotIndex {
   }
 
   remove(hostId: string): void {
+    const counted = this.counted.get(hostId)
+    if (counted === undefined) return
+    this.counted.delete(hostId)
+    const { pool } = counted
+    pool.hosts--
+    pool.failed -= counted.failed
+    const n = (pool.sizes.get(counted.usable) ?? 1) - 1
+    if (n === 0) pool.sizes.delete(counted.usable)
+    else pool.sizes.set(counted.usable, n)
+    pool.maxGpus = Math.max(0, ...pool.sizes.keys())
     const entry = this.entries.get(hostId)
     if (entry !== undefined) {
       this.unplace(entry)
       this.entries.delete(hostId)
-      entry.pool.hosts--
-      return
-    }
-    const pool = this.unschedulable.get(hostId)
-    if (pool !== undefined) {
-      this.unschedulable.delete(hostId)
-      pool.hosts--
-      pool.unschedulable--
-    }
+    } else pool.unschedulable--
   }
 
   private add(host: SchedHost): void {
     let pool = this.pools.get(host.pool)
     if (pool === undefined) {
       // A pool's kind is the pool's; hosts only carry a copy, the first (by id) speaks for all.
-      pool = { key: host.pool, kind: host.poolKind, hosts: 0, unschedulable: 0, maxGpus: 0, buckets: [], counts: [] }
+      pool = {
+        key: host.pool,
+        kind: host.poolKind,
+        hosts: 0,
+        unschedulable: 0,
+        maxGpus: 0,
+        failed: 0,
+        sizes: new Map(),
+        buckets: [],
+        counts: []
+      }
       this.pools.set(host.pool, pool)
     }
+    const failedSet = host.failed ?? EMPTY
+    const failed = host.gpus.filter((g) => failedSet.has(g.index)).length
+    const usable = host.gpus.length - failed
     pool.hosts++
-    pool.maxGpus = Math.max(pool.maxGpus, host.gpus.length)
+    pool.failed += failed
+    pool.sizes.set(usable, (pool.sizes.get(usable) ?? 0) + 1)
+    pool.maxGpus = Math.max(pool.maxGpus, usable)
+    this.counted.set(host.id, { pool, usable, failed })
     if (!host.schedulable) {
       pool.unschedulable++
-      this.unschedulable.set(host.id, pool)
       return
     }
     const view = hostView(host)
@@ -115,8 +156,9 @@ export class SnapshotIndex {
       shape = this.shapes.size
       this.shapes.set(view.fingerprint, shape)
     }
-    const free = new Set(view.index.filter((g) => host.free.has(g)))
-    const entry: Entry = { host, ordinal: this.byOrdinal.length, pool, view, shape, free, group: null }
+    const free = new Set(view.index.filter((g) => host.free.has(g) && !failedSet.has(g)))
+    const degraded = host.degraded ?? EMPTY
+    const entry: Entry = { host, ordinal: this.byOrdinal.length, pool, view, shape, free, degraded, group: null }
     this.byOrdinal.push(entry)
     this.entries.set(host.id, entry)
     this.place(entry)
@@ -133,13 +175,14 @@ export class SnapshotIndex {
 
   /**
    * The best host of `pool` for `count` GPUs, skipping hosts in `exclude`:
-   * fewest free GPUs left afterwards, then best GPU choice score, then lowest id.
+   * fewest free GPUs left afterwards, then fewest degraded GPUs chosen, then
+   * best GPU choice score, then lowest id.
    */
   best(pool: PoolIndex, count: number, exclude?: ReadonlySet<string>): Candidate | null {
     for (let f = count; f < pool.buckets.length; f++) {
       if ((pool.counts[f] ?? 0) === 0) continue
       let bestGroup: Group | null = null
-      let bestChoice: PositionChoice | null = null
+      let bestChoice: HealthChoice | null = null
       let bestOrdinal = -1
       for (const group of (pool.buckets[f] as Map<string, Group>).values()) {
         const ordinal = this.firstAllowed(group, exclude)
@@ -147,8 +190,9 @@ export class SnapshotIndex {
         const choice = this.choice(group, count)
         if (
           bestChoice === null ||
-          choice.score < bestChoice.score ||
-          (choice.score === bestChoice.score && ordinal < bestOrdinal)
+          choice.degraded < bestChoice.degraded ||
+          (choice.degraded === bestChoice.degraded &&
+            (choice.score < bestChoice.score || (choice.score === bestChoice.score && ordinal < bestOrdinal)))
         ) {
           bestGroup = group
           bestChoice = choice
@@ -160,7 +204,8 @@ export class SnapshotIndex {
         return {
           hostId: (this.byOrdinal[bestOrdinal] as Entry).host.id,
           gpus: bestChoice.positions.map((p) => view.index[p] as number),
-          score: bestChoice.score
+          score: bestChoice.score,
+          degraded: bestChoice.degraded
         }
       }
     }
@@ -207,12 +252,12 @@ export class SnapshotIndex {
     return entry
   }
 
-  private choice(group: Group, count: number): PositionChoice {
+  private choice(group: Group, count: number): HealthChoice {
     const key = `${group.state}#${count}`
     let choice = this.memo.get(key)
     if (choice === undefined) {
-      // Every group of bucket f >= count can take count GPUs, so chooseOn never returns null here.
-      choice = chooseOn(group.view, group.free, count) as PositionChoice
+      // Every group of bucket f >= count can take count GPUs, so this never returns null here.
+      choice = chooseHealthy(group.view, group.free, group.degraded, count) as HealthChoice
       this.memo.set(key, choice)
     }
     return choice
@@ -227,13 +272,16 @@ export class SnapshotIndex {
   private place(entry: Entry): void {
     const { pool, view } = entry
     const free: number[] = []
+    const degraded: number[] = []
     let key = `${entry.shape}:`
     // The free set as a bitmask, 30 bits a word: hosts may have up to 72 GPUs.
     let word = 0
     for (let p = 0; p < view.index.length; p++) {
-      if (entry.free.has(view.index[p] as number)) {
+      const gpu = view.index[p] as number
+      if (entry.free.has(gpu)) {
         free.push(p)
         word |= 1 << (p % 30)
+        if (entry.degraded.has(gpu)) degraded.push(p)
       }
       if (p % 30 === 29) {
         key += `${word.toString(36)}.`
@@ -241,6 +289,8 @@ export class SnapshotIndex {
       }
     }
     key += word.toString(36)
+    // Degraded free GPUs change the choice: they are part of the state (rare, so only then).
+    if (degraded.length > 0) key += `~${degraded.join('.')}`
     const f = free.length
     while (pool.buckets.length <= f) {
       pool.buckets.push(new Map())
@@ -249,7 +299,7 @@ export class SnapshotIndex {
     const bucket = pool.buckets[f] as Map<string, Group>
     let group = bucket.get(key)
     if (group === undefined) {
-      group = { state: key, view, free, ordinals: [] }
+      group = { state: key, view, free, degraded, ordinals: [] }
       bucket.set(key, group)
     }
     insertSorted(group.ordinals, entry.ordinal)

@@ -29,7 +29,10 @@ export function poolProblem(
   const allowed = POOL_KINDS_FOR[kind]
   if (!allowed.includes(pool.kind))
     return `pool ${key} is ${pool.kind === 'inference' ? 'an' : 'a'} ${pool.kind} pool; ${kind}s run on ${allowed.join(' or ')} pools`
-  if (pool.maxGpus < gpus) return `pool ${key}: its largest host has ${plural(pool.maxGpus, 'GPU')}, need ${gpus}`
+  if (pool.maxGpus < gpus)
+    return pool.failed === 0
+      ? `pool ${key}: its largest host has ${plural(pool.maxGpus, 'GPU')}, need ${gpus}`
+      : `pool ${key}: its largest host has ${plural(pool.maxGpus, 'usable GPU')}, need ${gpus}${failedNote(pool)}`
   if (pool.unschedulable === pool.hosts) {
     return `pool ${key}: ${pool.hosts === 1 ? 'its only host is' : `all ${pool.hosts} hosts are`} unschedulable (${UNSCHEDULABLE})`
   }
@@ -43,12 +46,17 @@ export function capacityReason(index: SnapshotIndex, pool: PoolIndex, gpus: numb
   const others = pool.unschedulable > 0 ? ` (and ${pool.unschedulable} unschedulable)` : ''
   const largest = index.largestFree(pool)
   const block = largest === 0 ? 'no free GPU' : `largest free block ${plural(largest, 'GPU')}`
-  return `pool ${pool.key}: ${plural(schedulable, 'host')}${others}, ${block}, need ${gang > 1 ? `${gang} hosts with ${gpus}` : gpus}`
+  return `pool ${pool.key}: ${plural(schedulable, 'host')}${others}, ${block}, need ${gang > 1 ? `${gang} hosts with ${gpus}` : gpus}${failedNote(pool)}`
+}
+
+/** Failed GPUs are left out of every count above: the reason says how many. */
+function failedNote(pool: PoolIndex): string {
+  return pool.failed === 0 ? '' : ` (${plural(pool.failed, 'failed GPU')} excluded)`
 }
 
 /** A gang that found some but not enough hosts. */
 export function gangReason(pool: PoolIndex, hostsWithFree: number, gpus: number, gang: number): string {
-  return `pool ${pool.key}: ${plural(hostsWithFree, 'host')} with ${gpus} free GPUs, need ${gang}`
+  return `pool ${pool.key}: ${plural(hostsWithFree, 'host')} with ${gpus} free GPUs, need ${gang}${failedNote(pool)}`
 }
 
 export function plural(n: number, word: string): string {

@@ -20,8 +20,12 @@ export interface SchedHost {
   /** false for hosts that are cordoned, draining, suspect, down or quarantined. */
   schedulable: boolean
   gpus: SchedGpu[]
-  /** GPU indices not held by any active placement. */
+  /** GPU indices not held by any active placement (failed ones may be among them: see `failed`). */
   free: Set<number>
+  /** GPUs whose health is failed: never placed on, not counted in the pool's capacity. */
+  failed?: ReadonlySet<number>
+  /** GPUs whose health is degraded: used only when no equal fit has healthy ones. */
+  degraded?: ReadonlySet<number>
   /** From the host's facts: labels and matrix of `nvidia-smi topo -m`, NVLink domains. */
   topology: {
     labels: string[]

@@ -1,7 +1,8 @@
 // Hosts: registration (the function the mesh calls when an agent enrolls or
 // reconnects), listing, and operator state changes.
 import type { HostFacts } from '../../protocol/host-facts.js'
-import type { Host, HostState } from '../../protocol/api.js'
+import type { Host, HostGpu, HostState } from '../../protocol/api.js'
+import type { GpuHealthState } from '../../protocol/telemetry.js'
 import { StoreError } from './errors.js'
 import { appendEvents, type NewEvent } from './outbox.js'
 import { decodeCursor, page } from './cursor.js'
@@ -23,9 +24,15 @@ export interface HostRow {
   last_seen_at: Date
   conditions: Record<string, { detail: string; since: string }>
   free_gpus: number[]
+  gpu_health: Array<{ index: number; state: GpuHealthState; reasons: string[]; since: string }>
 }
 
-const SELECT_HOST = `select h.*, ${FREE_GPUS} from hosts h`
+/** gpu_health: the stored health of each GPU of a host row aliased `h` (store/gpu-health.ts). */
+const GPU_HEALTH = `(select coalesce(jsonb_agg(jsonb_build_object('index', gh.gpu_index, 'state', gh.state,
+    'reasons', to_jsonb(gh.reasons), 'since', gh.since) order by gh.gpu_index), '[]')
+  from gpu_health gh where gh.host_id = h.id) as gpu_health`
+
+const SELECT_HOST = `select h.*, ${FREE_GPUS}, ${GPU_HEALTH} from hosts h`
 const LIVE = 'h.revoked_at is null'
 
 export function toHost(r: HostRow): Host {
@@ -42,8 +49,25 @@ export function toHost(r: HostRow): Host {
     registeredAt: r.registered_at.toISOString(),
     lastSeenAt: r.last_seen_at.toISOString(),
     conditions: Object.entries(r.conditions ?? {}).map(([type, c]) => ({ type, detail: c.detail, since: c.since })),
+    gpus: hostGpus(r),
     facts: r.facts
   }
+}
+
+/** The host's GPUs from its facts with their stored health; live usage is the API's to add (it is in memory). */
+function hostGpus(r: HostRow): HostGpu[] {
+  const health = new Map((r.gpu_health ?? []).map((g) => [g.index, g]))
+  return r.facts.gpus.map((g) => {
+    const h = health.get(g.index)
+    return {
+      index: g.index,
+      model: g.name,
+      uuid: g.uuid,
+      pciBusId: g.pciBusId,
+      health: h === undefined ? null : { state: h.state, reasons: h.reasons, since: new Date(h.since).toISOString() },
+      usage: null
+    }
+  })
 }
 
 export interface Registration {
@@ -128,7 +152,7 @@ export async function listHosts(
 ): Promise<{ items: Host[]; nextCursor: string | null }> {
   const after = decodeCursor(cursor, ['string', 'string'])
   const { rows } = await pool.query<HostRow & { sort_ts: string }>(
-    `select h.*, ${FREE_GPUS}, ${sortTs('h.registered_at')} from hosts h where ${LIVE} and ($1::timestamptz is null or (h.registered_at, h.id) > ($1::timestamptz, $2::uuid))
+    `select h.*, ${FREE_GPUS}, ${GPU_HEALTH}, ${sortTs('h.registered_at')} from hosts h where ${LIVE} and ($1::timestamptz is null or (h.registered_at, h.id) > ($1::timestamptz, $2::uuid))
      order by h.registered_at, h.id limit $3`,
     [after?.[0] ?? null, after?.[1] ?? null, limit + 1]
   )

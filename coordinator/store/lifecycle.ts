@@ -4,7 +4,8 @@
 //   recipe    all ranks exited 0 -> completed; a rank failed, exited non-zero
 //             or was lost -> the other ranks stop; restart "never" -> failed,
 //             "on-failure" -> the gang is placed again
-//   session   its command ended -> completed (exit 0) or failed; host lost -> failed
+//   session   its command ended -> completed (exit 0) or failed; host lost -> failed;
+//             its GPU failed -> placed again (the host is fine: the session starts anew elsewhere)
 import type { HostState, PlacementState } from '../../protocol/api.js'
 import type { RunningPlacement } from '../../protocol/control.js'
 import type { WorkloadSpec } from '../../protocol/workload.js'
@@ -31,7 +32,14 @@ interface Ending {
  * `crashed`: the agent reported the end (the workload's own doing), so a restart waits (restarts.ts); a host
  * that went away is not the workload's fault and its replicas are placed again at once.
  */
-async function endPlacements(c: Client, ended: Ending[], reason: string | null, crashed: boolean): Promise<NewEvent[]> {
+async function endPlacements(
+  c: Client,
+  ended: Ending[],
+  reason: string | null,
+  crashed: boolean,
+  /** Lost sessions go back to pending instead of failing (their GPU failed, not their command). */
+  replaceSessions = false
+): Promise<NewEvent[]> {
   if (ended.length === 0) return []
   const events: NewEvent[] = []
   await c.query(
@@ -94,6 +102,8 @@ async function endPlacements(c: Client, ended: Ending[], reason: string | null, 
               : `replica ${mine.map((p) => p.replica).join(', ')} ${why ?? 'ended'}; placing it again`
           ))
         )
+    } else if (w.spec.kind === 'session' && replaceSessions && mine.some((p) => p.state === 'lost')) {
+      events.push(...(await setWorkload(c, w.id, 'pending', `${why ?? 'lost'}; placing the session again`)))
     } else if (w.spec.kind === 'session') {
       if (mine.some((p) => p.state !== 'stopped'))
         events.push(...(await setWorkload(c, w.id, bad.length === 0 ? 'completed' : 'failed', why)))
@@ -254,6 +264,25 @@ export async function loseHostPlacements(c: Client, hostId: string, reason: stri
     [hostId, reason, ACTIVE_PLACEMENT_STATES]
   )
   return await endPlacements(c, rows, reason, false)
+}
+
+/**
+ * Ends the active placements of a host that hold any of `gpus` as lost (those GPUs failed): endpoint
+ * replicas and sessions are placed again at once, recipes follow their restart policy (the whole gang).
+ */
+export async function loseGpuPlacements(
+  c: Client,
+  hostId: string,
+  gpus: number[],
+  reason: string
+): Promise<NewEvent[]> {
+  if (gpus.length === 0) return []
+  const { rows } = await c.query<Ending>(
+    `update placements set state = 'lost', ready = false, reason = $2, ended_at = now(), updated_at = now()
+     where host_id = $1 and state = any($3::text[]) and gpus && $4::int[] returning *`,
+    [hostId, reason, ACTIVE_PLACEMENT_STATES, gpus]
+  )
+  return await endPlacements(c, rows, reason, false, true)
 }
 
 /** DELETE /v1/hosts/:id: the peer id stops being a credential; its work is placed elsewhere. */

@@ -2,6 +2,7 @@
 // statements; if the database refuses it (a GPU or replica already taken, a
 // workload deleted meanwhile), the batch is retried one decision at a time so
 // one stale decision does not hold up the rest.
+import { assertGpusUsable, GpuFailedError } from './gpu-health.js'
 import { appendEvents, type NewEvent } from './outbox.js'
 import { allocatePorts } from './ports.js'
 import type { Decision } from '../scheduler/types.js'
@@ -53,12 +54,17 @@ export async function persistDecisions(pool: Pool, items: DecisionToPersist[]): 
 
 class WorkloadGone extends Error {}
 
-/** Unique violations (GPU or replica taken) and vanished workloads: the snapshot was stale. */
+/** Unique violations (GPU or replica taken), vanished workloads and failed GPUs: the snapshot was stale. */
 function refusal(err: unknown): boolean {
-  return err instanceof WorkloadGone || (err as { code?: string }).code === '23505'
+  return err instanceof WorkloadGone || err instanceof GpuFailedError || (err as { code?: string }).code === '23505'
 }
 
 async function writeBatch(c: Client, items: DecisionToPersist[], result: PersistResult): Promise<void> {
+  // First, before any workload row is locked: a GPU health change locks its rows, then the workloads it ends.
+  await assertGpusUsable(
+    c,
+    items.flatMap((i) => i.decision.assignments.flatMap((a) => a.gpus.map((gpu) => ({ hostId: a.hostId, gpu }))))
+  )
   const ids = items.map((i) => i.decision.workloadId)
   const states = items.map((i) => (i.placedBefore + i.decision.assignments.length >= i.needed ? 'placed' : 'pending'))
   const reasons = items.map((i) => i.decision.reason)

@@ -19,7 +19,9 @@ interface PoolRow {
 const SELECT_POOLS = `
   with free as (
     select h.id, h.pool_key, h.state, h.gpu_count,
-      h.gpu_count - (select count(*) from gpu_allocations a where a.host_id = h.id and a.active)::int as free
+      h.gpu_count - (select count(*) from gpu_allocations a where a.host_id = h.id and a.active)::int
+        - (select count(*) from gpu_health gh where gh.host_id = h.id and gh.state = 'failed'
+             and not exists (select 1 from gpu_allocations a where a.host_id = h.id and a.gpu_index = gh.gpu_index and a.active))::int as free
     from hosts h where h.revoked_at is null
   )
   select p.key, p.kind, p.labels,

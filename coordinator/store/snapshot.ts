@@ -1,5 +1,6 @@
 // What the scheduler's fleet picture (scheduler/cache.ts) is read from:
-// live hosts with their topology and free GPUs, and the outbox after a point.
+// live hosts with their topology, free GPUs and GPU health, and the outbox
+// after a point.
 import type { Topology } from '../../protocol/host-facts.js'
 import type { HostState } from '../../protocol/api.js'
 import type { FleetEvent, PoolKind, SchedGpu, SchedHost, SnapshotSource } from '../scheduler/types.js'
@@ -15,12 +16,16 @@ interface HostRow {
   gpus: SchedGpu[] | null
   topology: Topology | null
   allocated: number[]
+  failed: number[]
+  degraded: number[]
 }
 
 const SELECT_HOSTS = `
   select h.id, h.name, h.pool_key, p.kind, h.state, h.facts->'topology' as topology,
     (select jsonb_agg(jsonb_build_object('index', g->'index', 'numaNode', g->'numaNode')) from jsonb_array_elements(h.facts->'gpus') g) as gpus,
-    coalesce((select array_agg(a.gpu_index) from gpu_allocations a where a.host_id = h.id and a.active), '{}') as allocated
+    coalesce((select array_agg(a.gpu_index) from gpu_allocations a where a.host_id = h.id and a.active), '{}') as allocated,
+    coalesce((select array_agg(gh.gpu_index) from gpu_health gh where gh.host_id = h.id and gh.state = 'failed'), '{}') as failed,
+    coalesce((select array_agg(gh.gpu_index) from gpu_health gh where gh.host_id = h.id and gh.state = 'degraded'), '{}') as degraded
   from hosts h join pools p on p.key = h.pool_key where h.revoked_at is null`
 
 export function snapshotSource(pool: Pool): SnapshotSource {
@@ -61,6 +66,8 @@ function toSchedHost(r: HostRow): SchedHost {
     schedulable: r.state === 'ready',
     gpus,
     free: new Set(gpus.map((g) => g.index).filter((i) => !allocated.has(i))),
+    failed: new Set(r.failed),
+    degraded: new Set(r.degraded),
     topology: {
       labels: r.topology?.labels ?? [],
       matrix: r.topology?.matrix ?? [],

@@ -1,9 +1,10 @@
 // SQL fragments shared by several queries.
 
-/** free_gpus: int[] of a host row aliased `h`: its GPU indices without an active allocation. */
+/** free_gpus: int[] of a host row aliased `h`: its GPU indices without an active allocation, failed ones left out. */
 export const FREE_GPUS = `coalesce((
     select array_agg(g order by g) from generate_series(0, h.gpu_count - 1) g
     where not exists (select 1 from gpu_allocations a where a.host_id = h.id and a.gpu_index = g and a.active)
+      and not exists (select 1 from gpu_health gh where gh.host_id = h.id and gh.gpu_index = g and gh.state = 'failed')
   ), '{}') as free_gpus`
 
 /** Placement states that hold GPUs. */

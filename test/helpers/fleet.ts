@@ -221,3 +221,16 @@ export function host72(): SchedHost {
     free: new Set(gpus.map((g) => g.index).filter((i) => i % 5 !== 0))
   }
 }
+
+/** Random GPU health for a fleet's hosts (a copy): about a tenth of them with failed GPUs, a tenth with degraded ones. */
+export function withHealth(fleet: Fleet, seed: number): Fleet {
+  const random = prng(seed)
+  const pick = (h: SchedHost) => new Set(h.gpus.map((g) => g.index).filter(() => random() < 0.3))
+  return {
+    ...fleet,
+    hosts: fleet.hosts.map((h) => {
+      const r = random()
+      return r < 0.1 ? { ...h, failed: pick(h) } : r < 0.2 ? { ...h, degraded: pick(h) } : h
+    })
+  }
+}

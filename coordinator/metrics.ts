@@ -2,6 +2,7 @@
 // PostgreSQL when scraped, so every replica reports the same truth.
 import client from 'prom-client'
 import type { Pool } from './store/db.js'
+import { type LiveTelemetry, registerGpuMetrics } from './telemetry/gpu-metrics.js'
 
 export interface Metrics {
   registry: client.Registry
@@ -18,8 +19,8 @@ export interface Metrics {
   gatewayAuth: client.Histogram
 }
 
-/** `sessions`: agents connected to this coordinator now. */
-export function createMetrics(pool: Pool, sessions: () => number = () => 0): Metrics {
+/** `sessions`: agents connected to this coordinator now; `gpus`: their GPU tables (per-GPU series, DCGM names). */
+export function createMetrics(pool: Pool, sessions: () => number = () => 0, gpus: LiveTelemetry = () => []): Metrics {
   const registry = new client.Registry()
   client.collectDefaultMetrics({ register: registry, prefix: 'gpumesh_' })
   // prom-client names three gauges *_total, a suffix Prometheus keeps for
@@ -147,5 +148,6 @@ export function createMetrics(pool: Pool, sessions: () => number = () => 0): Met
       for (const r of rows) this.set({ state: r.state }, r.n)
     }
   })
+  registerGpuMetrics(registry, pool, gpus)
   return m
 }

@@ -18,6 +18,7 @@ import { Leadership } from './leader.js'
 import { MeshServer } from './mesh/server.js'
 import { StaleHosts } from './mesh/stale-hosts.js'
 import { createMetrics } from './metrics.js'
+import type { LiveTelemetry } from './telemetry/gpu-metrics.js'
 import { Notifier } from './events/notifier.js'
 import { createRedis } from './events/redis.js'
 import { RedisRelay } from './events/relay.js'
@@ -140,7 +141,12 @@ export async function startCoordinator(options: CoordinatorOptions, log: Logger)
 
     const notifier = await started.start('notifier', new Notifier(url, log))
     let sessions = () => 0
-    const metrics = createMetrics(pool, () => sessions())
+    let liveTelemetry: LiveTelemetry = () => []
+    const metrics = createMetrics(
+      pool,
+      () => sessions(),
+      () => liveTelemetry()
+    )
 
     const mesh = new MeshServer(pool, notifier, log, {
       stateDir: options.stateDir,
@@ -151,6 +157,10 @@ export async function startCoordinator(options: CoordinatorOptions, log: Logger)
     })
     await started.start('mesh', mesh)
     sessions = () => mesh.sessions.size
+    // Only hosts whose agents report here now: a table kept for a host that went away would be stale.
+    liveTelemetry = function* () {
+      for (const hostId of mesh.sessions.keys()) yield [hostId, mesh.liveGpus.gpus(hostId)]
+    }
 
     const scheduler = new SchedulerLoop(pool, notifier, log, metrics)
     // The gateway is built once the API serves; until then there are no calls to drain.

@@ -2,7 +2,8 @@
 // PostgreSQL when scraped, so every replica reports the same truth.
 import client from 'prom-client'
 import type { Pool } from './store/db.js'
-import { type LiveTelemetry, registerGpuMetrics } from './telemetry/gpu-metrics.js'
+import { registerGpuMetrics } from './telemetry/gpu-metrics.js'
+import type { LiveTelemetry } from './telemetry/live-gpus.js'
 
 export interface Metrics {
   registry: client.Registry

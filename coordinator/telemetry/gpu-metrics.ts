@@ -11,9 +11,7 @@ import client from 'prom-client'
 import type { Gpu } from '../../protocol/host-facts.js'
 import { GpuHealthState, type GpuTelemetry } from '../../protocol/telemetry.js'
 import type { Pool } from '../store/db.js'
-
-/** The GPU tables of the hosts whose agents hold a session here now. */
-export type LiveTelemetry = () => Iterable<[hostId: string, gpus: GpuTelemetry[]]>
+import type { LiveTelemetry } from './live-gpus.js'
 
 /** dcgm-exporter's labels (less MIG's), and the pool. */
 export interface GpuLabels {

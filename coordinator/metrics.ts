@@ -2,6 +2,8 @@
 // PostgreSQL when scraped, so every replica reports the same truth.
 import client from 'prom-client'
 import type { Pool } from './store/db.js'
+import { registerGpuMetrics } from './telemetry/gpu-metrics.js'
+import type { LiveTelemetry } from './telemetry/live-gpus.js'
 
 export interface Metrics {
   registry: client.Registry
@@ -18,8 +20,8 @@ export interface Metrics {
   gatewayAuth: client.Histogram
 }
 
-/** `sessions`: agents connected to this coordinator now. */
-export function createMetrics(pool: Pool, sessions: () => number = () => 0): Metrics {
+/** `sessions`: agents connected to this coordinator now; `gpus`: their GPU tables (per-GPU series, DCGM names). */
+export function createMetrics(pool: Pool, sessions: () => number = () => 0, gpus: LiveTelemetry = () => []): Metrics {
   const registry = new client.Registry()
   client.collectDefaultMetrics({ register: registry, prefix: 'gpumesh_' })
   // prom-client names three gauges *_total, a suffix Prometheus keeps for
@@ -147,5 +149,6 @@ export function createMetrics(pool: Pool, sessions: () => number = () => 0): Met
       for (const r of rows) this.set({ state: r.state }, r.n)
     }
   })
+  registerGpuMetrics(registry, pool, gpus)
   return m
 }

@@ -18,9 +18,11 @@ import { Leadership } from './leader.js'
 import { MeshServer } from './mesh/server.js'
 import { StaleHosts } from './mesh/stale-hosts.js'
 import { createMetrics } from './metrics.js'
+import type { LiveTelemetry } from './telemetry/live-gpus.js'
 import { Notifier } from './events/notifier.js'
 import { createRedis } from './events/redis.js'
 import { RedisRelay } from './events/relay.js'
+import { LiveGpusPublisher } from './events/live-gpus-publisher.js'
 import { UsageRecorder } from './events/usage.js'
 import { type Drain, RolloutLoop } from './rollout/loop.js'
 import { SchedulerLoop } from './scheduler/loop.js'
@@ -140,9 +142,15 @@ export async function startCoordinator(options: CoordinatorOptions, log: Logger)
 
     const notifier = await started.start('notifier', new Notifier(url, log))
     let sessions = () => 0
-    const metrics = createMetrics(pool, () => sessions())
+    let mesh: MeshServer | null = null
+    // Only hosts whose agents report here now: a table kept for a host that went away would be stale.
+    const liveTelemetry: LiveTelemetry = function* () {
+      if (mesh === null) return
+      for (const hostId of mesh.sessions.keys()) yield [hostId, mesh.liveGpus.gpus(hostId)]
+    }
+    const metrics = createMetrics(pool, () => sessions(), liveTelemetry)
 
-    const mesh = new MeshServer(pool, notifier, log, {
+    mesh = new MeshServer(pool, notifier, log, {
       stateDir: options.stateDir,
       listen: options.listen ?? ['/ip4/0.0.0.0/tcp/7471'],
       ...(options.clusterKeyFile === undefined ? {} : { clusterKeyFile: options.clusterKeyFile }),
@@ -150,7 +158,7 @@ export async function startCoordinator(options: CoordinatorOptions, log: Logger)
       ...(options.agentGraceMs === undefined ? {} : { agentGraceMs: options.agentGraceMs })
     })
     await started.start('mesh', mesh)
-    sessions = () => mesh.sessions.size
+    sessions = () => mesh?.sessions.size ?? 0
 
     const scheduler = new SchedulerLoop(pool, notifier, log, metrics)
     // The gateway is built once the API serves; until then there are no calls to drain.
@@ -160,7 +168,11 @@ export async function startCoordinator(options: CoordinatorOptions, log: Logger)
     })
     const stale = new StaleHosts(pool, log, options.staleHostSeconds ?? 60)
     const relay = redis === null ? null : new RedisRelay(pool, redis, notifier, log, metrics)
-    const usage = redis === null ? null : new UsageRecorder(pool, redis, log, options.usageIntervalMs)
+    const usage =
+      redis === null ? null : new UsageRecorder(pool, redis, log, options.usageIntervalMs, undefined, liveTelemetry)
+    // Every coordinator, leader or not: only the one holding an agent's session has its GPU tables.
+    if (redis !== null)
+      await started.start('live GPU usage', new LiveGpusPublisher(redis, liveTelemetry, log, options.usageIntervalMs))
     const leaderServices = group(
       [
         ['scheduler', scheduler],

@@ -2,18 +2,16 @@
 // with the long-lived nvidia-smi loop and its heartbeats carry the values: a
 // change the test writes to the double's values file reaches a coordinator
 // (played by the test) in a heartbeat, from the same nvidia-smi process.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { execa } from 'execa'
 import t from 'tap'
 import { LiveGpus } from '../coordinator/telemetry/live-gpus.js'
 import type { GpuUsage } from '../protocol/control.js'
 import type { TelemetryDelta } from '../protocol/telemetry.js'
 import { eventually } from './helpers/eventually.js'
-import { AGENT } from './helpers/fixtures.js'
-import { idleGpu, valuesMachine, writeGpuValues } from './helpers/gpu-values.js'
-import { agentEnv, scriptedCoordinator } from './helpers/mesh.js'
+import { idleGpu } from './helpers/gpu-values.js'
+import { scriptedCoordinator } from './helpers/mesh.js'
+import { telemetryAgent } from './helpers/telemetry-agent.js'
 
 const HOST_ID = '00000000-0000-4000-8000-0000000000c1'
 
@@ -37,34 +35,18 @@ t.test('heartbeats carry what the nvidia-smi loop samples, as it changes', async
     }
   })
   const gpus = [idleGpu(0), idleGpu(1)]
-  const dir = valuesMachine(gpus)
-  const stateDir = mkdtempSync(join(tmpdir(), 'gpumesh-agent-telemetry-'))
-  const kmsg = join(dir, 'kmsg')
-  writeFileSync(kmsg, '')
-  t.teardown(() => {
-    rmSync(dir, { recursive: true, force: true })
-    rmSync(stateDir, { recursive: true, force: true })
-  })
-  const child = execa(process.execPath, [AGENT], {
-    env: agentEnv({ ...target, joinToken: 'gmj_scripted-coordinator-takes-any' }, stateDir, 'none', {
-      GPUMESH_SMI_FIXTURE: dir,
-      GPUMESH_KMSG: kmsg,
-      GPUMESH_TELEMETRY_INTERVAL_MS: '300',
-      GPUMESH_SMI_LOG: join(dir, 'calls.log'),
+  const { child, dir, write } = telemetryAgent(
+    t,
+    { ...target, joinToken: 'gmj_scripted-coordinator-takes-any' },
+    gpus,
+    {
       GPUMESH_NODE_NAME: 'telemetry'
-    }),
-    extendEnv: false,
-    reject: false,
-    timeout: 90_000
-  })
-  t.teardown(async () => {
-    child.kill('SIGTERM')
-    await child
-  })
+    }
+  )
   const last = () => heartbeats.at(-1) ?? []
   await eventually(() => last().length === 2 && last()[1]?.memoryUsedMiB === 0, 45_000, 'heartbeats with both GPUs')
   gpus[1] = { ...gpus[1], 'utilization.gpu': 64, 'memory.used': 30000 }
-  writeGpuValues(dir, gpus)
+  write(gpus)
   await eventually(() => last()[1]?.utilizationPct === 64, 15_000, 'the new utilization in a heartbeat')
   const loops = readFileSync(join(dir, 'calls.log'), 'utf8')
     .split('\n')

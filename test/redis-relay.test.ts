@@ -4,7 +4,7 @@
 import { Redis } from 'ioredis'
 import t from 'tap'
 import { EVENT_STREAM } from '../coordinator/events/relay.js'
-import { HOST_KEY, USAGE_KEY } from '../coordinator/events/usage.js'
+import { HOST_KEY, USAGE_KEY } from '../coordinator/events/usage-keys.js'
 import { addHost, eventually, startTestCoordinator } from './helpers/coordinator.js'
 import { startRedis } from './helpers/redis.js'
 

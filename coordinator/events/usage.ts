@@ -1,22 +1,27 @@
-// Usage statistics and live host metadata in Redis (leader only):
-//   gpumesh:usage:gpu-seconds:<pool>  hash  minute (ISO, UTC) -> GPU-seconds allocated
-//   gpumesh:host:<id>                 JSON of a host heard from recently, expiring
-// GPU-seconds counted while Redis is away are kept and added on recovery.
+// Usage statistics and live host metadata in Redis (leader only; the keys
+// are in usage-keys.ts): GPU-seconds and utilization per pool and per
+// workload per minute, and `gpumesh:host:<id>`. A GPU held by a placement
+// counts for its workload and its host's pool. Its utilization is the one
+// its agent reports at each tick, standing for the time since the last tick:
+// from this coordinator's sessions, else from `gpumesh:host:<id>:gpus` that
+// the coordinator holding the host's session writes. What is counted while
+// Redis is away is kept and added on recovery (without the utilization of
+// hosts reporting to other coordinators, which is read from Redis).
 import type { Redis } from 'ioredis'
 import { Loop } from '../../common/daemon/loop.js'
 import type { Startable } from '../../common/daemon/startable.js'
 import type { Logger } from '../../common/log.js'
 import type { Pool } from '../store/db.js'
+import type { LiveTelemetry } from '../telemetry/live-gpus.js'
+import { addUtilization, utilizationFromStored } from './live-gpus-publisher.js'
+import { HOST_GPUS_KEY, HOST_KEY, USAGE_TTL_S, type UsageScope, usageKey } from './usage-keys.js'
 
-export const USAGE_KEY = (pool: string) => `gpumesh:usage:gpu-seconds:${pool}`
-export const HOST_KEY = (id: string) => `gpumesh:host:${id}`
-const USAGE_TTL_S = 8 * 86400
 const MAX_BACKLOG = 100_000
 
 export class UsageRecorder implements Startable {
   private readonly loop: Loop
   private last = Date.now()
-  /** "<pool>\t<minute>" -> GPU-seconds not yet in Redis. */
+  /** "<Redis key>\t<minute>" -> seconds not yet in Redis. */
   private readonly backlog = new Map<string, number>()
   private failing = false
 
@@ -25,7 +30,9 @@ export class UsageRecorder implements Startable {
     private readonly redis: Redis,
     private readonly log: Logger,
     intervalMs = 10_000,
-    private readonly hostTtlS = 30
+    private readonly hostTtlS = 30,
+    /** This coordinator's agents' GPU tables (the others' are read from Redis). */
+    private readonly live: LiveTelemetry = () => []
   ) {
     this.loop = new Loop(
       async () => {
@@ -53,11 +60,22 @@ export class UsageRecorder implements Startable {
     const since = this.last
     this.last = now
     try {
-      const { rows } = await this.pool.query<{ pool: string; gpus: number }>(
-        'select h.pool_key as pool, count(*)::int as gpus from gpu_allocations a join hosts h on h.id = a.host_id where a.active group by h.pool_key'
+      const { rows } = await this.pool.query<{ host: string; gpu: number; workload: string; pool: string }>(
+        `select a.host_id as host, a.gpu_index as gpu, p.workload_id as workload, h.pool_key as pool
+         from gpu_allocations a join placements p on p.id = a.placement_id join hosts h on h.id = a.host_id where a.active`
       )
-      for (const r of rows)
-        for (const [minute, seconds] of minutes(since, now)) this.add(r.pool, minute, r.gpus * seconds)
+      const utilization = await this.utilization(new Set(rows.map((r) => r.host)))
+      const spans = minutes(since, now)
+      for (const r of rows) {
+        const pct = utilization.get(`${r.host}/${r.gpu}`)
+        for (const scope of [{ pool: r.pool }, { workload: r.workload }] satisfies UsageScope[])
+          for (const [minute, seconds] of spans) {
+            this.add(usageKey('gpu-seconds', scope), minute, seconds)
+            if (pct === undefined) continue
+            this.add(usageKey('sampled-seconds', scope), minute, seconds)
+            this.add(usageKey('busy-seconds', scope), minute, (pct / 100) * seconds)
+          }
+      }
       const hosts = await this.pool.query<{
         id: string
         name: string
@@ -71,10 +89,10 @@ export class UsageRecorder implements Startable {
       )
       // MULTI: the increments land all together or not at all, so a retry never counts twice.
       const p = this.redis.multi()
-      for (const [key, seconds] of this.backlog) {
-        const [pool, minute] = key.split('\t') as [string, string]
-        p.hincrbyfloat(USAGE_KEY(pool), minute, seconds)
-        p.expire(USAGE_KEY(pool), USAGE_TTL_S)
+      for (const [entry, seconds] of this.backlog) {
+        const [key, minute] = entry.split('\t') as [string, string]
+        p.hincrbyfloat(key, minute, seconds)
+        p.expire(key, USAGE_TTL_S)
       }
       for (const h of hosts.rows) {
         p.set(
@@ -107,10 +125,27 @@ export class UsageRecorder implements Startable {
     }
   }
 
-  private add(pool: string, minute: string, seconds: number): void {
-    const key = `${pool}\t${minute}`
-    if (!this.backlog.has(key) && this.backlog.size >= MAX_BACKLOG) return
-    this.backlog.set(key, (this.backlog.get(key) ?? 0) + seconds)
+  private add(key: string, minute: string, seconds: number): void {
+    const entry = `${key}\t${minute}`
+    if (!this.backlog.has(entry) && this.backlog.size >= MAX_BACKLOG) return
+    this.backlog.set(entry, (this.backlog.get(entry) ?? 0) + seconds)
+  }
+
+  /** Utilization (%) now per "<host>/<gpu index>" of `hosts`: this coordinator's tables first, then Redis. */
+  private async utilization(hosts: ReadonlySet<string>): Promise<Map<string, number>> {
+    const out = new Map<string, number>()
+    const local = new Set<string>()
+    for (const [hostId, gpus] of this.live()) {
+      if (!hosts.has(hostId)) continue
+      local.add(hostId)
+      addUtilization(out, hostId, gpus)
+    }
+    const remote = [...hosts].filter((h) => !local.has(h))
+    if (remote.length === 0) return out
+    // Redis away: those GPU-seconds count without a utilization (the tick's MULTI reports the outage).
+    const stored = await this.redis.mget(remote.map(HOST_GPUS_KEY)).catch(() => [])
+    for (const [key, pct] of utilizationFromStored(stored)) out.set(key, pct)
+    return out
   }
 }
 

@@ -14,6 +14,9 @@ export interface GpuChange {
   after: GpuTelemetry | null
 }
 
+/** The GPU tables of the hosts whose agents hold a session on this coordinator now. */
+export type LiveTelemetry = () => Iterable<[hostId: string, gpus: GpuTelemetry[]]>
+
 export type GpuChangeListener = (changes: readonly GpuChange[]) => void
 
 /** Folds `delta` into `table` (index → GPU); returns what changed. A partial change for an unknown GPU is dropped. */

@@ -222,6 +222,15 @@ export function agentEnv(
   })
 }
 
+/** Where a `gpumesh-agent run` process joins the in-process test coordinator `c`, with a fresh join token. */
+export async function processJoinTarget(c: TestCoordinator): Promise<ProcessJoinTarget> {
+  return {
+    coordinators: c.mesh.multiaddrs(),
+    clusterKeyFile: join(c.stateDir, 'cluster.key'),
+    joinToken: await joinToken(c)
+  }
+}
+
 /** agentEnv for the in-process test coordinator `c`, with a fresh join token. */
 export async function agentProcessEnv(
   c: TestCoordinator,
@@ -229,10 +238,5 @@ export async function agentProcessEnv(
   machine: string,
   extra: Record<string, string> = {}
 ): Promise<Record<string, string>> {
-  const target = {
-    coordinators: c.mesh.multiaddrs(),
-    clusterKeyFile: join(c.stateDir, 'cluster.key'),
-    joinToken: await joinToken(c)
-  }
-  return agentEnv(target, stateDir, machine, extra)
+  return agentEnv(await processJoinTarget(c), stateDir, machine, extra)
 }

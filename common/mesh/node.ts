@@ -14,6 +14,8 @@ import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { assertPromiseWithResolvers } from '../polyfill.js'
+import { coalescingProtector } from './coalesce-writes.js'
+import { lazyWindowUpdates } from './yamux-window.js'
 
 export type MeshServices = {
   identify: Identify
@@ -43,6 +45,7 @@ export interface MeshOptions {
 
 export async function createMeshNode(o: MeshOptions): Promise<MeshNode> {
   assertPromiseWithResolvers()
+  lazyWindowUpdates()
   const coordinator = o.role === 'coordinator'
   // Liveness is the control session's job (heartbeats answered by acks, probes by pool peers):
   // these pings only retire connections that died quietly, so they can be rare. Each one opens a
@@ -78,7 +81,8 @@ export async function createMeshNode(o: MeshOptions): Promise<MeshNode> {
     connectionEncrypters: [noise()],
     // Yamux keep-alive pings close nothing when unanswered (see above for what does).
     streamMuxers: [yamux({ enableKeepAlive: false })],
-    connectionProtector: preSharedKey({ psk: o.clusterKey }),
+    // Coalesced: a turn's frames leave in one TCP write (coalesce-writes.ts).
+    connectionProtector: coalescingProtector(preSharedKey({ psk: o.clusterKey })),
     ...(o.gater === undefined ? {} : { connectionGater: o.gater }),
     peerDiscovery:
       o.bootstrap === undefined || o.bootstrap.length === 0 ? [] : [bootstrap({ list: o.bootstrap, timeout: 100 })],

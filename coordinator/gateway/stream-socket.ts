@@ -8,12 +8,14 @@
 // that stops reading pauses the stream (yamux then stops the agent).
 import { Duplex } from 'node:stream'
 import type { Stream } from '@libp2p/interface'
+import { Uint8ArrayList } from 'uint8arraylist'
 import { bytes, resume } from '../../common/mesh/stream-bytes.js'
 
 export class StreamSocket extends Duplex {
   private idleMs = 0
   private idleTimer: NodeJS.Timeout | undefined
   private lastActive = Date.now()
+  private corkedForTick = false
   /** For the http client's bookkeeping (it logs and compares them; nothing is dialled). */
   readonly remoteAddress = '127.0.0.1'
   readonly remotePort = 0
@@ -41,10 +43,40 @@ export class StreamSocket extends Duplex {
     resume(this.stream)
   }
 
+  /**
+   * The http client writes a message in pieces (the head, each body chunk, a
+   * chunked body's end), each its own stream write and so its own yamux frame
+   * and encryption: what it writes in one go (this tick) is held back and
+   * sent as one (_writev).
+   */
+  override write(chunk: unknown, encoding?: unknown, callback?: unknown): boolean {
+    if (!this.corkedForTick) {
+      this.corkedForTick = true
+      this.cork()
+      process.nextTick(this.uncorkTick)
+    }
+    return super.write(chunk, encoding as BufferEncoding, callback as (err?: Error | null) => void)
+  }
+
+  private readonly uncorkTick = () => {
+    this.corkedForTick = false
+    this.uncork()
+  }
+
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    this.send(chunk, callback)
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, callback: (err?: Error | null) => void): void {
+    const list = new Uint8ArrayList()
+    for (const c of chunks) list.append(c.chunk)
+    this.send(list, callback)
+  }
+
+  private send(data: Uint8Array | Uint8ArrayList, callback: (err?: Error | null) => void): void {
     this.touch()
     try {
-      if (this.stream.send(chunk)) callback()
+      if (this.stream.send(data)) callback()
       else this.stream.onDrain().then(() => callback(), callback)
     } catch (err) {
       callback(err as Error)

@@ -9,6 +9,7 @@ import { StoreError } from './errors.js'
 import { sortTs } from './sql.js'
 import { appendEvents, type NewEvent } from './outbox.js'
 import { transaction, type Client, type Pool } from './db.js'
+import { teamIdOf } from './teams.js'
 
 export interface Principal {
   id: string
@@ -16,6 +17,8 @@ export interface Principal {
   role: Role
   /** invoke tokens: the endpoints they may call; null for the other roles. */
   endpoints: string[] | null
+  /** A team token's team (its id, for scoping); null for the cluster's tokens. */
+  teamId: string | null
 }
 
 export const hashToken = (token: string): Buffer => createHash('sha256').update(token, 'utf8').digest()
@@ -25,13 +28,15 @@ export async function createApiToken(
   pool: Pool,
   role: Role,
   name: string,
-  endpoints: string[] | null = null
+  endpoints: string[] | null = null,
+  team: string | null = null
 ): Promise<Token> {
   const token = newToken('gmt')
   const id = await transaction(pool, async (c) => {
+    const teamId = team === null ? null : await teamIdOf(c, team)
     const { rows } = await c.query<{ id: string }>(
-      'insert into api_tokens (name, role, token_hash, endpoints) values ($1, $2, $3, $4) returning id',
-      [name, role, hashToken(token), endpoints]
+      'insert into api_tokens (name, role, token_hash, endpoints, team_id) values ($1, $2, $3, $4, $5) returning id',
+      [name, role, hashToken(token), endpoints, teamId]
     )
     const id = (rows[0] as { id: string }).id
     await appendEvents(c, [
@@ -39,12 +44,12 @@ export async function createApiToken(
         type: 'token.created',
         subjectKind: 'token',
         subjectId: id,
-        data: { name, role, ...(endpoints === null ? {} : { endpoints }) }
+        data: { name, role, ...(endpoints === null ? {} : { endpoints }), ...(team === null ? {} : { team }) }
       }
     ])
     return id
   })
-  return { id, name, role, endpoints, token }
+  return { id, name, role, endpoints, team, token }
 }
 
 interface TokenRow {
@@ -52,6 +57,7 @@ interface TokenRow {
   name: string
   role: Role
   endpoints: string[] | null
+  team: string | null
   created_at: Date
   last_used_at: Date | null
   revoked_at: Date | null
@@ -68,9 +74,10 @@ export async function listApiTokens(
 ): Promise<{ items: TokenInfo[]; nextCursor: string | null }> {
   const after = decodeCursor(cursor, ['string', 'string'])
   const { rows } = await pool.query<TokenRow>(
-    `select id, name, role, endpoints, created_at, last_used_at, revoked_at, ${sortTs('created_at')} from api_tokens
-     where ($1::timestamptz is null or (created_at, id) < ($1::timestamptz, $2::uuid))
-     order by created_at desc, id desc limit $3`,
+    `select k.id, k.name, k.role, k.endpoints, t.name as team, k.created_at, k.last_used_at, k.revoked_at,
+       ${sortTs('k.created_at')} from api_tokens k left join teams t on t.id = k.team_id
+     where ($1::timestamptz is null or (k.created_at, k.id) < ($1::timestamptz, $2::uuid))
+     order by k.created_at desc, k.id desc limit $3`,
     [after?.[0] ?? null, after?.[1] ?? null, limit + 1]
   )
   return page(
@@ -81,6 +88,7 @@ export async function listApiTokens(
       name: r.name,
       role: r.role,
       endpoints: r.endpoints,
+      team: r.team,
       createdAt: r.created_at.toISOString(),
       lastUsedAt: iso(r.last_used_at),
       revokedAt: iso(r.revoked_at)
@@ -118,7 +126,7 @@ export async function authenticate(pool: Pool, token: string): Promise<Principal
   // A named statement: every API request and every gateway call runs it, and PostgreSQL then plans it once per connection.
   const { rows } = await pool.query<Principal>({
     name: 'gpumesh-authenticate',
-    text: 'select id, name, role, endpoints from api_tokens where token_hash = $1 and revoked_at is null',
+    text: 'select id, name, role, endpoints, team_id as "teamId" from api_tokens where token_hash = $1 and revoked_at is null',
     values: [hashToken(token)]
   })
   const principal = rows[0] ?? null

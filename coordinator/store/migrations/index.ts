@@ -6,6 +6,7 @@ import joinTokenUses from './0003-join-token-uses.js'
 import faults from './0004-faults.js'
 import serving from './0005-serving.js'
 import rollout from './0006-rollout.js'
+import teams from './0007-teams.js'
 
 export interface Migration {
   id: number
@@ -19,5 +20,6 @@ export const MIGRATIONS: Migration[] = [
   { id: 3, name: 'join-token-uses', sql: joinTokenUses },
   { id: 4, name: 'faults', sql: faults },
   { id: 5, name: 'serving', sql: serving },
-  { id: 6, name: 'rollout', sql: rollout }
+  { id: 6, name: 'rollout', sql: rollout },
+  { id: 7, name: 'teams', sql: teams }
 ]

@@ -256,7 +256,7 @@ async function authChecks(databaseUrl: string, concurrency: number, ms: number):
     let checks = 0
     const caller = async () => {
       while (performance.now() < until) {
-        const r = await authorizeCall(pool, ADMIN_TOKEN, ENDPOINT)
+        const r = await authorizeCall(pool, ADMIN_TOKEN, ENDPOINT, null)
         if (!r.ok) throw new Error(`authorizeCall refused the bench's token: ${r.detail}`)
         checks++
       }

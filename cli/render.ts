@@ -1,6 +1,6 @@
 // How API resources look to people. Scripts use --json, which prints the
 // resources exactly as the API sent them, so nothing here is a contract.
-import type { Event, Host, HostGpu, Placement, Pool, TokenInfo, Workload } from '../protocol/api.js'
+import type { Event, Host, HostGpu, Placement, Pool, Team, TokenInfo, Workload } from '../protocol/api.js'
 import { renderFacts } from '../common/render-facts.js'
 import { table } from '../common/table.js'
 
@@ -296,13 +296,21 @@ export function eventLine(e: Event): string {
   return eventColumns([String(e.id), when(e.at), e.type, `${e.subject.kind}/${subjectId}`, shortData(e.data)])
 }
 
+export function teamsTable(teams: Team[], now = Date.now()): string {
+  return `${table(
+    ['ID', 'NAME', 'CREATED'],
+    teams.map((t) => [shortId(t.id), t.name, `${ago(t.createdAt, now)} ago`])
+  )}\n`
+}
+
 export function tokensTable(tokens: TokenInfo[], now = Date.now()): string {
   return `${table(
-    ['ID', 'NAME', 'ROLE', 'ENDPOINTS', 'CREATED', 'LAST USED', 'REVOKED'],
+    ['ID', 'NAME', 'ROLE', 'TEAM', 'ENDPOINTS', 'CREATED', 'LAST USED', 'REVOKED'],
     tokens.map((t) => [
       shortId(t.id),
       t.name,
       t.role,
+      t.team ?? '-',
       t.endpoints === null ? '-' : t.endpoints.join(','),
       `${ago(t.createdAt, now)} ago`,
       t.lastUsedAt === null ? 'never' : `${ago(t.lastUsedAt, now)} ago`,

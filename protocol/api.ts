@@ -162,6 +162,8 @@ export const Workload = Type.Object({
   placements: Type.Array(Placement),
   /** Endpoints: the last rolling update; null when there was none. */
   rollout: Nullable(Rollout),
+  /** The team that owns it (the team of the token that created it); null: the cluster's. */
+  team: Nullable(Type.String()),
   createdAt: Timestamp,
   updatedAt: Timestamp
 })
@@ -193,6 +195,13 @@ export const TokenCreate = Type.Object(
         uniqueItems: true,
         description: 'role invoke only (and required there): the endpoints (workload names) the token may call'
       })
+    ),
+    team: Type.Optional(
+      Type.String({
+        pattern: NAME_PATTERN,
+        description:
+          'operator and viewer tokens: the team whose workloads alone the token sees and changes (absent: the whole cluster)'
+      })
     )
   },
   { additionalProperties: false }
@@ -201,11 +210,15 @@ export const TokenCreate = Type.Object(
 /** invoke tokens: the endpoints they may call; null for the other roles. */
 const TokenEndpoints = Nullable(Type.Array(Type.String()))
 
+/** A team token's team; null for the cluster's tokens. */
+const TokenTeam = Nullable(Type.String())
+
 export const Token = Type.Object({
   id: Uuid,
   name: Type.String(),
   role: Role,
   endpoints: TokenEndpoints,
+  team: TokenTeam,
   token: Type.String()
 })
 
@@ -215,11 +228,19 @@ export const TokenInfo = Type.Object({
   name: Type.String(),
   role: Role,
   endpoints: TokenEndpoints,
+  team: TokenTeam,
   createdAt: Timestamp,
   /** To the minute: the API records a use at most once a minute per token. */
   lastUsedAt: Nullable(Timestamp),
   revokedAt: Nullable(Timestamp)
 })
+
+export const TeamCreate = Type.Object(
+  { name: Type.String({ pattern: NAME_PATTERN, maxLength: 63 }) },
+  { additionalProperties: false }
+)
+
+export const Team = Type.Object({ id: Uuid, name: Type.String(), createdAt: Timestamp })
 
 export const JoinTokenCreate = Type.Object(
   {
@@ -277,3 +298,5 @@ export type Token = Static<typeof Token>
 export type TokenCreate = Static<typeof TokenCreate>
 export type TokenInfo = Static<typeof TokenInfo>
 export type JoinToken = Static<typeof JoinToken>
+export type Team = Static<typeof Team>
+export type TeamCreate = Static<typeof TeamCreate>

@@ -35,7 +35,7 @@ t.test(
 
     const { pool, statements } = counting(real)
     // Warm: last_used_at writes (once a minute per token) are not lookups.
-    await Promise.all([admin, app, viewer].map((k) => authorizeCall(pool, k.token, 'chat')))
+    await Promise.all([admin, app, viewer].map((k) => authorizeCall(pool, k.token, 'chat', null)))
     const before = statements()
     const cases: Array<[string, string | null, string, number]> = [
       ['admin, any endpoint', admin.token, 'embed', 200],
@@ -47,7 +47,7 @@ t.test(
       ['unknown', 'gmt_nothing', 'chat', 401],
       ['no token', null, 'chat', 401]
     ]
-    const answers = await Promise.all(cases.map(([, token, endpoint]) => authorizeCall(pool, token, endpoint)))
+    const answers = await Promise.all(cases.map(([, token, endpoint]) => authorizeCall(pool, token, endpoint, null)))
     const bad = new Mismatches()
     cases.forEach(([kase, , , want], i) => {
       const a = answers[i]
@@ -57,9 +57,9 @@ t.test(
     t.equal(statements() - before, 1, 'the lookups of one turn are one statement')
 
     // Revoked between two calls: the next call is refused (nothing was kept).
-    t.equal((await authorizeCall(pool, app.token, 'chat')).ok, true)
+    t.equal((await authorizeCall(pool, app.token, 'chat', null)).ok, true)
     await revokeApiToken(real, app.id)
-    t.match(await authorizeCall(pool, app.token, 'chat'), { ok: false, status: 401 }, "a revoked token's next call")
+    t.match(await authorizeCall(pool, app.token, 'chat', null), { ok: false, status: 401 }, "a revoked token's next call")
   }
 )
 
@@ -73,12 +73,12 @@ t.test('a database that fails fails every call of the turn, and the next turn as
   const query = real.query.bind(real) as (...args: unknown[]) => Promise<unknown>
   ;(flaky as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = (...args: unknown[]) =>
     fail ? Promise.reject(new Error('connection refused')) : query(...args)
-  const results = await Promise.allSettled([1, 2, 3].map(() => authorizeCall(flaky, admin.token, 'chat')))
+  const results = await Promise.allSettled([1, 2, 3].map(() => authorizeCall(flaky, admin.token, 'chat', null)))
   t.same(
     results.map((r) => r.status),
     ['rejected', 'rejected', 'rejected'],
     'each call of the failed statement is rejected (the gateway answers 503)'
   )
   fail = false
-  t.match(await authorizeCall(flaky, admin.token, 'chat'), { ok: true }, 'the next call is looked up anew')
+  t.match(await authorizeCall(flaky, admin.token, 'chat', null), { ok: true }, 'the next call is looked up anew')
 })

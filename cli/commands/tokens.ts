@@ -1,9 +1,16 @@
 // gpumesh tokens / join-token: secrets the API shows exactly once, so they
 // go to stdout alone on their line, easy to copy and easy to capture.
 import { Option, type Command } from 'commander'
-import { MAX_JOIN_TOKEN_USES, type JoinToken, type Role, type Token, type TokenInfo } from '../../protocol/api.js'
+import {
+  MAX_JOIN_TOKEN_USES,
+  type JoinToken,
+  type Role,
+  type Team,
+  type Token,
+  type TokenInfo
+} from '../../protocol/api.js'
 import { contextOf, listAction, positiveInt, write } from '../config.js'
-import { json, tokensTable, when } from '../render.js'
+import { json, teamsTable, tokensTable, when } from '../render.js'
 import { resolveId } from '../resolve.js'
 
 const ROLES: Role[] = ['admin', 'operator', 'viewer', 'invoke']
@@ -24,14 +31,16 @@ export function tokenCommands(program: Command): void {
     )
     .requiredOption('--name <name>', 'who or what uses it, e.g. ci')
     .option('--endpoint <name>', 'invoke tokens: an endpoint it may call (repeat for more)', collect)
-    .action(async (o: { role: Role; name: string; endpoint?: string[] }, cmd: Command) => {
+    .option('--team <name>', "operator and viewer tokens: see and change only this team's workloads")
+    .action(async (o: { role: Role; name: string; endpoint?: string[]; team?: string }, cmd: Command) => {
       const { flags, client } = contextOf(cmd)
       const t = await client.request<Token>('POST', '/v1/tokens', {
         role: o.role,
         name: o.name,
-        ...(o.endpoint === undefined ? {} : { endpoints: o.endpoint })
+        ...(o.endpoint === undefined ? {} : { endpoints: o.endpoint }),
+        ...(o.team === undefined ? {} : { team: o.team })
       })
-      const may = t.endpoints === null ? '' : ` for ${t.endpoints.join(', ')}`
+      const may = `${t.endpoints === null ? '' : ` for ${t.endpoints.join(', ')}`}${t.team === null ? '' : ` of team ${t.team}`}`
       await write(
         flags.json === true
           ? json(t)
@@ -56,6 +65,22 @@ export function tokenCommands(program: Command): void {
       })
       await write(`Revoked token ${id}.\n`)
     })
+
+  const teams = program.command('teams').description("teams: a team's tokens see and change its workloads only")
+  teams
+    .command('create')
+    .description('create a team (admin); then: gpumesh tokens create --team <name> ...')
+    .argument('<name>', 'lowercase letters, digits and dashes')
+    .action(async (name: string, _o: unknown, cmd: Command) => {
+      const { flags, client } = contextOf(cmd)
+      const team = await client.request<Team>('POST', '/v1/teams', { name })
+      await write(flags.json === true ? json(team) : `Created team ${team.name} (id ${team.id}).\n`)
+    })
+  teams
+    .command('ls')
+    .alias('list')
+    .description("list teams (a team's token sees its own)")
+    .action(listAction<Team>('/v1/teams', teamsTable))
 
   const join = program.command('join-token').description('tokens that let new agents join the cluster')
   join

@@ -12,6 +12,7 @@ import type { Connection, Stream } from '@libp2p/interface'
 import type { RawData, WebSocket } from 'ws'
 import type { Logger } from '../../common/log.js'
 import { IdParams, Problem } from '../../protocol/api.js'
+import { scopeOf } from '../http/auth.js'
 import { ApiError } from '../http/problem.js'
 import {
   AttachQuery,
@@ -73,7 +74,7 @@ export const attachRoutes =
     app.route({
       method: 'GET',
       url: '/v1/workloads/:id/attach',
-      config: { role: 'operator' },
+      config: { role: 'operator', team: true },
       schema: {
         operationId: 'attachSession',
         tags: ['workloads'],
@@ -95,7 +96,7 @@ export const attachRoutes =
             'set GPUMESH_TLS_CERT and GPUMESH_TLS_KEY on the coordinator (or GPUMESH_ALLOW_INSECURE=1 on a trusted network)'
           )
         const { id } = req.params as { id: string }
-        targets.set(req, await attachTarget(deps.pool, deps.hosts, id))
+        targets.set(req, await attachTarget(deps.pool, deps.hosts, id, scopeOf(req)))
       },
       handler: async () => {
         throw new ApiError(

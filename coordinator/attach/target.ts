@@ -3,7 +3,7 @@
 // the one the attach stream is opened to).
 import { ApiError } from '../http/problem.js'
 import type { Pool } from '../store/db.js'
-import { getWorkload } from '../store/workloads.js'
+import { getWorkload, type Scope } from '../store/workloads.js'
 import type { AttachTarget } from './bridge.js'
 
 export interface ConnectedHosts {
@@ -11,8 +11,13 @@ export interface ConnectedHosts {
   peerOf: (hostId: string) => string | undefined
 }
 
-export async function attachTarget(pool: Pool, hosts: ConnectedHosts, workloadId: string): Promise<AttachTarget> {
-  const w = await getWorkload(pool, workloadId)
+export async function attachTarget(
+  pool: Pool,
+  hosts: ConnectedHosts,
+  workloadId: string,
+  scope: Scope
+): Promise<AttachTarget> {
+  const w = await getWorkload(pool, workloadId, scope)
   if (w.state === 'deleted') throw new ApiError('NOT_FOUND', `workload ${w.name} was deleted`)
   if (w.kind !== 'session')
     throw new ApiError(

@@ -12,14 +12,18 @@ export async function authorize(deps: GatewayDeps, req: IncomingMessage, endpoin
   const started = process.hrtime.bigint()
   let auth: CallAuthorization
   try {
-    auth = await authorizeCall(deps.pool, bearerToken(req), endpoint)
+    auth = await authorizeCall(deps.pool, bearerToken(req), endpoint, deps.replicas.teamOf(endpoint))
   } catch (err) {
     deps.log.warn({ err: (err as Error).message }, 'gateway: token check failed')
     throw new GatewayError('UNAVAILABLE', 'the database is unavailable; retry shortly', 1)
   } finally {
     deps.metrics.gatewayAuth.observe(Number(process.hrtime.bigint() - started) / 1e9)
   }
-  if (!auth.ok) throw new GatewayError(auth.status === 401 ? 'UNAUTHORIZED' : 'FORBIDDEN', auth.detail)
+  if (!auth.ok)
+    throw new GatewayError(
+      auth.status === 401 ? 'UNAUTHORIZED' : auth.status === 404 ? 'NOT_FOUND' : 'FORBIDDEN',
+      auth.detail
+    )
 }
 
 /** Counts the call and times it when its response closes, under the endpoint `endpoint()` names then. */

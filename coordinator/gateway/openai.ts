@@ -152,7 +152,7 @@ async function models(req: IncomingMessage, res: ServerResponse, deps: GatewayDe
   if (token === null) throw unauthorized(NO_KEY)
   const principal = await authenticate(deps.pool, token)
   if (principal === null) throw unauthorized('Incorrect API key: unknown or revoked token')
-  const mine = deps.replicas.openaiModels().filter((m) => mayCall(principal, m.name))
+  const mine = deps.replicas.openaiModels().filter((m) => mayCall(principal, m.name, deps.replicas.teamOf(m.name)))
   if (one === null) return sendJson(res, { object: 'list', data: mine.map(listEntry) })
   const m = mine.find((x) => x.name === one)
   if (m === undefined) throw notFound(one)

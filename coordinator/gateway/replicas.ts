@@ -36,7 +36,8 @@ const COOL_MS = 2000
 export class ReadyReplicas implements Startable {
   private byEndpoint = new Map<string, Replica[]>()
   private byPlacement = new Map<string, Replica>()
-  private endpoints = new Set<string>()
+  /** Live endpoints by name: the id of the team that owns each (null: the cluster's). */
+  private endpoints = new Map<string, string | null>()
   private openai = new Map<string, OpenAIModel>()
   private readonly cooling = new Map<string, number>()
   private afterEvent = 0
@@ -69,6 +70,11 @@ export class ReadyReplicas implements Startable {
   /** Whether a live endpoint has this name. */
   has(endpoint: string): boolean {
     return this.endpoints.has(endpoint)
+  }
+
+  /** The team that owns live endpoint `name` (null: the cluster's); undefined when there is none. */
+  teamOf(name: string): string | null | undefined {
+    return this.endpoints.get(name)
   }
 
   /** The endpoint `name` if it opted in to the OpenAI front (as its current spec says). */
@@ -119,8 +125,8 @@ export class ReadyReplicas implements Startable {
          from placements p join workloads w on w.id = p.workload_id join hosts h on h.id = p.host_id
          where p.state = 'running' and p.ready and p.port is not null and w.kind = 'endpoint' and w.state <> 'deleted'`
       ),
-      this.pool.query<{ name: string; openai: boolean; created_at: Date }>(
-        `select name, spec->'serve'->'openai' = 'true'::jsonb as openai, created_at
+      this.pool.query<{ name: string; openai: boolean; created_at: Date; team_id: string | null }>(
+        `select name, spec->'serve'->'openai' = 'true'::jsonb as openai, created_at, team_id
          from workloads where kind = 'endpoint' and state <> 'deleted'`
       )
     ])
@@ -137,7 +143,7 @@ export class ReadyReplicas implements Startable {
     const gone = new Set([...this.byPlacement.keys()].filter((id) => !byPlacement.has(id)))
     this.byEndpoint = byEndpoint
     this.byPlacement = byPlacement
-    this.endpoints = new Set(endpoints.map((e) => e.name))
+    this.endpoints = new Map(endpoints.map((e) => [e.name, e.team_id]))
     this.openai = new Map(
       endpoints.filter((e) => e.openai).map((e) => [e.name, { name: e.name, createdAt: e.created_at }])
     )

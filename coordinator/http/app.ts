@@ -22,6 +22,7 @@ import { healthRoutes } from './routes/health.js'
 import { hostRoutes, type HostGpuDeps } from './routes/hosts.js'
 import { placementLogRoutes, type LogsDeps } from './routes/logs.js'
 import { poolRoutes } from './routes/pools.js'
+import { teamRoutes } from './routes/teams.js'
 import { tokenRoutes } from './routes/tokens.js'
 import { workloadRoutes } from './routes/workloads.js'
 
@@ -118,6 +119,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         { name: 'placements', description: 'Where workloads run' },
         { name: 'events', description: 'The event feed' },
         { name: 'tokens', description: 'API tokens and agent join tokens' },
+        { name: 'teams', description: 'Teams: whose workloads a token sees and changes' },
         { name: 'health', description: 'Probes and metrics (no token needed)' },
         { name: 'meta', description: 'This document (no token needed)' }
       ],
@@ -154,6 +156,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(poolRoutes(deps.pool))
   await app.register(workloadRoutes(deps.pool))
   await app.register(tokenRoutes(deps.pool))
+  await app.register(teamRoutes(deps.pool))
   await app.register(eventRoutes(deps.pool, deps.notifier))
   if (deps.attach !== undefined) await app.register(attachRoutes(deps.attach.deps, deps.attach.hub))
   if (deps.logs !== undefined) await app.register(placementLogRoutes(deps.pool, deps.logs))

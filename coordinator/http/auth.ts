@@ -6,6 +6,7 @@ import type { Role } from '../../protocol/api.js'
 import { ApiError } from './problem.js'
 import type { Pool } from '../store/db.js'
 import { authenticate, type Principal } from '../store/tokens.js'
+import type { Scope } from '../store/workloads.js'
 
 // invoke tokens are for the gateway (store/tokens.ts authorizeCall): no /v1 route is open to them.
 const RANK: Record<Role, number> = { invoke: -1, viewer: 0, operator: 1, admin: 2 }
@@ -14,6 +15,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     role?: Role
     public?: boolean
+    /** The route changes the caller's own team's workloads (team tokens may); else it changes the cluster (they may not). */
+    team?: boolean
   }
   interface FastifyRequest {
     principal: Principal | null
@@ -58,6 +61,14 @@ export function installAuth(app: FastifyInstance, pool: Pool): void {
         'FORBIDDEN',
         `${req.method} ${req.routeOptions.url} needs the ${needed} role; this token is ${principal.role}`
       )
+    if (principal.teamId !== null && RANK[needed] > RANK.viewer && config.team !== true)
+      throw new ApiError(
+        'FORBIDDEN',
+        `${req.method} ${req.routeOptions.url} changes the cluster; a team's token changes its team's workloads only`
+      )
     req.principal = principal
   })
 }
+
+/** Whose workloads the request's token sees: its team's, or (a cluster token) all. */
+export const scopeOf = (req: { principal: Principal | null }): Scope => ({ teamId: req.principal?.teamId ?? null })

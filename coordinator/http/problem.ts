@@ -29,7 +29,8 @@ const STORE_CODES: Record<StoreErrorCode, ErrorCode> = {
   'unknown-pool': 'UNKNOWN_POOL',
   'pool-kind': 'POOL_KIND',
   'not-enough-gpus': 'NOT_ENOUGH_GPUS',
-  'not-an-endpoint': 'NOT_AN_ENDPOINT'
+  'not-an-endpoint': 'NOT_AN_ENDPOINT',
+  'unknown-team': 'UNKNOWN_TEAM'
 }
 
 export function problem(code: ErrorCode, detail: string | undefined, instance: string): Problem {

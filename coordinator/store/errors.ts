@@ -11,5 +11,6 @@ export type StoreErrorCode =
   | 'pool-kind'
   | 'not-enough-gpus'
   | 'not-an-endpoint'
+  | 'unknown-team'
 
 export class StoreError extends CodedError<StoreErrorCode> {}

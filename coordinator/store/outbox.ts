@@ -8,7 +8,7 @@ import type { Client } from './db.js'
 /** pg_advisory_xact_lock key for event writers: "gpumesh:events". */
 const EVENTS_LOCK = 0x67706d32
 
-export type SubjectKind = 'host' | 'pool' | 'workload' | 'placement' | 'token' | 'join-token'
+export type SubjectKind = 'host' | 'pool' | 'workload' | 'placement' | 'token' | 'join-token' | 'team'
 
 export interface NewEvent {
   type: string

@@ -54,14 +54,20 @@ export class TokenLookups {
     this.pool
       .query<Row>({
         name: 'gpumesh-authenticate-batch',
-        text: 'select token_hash, id, name, role, endpoints from api_tokens where token_hash = any($1::bytea[]) and revoked_at is null',
+        text: 'select token_hash, id, name, role, endpoints, team_id as "teamId" from api_tokens where token_hash = any($1::bytea[]) and revoked_at is null',
         values: [[...batch.values()].map((e) => e.hash)]
       })
       .then(
         ({ rows }) => {
           const found = new Map<string, Principal>()
           for (const r of rows)
-            found.set(r.token_hash.toString('latin1'), { id: r.id, name: r.name, role: r.role, endpoints: r.endpoints })
+            found.set(r.token_hash.toString('latin1'), {
+              id: r.id,
+              name: r.name,
+              role: r.role,
+              endpoints: r.endpoints,
+              teamId: r.teamId
+            })
           for (const [key, e] of batch) for (const w of e.waiters) w.resolve(found.get(key) ?? null)
         },
         (err: Error) => {

@@ -10,6 +10,7 @@ import { sortTs } from './sql.js'
 import { appendEvents, type NewEvent } from './outbox.js'
 import { transaction, type Client, type Pool } from './db.js'
 import { tokenLookups } from './token-lookups.js'
+import { teamIdOf } from './teams.js'
 
 export interface Principal {
   id: string
@@ -17,6 +18,8 @@ export interface Principal {
   role: Role
   /** invoke tokens: the endpoints they may call; null for the other roles. */
   endpoints: string[] | null
+  /** A team token's team (its id, for scoping); null for the cluster's tokens. */
+  teamId: string | null
 }
 
 export const hashToken = (token: string): Buffer => createHash('sha256').update(token, 'utf8').digest()
@@ -26,13 +29,15 @@ export async function createApiToken(
   pool: Pool,
   role: Role,
   name: string,
-  endpoints: string[] | null = null
+  endpoints: string[] | null = null,
+  team: string | null = null
 ): Promise<Token> {
   const token = newToken('gmt')
   const id = await transaction(pool, async (c) => {
+    const teamId = team === null ? null : await teamIdOf(c, team)
     const { rows } = await c.query<{ id: string }>(
-      'insert into api_tokens (name, role, token_hash, endpoints) values ($1, $2, $3, $4) returning id',
-      [name, role, hashToken(token), endpoints]
+      'insert into api_tokens (name, role, token_hash, endpoints, team_id) values ($1, $2, $3, $4, $5) returning id',
+      [name, role, hashToken(token), endpoints, teamId]
     )
     const id = (rows[0] as { id: string }).id
     await appendEvents(c, [
@@ -40,12 +45,12 @@ export async function createApiToken(
         type: 'token.created',
         subjectKind: 'token',
         subjectId: id,
-        data: { name, role, ...(endpoints === null ? {} : { endpoints }) }
+        data: { name, role, ...(endpoints === null ? {} : { endpoints }), ...(team === null ? {} : { team }) }
       }
     ])
     return id
   })
-  return { id, name, role, endpoints, token }
+  return { id, name, role, endpoints, team, token }
 }
 
 interface TokenRow {
@@ -53,6 +58,7 @@ interface TokenRow {
   name: string
   role: Role
   endpoints: string[] | null
+  team: string | null
   created_at: Date
   last_used_at: Date | null
   revoked_at: Date | null
@@ -69,9 +75,10 @@ export async function listApiTokens(
 ): Promise<{ items: TokenInfo[]; nextCursor: string | null }> {
   const after = decodeCursor(cursor, ['string', 'string'])
   const { rows } = await pool.query<TokenRow>(
-    `select id, name, role, endpoints, created_at, last_used_at, revoked_at, ${sortTs('created_at')} from api_tokens
-     where ($1::timestamptz is null or (created_at, id) < ($1::timestamptz, $2::uuid))
-     order by created_at desc, id desc limit $3`,
+    `select k.id, k.name, k.role, k.endpoints, t.name as team, k.created_at, k.last_used_at, k.revoked_at,
+       ${sortTs('k.created_at')} from api_tokens k left join teams t on t.id = k.team_id
+     where ($1::timestamptz is null or (k.created_at, k.id) < ($1::timestamptz, $2::uuid))
+     order by k.created_at desc, k.id desc limit $3`,
     [after?.[0] ?? null, after?.[1] ?? null, limit + 1]
   )
   return page(
@@ -82,6 +89,7 @@ export async function listApiTokens(
       name: r.name,
       role: r.role,
       endpoints: r.endpoints,
+      team: r.team,
       createdAt: r.created_at.toISOString(),
       lastUsedAt: iso(r.last_used_at),
       revokedAt: iso(r.revoked_at)
@@ -119,7 +127,7 @@ export async function authenticate(pool: Pool, token: string): Promise<Principal
   // A named statement: every API request and every gateway call runs it, and PostgreSQL then plans it once per connection.
   const { rows } = await pool.query<Principal>({
     name: 'gpumesh-authenticate',
-    text: 'select id, name, role, endpoints from api_tokens where token_hash = $1 and revoked_at is null',
+    text: 'select id, name, role, endpoints, team_id as "teamId" from api_tokens where token_hash = $1 and revoked_at is null',
     values: [hashToken(token)]
   })
   return noteUse(pool, rows[0] ?? null)
@@ -138,22 +146,38 @@ function noteUse(pool: Pool, principal: Principal | null): Principal | null {
 /** Roles that may call every endpoint through the gateway. */
 const CALLS_ANY_ENDPOINT: readonly Role[] = ['admin', 'operator']
 
-export type CallAuthorization = { ok: true; principal: Principal } | { ok: false; status: 401 | 403; detail: string }
+export type CallAuthorization =
+  | { ok: true; principal: Principal }
+  | { ok: false; status: 401 | 403 | 404; detail: string }
 
-/** Whether a principal may call an endpoint through the gateway. */
-export const mayCall = (p: Principal, endpoint: string): boolean =>
-  CALLS_ANY_ENDPOINT.includes(p.role) || (p.role === 'invoke' && (p.endpoints ?? []).includes(endpoint))
+/** Whether a team's token may see endpoint of team `owner` at all (a cluster token sees every one). */
+export const sees = (p: Principal, owner: string | null | undefined): boolean => p.teamId === null || p.teamId === owner
+
+/**
+ * Whether a principal may call an endpoint (owned by team `owner`) through the
+ * gateway: a team's operator only its team's endpoints.
+ */
+export const mayCall = (p: Principal, endpoint: string, owner: string | null | undefined): boolean =>
+  (CALLS_ANY_ENDPOINT.includes(p.role) && sees(p, owner)) ||
+  (p.role === 'invoke' && (p.endpoints ?? []).includes(endpoint))
 
 /**
  * The gateway's check, made on every call: one lookup of the token's hash
  * (unique index), never a cache, so a revoked token's next call is refused.
  * The calls of one event-loop turn share the statement (token-lookups.ts).
  */
-export async function authorizeCall(pool: Pool, token: string | null, endpoint: string): Promise<CallAuthorization> {
+export async function authorizeCall(
+  pool: Pool,
+  token: string | null,
+  endpoint: string,
+  owner: string | null | undefined
+): Promise<CallAuthorization> {
   if (token === null) return { ok: false, status: 401, detail: 'send "Authorization: Bearer <token>"' }
   const principal = noteUse(pool, await tokenLookups(pool).lookup(hashToken(token)))
   if (principal === null) return { ok: false, status: 401, detail: 'unknown or revoked token' }
-  if (!mayCall(principal, endpoint))
+  // Another team's endpoint does not exist for this token, as on the API.
+  if (!sees(principal, owner)) return { ok: false, status: 404, detail: `no endpoint named ${endpoint}` }
+  if (!mayCall(principal, endpoint, owner))
     return {
       ok: false,
       status: 403,

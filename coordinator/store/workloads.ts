@@ -18,9 +18,21 @@ interface WorkloadRow {
   reason: string | null
   generation: number
   rollout: Rollout | null
+  team_id: string | null
+  team_name: string | null
   created_at: Date
   updated_at: Date
 }
+
+/**
+ * Whose workloads a caller sees: a team token's team (teamId), or the whole
+ * cluster (null). Outside its scope a workload does not exist: the same
+ * not-found as an unknown id, so a team cannot learn of another's work.
+ */
+export interface Scope {
+  teamId: string | null
+}
+export const CLUSTER: Scope = { teamId: null }
 
 /** Workload rows (`w`) with their last rolling update (store/rollouts.ts), as toWorkload reads them. */
 const selectWorkload = (
@@ -29,7 +41,8 @@ const selectWorkload = (
     'readyBefore', r.ready_before, 'reason', r.reason,
     'startedAt', to_char(r.started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
     'updatedAt', to_char(r.updated_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))
-  from rollouts r where r.workload_id = w.id) as rollout from workloads w`
+  from rollouts r where r.workload_id = w.id) as rollout,
+  (select t.name from teams t where t.id = w.team_id) as team_name from workloads w`
 const SELECT_WORKLOAD = selectWorkload()
 
 interface PlacementRow {
@@ -81,6 +94,7 @@ function toWorkload(r: WorkloadRow, placements: PlacementRow[]): Workload {
     generation: r.generation,
     placements: placements.filter((p) => p.workload_id === r.id).map(toPlacement),
     rollout: r.rollout ?? null,
+    team: r.team_name ?? null,
     createdAt: r.created_at.toISOString(),
     updatedAt: r.updated_at.toISOString()
   }
@@ -114,14 +128,15 @@ async function checkPools(c: Client, spec: WorkloadSpec): Promise<void> {
   }
 }
 
-export async function createWorkload(pool: Pool, spec: WorkloadSpec): Promise<Workload> {
+export async function createWorkload(pool: Pool, spec: WorkloadSpec, scope: Scope = CLUSTER): Promise<Workload> {
   return await transaction(pool, async (c) => {
     await checkPools(c, spec)
     let row: WorkloadRow
     try {
       const { rows } = await c.query<WorkloadRow>(
-        'insert into workloads (name, kind, spec, reason) values ($1, $2, $3, $4) returning *, null as rollout',
-        [spec.name, spec.kind, JSON.stringify(spec), 'waiting for the scheduler']
+        `insert into workloads (name, kind, spec, reason, team_id) values ($1, $2, $3, $4, $5)
+         returning *, null as rollout, (select t.name from teams t where t.id = $5) as team_name`,
+        [spec.name, spec.kind, JSON.stringify(spec), 'waiting for the scheduler', scope.teamId]
       )
       row = rows[0] as WorkloadRow
     } catch (err) {
@@ -134,17 +149,17 @@ export async function createWorkload(pool: Pool, spec: WorkloadSpec): Promise<Wo
         type: 'workload.created',
         subjectKind: 'workload',
         subjectId: row.id,
-        data: { name: spec.name, kind: spec.kind }
+        data: { name: spec.name, kind: spec.kind, ...(row.team_name === null ? {} : { team: row.team_name }) }
       }
     ])
     return toWorkload(row, [])
   })
 }
 
-export async function getWorkload(db: Pool | Client, id: string): Promise<Workload> {
+export async function getWorkload(db: Pool | Client, id: string, scope: Scope = CLUSTER): Promise<Workload> {
   const { rows } = await db.query<WorkloadRow>(`${SELECT_WORKLOAD} where w.id = $1`, [id])
   const row = rows[0]
-  if (row === undefined) throw new StoreError('not-found', `no workload ${id}`)
+  if (row === undefined || !inScope(row, scope)) throw new StoreError('not-found', `no workload ${id}`)
   const placements = await db.query<PlacementRow>(
     `${SELECT_PLACEMENT} where p.workload_id = $1 order by p.replica, p.created_at`,
     [id]
@@ -152,17 +167,33 @@ export async function getWorkload(db: Pool | Client, id: string): Promise<Worklo
   return toWorkload(row, placements.rows)
 }
 
+const inScope = (r: { team_id: string | null }, scope: Scope): boolean =>
+  scope.teamId === null || r.team_id === scope.teamId
+
+/** Throws not-found unless workload `id` exists, is not deleted, and is in `scope`. */
+export async function checkWorkloadScope(db: Pool | Client, id: string, scope: Scope): Promise<void> {
+  if (scope.teamId === null) return
+  const { rows } = await db.query<{ team_id: string | null }>(
+    "select team_id from workloads where id = $1 and state <> 'deleted'",
+    [id]
+  )
+  const row = rows[0]
+  if (row === undefined || !inScope(row, scope)) throw new StoreError('not-found', `no workload ${id}`)
+}
+
 export async function listWorkloads(
   pool: Pool,
   limit: number,
-  cursor?: string
+  cursor?: string,
+  scope: Scope = CLUSTER
 ): Promise<{ items: Workload[]; nextCursor: string | null }> {
   const after = decodeCursor(cursor, ['string', 'string'])
   const { rows } = await pool.query<WorkloadRow & { sort_ts: string }>(
     `${selectWorkload(` ${sortTs('w.created_at')},`)}
      where w.state <> 'deleted' and ($1::timestamptz is null or (w.created_at, w.id) > ($1::timestamptz, $2::uuid))
+       and ($4::uuid is null or w.team_id = $4)
      order by w.created_at, w.id limit $3`,
-    [after?.[0] ?? null, after?.[1] ?? null, limit + 1]
+    [after?.[0] ?? null, after?.[1] ?? null, limit + 1, scope.teamId]
   )
   const ids = rows.slice(0, limit).map((r) => r.id)
   const placements = await pool.query<PlacementRow>(
@@ -178,13 +209,15 @@ export async function listWorkloads(
 }
 
 /** Deletes a workload: its active placements stop and their GPUs are released. */
-export async function deleteWorkload(pool: Pool, id: string): Promise<Workload> {
+export async function deleteWorkload(pool: Pool, id: string, scope: Scope = CLUSTER): Promise<Workload> {
   await transaction(pool, async (c) => {
-    const { rows } = await c.query<{ state: WorkloadState }>('select state from workloads where id = $1 for update', [
-      id
-    ])
-    const state = rows[0]?.state
-    if (state === undefined || state === 'deleted') throw new StoreError('not-found', `no workload ${id}`)
+    const { rows } = await c.query<{ state: WorkloadState; team_id: string | null }>(
+      'select state, team_id from workloads where id = $1 for update',
+      [id]
+    )
+    const row = rows[0]
+    if (row === undefined || row.state === 'deleted' || !inScope(row, scope))
+      throw new StoreError('not-found', `no workload ${id}`)
     const stopped = await c.query<{ id: string; host_id: string; gpus: number[] }>(
       `update placements set state = 'stopped', ready = false, reason = 'workload deleted', updated_at = now()
        where workload_id = $1 and state = any($2::text[]) returning id, host_id, gpus`,
@@ -211,20 +244,27 @@ export async function deleteWorkload(pool: Pool, id: string): Promise<Workload> 
 export async function listPlacements(
   pool: Pool,
   limit: number,
-  cursor?: string
+  cursor?: string,
+  scope: Scope = CLUSTER
 ): Promise<{ items: Placement[]; nextCursor: string | null }> {
   const after = decodeCursor(cursor, ['string', 'string'])
   const { rows } = await pool.query<PlacementRow & { sort_ts: string }>(
-    `select p.*, h.name as host_name, ${sortTs('p.created_at')} from placements p join hosts h on h.id = p.host_id where ($1::timestamptz is null or (p.created_at, p.id) > ($1::timestamptz, $2::uuid))
+    `select p.*, h.name as host_name, ${sortTs('p.created_at')} from placements p join hosts h on h.id = p.host_id
+     where ($1::timestamptz is null or (p.created_at, p.id) > ($1::timestamptz, $2::uuid))
+       and ($4::uuid is null or p.workload_id in (select w.id from workloads w where w.team_id = $4))
      order by p.created_at, p.id limit $3`,
-    [after?.[0] ?? null, after?.[1] ?? null, limit + 1]
+    [after?.[0] ?? null, after?.[1] ?? null, limit + 1, scope.teamId]
   )
   return page(rows, limit, toPlacement, (r) => [r.sort_ts, r.id])
 }
 
-export async function getPlacement(db: Pool | Client, id: string): Promise<Placement> {
-  const { rows } = await db.query<PlacementRow>(`${SELECT_PLACEMENT} where p.id = $1`, [id])
+export async function getPlacement(db: Pool | Client, id: string, scope: Scope = CLUSTER): Promise<Placement> {
+  const { rows } = await db.query<PlacementRow & { team_id: string | null }>(
+    `select p.*, h.name as host_name, w.team_id from placements p join hosts h on h.id = p.host_id
+     join workloads w on w.id = p.workload_id where p.id = $1`,
+    [id]
+  )
   const row = rows[0]
-  if (row === undefined) throw new StoreError('not-found', `no placement ${id}`)
+  if (row === undefined || !inScope(row, scope)) throw new StoreError('not-found', `no placement ${id}`)
   return toPlacement(row)
 }

@@ -6,8 +6,9 @@ import { once } from 'node:events'
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { Notifier } from '../../events/notifier.js'
 import type { Pool } from '../../store/db.js'
-import { lastEventId, readEvents } from '../../store/events.js'
+import { lastEventId, readEvents, readTeamEvents } from '../../store/events.js'
 import { responses } from '../schemas.js'
+import { scopeOf } from '../auth.js'
 
 const BATCH = 500
 const POLL_MS = 1000
@@ -35,6 +36,11 @@ export const eventRoutes =
       async (req, reply) => {
         const header = req.headers['last-event-id']
         let cursor = typeof header === 'string' ? Number(header) : (req.query.after ?? (await lastEventId(pool)))
+        const scope = scopeOf(req)
+        const allEvents = async (after: number) => {
+          const events = await readEvents(pool, after, BATCH)
+          return { events, scanned: events.length, scannedTo: events.at(-1)?.id ?? after }
+        }
         const abort = new AbortController()
         req.raw.on('close', () => abort.abort())
         reply.hijack()
@@ -49,18 +55,21 @@ export const eventRoutes =
         let lastWrite = Date.now()
         try {
           while (!abort.signal.aborted) {
-            const events = await readEvents(pool, cursor, BATCH)
+            const read =
+              scope.teamId === null ? await allEvents(cursor) : await readTeamEvents(pool, cursor, BATCH, scope.teamId)
+            const events = read.events
             for (const e of events) {
               const ok = out.write(`id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`)
               cursor = e.id
               if (!ok) await once(out, 'drain', { signal: abort.signal })
             }
+            cursor = Math.max(cursor, read.scannedTo)
             if (events.length > 0) lastWrite = Date.now()
             else if (Date.now() - lastWrite > KEEPALIVE_MS) {
               out.write(': keep-alive\n\n')
               lastWrite = Date.now()
             }
-            if (events.length < BATCH) await notifier.wait(POLL_MS, abort.signal)
+            if (read.scanned < BATCH) await notifier.wait(POLL_MS, abort.signal)
           }
         } catch (err) {
           if (!abort.signal.aborted) req.log.warn({ err: (err as Error).message }, 'event stream ended')

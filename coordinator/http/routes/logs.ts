@@ -21,6 +21,7 @@ import { isValid } from '../../../protocol/validate.js'
 import type { ConnectedHosts } from '../../attach/target.js'
 import type { Pool } from '../../store/db.js'
 import { getPlacement } from '../../store/workloads.js'
+import { scopeOf } from '../auth.js'
 import { ApiError } from '../problem.js'
 import { responses } from '../schemas.js'
 
@@ -196,7 +197,7 @@ export const placementLogRoutes =
         }
       },
       async (req, reply) => {
-        const p = await getPlacement(pool, req.params.id)
+        const p = await getPlacement(pool, req.params.id, scopeOf(req))
         const peerId = deps.hosts.peerOf(p.hostId)
         if (peerId === undefined)
           throw new ApiError(

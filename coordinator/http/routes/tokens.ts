@@ -29,6 +29,17 @@ function endpointsOf(body: TokenCreate): string[] | null {
   return null
 }
 
+/** Team tokens see and change their team's workloads: operators and viewers. Admin and invoke tokens are the cluster's. */
+function teamOf(body: TokenCreate): string | null {
+  if (body.team === undefined) return null
+  if (body.role !== 'operator' && body.role !== 'viewer')
+    throw new ApiError(
+      'VALIDATION',
+      `body: "team" is for operator and viewer tokens; a${body.role === 'admin' ? 'n admin' : 'n invoke'} token is the cluster's`
+    )
+  return body.team
+}
+
 export const tokenRoutes =
   (pool: Pool): FastifyPluginAsyncTypebox =>
   async (app) => {
@@ -41,11 +52,13 @@ export const tokenRoutes =
           tags: ['tokens'],
           summary: 'Create an API token (shown once)',
           body: TokenCreate,
-          response: responses({ 201: Token }, 413, 415)
+          response: responses({ 201: Token }, 413, 415, 422)
         }
       },
       async (req, reply) =>
-        reply.code(201).send(await createApiToken(pool, req.body.role, req.body.name, endpointsOf(req.body)))
+        reply
+          .code(201)
+          .send(await createApiToken(pool, req.body.role, req.body.name, endpointsOf(req.body), teamOf(req.body)))
     )
 
     app.get(

@@ -6,7 +6,15 @@ import { type Run, WorkloadSpec } from '../../../protocol/workload.js'
 import { runProblem } from '../../../protocol/workload-rules.js'
 import type { Pool } from '../../store/db.js'
 import { patchWorkload } from '../../store/rollouts.js'
-import { createWorkload, deleteWorkload, getWorkload, listPlacements, listWorkloads } from '../../store/workloads.js'
+import {
+  checkWorkloadScope,
+  createWorkload,
+  deleteWorkload,
+  getWorkload,
+  listPlacements,
+  listWorkloads
+} from '../../store/workloads.js'
+import { scopeOf } from '../auth.js'
 import { ApiError } from '../problem.js'
 import { responses } from '../schemas.js'
 
@@ -30,7 +38,7 @@ export const workloadRoutes =
     app.post(
       '/v1/workloads',
       {
-        config: { role: 'operator' },
+        config: { role: 'operator', team: true },
         schema: {
           operationId: 'createWorkload',
           tags: ['workloads'],
@@ -46,7 +54,7 @@ export const workloadRoutes =
             'VALIDATION',
             `body: /name ${JSON.stringify(req.body.name)} is reserved: the gateway serves its OpenAI-compatible API under /${req.body.name}/`
           )
-        return reply.code(201).send(await createWorkload(pool, req.body))
+        return reply.code(201).send(await createWorkload(pool, req.body, scopeOf(req)))
       }
     )
 
@@ -63,7 +71,7 @@ export const workloadRoutes =
         }
       },
       async (req) => {
-        const page = await listWorkloads(pool, req.query.limit ?? 100, req.query.cursor)
+        const page = await listWorkloads(pool, req.query.limit ?? 100, req.query.cursor, scopeOf(req))
         return { ...page, items: page.items.map((w) => forReader(req, w)) }
       }
     )
@@ -80,13 +88,13 @@ export const workloadRoutes =
           response: responses({ 200: Workload }, 404)
         }
       },
-      async (req) => forReader(req, await getWorkload(pool, req.params.id))
+      async (req) => forReader(req, await getWorkload(pool, req.params.id, scopeOf(req)))
     )
 
     app.patch(
       '/v1/workloads/:id',
       {
-        config: { role: 'operator' },
+        config: { role: 'operator', team: true },
         schema: {
           operationId: 'patchWorkload',
           tags: ['workloads'],
@@ -100,6 +108,7 @@ export const workloadRoutes =
       },
       async (req) => {
         if (req.body.run !== undefined) checkRun(req.body.run)
+        await checkWorkloadScope(pool, req.params.id, scopeOf(req))
         await patchWorkload(pool, req.params.id, req.body)
         return await getWorkload(pool, req.params.id)
       }
@@ -108,7 +117,7 @@ export const workloadRoutes =
     app.delete(
       '/v1/workloads/:id',
       {
-        config: { role: 'operator' },
+        config: { role: 'operator', team: true },
         schema: {
           operationId: 'deleteWorkload',
           tags: ['workloads'],
@@ -117,7 +126,7 @@ export const workloadRoutes =
           response: responses({ 200: Workload }, 404)
         }
       },
-      async (req) => await deleteWorkload(pool, req.params.id)
+      async (req) => await deleteWorkload(pool, req.params.id, scopeOf(req))
     )
 
     app.get(
@@ -131,6 +140,6 @@ export const workloadRoutes =
           response: responses({ 200: Page(Placement) })
         }
       },
-      async (req) => await listPlacements(pool, req.query.limit ?? 100, req.query.cursor)
+      async (req) => await listPlacements(pool, req.query.limit ?? 100, req.query.cursor, scopeOf(req))
     )
   }

@@ -7,6 +7,7 @@ import faults from './0004-faults.js'
 import serving from './0005-serving.js'
 import rollout from './0006-rollout.js'
 import gpuHealth from './0007-gpu-health.js'
+import teams from './0008-teams.js'
 
 export interface Migration {
   id: number
@@ -21,5 +22,6 @@ export const MIGRATIONS: Migration[] = [
   { id: 4, name: 'faults', sql: faults },
   { id: 5, name: 'serving', sql: serving },
   { id: 6, name: 'rollout', sql: rollout },
-  { id: 7, name: 'gpu-health', sql: gpuHealth }
+  { id: 7, name: 'gpu-health', sql: gpuHealth },
+  { id: 8, name: 'teams', sql: teams }
 ]

@@ -21,7 +21,8 @@ export async function detectMachine(
     throw new Error(`the nvidia-smi replay ${REPLAY} is missing: simulated hosts need the fixture machines`)
   return await detect({
     ...options,
-    timeoutMs: 5000,
+    // The replay is a local script: a slow answer is a loaded machine (a CI runner), never a hung GPU.
+    timeoutMs: 30_000,
     nvidiaSmi: REPLAY,
     env: { ...process.env, GPUMESH_SMI_FIXTURE: join(MACHINES_DIR, machine) }
   })

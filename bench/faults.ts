@@ -13,7 +13,7 @@
 //   db_kill_recovery_ms            kill -9 of the embedded postmaster -> /readyz 200 again
 // Usage: npm run bench -- faults [window=60]. Progress goes to stderr, the JSON to stdout.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { cpus, tmpdir } from 'node:os'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { sleep } from '../common/daemon/sleep.js'
 import { ADMIN_TOKEN, eventually } from '../test/helpers/coordinator.js'
@@ -22,6 +22,7 @@ import { agentEnv } from '../test/helpers/mesh.js'
 import { ApiClient } from '../test/helpers/netns.js'
 import { alive } from '../test/helpers/process.js'
 import { type AgentProc, killPlacements, startAgent, stopAgent } from './agent-process.js'
+import { runFigures } from './lib/harness.js'
 
 const MACHINE = 'h100-8x-nv18'
 const REPLICAS = 8
@@ -229,12 +230,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     Object.assign(figures, await agentRestart(c, pool, env, agentState, agents))
     Object.assign(figures, await crashLoop(c, pool, windowS))
     Object.assign(figures, await dbKill(c))
-    return {
-      ...figures,
-      machine: `${cpus().length}x ${cpus()[0]?.model ?? 'unknown'}`,
-      node: process.version,
-      wall_s: Math.round((performance.now() - started) / 1000)
-    }
+    return { ...figures, ...runFigures(started) }
   } finally {
     for (const step of cleanup.reverse()) await Promise.resolve(step()).catch((err: Error) => log(err.message))
   }

@@ -19,15 +19,11 @@
 // Usage: npm run bench -- mesh [cuts=10] [workloads=200] [rate=10] [agents=200] [window=60] [heartbeat=1000]
 // Needs root and iproute2 (network namespaces). Progress goes to stderr, the JSON to stdout.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { cpus, tmpdir } from 'node:os'
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import pg from 'pg'
 import { sleep } from '../common/daemon/sleep.js'
 import { createLogger } from '../common/log.js'
-import { withDatabase } from '../coordinator/store/db.js'
-import { startEmbeddedPostgres } from '../coordinator/store/embedded.js'
 import type { HostFacts } from '../protocol/host-facts.js'
 import { eventually as waitFor, factsFor } from '../test/helpers/coordinator.js'
 import { cleanEnv } from '../test/helpers/agent.js'
@@ -42,6 +38,7 @@ import {
 } from '../test/helpers/netns.js'
 import { freePort } from '../test/helpers/redis.js'
 import { percentile, round1 } from './stats.js'
+import { withHarness } from './lib/harness.js'
 import { CLK_TCK, cpuTicks, measure } from './lib/proc-usage.js'
 
 const silent = createLogger('bench', { level: 'silent' })
@@ -77,7 +74,7 @@ function log(line: string): void {
 
 /** Children started here, killed (SIGKILL) if the bench dies before its own cleanup. */
 const children = new Set<ChildProcess>()
-const killChildren = () => {
+export const killChildren = () => {
   for (const c of children)
     if (c.exitCode === null && c.signalCode === null) {
       try {
@@ -86,13 +83,13 @@ const killChildren = () => {
     }
 }
 
-function track(child: ChildProcess): ChildProcess {
+export function track(child: ChildProcess): ChildProcess {
   children.add(child)
   child.once('exit', () => children.delete(child))
   return child
 }
 
-async function stopChild(child: ChildProcess, graceMs = 10_000): Promise<void> {
+export async function stopChild(child: ChildProcess, graceMs = 10_000): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return
   const exited = new Promise((resolve) => child.once('exit', resolve))
   child.kill('SIGTERM')
@@ -129,7 +126,7 @@ function killPlacements(stateRoot: string): number {
   return killed
 }
 
-interface Coordinator {
+export interface Coordinator {
   child: ChildProcess
   pid: number
   api: ApiClient
@@ -139,7 +136,7 @@ interface Coordinator {
 }
 
 /** A coordinator process on 127.0.0.1 (its log in <dir>/coordinator.log). */
-async function startLoopbackCoordinator(
+export async function startLoopbackCoordinator(
   dir: string,
   databaseUrl: string,
   env: Record<string, string> = {}
@@ -197,13 +194,33 @@ async function startLoopbackCoordinator(
 }
 
 /** Ready hosts, from the pools (GET /v1/hosts carries every host's facts: too heavy to poll with 200 hosts). */
-async function readyHosts(api: ApiClient): Promise<number> {
+export async function readyHosts(api: ApiClient): Promise<number> {
   const r = await api.call('GET', '/v1/pools', undefined, 30_000)
   if (r.status !== 200) throw new Error(`GET /v1/pools: ${r.status} ${JSON.stringify(r.body)}`)
   return (r.body.items as Array<{ readyHosts: number }>).reduce((n, p) => n + p.readyHosts, 0)
 }
 
-async function joinTokens(api: ApiClient, n: number): Promise<string[]> {
+/** Waits until `n` hosts are ready; fails as soon as one of the load processes exits. */
+export async function fleetReady(
+  api: ApiClient,
+  loads: ChildProcess[],
+  n: number,
+  ms: number,
+  what: string
+): Promise<void> {
+  await waitFor(
+    async () => {
+      const dead = loads.find((l) => l.exitCode !== null)
+      if (dead !== undefined) throw new Error(`a load process exited ${String(dead.exitCode)}`)
+      await sleep(500)
+      return (await readyHosts(api)) === n ? true : undefined
+    },
+    ms,
+    what
+  )
+}
+
+export async function joinTokens(api: ApiClient, n: number): Promise<string[]> {
   const tokens: string[] = []
   for (let i = 0; i < n; i++) {
     const r = await api.call('POST', '/v1/join-tokens', {})
@@ -593,16 +610,7 @@ async function fleet(ctx: Ctx, o: Options): Promise<Record<string, unknown>> {
     )
   })
   const started = performance.now()
-  await waitFor(
-    async () => {
-      const dead = loads.find((l) => l.exitCode !== null)
-      if (dead !== undefined) throw new Error(`a load process exited ${String(dead.exitCode)}`)
-      await sleep(500)
-      return (await readyHosts(c.api)) === o.agents ? true : undefined
-    },
-    180_000,
-    `${o.agents} agents to join`
-  )
+  await fleetReady(c.api, loads, o.agents, 180_000, `${o.agents} agents to join`)
   log(
     `fleet: ${o.agents} agents in ${processes} load processes joined in ${((performance.now() - started) / 1000).toFixed(1)} s; settling`
   )
@@ -632,76 +640,38 @@ async function fleet(ctx: Ctx, o: Options): Promise<Record<string, unknown>> {
 
 export async function run(args: string[]): Promise<Record<string, unknown>> {
   const o = options(args)
-  const dir = mkdtempSync(join(tmpdir(), 'gpumesh-bench-mesh-'))
-  // Namespaces (their own exit hook), children and folders go even when the bench is interrupted.
-  const onExit = () => {
-    killChildren()
-    killPlacements(dir)
-    rmSync(dir, { recursive: true, force: true })
-  }
-  const cleanup: Array<() => Promise<void>> = []
-  const onSignal = (signal: NodeJS.Signals) => {
-    log(`${signal}: cleaning up`)
-    setTimeout(() => process.exit(130), 20_000).unref()
-    void (async () => {
-      for (const step of cleanup.splice(0).reverse()) await step().catch(() => {})
-    })().finally(() => process.exit(130))
-  }
-  process.once('exit', onExit)
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
-  const started = performance.now()
-  try {
-    // A folder of its own: as root, PostgreSQL runs as the postgres user, who must reach it (the bench's folder is 0700).
-    const pgDir = mkdtempSync(join(tmpdir(), 'gpumesh-bench-mesh-pg-'))
-    cleanup.push(async () => {
-      rmSync(pgDir, { recursive: true, force: true })
-    })
-    const db = await startEmbeddedPostgres(pgDir, silent)
-    cleanup.push(async () => {
-      await db.stop()
-    })
-    const databaseUrl = async (name: string) => {
-      const admin = new pg.Client({ connectionString: db.url })
-      await admin.connect()
-      await admin.query(`create database ${name}`)
-      await admin.end()
-      return withDatabase(db.url, name)
-    }
-    const ctx: Ctx = { dir, databaseUrl, cleanup }
-    const figures: Record<string, unknown> = { bench: 'mesh' }
-    const phase = async (name: string, f: () => Promise<Record<string, unknown>>) => {
-      const mark = cleanup.length
-      const t0 = performance.now()
-      log(`${name}: start`)
-      try {
-        Object.assign(figures, await f())
-      } finally {
-        // This phase's processes go before the next phase measures anything.
-        for (const step of cleanup.splice(mark).reverse())
-          await step().catch((err: Error) => log(`${name} cleanup: ${err.message}`))
-        log(`${name}: done in ${((performance.now() - t0) / 1000).toFixed(0)} s`)
+  return await withHarness(
+    {
+      name: 'mesh',
+      log,
+      // Namespaces (their own exit hook), children and folders go even when the bench is interrupted.
+      onExit: (dir) => {
+        killChildren()
+        killPlacements(dir)
       }
+    },
+    async ({ dir, cleanup, databaseUrl }) => {
+      const ctx: Ctx = { dir, databaseUrl, cleanup }
+      const figures: Record<string, unknown> = { bench: 'mesh' }
+      const phase = async (name: string, f: () => Promise<Record<string, unknown>>) => {
+        const mark = cleanup.length
+        const t0 = performance.now()
+        log(`${name}: start`)
+        try {
+          Object.assign(figures, await f())
+        } finally {
+          // This phase's processes go before the next phase measures anything.
+          for (const step of cleanup.splice(mark).reverse())
+            await step().catch((err: Error) => log(`${name} cleanup: ${err.message}`))
+          log(`${name}: done in ${((performance.now() - t0) / 1000).toFixed(0)} s`)
+        }
+      }
+      await phase('down-detect (netns)', async () => await downDetect(ctx, o))
+      await phase('post-to-running (loopback)', async () => await postToRunning(ctx, o))
+      await phase(`fleet of ${o.agents} agents (loopback)`, async () => await fleet(ctx, o))
+      return { ...figures, heartbeat_ms: o.heartbeat, cuts: o.cuts, window_s: o.window }
     }
-    await phase('down-detect (netns)', async () => await downDetect(ctx, o))
-    await phase('post-to-running (loopback)', async () => await postToRunning(ctx, o))
-    await phase(`fleet of ${o.agents} agents (loopback)`, async () => await fleet(ctx, o))
-    return {
-      ...figures,
-      heartbeat_ms: o.heartbeat,
-      cuts: o.cuts,
-      window_s: o.window,
-      machine: `${cpus().length}x ${cpus()[0]?.model ?? 'unknown'}`,
-      node: process.version,
-      wall_s: Math.round((performance.now() - started) / 1000)
-    }
-  } finally {
-    for (const step of cleanup.reverse()) await step().catch((err: Error) => log(`cleanup: ${err.message}`))
-    onExit()
-    process.removeListener('exit', onExit)
-    process.removeListener('SIGINT', onSignal)
-    process.removeListener('SIGTERM', onSignal)
-  }
+  )
 }
 
 // `node dist/bench/mesh.js load <config.json>`: one load process of agents (see startLoad).

@@ -59,7 +59,11 @@ t.test(
     // Revoked between two calls: the next call is refused (nothing was kept).
     t.equal((await authorizeCall(pool, app.token, 'chat', null)).ok, true)
     await revokeApiToken(real, app.id)
-    t.match(await authorizeCall(pool, app.token, 'chat', null), { ok: false, status: 401 }, "a revoked token's next call")
+    t.match(
+      await authorizeCall(pool, app.token, 'chat', null),
+      { ok: false, status: 401 },
+      "a revoked token's next call"
+    )
   }
 )
 

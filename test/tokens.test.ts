@@ -74,12 +74,12 @@ t.test('create, list, revoke; invoke tokens open no /v1 route', async (t) => {
   )
   t.same(
     Object.keys(items[1] ?? {}).sort(),
-    ['createdAt', 'endpoints', 'id', 'lastUsedAt', 'name', 'revokedAt', 'role'],
+    ['createdAt', 'endpoints', 'id', 'lastUsedAt', 'name', 'revokedAt', 'role', 'team'],
     'a listed token has no secret and no hash'
   )
   for (const secret of [app.token, viewer.token])
     t.notOk(listed.stdout.includes(secret) || table.stdout.includes(secret), 'no secret in the list output')
-  t.match(table.stdout, /app\s+invoke\s+chat,embed/, 'the table shows the role and endpoints')
+  t.match(table.stdout, /app\s+invoke\s+-\s+chat,embed/, 'the table shows the role, team and endpoints')
 
   // Revoking: the token's next request is refused; revoking again is fine; unknown ids are 404.
   t.equal((await c.call('GET', '/v1/hosts', undefined, viewer.token)).status, 200, 'the viewer token works')

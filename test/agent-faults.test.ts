@@ -181,8 +181,8 @@ t.test('an agent restart (kill -9, then SIGTERM) leaves its workloads alone', as
     if (restarted.length !== restarts) mismatches.push(`${restarted.length} host.agent-restarted events`)
     else if (restarted.at(-1)?.data.kept !== 3) mismatches.push(`kept ${restarted.at(-1)?.data.kept}, not 3`)
     for (const e of events) {
-      if (e.type === 'host.state-changed' && e.subject === host.id && e.data.to === 'down')
-        mismatches.push(`the host went down: ${e.data.reason}`)
+      if (e.type === 'host.state-changed' && e.subject === host.id && ['down', 'quarantined'].includes(e.data.to))
+        mismatches.push(`the host went ${e.data.to}: ${e.data.reason}`)
       if (e.type === 'placement.lost' || e.type === 'placement.stopped')
         mismatches.push(`${e.type} ${e.subject}: ${e.data.reason}`)
     }
@@ -192,11 +192,18 @@ t.test('an agent restart (kill -9, then SIGTERM) leaves its workloads alone', as
       if (/fenced/.test(l.msg)) mismatches.push(`the returning agent fenced something: ${l.msg}`)
     t.same(mismatches, [], `after ${signal} and a new start: the same processes run, nothing moved`)
   }
+  let last = ''
   await eventually(
-    async () => ((await c.call('GET', `/v1/hosts/${host.id}`)).body.state === 'ready' ? true : undefined),
+    async () => {
+      const { body } = await c.call('GET', `/v1/hosts/${host.id}`)
+      last = `${body.state} (${body.stateReason})`
+      return body.state === 'ready' ? true : undefined
+    },
     30_000,
     'the host to be ready'
-  )
+  ).catch((err: Error) => {
+    throw new Error(`${err.message}; it is ${last}`)
+  })
 })
 
 t.test('a revoked host stops its work and its agent exits 78, at once again when restarted', async (t) => {

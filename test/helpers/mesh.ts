@@ -212,6 +212,10 @@ export function agentEnv(
   return cleanEnv({
     GPUMESH_NVIDIA_SMI: NVIDIA_SMI_DOUBLE,
     GPUMESH_SMI_FIXTURE: join(MACHINES, machine),
+    // A loaded CI machine can take over the 10 s default to answer a replay while the agent also
+    // starts its host probes; a host whose driver does not answer joins with no GPUs (and a known
+    // one is quarantined), which is right on real hardware and wrong for these tests.
+    GPUMESH_NVIDIA_SMI_TIMEOUT_MS: '30000',
     GPUMESH_STATE_DIR: stateDir,
     GPUMESH_LISTEN: '/ip4/127.0.0.1/tcp/0',
     GPUMESH_COORDINATOR: target.coordinators.join(','),

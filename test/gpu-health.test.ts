@@ -294,6 +294,6 @@ t.test('a stop leaves no nvidia-smi behind', async (t) => {
   await nextSample(m)
   const pid = m.samplerPid as number
   await m.stop()
-  await eventually(() => !alive(pid), 5000, 'the loop ended')
+  await eventually(() => !alive(pid), 15_000, 'the loop ended')
   t.equal(m.samplerPid, null)
 })

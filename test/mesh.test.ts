@@ -385,7 +385,7 @@ t.test(
       `a new session ${gap} ms after the first: not before the coordinator was silent for ${silenceMs} ms`
     )
     t.ok(
-      await eventually(async () => silent.getConnections().length === 1, 5000, 'the old connection to close'),
+      await eventually(async () => silent.getConnections().length === 1, 15_000, 'the old connection to close'),
       'over a new connection; the old one is closed'
     )
     ack = true

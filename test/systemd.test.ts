@@ -139,7 +139,7 @@ t.test('no watchdog ping while the daemon is not healthy', async (t) => {
     else unhealthyTicks++
     return healthy
   })
-  await notify.next(/WATCHDOG=1/, 5000)
+  await notify.next(/WATCHDOG=1/, 15_000)
   healthy = false
   await eventually(() => unhealthyTicks >= 3, 10_000, 'three watchdog ticks while unhealthy')
   // A marker sent after those ticks: a ping sent for any of them would be queued on the socket before it.

@@ -13,6 +13,7 @@ import { readClusterKey } from '../common/mesh/cluster-key.js'
 import { loadOrCreateIdentity } from '../common/mesh/identity.js'
 import { createMeshNode, type MeshNode } from '../common/mesh/node.js'
 import type { HostFacts } from '../protocol/host-facts.js'
+import { type DetectAtStartOptions, detectAtStart, driverSilent } from './detect/at-start.js'
 import { detect, type DetectOptions } from './detect/detect.js'
 import { findNvidiaSmi } from './detect/nvidia/run.js'
 import { detectInSubprocess } from './detect/subprocess.js'
@@ -41,6 +42,8 @@ export interface AgentOptions {
   /** Facts to use instead of detecting (simulated hosts: many agents in one process). */
   facts?: HostFacts
   detectIntervalMs?: number
+  /** Tries before joining when nvidia-smi does not answer (at-start.ts). */
+  detectRetry?: DetectAtStartOptions
   mdns?: boolean
   docker?: string
   stopGraceMs?: number
@@ -74,7 +77,7 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
   const privateKey = await loadOrCreateIdentity(join(o.stateDir, 'peer.key'))
   const state = await AgentState.load(o.stateDir)
   const healthPolicy = await loadHealthPolicy(o.telemetry?.policyFile)
-  let facts = o.facts ?? (await detectInSubprocess(o.detect))
+  let facts = o.facts ?? (await detectAtStart(o.detect, o.log, o.detectRetry))
   const name = o.name ?? facts.hostname
   const started = new Started(o.log)
   try {
@@ -170,6 +173,14 @@ export async function startAgent(o: AgentOptions): Promise<Agent> {
           async () => {
             try {
               const gpusOnly = await detect({ ...o.detect, hostSources: [] })
+              // A driver that did not answer this time says nothing about the GPUs: not a change.
+              if (driverSilent(gpusOnly) && facts.gpus.length > 0) {
+                o.log.warn(
+                  { why: gpusOnly.warnings.find((w) => w.code === 'source.failed')?.message },
+                  'nvidia-smi did not answer: keeping the last GPU facts'
+                )
+                return
+              }
               if (JSON.stringify([gpusOnly.gpus, gpusOnly.pool]) === JSON.stringify([facts.gpus, facts.pool])) return
               const next = await detectInSubprocess(o.detect)
               facts = next

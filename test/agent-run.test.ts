@@ -37,7 +37,7 @@ t.test('run: detects, enrolls, logs, stops on SIGTERM', async (t) => {
     env: await agentProcessEnv(c, stateDir, 'h100-8x-nv18-nics', { GPUMESH_NODE_NAME: 'proc-node' }),
     extendEnv: false,
     reject: false,
-    timeout: 60_000
+    timeout: 180_000
   })
   let output = ''
   child.stdout?.on('data', (d: Buffer) => {
@@ -82,7 +82,7 @@ t.test('run: GPUs that change while it runs quarantine the host (detection in a 
     }),
     extendEnv: false,
     reject: false,
-    timeout: 60_000
+    timeout: 180_000
   })
   t.teardown(() => {
     child.kill('SIGKILL')

@@ -353,7 +353,7 @@ export class ApiClient {
     this.where = { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port) }
   }
 
-  async call(method: string, path: string, body?: unknown, timeoutMs = 10_000): Promise<ApiResponse> {
+  async call(method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<ApiResponse> {
     const payload = body === undefined ? undefined : JSON.stringify(body)
     return await new Promise((resolve, reject) => {
       const req = request(

@@ -75,7 +75,7 @@ export async function attach(c: TestCoordinator, workloadId: string, o: AttachOp
     for (const w of waiters) w()
   })
   await ready
-  const waitFor = async (re: RegExp, ms = 10_000, from = 0) =>
+  const waitFor = async (re: RegExp, ms = 30_000, from = 0) =>
     await new Promise<string>((resolve, reject) => {
       // Only the text not yet searched (and a little before it, for a match across chunks): megabytes of output stay linear.
       let scanned = from
